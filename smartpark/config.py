@@ -1,0 +1,139 @@
+"""Configuration per CONTRACT §6: flags win over environment variables, variables over defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import ConfigError
+
+# flag name -> (environment variable, default)
+OPTIONS: dict[str, tuple[str, str | None]] = {
+    "mqtt_url": ("SMARTPARK_MQTT_URL", "mqtt://127.0.0.1:1883"),
+    "influx_url": ("SMARTPARK_INFLUX_URL", "http://127.0.0.1:8086"),
+    "influx_db": ("SMARTPARK_INFLUX_DB", "smartpark"),
+    "influx_token": ("SMARTPARK_INFLUX_TOKEN", None),
+    "park": ("SMARTPARK_PARK", None),
+    "state_dir": ("SMARTPARK_STATE_DIR", "./.smartpark"),
+    "api_url": ("SMARTPARK_API_URL", "http://127.0.0.1:8765"),
+    "api_token": ("SMARTPARK_API_TOKEN", None),
+}
+
+HELP = {
+    "mqtt_url": "MQTT broker, mqtt:// or mqtts://, user:password@ allowed",
+    "influx_url": "InfluxDB base URL (v1 HTTP API), user:password@ allowed",
+    "influx_db": "InfluxDB database",
+    "influx_token": "token for InfluxDB 2.x/3.x (sent as 'Authorization: Token ...')",
+    "park": "park model file (default: the bundled park)",
+    "state_dir": "directory for the spool, alarm state and the local stack",
+    "api_url": "where the alert engine's operator API listens / is called",
+    "api_token": "bearer token of the operator API",
+}
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Add the CONTRACT §6 options to a (sub)parser.
+
+    Defaults are resolved later by :meth:`Settings.resolve`; ``SUPPRESS`` keeps a subcommand from
+    overwriting a flag given before its name.
+    """
+    group = parser.add_argument_group("connection and configuration (CONTRACT §6)")
+    for name, (env, default) in OPTIONS.items():
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
+                           help=f"{HELP[name]} [env {env}, default {default or 'none'}]")
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+@dataclass(frozen=True)
+class InfluxTarget:
+    base_url: str  # without credentials, no trailing slash
+    username: str | None
+    password: str | None
+    token: str | None
+    db: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    mqtt_url: str = OPTIONS["mqtt_url"][1]  # type: ignore[assignment]  # defaults are not None here
+    influx_url: str = OPTIONS["influx_url"][1]  # type: ignore[assignment]
+    influx_db: str = OPTIONS["influx_db"][1]  # type: ignore[assignment]
+    influx_token: str | None = None
+    park: str | None = None
+    state_dir: str = OPTIONS["state_dir"][1]  # type: ignore[assignment]
+    api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]
+    api_token: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def resolve(cls, ns: argparse.Namespace | None = None,
+                env: dict[str, str] | None = None) -> Settings:
+        """Flags (``ns``) > environment (``env``, default ``os.environ``) > defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, (var, default) in OPTIONS.items():
+            flag = getattr(ns, name, None) if ns is not None else None
+            if flag is not None:
+                values[name] = flag
+            elif env.get(var):
+                values[name] = env[var]
+            else:
+                values[name] = default
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.mqtt()  # validate early: before any I/O
+        settings.influx()
+        return settings
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    def mqtt(self) -> MqttTarget:
+        return parse_mqtt_url(self.mqtt_url)
+
+    def influx(self) -> InfluxTarget:
+        return parse_influx_url(self.influx_url, self.influx_db, self.influx_token)
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ConfigError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}", key="mqtt_url")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ConfigError(f"bad port in MQTT URL {url!r}", key="mqtt_url") from exc
+    if not parts.hostname:
+        raise ConfigError(f"no host in MQTT URL {url!r}", key="mqtt_url")
+    return MqttTarget(parts.hostname, port, tls,
+                      unquote(parts.username) if parts.username else None,
+                      unquote(parts.password) if parts.password else None)
+
+
+def parse_influx_url(url: str, db: str, token: str | None) -> InfluxTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"InfluxDB URL must be http(s)://host[:port], got {url!r}", key="influx_url")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"bad port in InfluxDB URL {url!r}", key="influx_url") from exc
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc = host + (f":{port}" if port else "")
+    base = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+    if not db:
+        raise ConfigError("InfluxDB database name is empty", key="influx_db")
+    return InfluxTarget(base, unquote(parts.username) if parts.username else None,
+                        unquote(parts.password) if parts.password else None, token or None, db)
