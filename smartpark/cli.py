@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         if module_name in seen:
             continue
         seen.add(module_name)
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a command whose package is not installed; tests check all exist
+            if exc.name != module_name and exc.name != module_name.split(".")[0]:
+                raise
+            continue
         module.register(sub)
     # let every subcommand accept the common options after its name too
     for choice in sub.choices.values():

@@ -1,0 +1,36 @@
+"""smartpark's shared core: the park model and the contract in code (topics, payloads, line protocol,
+configuration), used by ``collector``, ``alerts``, ``dashboards`` and ``simulators``."""
+
+from .config import Settings
+from .errors import (
+    ConfigError,
+    DecodeError,
+    NotifyError,
+    PartialWriteError,
+    SmartparkError,
+    UsageError,
+    WriteError,
+)
+from .park import Park, Sensor, SensorRef, load_park, parse_park
+from .wire import Decoded, Decoder, PointEncoder, Reading, Rejected
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "Decoded",
+    "Decoder",
+    "NotifyError",
+    "Park",
+    "PartialWriteError",
+    "PointEncoder",
+    "Reading",
+    "Rejected",
+    "Sensor",
+    "SensorRef",
+    "Settings",
+    "SmartparkError",
+    "UsageError",
+    "WriteError",
+    "load_park",
+    "parse_park",
+]

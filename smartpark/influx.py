@@ -1,0 +1,193 @@
+"""A small async client for InfluxDB's v1 HTTP API: line protocol on ``/write``, InfluxQL on ``/query``.
+
+InfluxDB 1.x serves it natively, 2.x and 3.x through their v1 compatibility API, and Grafana's InfluxQL
+data source speaks the same. Authentication: user and password from the URL (basic auth), or a token
+(``Authorization: Token ...``). Every answer is sorted into an error that says what to do next:
+400 with ``partial write`` -> :class:`PartialWriteError` (keep the good lines, dead-letter the rest);
+413 -> split; 429 and 5xx -> retry, honouring ``Retry-After``; connection errors -> retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import re
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from .config import InfluxTarget
+from .errors import PartialWriteError, WriteError
+from .lineproto import quote_ident
+
+log = logging.getLogger(__name__)
+
+_LINE_ERR = re.compile(r"unable to parse '(?P<line>.*?)': (?P<why>[^\n]*?)(?=(?: unable to parse '|\"?$|\\n))", re.S)
+_DROPPED = re.compile(r"dropped=(\d+)")
+
+
+class InfluxClient:
+    """``async with InfluxClient(target) as db: await db.write(lines)``; keep-alive, gzip on large bodies."""
+
+    def __init__(self, target: InfluxTarget, *, timeout: float = 10.0, gzip_min_bytes: int = 4096,
+                 gzip_level: int = 1) -> None:
+        self.target = target
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._gzip_min = gzip_min_bytes
+        self._gzip_level = gzip_level
+        self._session: aiohttp.ClientSession | None = None
+        self._entered = False
+        headers = {}
+        if target.token:
+            headers["Authorization"] = f"Token {target.token}"
+        self._headers = headers
+        self._auth = aiohttp.BasicAuth(target.username, target.password or "") if target.username else None
+
+    async def __aenter__(self) -> InfluxClient:
+        if self._entered:
+            raise RuntimeError("InfluxClient cannot be entered twice")
+        self._entered = True
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout, headers=self._headers, auth=self._auth,
+            connector=aiohttp.TCPConnector(limit=8, keepalive_timeout=60),
+        )
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("InfluxClient used outside 'async with'")
+        return self._session
+
+    # ------------------------------------------------------------------ write
+    async def write(self, lines: Sequence[str] | bytes, precision: str = "ms", db: str | None = None) -> None:
+        """Write a batch. Raises :class:`WriteError` (``retryable`` tells whether to try again) or
+        :class:`PartialWriteError` with the indexes of rejected lines."""
+        body = lines if isinstance(lines, bytes) else "\n".join(lines).encode()
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if len(body) >= self._gzip_min:
+            body = gzip.compress(body, compresslevel=self._gzip_level)
+            headers["Content-Encoding"] = "gzip"
+        params = {"db": db or self.target.db, "precision": precision}
+        try:
+            async with self.session.post(self.target.base_url + "/write", params=params, data=body,
+                                         headers=headers) as resp:
+                if resp.status == 204:
+                    return
+                text = await resp.text(errors="replace")
+                raise self._write_error(resp.status, text, resp.headers.get("Retry-After"), lines)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise WriteError(f"InfluxDB unreachable: {exc!r}", status=0, retryable=True) from exc
+
+    @staticmethod
+    def _write_error(status: int, text: str, retry_after: str | None,
+                     lines: Sequence[str] | bytes) -> WriteError:
+        after: float | None = None
+        if retry_after:
+            try:
+                after = max(0.0, float(retry_after))
+            except ValueError:
+                after = None
+        msg = _error_text(text)
+        if status == 400 and "partial write" in msg and not isinstance(lines, bytes):
+            return PartialWriteError(msg, _rejected_lines(msg, lines))
+        if status in (400, 401, 403, 404, 422):
+            if status == 404 and "database not found" in msg:
+                return WriteError(msg, status=status, retryable=True, retry_after=after)
+            return WriteError(f"InfluxDB refused the write ({status}): {msg}", status=status, retryable=False)
+        if status == 413:
+            return WriteError(f"batch too large: {msg}", status=413, retryable=False)
+        return WriteError(f"InfluxDB answered {status}: {msg}", status=status, retryable=True, retry_after=after)
+
+    # ------------------------------------------------------------------ query
+    async def query(self, q: str, db: str | None = None, *, epoch: str | None = "ms",
+                    method: str = "GET") -> list[dict[str, Any]]:
+        """Run InfluxQL; returns the ``results`` list. Raises WriteError(retryable) when unreachable and
+        ValueError on a query error."""
+        params = {"q": q}
+        if db is not False:
+            params["db"] = db or self.target.db
+        if epoch:
+            params["epoch"] = epoch
+        try:
+            call = self.session.get if method == "GET" else self.session.post
+            async with call(self.target.base_url + "/query", params=params) as resp:
+                doc = await resp.json(content_type=None)
+                if resp.status >= 500:
+                    raise WriteError(f"InfluxDB answered {resp.status}", status=resp.status, retryable=True)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise WriteError(f"InfluxDB unreachable: {exc!r}", retryable=True) from exc
+        if "error" in doc:
+            raise ValueError(doc["error"])
+        results: list[dict[str, Any]] = doc.get("results", [])
+        for r in results:
+            if "error" in r:
+                raise ValueError(r["error"])
+        return results
+
+    async def rows(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
+        """The rows of every series of a single-statement query, as dicts (tags merged in)."""
+        out: list[dict[str, Any]] = []
+        for result in await self.query(q, db):
+            for series in result.get("series", []):
+                tags = series.get("tags", {})
+                cols = series["columns"]
+                for values in series["values"]:
+                    row = dict(zip(cols, values, strict=True))
+                    row.update(tags)
+                    out.append(row)
+        return out
+
+    async def ping(self) -> bool:
+        try:
+            async with self.session.get(self.target.base_url + "/ping") as resp:
+                return resp.status in (200, 204)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+    async def ensure_database(self, db: str | None = None) -> bool:
+        """Create the database when missing (as Telegraf does). Returns True when it was created."""
+        name = db or self.target.db
+        results = await self.query("SHOW DATABASES", db=False, method="GET")  # type: ignore[arg-type]
+        existing = {v[0] for r in results for s in r.get("series", []) for v in s.get("values", [])}
+        if name in existing:
+            return False
+        await self.query(f"CREATE DATABASE {quote_ident(name)}", db=False, method="POST")  # type: ignore[arg-type]
+        log.warning("created InfluxDB database %r (it was missing)", name)
+        return True
+
+
+def _error_text(text: str) -> str:
+    try:
+        import json
+
+        return str(json.loads(text).get("error", text))
+    except (ValueError, AttributeError):
+        return text.strip()
+
+
+def _rejected_lines(msg: str, lines: Sequence[str]) -> dict[int, str]:
+    """Map InfluxDB's 'unable to parse' reports back to line indexes of the batch."""
+    index: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        index.setdefault(line, []).append(i)
+    rejected: dict[int, str] = {}
+    for m in _LINE_ERR.finditer(msg):
+        for i in index.get(m.group("line"), []):
+            rejected[i] = m.group("why").strip()
+    if not rejected and (m2 := _DROPPED.search(msg)):
+        # points dropped for retention or type conflicts are not named line by line; say so on every line
+        log.warning("InfluxDB dropped %s points of a batch without naming them: %s", m2.group(1), msg)
+    return rejected

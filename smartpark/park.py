@@ -1,0 +1,354 @@
+"""The park model (CONTRACT §4): sites, assets, sensors, units, ranges and limits.
+
+It is the single source of truth that the collector, the alarm engine, the dashboards and the simulators
+all read. :func:`load_park` validates a YAML file with pydantic and reports the first mistake as a
+:class:`~smartpark.errors.ConfigError` naming the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+Id = Annotated[str, Field(pattern=ID_RE.pattern)]
+Averaging = Literal["instant", "5min", "1h", "24h", "monthly"]
+Priority = Literal["high", "medium", "low"]
+LIMIT_KEYS = ("ll", "l", "h", "hh")
+AVERAGING_SECONDS: dict[str, int] = {"instant": 0, "5min": 300, "1h": 3600, "24h": 86400, "monthly": 30 * 86400}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParkInfo(_Strict):
+    id: Id
+    name: str
+    name_zh: str | None = None
+    timezone: str = "Asia/Shanghai"
+
+
+class Limits(_Strict):
+    ll: float | None = None
+    l: float | None = None  # noqa: E741  # the ISA-18.2 name of the low limit
+    h: float | None = None
+    hh: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        present = [(k, getattr(self, k)) for k in LIMIT_KEYS if getattr(self, k) is not None]
+        for (k1, v1), (k2, v2) in zip(present, present[1:], strict=False):
+            if v1 > v2:
+                raise ValueError(f"limits are inverted: {k1}={v1} > {k2}={v2}")
+        return self
+
+    def items(self) -> list[tuple[str, float]]:
+        return [(k, v) for k in LIMIT_KEYS if (v := getattr(self, k)) is not None]
+
+
+class Regulatory(_Strict):
+    """A legal limit on an average: evaluated on the mean the standard defines, not on raw readings."""
+
+    limit: float | tuple[float, float]
+    averaging: Averaging
+    comparator: Literal["max", "min", "range"] = "max"
+    source: str
+    min_valid: float | None = Field(default=None, gt=0, le=1)  # share of valid data for a valid average
+
+    @model_validator(mode="after")
+    def _shape(self) -> Regulatory:
+        if self.comparator == "range":
+            if not isinstance(self.limit, tuple) or self.limit[0] > self.limit[1]:
+                raise ValueError("a 'range' regulatory limit is [low, high]")
+        elif isinstance(self.limit, tuple):
+            raise ValueError(f"a '{self.comparator}' regulatory limit is one number")
+        return self
+
+    @property
+    def rule(self) -> str:
+        return f"reg_{self.averaging}"
+
+
+class Sensor(_Strict):
+    id: Id
+    name: str
+    name_zh: str | None = None
+    unit: str = Field(min_length=1)
+    range: tuple[float, float]
+    normal: tuple[float, float]
+    interval_s: float = Field(gt=0)
+    sample_cycle_s: float | None = Field(default=None, gt=0)
+    limits: Limits = Limits()
+    deadband: float = Field(default=0.0, ge=0)
+    on_delay_s: float = Field(default=0.0, ge=0)
+    off_delay_s: float = Field(default=0.0, ge=0)
+    rate_per_min: float | None = Field(default=None, gt=0)  # rate-of-change alarm, units per minute
+    stuck_s: float | None = Field(default=None, gt=0)  # flat-line window override
+    priority: dict[str, Priority] = {}
+    regulatory: list[Regulatory] = []
+    sim: dict[str, Any] = {}
+
+    @field_validator("range", "normal")
+    @classmethod
+    def _increasing(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] >= v[1]:
+            raise ValueError(f"must be [low, high] with low < high, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Sensor:
+        lo, hi = self.range
+        if self.normal[0] < lo or self.normal[1] > hi:
+            raise ValueError(f"normal band {list(self.normal)} lies outside the instrument range {list(self.range)}")
+        seen: set[str] = set()
+        for reg in self.regulatory:
+            if reg.rule in seen:
+                raise ValueError(f"two regulatory limits with averaging {reg.averaging}")
+            seen.add(reg.rule)
+        return self
+
+    @property
+    def report_cycle_s(self) -> float:
+        """How often a *new* value appears (analyzers publish a staircase)."""
+        return self.sample_cycle_s or self.interval_s
+
+
+class Asset(_Strict):
+    id: Id
+    name: str
+    name_zh: str | None = None
+    sensors: list[Sensor] = Field(min_length=1)
+
+    @field_validator("sensors")
+    @classmethod
+    def _unique(cls, v: list[Sensor]) -> list[Sensor]:
+        _check_unique([s.id for s in v], "sensor")
+        return v
+
+
+class Site(_Strict):
+    id: Id
+    name: str
+    name_zh: str | None = None
+    assets: list[Asset] = Field(min_length=1)
+
+    @field_validator("assets")
+    @classmethod
+    def _unique(cls, v: list[Asset]) -> list[Asset]:
+        _check_unique([a.id for a in v], "asset")
+        return v
+
+
+def _check_unique(ids: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise ValueError(f"duplicate {what} id {i!r}")
+        seen.add(i)
+
+
+class SensorRef(BaseModel):
+    """A sensor with its place in the park; what the pipeline looks up per message."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    site: str
+    asset: str
+    sensor: Sensor
+    index: int  # dense 0..n-1, stable for a given park file: lets numpy arrays be indexed by sensor
+
+    @property
+    def key(self) -> str:
+        return f"{self.site}/{self.asset}/{self.sensor.id}"
+
+    @property
+    def topic(self) -> str:
+        return f"park/{self.key}"
+
+
+class Park(_Strict):
+    park: ParkInfo
+    sites: list[Site] = Field(min_length=1)
+
+    @field_validator("sites")
+    @classmethod
+    def _unique(cls, v: list[Site]) -> list[Site]:
+        _check_unique([s.id for s in v], "site")
+        if any(s.id in RESERVED_SITES for s in v):
+            raise ValueError(f"site ids {sorted(RESERVED_SITES)} are reserved by the contract")
+        return v
+
+    # --- lookups (built once, the model is frozen) ---
+    @functools.cached_property
+    def _index(self) -> dict[str, SensorRef]:
+        out: dict[str, SensorRef] = {}
+        for site in self.sites:
+            for asset in site.assets:
+                for sensor in asset.sensors:
+                    ref = SensorRef(site=site.id, asset=asset.id, sensor=sensor, index=len(out))
+                    out[ref.key] = ref
+        return out
+
+    @functools.cached_property
+    def _assets(self) -> dict[str, Asset]:
+        return {f"{s.id}/{a.id}": a for s in self.sites for a in s.assets}
+
+    def sensors(self) -> list[SensorRef]:
+        return list(self._index.values())
+
+    def lookup(self, site: str, asset: str, sensor: str) -> SensorRef | None:
+        return self._index.get(f"{site}/{asset}/{sensor}")
+
+    def get(self, key: str) -> SensorRef:
+        """``site/asset/sensor`` -> reference; KeyError when unknown."""
+        return self._index[key]
+
+    def asset(self, site: str, asset: str) -> Asset | None:
+        return self._assets.get(f"{site}/{asset}")
+
+    def site(self, site_id: str) -> Site | None:
+        return next((s for s in self.sites if s.id == site_id), None)
+
+    def __iter__(self) -> Iterator[SensorRef]:  # type: ignore[override]  # iterate sensors, not fields
+        return iter(self._index.values())
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+RESERVED_SITES = frozenset({"alarms"})  # park/alarms/... is the alarm-state tree (CONTRACT §2); "_sys" fails the id regex
+
+
+# --------------------------------------------------------------------------- loading with line numbers
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records the line of every mapping key and value and refuses duplicate keys."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    lines: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise ConfigError(f"duplicate key {key!r}", line=key_node.start_mark.line + 1, key=str(key))
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        lines[key] = key_node.start_mark.line + 1
+    return _Mapping(mapping, lines, node.start_mark.line + 1)
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode, deep: bool = False) -> list[Any]:
+    items = [loader.construct_object(child, deep=True) for child in node.value]
+    return _Sequence(items, [c.start_mark.line + 1 for c in node.value], node.start_mark.line + 1)
+
+
+class _Mapping(dict):  # type: ignore[type-arg]
+    def __init__(self, data: dict[Any, Any], lines: dict[Any, int], line: int) -> None:
+        super().__init__(data)
+        self.lines = lines
+        self.line = line
+
+
+class _Sequence(list):  # type: ignore[type-arg]
+    def __init__(self, data: list[Any], lines: list[int], line: int) -> None:
+        super().__init__(data)
+        self.lines = lines
+        self.line = line
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_yaml_with_lines(text: str, file: str) -> Any:
+    """Parse YAML keeping line numbers (``.lines``/``.line`` on mappings and lists); errors name the file."""
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506  # _LineLoader derives from SafeLoader
+    except ConfigError as exc:
+        raise ConfigError(exc.message, file=file, line=exc.line, key=exc.key) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"not valid YAML: {problem}", file=file,
+                          line=mark.line + 1 if mark else None) from None
+
+
+def locate(data: Any, loc: tuple[Any, ...]) -> tuple[int | None, str]:
+    """Follow a pydantic error location into the parsed YAML: (line, dotted key path with ids)."""
+    line: int | None = getattr(data, "line", None)
+    node = data
+    names: list[str] = []
+    for part in loc:
+        if isinstance(node, _Mapping) and part in node:
+            line = node.lines.get(part, line)
+            names.append(str(part))
+            node = node[part]
+        elif isinstance(node, _Sequence) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.lines[part]
+            item = node[part]
+            ident = item.get("id") if isinstance(item, dict) else None
+            names.append(f"[{ident}]" if ident is not None else f"[{part}]")
+            node = item
+        else:
+            if isinstance(part, str) and not part.startswith(("function-", "tuple[", "list[", "float", "int")):
+                names.append(part)
+            break
+    return line, ".".join(names).replace(".[", "[")
+
+
+def validation_error(exc: ValidationError, data: Any, file: str) -> ConfigError:
+    """The first pydantic error as one ConfigError with file, line and key."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    line, key = locate(data, loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key {loc[-1]!r}"
+    elif err["type"] == "missing":
+        msg = f"missing required key {loc[-1]!r}"
+    elif err["type"] == "literal_error":
+        msg = f"{msg}, got {err.get('input')!r}"
+    return ConfigError(msg, file=file, line=line, key=key or None)
+
+
+def parse_park(text: str, file: str = "<park>") -> Park:
+    data = load_yaml_with_lines(text, file)
+    if not isinstance(data, dict):
+        raise ConfigError("a park file is a mapping with 'park' and 'sites'", file=file, line=1)
+    try:
+        return Park.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, data, file) from None
+
+
+def default_park_path() -> Path:
+    return Path(str(resources.files("smartpark") / "data" / "park.yaml"))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, mtime: float) -> Park:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read park model: {exc.strerror}", file=path) from None
+    return parse_park(text, path)
+
+
+def load_park(path: str | os.PathLike[str] | None = None) -> Park:
+    """Load and validate a park model; ``None`` means the bundled one."""
+    p = Path(path) if path else default_park_path()
+    try:
+        mtime = p.stat().st_mtime
+    except OSError as exc:
+        raise ConfigError(f"cannot read park model: {exc.strerror}", file=str(p)) from None
+    return _load_cached(str(p), mtime)

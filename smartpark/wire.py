@@ -1,0 +1,300 @@
+"""Topics and payloads on the wire (CONTRACT §2) and the points they become (CONTRACT §3).
+
+This is the first half of the one pipeline: MQTT message -> decode -> validate against the park model ->
+points. The collector and the alarm engine both call :class:`Decoder`, so a reading means the same to both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import DecodeError
+from .lineproto import escape_string_field, format_float, tag_prefix
+from .park import Park, SensorRef
+
+ROOT = "park"
+ALARM_ROOT = f"{ROOT}/alarms"
+SYS_ROOT = f"{ROOT}/_sys"
+SUBSCRIPTION = f"{ROOT}/#"
+MAX_PAYLOAD = 64 * 1024
+DEAD_LETTER_PAYLOAD_BYTES = 1024
+QUALITIES = ("good", "uncertain", "bad")
+
+# Dead-letter reasons (CONTRACT §3)
+BAD_JSON = "bad_json"
+BAD_VALUE = "bad_value"
+BAD_TS = "bad_ts"
+UNKNOWN_SENSOR = "unknown_sensor"
+OUT_OF_RANGE = "out_of_range"
+TOO_LARGE = "too_large"
+REASONS = (BAD_JSON, BAD_VALUE, BAD_TS, UNKNOWN_SENSOR, OUT_OF_RANGE, TOO_LARGE)
+
+# epoch milliseconds accepted as a reading's time: 2000-01-01 .. 2100-01-01. Outside is almost always
+# seconds sent as milliseconds (or the reverse), which would silently land in 1970.
+TS_MIN_MS = 946_684_800_000
+TS_MAX_MS = 4_102_444_800_000
+
+
+# --------------------------------------------------------------------------- topics
+
+def reading_topic(site: str, asset: str, sensor: str) -> str:
+    return f"{ROOT}/{site}/{asset}/{sensor}"
+
+
+def snapshot_topic(site: str, asset: str) -> str:
+    return f"{ROOT}/{site}/{asset}"
+
+
+def alarm_topic(site: str, asset: str, sensor: str, rule: str) -> str:
+    return f"{ALARM_ROOT}/{site}/{asset}/{sensor}/{rule}"
+
+
+def status_topic(service: str, instance: str) -> str:
+    return f"{SYS_ROOT}/{service}/{instance}"
+
+
+def share_subscription(group: str | None, topic: str = SUBSCRIPTION) -> str:
+    return f"$share/{group}/{topic}" if group else topic
+
+
+def is_service_topic(topic: str) -> bool:
+    """Alarm-state and service-status topics live under ``park/`` too but are not readings."""
+    return topic.startswith((ALARM_ROOT + "/", SYS_ROOT + "/")) or topic in (ALARM_ROOT, SYS_ROOT)
+
+
+# --------------------------------------------------------------------------- decoded data
+
+@dataclass(slots=True, frozen=True)
+class Reading:
+    """An accepted reading of one sensor."""
+
+    ref: SensorRef
+    value: float
+    ts_ms: int
+    quality: str = "good"
+
+    @property
+    def key(self) -> str:
+        return self.ref.key
+
+
+@dataclass(slots=True, frozen=True)
+class Rejected:
+    """A message or snapshot entry that becomes a dead letter."""
+
+    reason: str
+    detail: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Decoded:
+    readings: list[Reading]
+    rejected: list[Rejected]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_ts(raw: Any) -> int:
+    """``ts`` as epoch milliseconds (integer) or an RFC 3339 string with offset -> epoch ms."""
+    if isinstance(raw, bool):
+        raise DecodeError(BAD_TS, "ts is a boolean")
+    if isinstance(raw, int):
+        ms = raw
+    elif isinstance(raw, float):
+        if not math.isfinite(raw) or raw != int(raw):
+            raise DecodeError(BAD_TS, f"ts {raw!r} is not whole epoch milliseconds")
+        ms = int(raw)
+    elif isinstance(raw, str):
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError:
+            raise DecodeError(BAD_TS, f"ts {raw[:64]!r} is not RFC 3339") from None
+        if dt.tzinfo is None:
+            raise DecodeError(BAD_TS, f"ts {raw[:64]!r} has no UTC offset")
+        ms = int(dt.timestamp() * 1000 + (0.5 if dt.timestamp() >= 0 else -0.5)) if dt.microsecond % 1000 else \
+            int(dt.timestamp()) * 1000 + dt.microsecond // 1000
+    else:
+        raise DecodeError(BAD_TS, f"ts has type {type(raw).__name__}")
+    if not TS_MIN_MS <= ms < TS_MAX_MS:
+        raise DecodeError(BAD_TS, f"ts {ms} is outside 2000..2100 (seconds sent as milliseconds?)")
+    return ms
+
+
+def parse_value(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise DecodeError(BAD_VALUE, f"value has type {type(raw).__name__}, not a number")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise DecodeError(BAD_VALUE, f"value {raw!r} is not finite")
+    return value
+
+
+def parse_quality(raw: Any) -> str:
+    if raw is None:
+        return "good"
+    if raw not in QUALITIES:
+        raise DecodeError(BAD_VALUE, f"quality {str(raw)[:32]!r} is not one of good, uncertain, bad")
+    return str(raw)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def loads(payload: bytes) -> Any:
+    """JSON with NaN/Infinity refused (they are not JSON) and nesting bounded by the size limit."""
+    try:
+        return json.loads(payload, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and NaN are all ValueErrors
+        if "is not a number" in str(exc):
+            raise DecodeError(BAD_VALUE, str(exc)) from None
+        raise DecodeError(BAD_JSON, str(exc)[:200]) from None
+    except RecursionError:
+        raise DecodeError(BAD_JSON, "JSON nested too deeply") from None
+
+
+class Decoder:
+    """Turns one MQTT message into accepted readings and dead letters, validated against the park."""
+
+    def __init__(self, park: Park) -> None:
+        self.park = park
+
+    def decode(self, topic: str, payload: bytes, received_ms: int | None = None) -> Decoded:
+        out = Decoded([], [])
+        if len(payload) > MAX_PAYLOAD:
+            out.rejected.append(Rejected(TOO_LARGE, f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}",
+                                         topic, payload))
+            return out
+        parts = topic.split("/")
+        if len(parts) == 4 and parts[0] == ROOT:
+            ref = self.park.lookup(parts[1], parts[2], parts[3])
+            if ref is None:
+                out.rejected.append(Rejected(UNKNOWN_SENSOR, f"no sensor {'/'.join(parts[1:])} in the park model",
+                                             topic, payload))
+                return out
+            try:
+                self._reading(ref, loads(payload), received_ms, out)
+            except DecodeError as exc:
+                out.rejected.append(Rejected(exc.reason, exc.detail, topic, payload))
+            return out
+        if len(parts) == 3 and parts[0] == ROOT and self.park.asset(parts[1], parts[2]) is not None:
+            try:
+                self._snapshot(parts[1], parts[2], topic, payload, received_ms, out)
+            except DecodeError as exc:
+                out.rejected.append(Rejected(exc.reason, exc.detail, topic, payload))
+            return out
+        out.rejected.append(Rejected(UNKNOWN_SENSOR, "topic is not park/{site}/{asset}/{sensor} of a known sensor "
+                                     "nor park/{site}/{asset} of a known asset", topic, payload))
+        return out
+
+    def _reading(self, ref: SensorRef, doc: Any, received_ms: int | None, out: Decoded) -> None:
+        if isinstance(doc, dict):
+            if "value" not in doc:
+                raise DecodeError(BAD_VALUE, "no 'value' in the reading")
+            value = parse_value(doc["value"])
+            ts = parse_ts(doc["ts"]) if doc.get("ts") is not None else (received_ms or now_ms())
+            quality = parse_quality(doc.get("quality"))
+        else:
+            value = parse_value(doc)
+            ts = received_ms or now_ms()
+            quality = "good"
+        self._accept(ref, value, ts, quality, out, ref.topic, None)
+
+    def _accept(self, ref: SensorRef, value: float, ts: int, quality: str, out: Decoded, topic: str,
+                payload: bytes | None) -> None:
+        lo, hi = ref.sensor.range
+        if not lo <= value <= hi:
+            out.readings.append(Reading(ref, value, ts, "bad"))
+            out.rejected.append(Rejected(OUT_OF_RANGE, f"{ref.key} value {value!r} outside instrument range "
+                                         f"[{lo:g}, {hi:g}] {ref.sensor.unit}; stored with quality bad",
+                                         topic, payload if payload is not None else _reading_payload(value, ts)))
+            return
+        out.readings.append(Reading(ref, value, ts, quality))
+
+    def _snapshot(self, site: str, asset: str, topic: str, payload: bytes, received_ms: int | None,
+                  out: Decoded) -> None:
+        doc = loads(payload)
+        if not isinstance(doc, dict) or not isinstance(doc.get("values"), dict):
+            raise DecodeError(BAD_VALUE, "a snapshot is {\"ts\": ..., \"values\": {sensor: number}}")
+        ts = parse_ts(doc["ts"]) if doc.get("ts") is not None else (received_ms or now_ms())
+        quality = parse_quality(doc.get("quality"))
+        for name, raw in doc["values"].items():
+            entry = json.dumps({name: raw}, allow_nan=True).encode()[:DEAD_LETTER_PAYLOAD_BYTES]
+            ref = self.park.lookup(site, asset, str(name))
+            if ref is None:
+                out.rejected.append(Rejected(UNKNOWN_SENSOR, f"snapshot entry {str(name)[:64]!r}: no such sensor "
+                                             f"in {site}/{asset}", topic, entry))
+                continue
+            try:
+                if isinstance(raw, dict):
+                    value = parse_value(raw.get("value"))
+                    ets = parse_ts(raw["ts"]) if raw.get("ts") is not None else ts
+                    equality = parse_quality(raw.get("quality")) if "quality" in raw else quality
+                else:
+                    value, ets, equality = parse_value(raw), ts, quality
+            except DecodeError as exc:
+                out.rejected.append(Rejected(exc.reason, f"snapshot entry {name!r}: {exc.detail}", topic, entry))
+                continue
+            self._accept(ref, value, ets, equality, out, topic, entry)
+
+
+def _reading_payload(value: float, ts: int) -> bytes:
+    return json.dumps({"value": value, "ts": ts}).encode()
+
+
+# --------------------------------------------------------------------------- points (CONTRACT §3)
+
+class PointEncoder:
+    """Readings -> line protocol at millisecond precision, with the tag prefix of each sensor built once."""
+
+    def __init__(self, park: Park) -> None:
+        self._prefix = [
+            tag_prefix("reading", {"site": r.site, "asset": r.asset, "sensor": r.sensor.id}) + " value="
+            for r in park.sensors()
+        ]
+
+    def reading(self, r: Reading) -> str:
+        line = self._prefix[r.ref.index] + format_float(r.value)
+        if r.quality != "good":
+            line += f',quality="{r.quality}"'
+        return f"{line} {r.ts_ms}"
+
+
+def dead_letter_fields(rej: Rejected) -> dict[str, str]:
+    return {
+        "topic": rej.topic,
+        "payload": rej.payload[:DEAD_LETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
+        "detail": rej.detail,
+    }
+
+
+class UniqueNs:
+    """Nanosecond timestamps kept unique per series, so that event points never overwrite each other."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def next(self, series: str, ns: int) -> int:
+        last = self._last.get(series)
+        if last is not None and ns <= last:
+            ns = last + 1
+        self._last[series] = ns
+        if len(self._last) > 100_000:  # bounded: old series only need uniqueness against recent events
+            self._last.clear()
+            self._last[series] = ns
+        return ns
+
+
+def dead_letter_line(rej: Rejected, ts_ns: int) -> str:
+    f = dead_letter_fields(rej)
+    return (f"{tag_prefix('dead_letter', {'reason': rej.reason})} topic={escape_string_field(f['topic'])},"
+            f"payload={escape_string_field(f['payload'])},detail={escape_string_field(f['detail'])} {ts_ns}")
