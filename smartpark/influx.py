@@ -9,7 +9,6 @@ data source speaks the same. Authentication: user and password from the URL (bas
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
 import re
@@ -88,7 +87,7 @@ class InfluxClient:
                     return
                 text = await resp.text(errors="replace")
                 raise self._write_error(resp.status, text, resp.headers.get("Retry-After"), lines)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise WriteError(f"InfluxDB unreachable: {exc!r}", status=0, retryable=True) from exc
 
     @staticmethod
@@ -127,7 +126,7 @@ class InfluxClient:
                 doc = await resp.json(content_type=None)
                 if resp.status >= 500:
                     raise WriteError(f"InfluxDB answered {resp.status}", status=resp.status, retryable=True)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise WriteError(f"InfluxDB unreachable: {exc!r}", retryable=True) from exc
         if "error" in doc:
             raise ValueError(doc["error"])
@@ -154,7 +153,7 @@ class InfluxClient:
         try:
             async with self.session.get(self.target.base_url + "/ping") as resp:
                 return resp.status in (200, 204)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     async def ensure_database(self, db: str | None = None) -> bool:

@@ -8,6 +8,7 @@ all read. :func:`load_park` validates a YAML file with pydantic and reports the 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ class Limits(_Strict):
     @model_validator(mode="after")
     def _ordered(self) -> Limits:
         present = [(k, getattr(self, k)) for k in LIMIT_KEYS if getattr(self, k) is not None]
-        for (k1, v1), (k2, v2) in zip(present, present[1:], strict=False):
+        for (k1, v1), (k2, v2) in itertools.pairwise(present):
             if v1 > v2:
                 raise ValueError(f"limits are inverted: {k1}={v1} > {k2}={v2}")
         return self
@@ -110,7 +111,8 @@ class Sensor(_Strict):
     def _consistent(self) -> Sensor:
         lo, hi = self.range
         if self.normal[0] < lo or self.normal[1] > hi:
-            raise ValueError(f"normal band {list(self.normal)} lies outside the instrument range {list(self.range)}")
+            raise ValueError(f"normal band {list(self.normal)} lies outside the instrument range "
+                             f"{list(self.range)}")
         seen: set[str] = set()
         for reg in self.regulatory:
             if reg.rule in seen:
@@ -226,7 +228,8 @@ class Park(_Strict):
         return len(self._index)
 
 
-RESERVED_SITES = frozenset({"alarms"})  # park/alarms/... is the alarm-state tree (CONTRACT §2); "_sys" fails the id regex
+# park/alarms/... is the alarm-state tree (CONTRACT §2); "_sys" already fails the id regex
+RESERVED_SITES = frozenset({"alarms"})
 
 
 # --------------------------------------------------------------------------- loading with line numbers
@@ -273,7 +276,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 def load_yaml_with_lines(text: str, file: str) -> Any:
     """Parse YAML keeping line numbers (``.lines``/``.line`` on mappings and lists); errors name the file."""
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506  # _LineLoader derives from SafeLoader
+        return yaml.load(text, Loader=_LineLoader)  # _LineLoader derives from SafeLoader
     except ConfigError as exc:
         raise ConfigError(exc.message, file=file, line=exc.line, key=exc.key) from None
     except yaml.YAMLError as exc:
