@@ -367,9 +367,16 @@ class Stack:
             return None
         return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
 
+    def _alive(self, name: str, pid: int) -> bool:
+        """Like :func:`pid_alive`, but through our Popen when we started it (keeps its exit status)."""
+        proc = self._procs.get(name)
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is None
+        return pid_alive(pid)
+
     def _is_ours(self, name: str, pid: int) -> bool:
         """The pid is alive and still runs ``name`` with our configuration file (guards against pid reuse)."""
-        if not pid_alive(pid):
+        if not self._alive(name, pid):
             return False
         argv = _cmdline(pid)
         if not argv:
@@ -461,7 +468,7 @@ class Stack:
         while True:
             if self._answers(name, port):
                 return
-            if not pid_alive(pid):
+            if not self._alive(name, pid):
                 proc = self._procs.get(name)
                 code = proc.poll() if proc is not None else None
                 how = f" with status {code}" if code is not None else ""
@@ -507,7 +514,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 return False
         deadline = time.monotonic() + timeout
-        while pid_alive(pid):
+        while self._alive(name, pid):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
