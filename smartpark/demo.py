@@ -1,0 +1,446 @@
+"""``smartpark demo``: the whole park end to end on this machine, in about two minutes.
+
+It is what ``make demo`` runs after set-up, and the proof that the parts fit together:
+
+1. the local stack (Mosquitto, InfluxDB) under ``<state dir>/demo/``;
+2. the collector and the alert engine as real subprocesses (``smartpark collect``, ``smartpark alerts run``),
+   exactly as a park would run them, the engine notifying a webhook receiver that this demo serves;
+3. a few hours of history backfilled into InfluxDB by the simulators;
+4. an incident scenario played accelerated through the broker, while a live console shows readings/s,
+   points written, dead letters, the active alarm list and the notifications on-call staff would get;
+5. an operator acknowledging the first alarm through the operator API;
+6. a summary: what was ingested, which alarms fired and when, the alarm KPIs, the dashboard previews,
+   and the commands to explore further.
+
+Ctrl-C stops everything cleanly; ``--keep`` leaves the stack running for exploration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from .config import Settings
+from .errors import UsageError
+from .influx import InfluxClient
+from .park import Park, load_park
+from .stack import Stack, free_port, port_in_use
+
+SERVICE_STOP_TIMEOUT = 20.0
+
+
+@dataclass
+class Notifications:
+    """What the demo's webhook receiver got: the alarm events on-call staff would be sent."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            self.events.append(await request.json())
+        except (ValueError, UnicodeDecodeError):
+            self.events.append({"raw": (await request.text())[:200]})
+        return web.Response(status=204)
+
+
+@dataclass
+class Outcome:
+    """The demo's result, also what the end-to-end test asserts on."""
+
+    scenario: str
+    readings: int = 0
+    dead_letters: int = 0
+    published: int = 0
+    backfilled: int = 0
+    alarms: list[dict[str, Any]] = field(default_factory=list)  # raised events from the alarm measurement
+    acked: str | None = None
+    acked_state: str | None = None
+    notifications: int = 0
+    previews: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, default=str, ensure_ascii=False, indent=1)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="run the whole park end to end: stack, collector, alerts, an incident",
+                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--scenario", default="sc01_scc_temp_drop_on_feed", help="incident scenario (smartpark simulate --list)")
+    p.add_argument("--keep", action="store_true", help="leave the stack running afterwards for exploration")
+    p.add_argument("--history", default="3h", help="history to backfill before the incident (default 3h)")
+    p.add_argument("--play-seconds", type=float, default=60.0,
+                   help="wall-clock seconds the incident takes to play (sets the speed-up; default 60)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-live", action="store_true", help="plain log lines instead of the live console")
+    p.add_argument("--no-preview", action="store_true", help="skip rendering the dashboard previews")
+    p.add_argument("--json", dest="json_out", help="also write the outcome as JSON to this file")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        return asyncio.run(Demo(args, settings).run())
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise UsageError(f"bad duration {text!r}: use e.g. 90s, 15m, 3h") from None
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
+        self.args = args
+        self.settings = settings
+        self.console = Console()
+        self.root = settings.state_path / "demo"
+        self.park: Park = load_park(settings.park)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.notes = Notifications()
+        self.log_lines: list[str] = []
+        self.token = secrets.token_urlsafe(24)
+        self.history_s = _parse_duration(args.history)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> int:
+        from simulators import load_scenario  # the simulators read the same park model
+
+        scenario = load_scenario(self.args.scenario, self.park)
+        outcome = Outcome(scenario=scenario.id)
+        self.root.mkdir(parents=True, exist_ok=True)
+        mqtt_port = 1883 if not port_in_use(1883) else free_port()
+        influx_port = 8086 if not port_in_use(8086) else free_port()
+        self.stack = Stack(self.root / "stack", mqtt_port=mqtt_port, influx_port=influx_port)
+        self._say(f"starting the local stack under {self.root}/stack …")
+        await asyncio.to_thread(self.stack.up)
+        status = self.stack.status()
+        self.mqtt_url = status["mosquitto"].url
+        self.influx_url = status["influxd"].url
+        self.api_port = free_port()
+        self.metrics_port = free_port()
+        hook_port = free_port()
+        runner = web.AppRunner(self._webhook_app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+        self.hook_url = f"http://127.0.0.1:{hook_port}/hook"
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self._fresh_database()
+            self._start_services()
+            await self._wait_services()
+            await self._play(scenario, outcome, stop)
+            await self._summarise(outcome)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            outcome.exit_codes = self._stop_services()
+            await runner.cleanup()
+            if not self.args.keep:
+                await asyncio.to_thread(self.stack.down)
+        if self.args.json_out:
+            Path(self.args.json_out).write_text(outcome.to_json())
+        self._print_summary(outcome, interrupted=stop.is_set())
+        clean = all(code == 0 for code in outcome.exit_codes.values())
+        return 0 if clean and not stop.is_set() else (130 if stop.is_set() else 1)
+
+    def _say(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.log_lines.append(f"{stamp} {text}")
+        del self.log_lines[:-8]
+        if self.args.no_live or not getattr(self, "_live", None):
+            self.console.print(f"[dim]{stamp}[/] {text}")
+
+    def _webhook_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/hook", self.notes.handle)
+        return app
+
+    def _common(self) -> list[str]:
+        return ["--mqtt-url", self.mqtt_url, "--influx-url", self.influx_url,
+                "--influx-db", self.settings.influx_db, "--state-dir", str(self.root),
+                "--api-url", f"http://127.0.0.1:{self.api_port}", "--api-token", self.token]
+
+    def _start_services(self) -> None:
+        exe = [sys.executable, "-m", "smartpark"]
+        if self.settings.park:
+            exe += ["--park", self.settings.park]
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        commands = {
+            "collector": [*exe, "collect", *self._common(), "--instance", "demo",
+                          "--metrics-port", str(self.metrics_port)],
+            "alerts": [*exe, "alerts", "run", *self._common(), "--clock", "event",
+                       "--webhook", self.hook_url],
+        }
+        for name, cmd in commands.items():
+            log = open(logs / f"{name}.log", "wb")  # noqa: SIM115  # handed to the child, closed on stop
+            self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self._say(f"started {name} (pid {self.procs[name].pid}): smartpark {' '.join(cmd[3:6])} …")
+
+    async def _wait_services(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                for name, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        tail = (self.root / "logs" / f"{name}.log").read_text(errors="replace")[-1500:]
+                        raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.api_port}/alarms",
+                                        headers=self._auth()) as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the alert engine's API did not answer within 30 s")
+                await asyncio.sleep(0.3)
+        self._say("collector and alert engine are up")
+
+    def _stop_services(self) -> dict[str, int | None]:
+        codes: dict[str, int | None] = {}
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=SERVICE_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        return codes
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def _fresh_database(self) -> None:
+        target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+        async with InfluxClient(target) as db:
+            await db.query(f'DROP DATABASE "{target.db}"', db=False, method="POST")  # type: ignore[arg-type]
+            await db.ensure_database()
+
+    # ------------------------------------------------------------------ the incident
+    async def _play(self, scenario: Any, outcome: Outcome, stop: asyncio.Event) -> None:
+        from simulators import Simulator, backfill, publish
+
+        target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+        total_s = scenario.warmup_s + scenario.duration_s
+        t_start = int(time.time() * 1000) - int(total_s * 1000)  # the incident ends about now
+        history_start = t_start - int(self.history_s * 1000)
+        self._say(f"backfilling {self.args.history} of history for {len(self.park)} sensors …")
+        async with InfluxClient(target) as db:
+            outcome.backfilled = await backfill(self.park, db, history_start, t_start, seed=self.args.seed)
+        self._say(f"backfilled {outcome.backfilled:,} readings; playing {scenario.id}: {scenario.title_zh} / "
+                  f"{scenario.title}")
+        speed = max(1.0, total_s / self.args.play_seconds)
+        sim = Simulator(self.park, scenario=scenario, seed=self.args.seed, start_ms=t_start)
+        pub = asyncio.create_task(publish(sim.messages(), self.mqtt_url, speed=speed, qos=1))
+        self._t0_ms = t_start + int(scenario.warmup_s * 1000)
+        with self._console_live() as live:
+            while not pub.done() and not stop.is_set():
+                await self._refresh(live, outcome, scenario, speed)
+                await asyncio.wait([pub, asyncio.ensure_future(stop.wait())], timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                pub.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pub
+                return
+            outcome.published = pub.result()
+            # let the collector flush and the engine settle, then take the final picture
+            await self._settle(outcome, sim_end_ms=t_start + int(total_s * 1000))
+            await self._refresh(live, outcome, scenario, speed)
+
+    async def _settle(self, outcome: Outcome, sim_end_ms: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            await self._count(outcome)
+            if outcome.readings == last and outcome.readings >= outcome.published:
+                break
+            last = outcome.readings
+            await asyncio.sleep(1.0)
+
+    async def _count(self, outcome: Outcome) -> None:
+        target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+        async with InfluxClient(target) as db:
+            rows = await db.rows(f"SELECT count(value) FROM reading WHERE time >= {self._t0_ms - 10**9}ms")
+            total = int(rows[0]["count"]) if rows else 0
+            outcome.readings = total - outcome.backfilled if total >= outcome.backfilled else total
+            dl = await db.rows("SELECT count(detail) FROM dead_letter")
+            outcome.dead_letters = int(dl[0]["count"]) if dl else 0
+
+    async def _active(self) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{self.api_port}/alarms", headers=self._auth()) as resp:
+            data = await resp.json()
+        return list(data.get("alarms", data) if isinstance(data, dict) else data)
+
+    async def _ack_first(self, active: list[dict[str, Any]], outcome: Outcome) -> None:
+        if outcome.acked is not None:
+            return
+        for alarm in active:
+            if alarm.get("state") == "UNACK":
+                alarm_id = alarm["id"]
+                async with aiohttp.ClientSession() as http, http.post(
+                        f"http://127.0.0.1:{self.api_port}/alarms/{alarm_id}/ack", headers=self._auth(),
+                        json={"operator": "demo-operator", "comment": "seen in the control room"}) as resp:
+                    if resp.status < 300:
+                        outcome.acked = alarm_id
+                        self._say(f"operator acknowledged {alarm_id}")
+                return
+
+    @contextlib.contextmanager
+    def _console_live(self) -> Any:
+        if self.args.no_live:
+            self._live = None
+            yield None
+            return
+        with Live(console=self.console, refresh_per_second=4, transient=False) as live:
+            self._live = live
+            try:
+                yield live
+            finally:
+                self._live = None
+
+    async def _refresh(self, live: Live | None, outcome: Outcome, scenario: Any, speed: float) -> None:
+        try:
+            await self._count(outcome)
+            active = await self._active()
+        except (aiohttp.ClientError, ValueError, OSError) as exc:
+            self._say(f"[yellow]status not available: {exc}[/]")
+            return
+        await self._ack_first(active, outcome)
+        rate = (outcome.readings - getattr(self, "_last_count", 0)) / max(1e-3, time.monotonic() - getattr(
+            self, "_last_t", time.monotonic() - 1))
+        self._last_count, self._last_t = outcome.readings, time.monotonic()
+        if live is None:
+            self._say(f"readings {outcome.readings:,} ({rate:,.0f}/s), dead letters {outcome.dead_letters}, "
+                      f"active alarms {len(active)}, notifications {len(self.notes.events)}")
+            return
+        head = Table.grid(padding=(0, 3))
+        head.add_row(f"[b]{scenario.id}[/] ×{speed:.0f}", f"readings/s [b]{rate:,.0f}[/]",
+                     f"points written [b]{outcome.readings:,}[/]", f"dead letters [b]{outcome.dead_letters}[/]",
+                     f"notifications [b]{len(self.notes.events)}[/]")
+        alarms = Table(title="active alarms (ISA-18.2)", expand=True)
+        for col in ("id", "priority", "state", "value", "limit", "message"):
+            alarms.add_column(col, overflow="fold")
+        for a in active[:12]:
+            colour = {"UNACK": "red", "ACKED": "yellow", "RTNUN": "cyan", "SHLVD": "magenta"}.get(a.get("state"), "")
+            alarms.add_row(a.get("id", ""), a.get("priority", ""), f"[{colour}]{a.get('state')}[/]" if colour else
+                           str(a.get("state")), _num(a.get("value")), _num(a.get("limit")), str(a.get("message", ""))[:60])
+        notes = Table(title="notifications to on-call staff (webhook)", expand=True)
+        notes.add_column("event")
+        for ev in self.notes.events[-5:]:
+            notes.add_row(f"{ev.get('event', '?')} {ev.get('id', '')} {ev.get('state', '')} {_num(ev.get('value'))}")
+        log = "\n".join(self.log_lines[-5:])
+        live.update(Panel(Group(head, alarms, notes, log), title="smartpark demo — Ctrl-C stops"))
+
+    # ------------------------------------------------------------------ summary
+    async def _summarise(self, outcome: Outcome) -> None:
+        target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+        async with InfluxClient(target) as db:
+            outcome.alarms = await db.rows(
+                "SELECT value, \"limit\", state, message FROM alarm WHERE event = 'raised' GROUP BY site, asset, sensor, rule")
+        outcome.notifications = len(self.notes.events)
+        if outcome.acked:
+            active = await self._active()
+            outcome.acked_state = next((a.get("state") for a in active if a.get("id") == outcome.acked), "NORM")
+        outcome.report = await self._report()
+        if not self.args.no_preview:
+            outcome.previews = await self._previews()
+
+    async def _report(self) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "smartpark", *self._common(), "alerts", "report", "--since", "24h", "--json"]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            self._say(f"[yellow]alerts report failed: {err.decode(errors='replace').strip()[-300:]}[/]")
+            return {}
+        try:
+            data: dict[str, Any] = json.loads(out)
+            return data
+        except ValueError:
+            return {}
+
+    async def _previews(self) -> list[str]:
+        out_dir = self.root / "previews"
+        cmd = [sys.executable, "-m", "smartpark", *self._common(), "dashboards", "preview", "--out", str(out_dir),
+               "--since", f"{int(self.history_s + 3600)}s"]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            self._say(f"[yellow]dashboard previews failed: {err.decode(errors='replace').strip()[-300:]}[/]")
+            return []
+        return sorted(str(p) for p in out_dir.glob("*.png"))
+
+    def _print_summary(self, o: Outcome, interrupted: bool) -> None:
+        c = self.console
+        c.rule("[b]smartpark demo — summary")
+        if interrupted:
+            c.print("[yellow]interrupted: services stopped cleanly[/]")
+        c.print(f"scenario [b]{o.scenario}[/]: {o.published:,} messages published, {o.readings:,} readings stored "
+                f"(+{o.backfilled:,} backfilled history), {o.dead_letters} dead letters")
+        t = Table(title="alarms raised")
+        for col in ("alarm", "time", "value", "limit", "message"):
+            t.add_column(col, overflow="fold")
+        for a in sorted(o.alarms, key=lambda r: r.get("time", 0)):
+            when = time.strftime("%H:%M:%S", time.localtime(a["time"] / 1000)) if a.get("time") else ""
+            t.add_row(f"{a.get('site')}/{a.get('asset')}/{a.get('sensor')}/{a.get('rule')}", when,
+                      _num(a.get("value")), _num(a.get("limit")), str(a.get("message", ""))[:70])
+        c.print(t)
+        c.print(f"notifications delivered to the webhook: [b]{o.notifications}[/]; "
+                f"acknowledged by the operator: [b]{o.acked or '-'}[/] (now {o.acked_state or '-'})")
+        if o.report:
+            c.print("alarm KPIs (smartpark alerts report --since 24h):")
+            c.print_json(json.dumps(o.report, default=str, ensure_ascii=False))
+        for p in o.previews:
+            c.print(f"dashboard preview: {p}")
+        env = f"SMARTPARK_MQTT_URL={self.mqtt_url} SMARTPARK_INFLUX_URL={self.influx_url}"
+        c.print("\n[b]explore further[/]")
+        if self.args.keep:
+            c.print(f"  the stack is still running: export {env}")
+            c.print(f"  curl -G {self.influx_url}/query --data-urlencode db={self.settings.influx_db} "
+                    "--data-urlencode 'q=SELECT last(value) FROM reading GROUP BY sensor'")
+            c.print(f"  smartpark --state-dir {self.root} stack down      # when done")
+        else:
+            c.print("  smartpark demo --keep                 # leave the stack running to look around")
+        c.print("  smartpark simulate --list             # the other incidents; smartpark demo --scenario NAME")
+        c.print("  smartpark park show                   # the park model")
+        c.print("  smartpark dashboards build            # Grafana dashboards; docker compose up for the full stack")
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, (int, float)):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
