@@ -21,6 +21,7 @@ STAMP := $(VENV)/.installed
 PYTEST_MARKS ?= not slow and not bench
 PYTEST_ARGS ?=
 APT_PACKAGES := mosquitto mosquitto-clients influxdb
+POLICY_RC_D ?= /usr/sbin/policy-rc.d
 LINT_DIRS := smartpark collector alerts dashboards simulators
 # mypy refuses a directory without Python files: lint the packages that have some
 LINT_EXISTING = $(foreach d,$(LINT_DIRS),$(if $(wildcard $(d)/*.py),$(d)))
@@ -39,7 +40,7 @@ system-deps:
 	  if ! command -v $$bin >/dev/null 2>&1 && [ ! -x /usr/sbin/$$bin ]; then missing="$$missing $$bin"; fi; \
 	done; \
 	pkgs=""; \
-	if [ -n "$$missing" ]; then pkgs="$(APT_PACKAGES)"; fi; \
+	if [ -n "$$missing" ]; then pkgs=" $(APT_PACKAGES)"; fi; \
 	if ! command -v $(PYTHON) >/dev/null 2>&1; then pkgs="$$pkgs python3 python3-venv"; \
 	elif [ ! -x $(PY) ] && ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then pkgs="$$pkgs python3-venv"; fi; \
 	if [ -z "$$pkgs" ]; then echo "system packages: all present"; exit 0; fi; \
@@ -50,7 +51,7 @@ system-deps:
 	if [ "$$(id -u)" != 0 ]; then \
 	  if command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; \
 	  else echo "make: need root (or sudo) to apt-get install$$pkgs" >&2; exit 1; fi; fi; \
-	policy=/usr/sbin/policy-rc.d; own_policy=""; \
+	policy=$(POLICY_RC_D); own_policy=""; \
 	if [ ! -e $$policy ]; then \
 	  printf '#!/bin/sh\n# temporary, by smartpark make: no service starts during install\nexit 101\n' \
 	    | $$sudo tee $$policy >/dev/null; $$sudo chmod 755 $$policy; own_policy=1; fi; \
