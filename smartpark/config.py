@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -78,16 +79,16 @@ class Settings:
 
     @classmethod
     def resolve(cls, ns: argparse.Namespace | None = None,
-                env: dict[str, str] | None = None) -> Settings:
+                env: Mapping[str, str] | None = None) -> Settings:
         """Flags (``ns``) > environment (``env``, default ``os.environ``) > defaults."""
-        env = os.environ if env is None else env
+        environ: Mapping[str, str] = os.environ if env is None else env
         values: dict[str, object] = {}
         for name, (var, default) in OPTIONS.items():
             flag = getattr(ns, name, None) if ns is not None else None
             if flag is not None:
                 values[name] = flag
-            elif env.get(var):
-                values[name] = env[var]
+            elif environ.get(var):
+                values[name] = environ[var]
             else:
                 values[name] = default
         settings = cls(**values)  # type: ignore[arg-type]

@@ -255,14 +255,14 @@ def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode, deep: bool
     return _Sequence(items, [c.start_mark.line + 1 for c in node.value], node.start_mark.line + 1)
 
 
-class _Mapping(dict):  # type: ignore[type-arg]
+class _Mapping(dict[Any, Any]):
     def __init__(self, data: dict[Any, Any], lines: dict[Any, int], line: int) -> None:
         super().__init__(data)
         self.lines = lines
         self.line = line
 
 
-class _Sequence(list):  # type: ignore[type-arg]
+class _Sequence(list[Any]):
     def __init__(self, data: list[Any], lines: list[int], line: int) -> None:
         super().__init__(data)
         self.lines = lines

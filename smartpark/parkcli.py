@@ -11,7 +11,7 @@ from .config import Settings
 from .park import Park, load_park
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("park", help="show or check the park model")
     psub = p.add_subparsers(dest="park_cmd", metavar="ACTION")
     psub.required = True
