@@ -1,11 +1,14 @@
-"""InfluxDB line protocol encoding and InfluxQL quoting (CONTRACT §3).
+r"""InfluxDB line protocol encoding and InfluxQL quoting (CONTRACT §3).
 
 Escaping follows InfluxDB 1.x's parser, checked against a real influxd: measurements escape commas and
 spaces; tag keys, tag values and field keys escape commas, equals signs and spaces, while a backslash
 stays literal there; string field values escape double quotes and backslashes and may hold newlines.
 
 Line protocol cannot carry a newline in a measurement, tag key or tag value, nor one that *ends* in a
-backslash (the parser takes the following separator as escaped): :func:`escape_tag` refuses those with
+backslash (the parser takes the following separator as escaped), nor a backslash right before a comma,
+equals sign or space: the tag parser reads ``a\\ b`` back as ``a\ b``, but InfluxDB's line splitter sees an
+escaped backslash and an unescaped space, so a newline in a string field of the same line then breaks the
+write (found by the property test against influxd 1.6). :func:`escape_tag` refuses all of those with
 ``ValueError`` rather than store something else. Every tag smartpark writes is a park-model id, a rule
 name or a dead-letter reason, none of which can contain them.
 """
@@ -13,6 +16,7 @@ name or a dead-letter reason, none of which can contain them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
@@ -22,9 +26,13 @@ _STRING = str.maketrans({'"': r"\"", "\\": "\\\\"})
 FieldValue = float | int | str | bool
 
 
+_UNSAFE = re.compile(r"[\n\r]|\\$|\\[,= ]")
+
+
 def _representable(text: str) -> None:
-    if "\n" in text or "\r" in text or text.endswith("\\"):
-        raise ValueError(f"line protocol cannot carry {text!r} as a name or tag (newline or trailing backslash)")
+    if _UNSAFE.search(text):
+        raise ValueError(f"line protocol cannot carry {text!r} as a name or tag "
+                         "(newline, trailing backslash, or backslash before , = or space)")
 
 
 def escape_measurement(name: str) -> str:
