@@ -1,0 +1,440 @@
+"""The dashboards, generated from the park model: overview, one per site, alarms, collector health, explorer.
+
+Why generated: dashboards drawn by hand drift from the alarm limits. Here every threshold line, unit, name
+and regulatory limit is read from the park model at build time, so a limit changed in ``park.yaml`` shows
+everywhere after ``smartpark dashboards build`` (and the test that compares the committed JSON with a
+fresh build fails until it is run).
+
+Measurements and fields are those of CONTRACT §3: ``reading`` (site, asset, sensor; value), ``alarm``
+(site, asset, sensor, rule, priority; state, event, message, operator, value, limit), ``dead_letter``
+(reason; topic, payload, detail) and ``collector`` (instance; received, written, invalid, spooled, retries).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from smartpark.lineproto import quote_ident, quote_literal
+from smartpark.park import Asset, Park, Regulatory, Sensor, Site
+
+from . import grafana as g
+from .grafana import CLEAR, GREEN, ORANGE, RED, Json
+
+GENERATED_DIR = Path(__file__).parent / "generated"
+TAG = "smartpark"
+
+# Figures the control room wants on the overview, by sensor key; those missing from a park are skipped.
+KEY_FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("wwtp/effluent/cod", "出水COD", "Effluent COD"),
+    ("energy_hub/mp_header/pressure", "中压蒸汽母管压力", "MP steam header pressure"),
+    ("energy_hub/lp_header/pressure", "低压蒸汽母管压力", "LP steam header pressure"),
+    ("hw_center/scc/temp", "二燃室温度", "Furnace (SCC) temperature"),
+    ("hw_center/rotary_kiln/outlet_temp", "回转窑出口温度", "Rotary kiln outlet temperature"),
+)
+
+# Regulatory averages drawn as their own panels, with the GROUP BY interval each standard defines.
+REG_BUCKETS = {"5min": "5m", "1h": "1h", "24h": "1d"}
+REG_LABEL = {"5min": ("5分钟均值", "5-min mean"), "1h": ("小时均值", "hourly mean"), "24h": ("日均值", "daily mean")}
+
+ACTIVE_STATES = ("UNACK", "ACKED", "RTNUN")  # ISA-18.2 states that still need the operator
+PRIORITY_COLORS = {"high": RED, "medium": ORANGE, "low": "yellow"}
+
+# Grafana's unit ids for the park's units; others are shown as a suffix.
+UNITS = {"degC": "celsius", "%": "percent", "Pa": "pressurepa", "kW": "kwatt", "MW": "megwatt",
+         "kV": "kvolt", "Hz": "hertz", "m": "lengthm", "s": "s", "mV": "mvolt", "-": "none"}
+
+
+def bilingual(zh: str | None, en: str) -> str:
+    """``中文 · English``: operators read Chinese, vendors and auditors English."""
+    return f"{zh} · {en}" if zh else en
+
+
+def grafana_unit(unit: str) -> str:
+    return UNITS.get(unit, f"suffix: {unit}")
+
+
+def fmt_interval(seconds: float) -> str:
+    """A Grafana interval string (``10s``, ``5m``, ``1h``) for a whole number of seconds."""
+    s = int(seconds)
+    for size, suffix in ((86400, "d"), (3600, "h"), (60, "m")):
+        if s >= size and s % size == 0:
+            return f"{s // size}{suffix}"
+    return f"{s}s"
+
+
+# --------------------------------------------------------------------------------------------------
+# queries (InfluxQL with Grafana macros)
+
+def where_sensor(site: str, asset: str, sensor: str) -> str:
+    return (f"{quote_ident('site')} = {quote_literal(site)} AND {quote_ident('asset')} = {quote_literal(asset)} "
+            f"AND {quote_ident('sensor')} = {quote_literal(sensor)}")
+
+
+def reading_query(site: str, asset: str, sensor: str, *, agg: str = "mean", bucket: str = "$__interval",
+                  fill: str = "null", tz: str | None = None) -> str:
+    q = (f'SELECT {agg}("value") FROM "reading" WHERE {where_sensor(site, asset, sensor)} AND $timeFilter '
+         f"GROUP BY time({bucket}) fill({fill})")
+    return q + (f" tz({quote_literal(tz)})" if tz else "")
+
+
+def last_state_subquery(where: str, group: str) -> str:
+    """The latest state of every alarm (one series per alarm id) within the time range."""
+    return f'SELECT last("state") AS "state" FROM "alarm" WHERE {where}$timeFilter GROUP BY {group}'
+
+
+def active_filter() -> str:
+    return " OR ".join(f'"state" = {quote_literal(s)}' for s in ACTIVE_STATES)
+
+
+def active_count_query(where: str) -> str:
+    """Active alarms by priority: ISA-18.2 state of each alarm's last event is UNACK, ACKED or RTNUN."""
+    inner = last_state_subquery(where, '"site", "asset", "sensor", "rule", "priority"')
+    return f'SELECT count("state") FROM ({inner}) WHERE {active_filter()} GROUP BY "priority"'
+
+
+# --------------------------------------------------------------------------------------------------
+# thresholds from the park model
+
+def sensor_thresholds(s: Sensor) -> Json:
+    """Alarm zones (ll/hh red, l/h orange) and the normal band (green) as Grafana threshold steps."""
+    lim = dict(s.limits.items())
+    lo, hi = s.normal
+
+    def zone(v: float) -> str:
+        if "hh" in lim and v >= lim["hh"]:
+            return RED
+        if "h" in lim and v >= lim["h"]:
+            return ORANGE
+        if "ll" in lim and v < lim["ll"]:
+            return RED
+        if "l" in lim and v < lim["l"]:
+            return ORANGE
+        return GREEN if lo <= v < hi else CLEAR
+
+    points = sorted({*lim.values(), lo, hi})
+    return g.threshold_steps([(p, zone(p)) for p in points], zone(float("-inf")))
+
+
+def regulatory_thresholds(reg: Regulatory) -> Json:
+    if reg.comparator == "range":
+        assert isinstance(reg.limit, tuple)
+        return g.threshold_steps([(reg.limit[0], CLEAR), (reg.limit[1], RED)], RED)
+    assert not isinstance(reg.limit, tuple)
+    if reg.comparator == "min":
+        return g.threshold_steps([(reg.limit, CLEAR)], RED)
+    return g.threshold_steps([(reg.limit, RED)], CLEAR)
+
+
+def limits_text(s: Sensor) -> str:
+    parts = [f"{k}={v:g}" for k, v in s.limits.items()]
+    parts.append(f"normal {s.normal[0]:g}..{s.normal[1]:g}")
+    for reg in s.regulatory:
+        lim = f"{reg.limit[0]:g}..{reg.limit[1]:g}" if isinstance(reg.limit, tuple) else f"{reg.limit:g}"
+        parts.append(f"{reg.rule} {reg.comparator} {lim} ({reg.source})")
+    return f"{s.unit}; " + ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# dashboards
+
+def _annotations(site: str | None) -> list[Json]:
+    where = f'"site" = {quote_literal(site)} AND ' if site else ""
+    out = []
+    for prio, color in PRIORITY_COLORS.items():
+        q = (f'SELECT "message", "rule", "sensor", "value" FROM "alarm" WHERE {where}"priority" = '
+             f"{quote_literal(prio)} AND \"event\" = 'raised' AND $timeFilter")
+        out.append(g.annotation(f"报警 · Alarms raised ({prio})", q, color=color))
+    q = f'SELECT "message", "rule", "sensor", "value" FROM "alarm" WHERE {where}"event" = \'cleared\' AND $timeFilter'
+    out.append(g.annotation("恢复 · Alarms cleared", q, color=GREEN, enable=False))
+    return out
+
+
+def _priority_overrides() -> list[Json]:
+    return [{"matcher": {"id": "byName", "options": prio},
+             "properties": [{"id": "thresholds", "value": g.threshold_steps([(1, color)], GREEN)}]}
+            for prio, color in PRIORITY_COLORS.items()]
+
+
+def _asset_tile(site: Site, asset: Asset) -> Json:
+    where = f'"site" = {quote_literal(site.id)} AND "asset" = {quote_literal(asset.id)} AND '
+    reporting = (f'SELECT count("value") FROM (SELECT last("value") AS "value" FROM "reading" WHERE {where}'
+                 f'$timeFilter GROUP BY "sensor")')
+    panel = g.stat(
+        bilingual(asset.name_zh, asset.name),
+        [g.target(active_count_query(where), "A", alias="$tag_priority"),
+         g.target(reporting, "B", alias=f"reporting / {len(asset.sensors)}")],
+        description=(f"{site.id}/{asset.id}: active alarms by priority (the worst is the red/orange one) and "
+                     f"sensors that reported in the time range, of {len(asset.sensors)}."),
+        no_value="0", text_mode="value_and_name",
+    )
+    panel["fieldConfig"]["overrides"] = [
+        *_priority_overrides(),
+        {"matcher": {"id": "byName", "options": f"reporting / {len(asset.sensors)}"},
+         "properties": [{"id": "thresholds",
+                         "value": g.threshold_steps([(len(asset.sensors), "blue")], ORANGE)}]},
+    ]
+    panel["_w"], panel["_h"] = 6, 4
+    return panel
+
+
+def overview(park: Park) -> Json:
+    panels: list[Json] = [g.row(bilingual("园区", "Park"))]
+    total = g.stat("活动报警 · Active alarms", [g.target(active_count_query(""), "A", alias="$tag_priority")],
+                   description="Alarms whose last event leaves them UNACK, ACKED or RTNUN, by priority.",
+                   no_value="0", text_mode="value_and_name")
+    total["fieldConfig"]["overrides"] = _priority_overrides()
+    total["_w"], total["_h"] = 4, 5
+    panels.append(total)
+    for key, zh, en in KEY_FIGURES:
+        try:
+            ref = park.get(key)
+        except KeyError:
+            continue
+        s = ref.sensor
+        p = g.stat(bilingual(zh, en), [g.target(reading_query(ref.site, ref.asset, s.id), "A", alias=s.name)],
+                   unit=grafana_unit(s.unit), thresholds=sensor_thresholds(s), description=limits_text(s),
+                   min_interval=fmt_interval(s.interval_s) if s.interval_s > 10 else None)
+        p["options"]["graphMode"] = "area"
+        p["_w"], p["_h"] = 4, 5
+        panels.append(p)
+    for site in park.sites:
+        panels.append(g.row(bilingual(site.name_zh, site.name)))
+        panels.extend(_asset_tile(site, a) for a in site.assets)
+    return g.dashboard(
+        "smartpark-overview", bilingual(park.park.name_zh, park.park.name) + " · 总览 Overview",
+        tags=[TAG, "overview"], panels=g.layout(panels), annotations=_annotations(None),
+        description="One tile per asset with its active alarms; the park's key figures against their limits.",
+        links=[{"type": "dashboards", "tags": [TAG], "asDropdown": True, "title": "smartpark"}],
+    )
+
+
+def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
+    title = bilingual(s.name_zh, s.name)
+    panel = g.timeseries(
+        title, [g.target(reading_query(site.id, asset.id, s.id), "A", alias=s.id)],
+        unit=grafana_unit(s.unit), thresholds=sensor_thresholds(s), description=f"{site.id}/{asset.id}/{s.id}: "
+        + limits_text(s), min_interval=fmt_interval(s.interval_s) if s.interval_s > 10 else None,
+        soft_min=s.normal[0], soft_max=s.normal[1],
+    )
+    out = [panel]
+    for reg in s.regulatory:
+        if reg.averaging not in REG_BUCKETS:
+            continue  # instant limits are in the description and the alarm; monthly is a report, not a plot
+        zh, en = REG_LABEL[reg.averaging]
+        q = reading_query(site.id, asset.id, s.id, bucket=REG_BUCKETS[reg.averaging], fill="none",
+                          tz=tz if reg.averaging == "24h" else None)
+        p = g.timeseries(
+            bilingual(f"{s.name_zh or s.name} {zh}", f"{s.name} {en}") + " vs limit",
+            [g.target(q, "A", alias=en)], unit=grafana_unit(s.unit), thresholds=regulatory_thresholds(reg),
+            description=f"{reg.rule}: the {en} the standard evaluates ({reg.comparator} {reg.limit}); "
+                        f"source {reg.source}. Daily means are calendar days in {tz}.",
+            threshold_style="line+area",
+        )
+        p["fieldConfig"]["defaults"]["custom"]["showPoints"] = "always"
+        out.append(p)
+    return out
+
+
+def site_dashboard(park: Park, site: Site) -> Json:
+    panels: list[Json] = []
+    for asset in site.assets:
+        panels.append(g.row(bilingual(asset.name_zh, asset.name)))
+        for s in asset.sensors:
+            panels.extend(_sensor_panel(site, asset, s, park.park.timezone))
+    return g.dashboard(
+        f"smartpark-site-{site.id}", bilingual(site.name_zh, site.name), tags=[TAG, "site", site.id],
+        panels=g.layout(panels), annotations=_annotations(site.id),
+        description=f"Every sensor of {site.id}, grouped by asset, with its alarm limits and normal band; "
+                    "regulatory averages against their legal limits; alarm events as annotations.",
+        links=[{"type": "dashboards", "tags": [TAG], "asDropdown": True, "title": "smartpark"}],
+    )
+
+
+def _variables(*names: str) -> list[Json]:
+    out = [g.query_variable("site", "厂区 Site", 'SHOW TAG VALUES FROM "reading" WITH KEY = "site"')]
+    if "asset" in names:
+        out.append(g.query_variable("asset", "装置 Asset", 'SHOW TAG VALUES FROM "reading" WITH KEY = "asset" '
+                                    'WHERE "site" =~ /^$site$/'))
+    if "sensor" in names:
+        out.append(g.query_variable("sensor", "测点 Sensor", 'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor" '
+                                    'WHERE "site" =~ /^$site$/ AND "asset" =~ /^$asset$/'))
+    return out
+
+
+def alarms_dashboard(park: Park) -> Json:
+    flt = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/ AND '
+    raised = f"{flt}\"event\" = 'raised' AND "
+    group = '"site", "asset", "sensor", "rule", "priority"'
+    active_q = (f'SELECT "state" FROM ({last_state_subquery(flt, group)}) WHERE {active_filter()} '
+                f"OR \"state\" = 'SHLVD' GROUP BY {group}")
+    history_q = (f'SELECT "site", "asset", "sensor", "rule", "priority", "event", "state", "value", "limit", '
+                 f'"message", "operator" FROM "alarm" WHERE {flt}$timeFilter ORDER BY time DESC LIMIT 500')
+    per10 = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY time(10m) fill(0)'
+    per_hour = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY time(1h) fill(0)'
+    flood = (f'SELECT count("n") FROM (SELECT count("event") AS "n" FROM "alarm" WHERE {raised}$timeFilter '
+             'GROUP BY time(10m)) WHERE "n" > 10')
+    chatter = (f'SELECT count("n") FROM (SELECT count("event") AS "n" FROM "alarm" WHERE {raised}$timeFilter '
+               f'GROUP BY time(1m), "sensor", "rule") WHERE "n" >= 3')
+    by_prio = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY "priority"'
+    bad_actors = (f'SELECT count("event") AS "raised" FROM "alarm" WHERE {raised}$timeFilter '
+                  f"GROUP BY {group}")
+    shelved = (f'SELECT count("state") FROM ({last_state_subquery(flt, group)}) WHERE "state" = \'SHLVD\'')
+
+    kpi_rate = g.stat("平均报警率 · Average alarms per hour", [g.target(per_hour, "A", alias="alarms/h")],
+                      calc="mean", decimals=1, no_value="0",
+                      thresholds=g.threshold_steps([(6, ORANGE), (12, RED)], GREEN),
+                      description="ISA-18.2 / EEMUA 191: about 6 per hour is acceptable, over 12 is overloaded.")
+    kpi_peak = g.stat("10分钟峰值 · Peak alarms in 10 min", [g.target(per10, "A", alias="peak/10 min")],
+                      calc="max", no_value="0", thresholds=g.threshold_steps([(2, ORANGE), (10, RED)], GREEN),
+                      description="Most alarms raised in one 10-minute window; over 10 is an alarm flood.")
+    kpi_flood = g.stat("报警泛滥时段 · 10-min windows in flood", [g.target(flood, "A", alias="windows")],
+                       no_value="0", thresholds=g.threshold_steps([(1, RED)], GREEN),
+                       description="10-minute windows with more than 10 alarms raised (ISA-18.2 flood).")
+    kpi_chatter = g.stat("振荡报警 · Chattering (≥3 raises in 1 min)",
+                         [g.target(chatter, "A", alias="minutes")], no_value="0",
+                         thresholds=g.threshold_steps([(1, ORANGE)], GREEN),
+                         description="Alarm-minutes in which one alarm was raised 3 times or more.")
+    kpi_shelved = g.stat("搁置 · Shelved alarms", [g.target(shelved, "A", alias="shelved")], no_value="0",
+                         thresholds=g.threshold_steps([(1, "blue")], GREEN),
+                         description="Alarms whose last event left them shelved (SHLVD).")
+    for p in (kpi_rate, kpi_peak, kpi_flood, kpi_chatter, kpi_shelved):
+        p["_w"], p["_h"] = 4, 4
+    active_count = g.stat("活动报警 · Active", [g.target(active_count_query(flt), "A", alias="$tag_priority")],
+                          no_value="0", text_mode="value_and_name")
+    active_count["fieldConfig"]["overrides"] = _priority_overrides()
+    active_count["_w"], active_count["_h"] = 4, 4
+
+    active = g.table("活动报警列表 · Active alarms", [g.target(active_q, "A", table=True)],
+                     description="Last state of every alarm that is not back to normal and acknowledged. The "
+                                 "alert engine's API (GET /alarms) is authoritative; this is its InfluxDB trace.")
+    active["_w"], active["_h"] = 24, 8
+    history = g.table("报警历史 · Alarm history", [g.target(history_q, "A", table=True)],
+                      description="Every alarm event (raised, cleared, acked, shelved, ...), newest first.")
+    history["_w"], history["_h"] = 24, 10
+    rate = g.timeseries("报警率 · Alarms raised per 10 min", [g.target(per10, "A", alias="raised")], bars=True,
+                        thresholds=g.threshold_steps([(1, ORANGE), (10, RED)], CLEAR), threshold_style="line",
+                        description="Bars: alarms raised per 10 minutes; lines at 1 (target) and 10 (flood).")
+    rate["_w"] = 12
+    prio = g.piechart("优先级分布 · Priority distribution", [g.target(by_prio, "A", alias="$tag_priority")],
+                      description="ISA-18.2 aims at roughly 80 % low, 15 % medium, 5 % high.")
+    prio["_w"] = 6
+    actors = g.table("频繁报警 · Top 10 bad actors", [g.target(bad_actors, "A", table=True)],
+                     transformations=[{"id": "sortBy", "options": {"sort": [{"field": "raised", "desc": True}]}},
+                                      {"id": "limit", "options": {"limitField": 10}}],
+                     description="The alarms raised most often: first candidates for rationalisation.")
+    actors["_w"] = 6
+    panels = [g.row("关键指标 · KPIs"), active_count, kpi_rate, kpi_peak, kpi_flood, kpi_chatter, kpi_shelved,
+              rate, prio, actors, g.row("报警 · Alarms"), active, history]
+    return g.dashboard(
+        "smartpark-alarms", "报警 · Alarms", tags=[TAG, "alarms"], panels=g.layout(panels),
+        variables=_variables("site", "asset"), annotations=_annotations(None), time_from="now-24h",
+        description="Active alarms, their history and the ISA-18.2 alarm-management KPIs.",
+    )
+
+
+def collector_dashboard(park: Park) -> Json:
+    def rate(field: str, per: str = "1s") -> str:
+        return (f'SELECT non_negative_derivative(max("{field}"), {per}) FROM "collector" WHERE $timeFilter '
+                'GROUP BY time($__interval), "instance" fill(null)')
+
+    ingest = g.timeseries("接收速率 · Ingest rate (messages/s)",
+                          [g.target(rate("received"), "A", alias="received $tag_instance"),
+                           g.target(rate("written"), "B", alias="written $tag_instance")], unit="reqps",
+                          min_interval="10s",
+                          description="Rate of the collector's counters (CONTRACT §3 'collector').")
+    points = g.timeseries("写入点数 · Readings stored per interval",
+                          [g.target('SELECT count("value") FROM "reading" WHERE $timeFilter '
+                                    'GROUP BY time($__interval) fill(0)', "A", alias="points")], bars=True,
+                          description="What InfluxDB holds: points of 'reading' per interval, whoever wrote them.")
+    lag = g.timeseries(
+        "写入积压 · Unwritten messages (received − written − invalid)",
+        [g.target('SELECT last("received") - last("written") - last("invalid") FROM "collector" WHERE $timeFilter '
+                  'GROUP BY time($__interval), "instance" fill(null)', "A", alias="backlog $tag_instance")],
+        min_interval="10s",
+        description="Messages received but not yet in InfluxDB: batching and write latency show here as a "
+                    "backlog; a growing line means InfluxDB is slow or down.")
+    spool = g.timeseries("缓存与重试 · Spooled and retried (per interval)",
+                         [g.target(rate("spooled", "$__interval"), "A", alias="spooled $tag_instance"),
+                          g.target(rate("retries", "$__interval"), "B", alias="retries $tag_instance")],
+                         min_interval="10s", bars=True,
+                         description="Batches put in the durable spool and write retries: non-zero while "
+                                     "InfluxDB is unreachable.")
+    dead = g.timeseries("死信 · Dead letters by reason",
+                        [g.target('SELECT count("topic") FROM "dead_letter" WHERE $timeFilter '
+                                  'GROUP BY time($__interval), "reason" fill(0)', "A", alias="$tag_reason")],
+                        bars=True, stack=True, description="Rejected messages (CONTRACT §3 reasons).")
+    dead_tbl = g.table("最近死信 · Latest dead letters",
+                       [g.target('SELECT "reason", "topic", "detail", "payload" FROM "dead_letter" WHERE $timeFilter '
+                                 'ORDER BY time DESC LIMIT 100', "A", table=True)])
+    status = g.state_timeline(
+        "服务状态 · Collector status (reports per interval)",
+        [g.target('SELECT count("received") FROM "collector" WHERE $timeFilter '
+                  'GROUP BY time($__interval), "instance" fill(0)', "A", alias="$tag_instance")],
+        thresholds=g.threshold_steps([(1, GREEN)], RED), min_interval="1m",
+        description="Green while a collector instance reports its counters; red when it stopped reporting.")
+    for p in (ingest, points, lag, spool, dead, dead_tbl, status):
+        p["_w"] = 12
+    status["_w"], status["_h"] = 24, 5
+    return g.dashboard(
+        "smartpark-collector", "采集服务 · Collector health", tags=[TAG, "collector"],
+        panels=g.layout([status, ingest, points, lag, spool, dead, dead_tbl]), refresh="30s", time_from="now-6h",
+        description="Ingest rate, backlog, spool, retries, dead letters and status of the collector instances.",
+    )
+
+
+def explorer_dashboard(park: Park) -> Json:
+    flt = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/ AND "sensor" =~ /^$sensor$/'
+    series = g.timeseries(
+        "测点 · Readings ($site/$asset/$sensor)",
+        [g.target(f'SELECT mean("value") FROM "reading" WHERE {flt} AND $timeFilter '
+                  'GROUP BY time($__interval), "site", "asset", "sensor" fill(null)', "A",
+                  alias="$tag_site/$tag_asset/$tag_sensor")],
+        description="Any sensors side by side; pick site, asset and sensor above.")
+    series["_w"], series["_h"] = 24, 10
+    events = g.table("报警事件 · Alarm events of the selection",
+                     [g.target(f'SELECT "sensor", "rule", "event", "state", "value", "limit", "message" FROM "alarm" '
+                               f"WHERE {flt} AND $timeFilter ORDER BY time DESC LIMIT 200", "A", table=True)])
+    events["_w"] = 24
+    return g.dashboard(
+        "smartpark-explorer", "测点浏览 · Sensor explorer", tags=[TAG, "explorer"],
+        panels=g.layout([series, events]), variables=_variables("site", "asset", "sensor"),
+        annotations=_annotations(None), description="Free comparison of sensors chosen with template variables.",
+    )
+
+
+def build_all(park: Park) -> list[Json]:
+    """Every dashboard of the park, in a stable order."""
+    return [overview(park), *(site_dashboard(park, s) for s in park.sites), alarms_dashboard(park),
+            collector_dashboard(park), explorer_dashboard(park)]
+
+
+def render(dash: Json) -> str:
+    return json.dumps(dash, ensure_ascii=False, indent=2) + "\n"
+
+
+def write_generated(park: Park, out_dir: Path = GENERATED_DIR) -> list[Path]:
+    """Write every dashboard to ``<uid>.json``; files of dashboards that no longer exist are removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for dash in build_all(park):
+        path = out_dir / f"{dash['uid']}.json"
+        text = render(dash)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+        written.append(path)
+    for stale in set(out_dir.glob("*.json")) - set(written):
+        stale.unlink()
+    return written
+
+
+def stale_files(park: Park, out_dir: Path = GENERATED_DIR) -> list[str]:
+    """Names of generated files that differ from a fresh build (missing, changed or extra)."""
+    fresh = {f"{d['uid']}.json": render(d) for d in build_all(park)}
+    have = {p.name: p.read_text(encoding="utf-8") for p in out_dir.glob("*.json")} if out_dir.exists() else {}
+    return sorted(n for n in fresh.keys() | have.keys() if fresh.get(n) != have.get(n))
+
+
+def load_generated(out_dir: Path = GENERATED_DIR) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out_dir.glob("*.json"))]
