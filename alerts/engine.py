@@ -481,7 +481,7 @@ class Engine:
         a.value = v
         if on:
             a.limit = lim
-        off = not self._violates(reg, v, -a.deadband)[0] if a.active else False
+        off = not self._violates(reg, v, a.deadband)[0] if a.active else False
         self._eval(a, on, off, ts, out)
 
     def _roc(self, s: _Sensor, v: float, ts: int, out: list[AlarmEvent]) -> None:

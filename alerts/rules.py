@@ -165,7 +165,7 @@ def compile_expression(text: str, park: Park, site: str, asset: str | None) -> E
     if not indexes:
         raise ValueError(f"expression {text!r} names no sensor")
     code = compile(f"lambda v: bool({body})", "<rule>", "eval")
-    fn = eval(code, {"__builtins__": {}, **_FUNCS})  # the AST was restricted above
+    fn = eval(code, {"__builtins__": {}, "bool": bool, **_FUNCS})  # the AST was restricted above
     return Expression(text, tuple(indexes), fn)
 
 
