@@ -1,0 +1,166 @@
+"""``smartpark alerts run | list | ack | shelve | unshelve | out-of-service | in-service | report``.
+
+``run`` is the engine (until SIGINT/SIGTERM, then exit 0); the operator commands call its HTTP API at
+``--api-url`` with the bearer token (``--api-token`` or ``<state dir>/api-token``); a refused command
+(unknown alarm, shelving without a reason) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import quote
+
+from smartpark.config import Settings
+from smartpark.errors import ConfigError, UsageError
+from smartpark.park import load_park
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``8h``, ``1d`` -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise UsageError(f"bad duration {text!r}: use e.g. 30m, 8h, 1d")
+    mult = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return float(m.group(1)) * mult
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("alerts", help="ISA-18.2 alarm engine and operator commands")
+    s = p.add_subparsers(dest="alerts_cmd", metavar="ACTION")
+    s.required = True
+    run = s.add_parser("run", help="evaluate and notify until SIGINT/SIGTERM")
+    run.add_argument("--webhook", action="append", default=[], help="POST each alarm event (JSON) here")
+    run.add_argument("--notify", action="append", default=[], help="apprise URL (dingtalk://, wecombot://, ...)")
+    run.add_argument("--rules", help="rules file: custom rules, plant states, routes")
+    run.add_argument("--clock", choices=("wall", "event"), default="wall",
+                     help="event: time follows the readings' timestamps (replays, accelerated simulations)")
+    run.add_argument("--instance", default="main", help="MQTT client id suffix and status topic instance")
+    run.set_defaults(func=cmd_run)
+    ls = s.add_parser("list", help="active alarms")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    for name, helptext in (("ack", "acknowledge"), ("shelve", "shelve for a while, with a reason"),
+                           ("unshelve", "unshelve"), ("out-of-service", "take out of service, with a reason"),
+                           ("in-service", "return to service")):
+        a = s.add_parser(name, help=helptext)
+        a.add_argument("id", help="site/asset/sensor/rule")
+        a.add_argument("--operator", default=None, help="who does it (default: $USER)")
+        a.add_argument("--comment", default=None, help="why (required to shelve or take out of service)")
+        if name == "shelve":
+            a.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 8h (at most the rules' max)")
+        a.set_defaults(func=cmd_action, action=name)
+    rep = s.add_parser("report", help="alarm-system KPIs from the alarm measurement")
+    rep.add_argument("--since", default="24h", help="period, e.g. 24h, 7d")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(func=cmd_report)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from .rules import load_rules
+    from .service import AlertService
+
+    park = load_park(settings.park)
+    rules = load_rules(args.rules, park)  # checked before any I/O
+    service = AlertService(settings, park, rules=rules, webhooks=args.webhook, notify=args.notify,
+                           clock=args.clock, instance=args.instance)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _call(settings: Settings, method: str, path: str, body: dict[str, object] | None = None) -> object:
+    from .service import api_token
+
+    token = api_token(settings)
+    if not token:
+        raise ConfigError("no API token: give --api-token or run the engine once to create <state dir>/api-token",
+                          key="api_token")
+    url = settings.api_url.rstrip("/") + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # the operator's own API URL
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            msg = exc.reason
+        if exc.code in (400, 401, 404):
+            raise UsageError(str(msg)) from None
+        raise RuntimeError(f"alarm API answered {exc.code}: {msg}") from None
+    except urllib.error.URLError as exc:
+        sys.stderr.write(f"smartpark: alarm engine API not reachable at {settings.api_url}: {exc.reason}\n")
+        raise SystemExit(1) from None
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _call(settings, "GET", "/alarms")
+    assert isinstance(rows, list)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} active alarms")
+    for col in ("id", "priority", "state", "value", "limit", "since"):
+        t.add_column(col)
+    for r in rows:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["since"] / 1000)) if r.get("since") else ""
+        t.add_row(r["id"], r["priority"], r["state"], str(r.get("value")), str(r.get("limit")), since)
+    Console().print(t)
+    return 0
+
+
+def cmd_action(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    body: dict[str, object] = {"operator": args.operator or getpass.getuser(), "comment": args.comment}
+    if args.action == "shelve":
+        if not args.comment:
+            raise UsageError("shelving needs a reason: --comment TEXT")
+        body["duration_s"] = parse_duration(args.duration)
+    ev = _call(settings, "POST", f"/alarms/{quote(args.id, safe='/')}/{args.action}", body)
+    assert isinstance(ev, dict)
+    print(f"{ev['id']}: {ev['event']} -> {ev['state']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from smartpark.influx import InfluxClient
+
+    from .report import kpis, render
+
+    since_s = parse_duration(args.since)
+
+    async def fetch() -> list[dict[str, object]]:
+        async with InfluxClient(settings.influx()) as db:
+            return await db.rows(f"SELECT * FROM alarm WHERE time > now() - {int(since_s)}s")
+
+    rows = asyncio.run(fetch())
+    end = int(time.time() * 1000)
+    k = kpis(rows, end - int(since_s * 1000), end)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(k, ensure_ascii=False))
+    else:
+        render(k)
+    return 0

@@ -1,0 +1,304 @@
+"""The alarm service: the engine on its own MQTT subscription, with its outputs.
+
+One screen of wiring (:meth:`AlertService.run`): MQTT ``park/#`` (QoS 1, persistent session) -> decode
+(:class:`smartpark.wire.Decoder`, the collector's own) -> :class:`Engine` -> journal (fsync) -> retained
+``park/alarms/...`` topics, the ``alarm`` measurement, the notification :class:`Dispatcher`. Every output
+has its own bounded queue and task, so a slow broker, InfluxDB or notifier never delays evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+from aiohttp import web
+
+from smartpark.config import Settings
+from smartpark.errors import ConfigError, UsageError, WriteError
+from smartpark.influx import InfluxClient
+from smartpark.park import Park
+from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, is_service_topic, status_topic
+
+from .api import make_app
+from .clock import EventClock, WallClock
+from .engine import Engine
+from .events import NORM, AlarmEvent
+from .notify import Dispatcher, build_routes
+from .rules import RuleSet
+from .store import StateStore, restore
+
+log = logging.getLogger(__name__)
+SERVICE = "alerts"
+
+
+def api_token(settings: Settings, create: bool = False) -> str | None:
+    """The operator API token: given, or read from (and, for the engine, generated into) the state dir."""
+    if settings.api_token:
+        return settings.api_token
+    path = settings.state_path / "api-token"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class AlertService:
+    """``await AlertService(settings, park, ...).run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, park: Park, *, rules: RuleSet | None = None,
+                 webhooks: Iterable[str] = (), notify: Iterable[str] = (), clock: str = "wall",
+                 instance: str = "main", api: bool = True, snapshot_s: float = 1.0, tick_s: float = 0.5) -> None:
+        self.settings = settings
+        self.park = park
+        self.rules = rules or RuleSet()
+        self.clock = EventClock() if clock == "event" else WallClock()
+        self.event_clock = clock == "event"
+        self.engine = Engine(park, self.rules, self.clock)
+        self.decoder = Decoder(park)
+        self.dispatcher = Dispatcher(build_routes(webhooks, notify, self.rules.routes), park.park.timezone)
+        self.instance = instance
+        self.api = api
+        self.snapshot_s, self.tick_s = snapshot_s, tick_s
+        self.store = StateStore(settings.state_path / "alerts")
+        self.mqtt = settings.mqtt()
+        self.token = api_token(settings, create=api)
+        self._retained: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(100_000)
+        self._lines: deque[str] = deque(maxlen=1_000_000)
+        self._inflight: list[str] = []
+        self._last_tick = 0
+        self.counts = {"received": 0, "readings": 0, "invalid": 0, "events": 0, "written": 0}
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ one place for every event
+    def emit(self, events: list[AlarmEvent]) -> None:
+        """Journal first (durable), then every output's queue; never blocks."""
+        if not events:
+            return
+        self.store.append(self.engine, events)
+        self.counts["events"] += len(events)
+        for ev in events:
+            self._lines.append(ev.to_line())
+            self._publish_state(ev)
+        self.dispatcher.dispatch(events)
+
+    def _publish_state(self, ev: AlarmEvent) -> None:
+        topic = alarm_topic(ev.site, ev.asset, ev.sensor, ev.rule)
+        payload = b"" if ev.state == NORM else ev.to_json().encode()
+        try:
+            self._retained.put_nowait((topic, payload))
+        except asyncio.QueueFull:
+            log.error("MQTT alarm-state queue full: %s not republished now (it is in the journal)", topic)
+
+    async def act(self, action: str, body: dict[str, Any]) -> AlarmEvent:
+        """An operator action from the API (or a test)."""
+        aid, op, comment = body["id"], str(body.get("operator") or "operator"), body.get("comment")
+        e = self.engine
+        if action == "ack":
+            ev = e.ack(aid, op, comment)
+        elif action == "shelve":
+            try:
+                duration = float(body.get("duration_s") or 0)
+            except (TypeError, ValueError):
+                raise UsageError("duration_s is a number of seconds") from None
+            ev = e.shelve(aid, op, comment, duration)
+        elif action == "unshelve":
+            ev = e.unshelve(aid, op, comment)
+        elif action == "out-of-service":
+            ev = e.out_of_service(aid, op, comment)
+        else:
+            ev = e.in_service(aid, op, comment)
+        self.emit([ev])
+        return ev
+
+    # ------------------------------------------------------------------ the pipeline
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One MQTT message: decode, evaluate, emit; with the event clock, let time pass too."""
+        self.counts["received"] += 1
+        if is_service_topic(topic):
+            return
+        dec = self.decoder.decode(topic, payload)
+        self.counts["invalid"] += len(dec.rejected) - sum(1 for r in dec.rejected if r.reason == "out_of_range")
+        events: list[AlarmEvent] = []
+        for r in dec.readings:
+            self.counts["readings"] += 1
+            events += self.engine.process(r)
+        if self.event_clock:
+            now = self.clock.now_ms()
+            if now - self._last_tick >= 1000:
+                self._last_tick = now
+                events += self.engine.tick(now)
+                self.dispatcher.tick(now)
+        self.emit(events)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        snap, records = self.store.load()
+        journaled = restore(self.engine, snap, records)
+        outbox = (snap or {}).get("outbox", []) + [ev.to_line() for ev in journaled]
+        self._lines.extend(outbox)  # re-written after a crash: same ns timestamps, so the same points
+        async with InfluxClient(self.settings.influx()) as db:
+            try:
+                await db.ensure_database()
+                await self._rebuild(db, snap, journaled)
+            except (WriteError, ValueError) as exc:
+                log.warning("InfluxDB not available at start (%s): windows from the snapshot only", exc)
+            for ev in journaled:  # published after the crash or not: publishing the same retained state is harmless
+                self._publish_state(ev)
+            runner = await self._start_api() if self.api else None
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [tg.create_task(self._mqtt_loop(), name="mqtt"),
+                             tg.create_task(self._influx_loop(db), name="influx"),
+                             tg.create_task(self._ticker(), name="ticker"),
+                             tg.create_task(self._snapshotter(), name="snapshot")]
+                    tasks += [tg.create_task(w.run(), name=f"notify:{w.notifier.name}")
+                              for w in self.dispatcher.workers]
+                    self.ready.set()
+                    await stop.wait()
+                    for t in tasks:
+                        t.cancel()
+            finally:
+                if runner is not None:
+                    await runner.cleanup()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        await self._flush(db)
+                self._snapshot()
+                self.store.close()
+
+    async def _rebuild(self, db: InfluxClient, snap: dict[str, Any] | None, journaled: list[AlarmEvent]) -> None:
+        """Fill the windows from InfluxDB history the collector wrote after our last snapshot.
+
+        Events the replay reproduces that are already in the journal are not emitted again; the others
+        really happened while we were down and are emitted now."""
+        last = self.engine.sensor_last_ts()
+        if not last:
+            return
+        since = min(last.values())
+        floor = max(last.values()) - 24 * 3_600_000
+        since = max(since, floor)
+        rows = await db.rows(f"SELECT value, quality FROM reading WHERE time > {since}ms GROUP BY site, asset, sensor")
+        readings = []
+        for row in rows:
+            ref = self.park.lookup(row.get("site", ""), row.get("asset", ""), row.get("sensor", ""))
+            if ref is None or row.get("value") is None:
+                continue
+            readings.append(Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or "good"))
+        readings.sort(key=lambda r: r.ts_ms)
+        seen = {(e.id, e.event, e.ts) for e in journaled}
+        events: list[AlarmEvent] = []
+        for r in readings:
+            events += [e for e in self.engine.process(r) if (e.id, e.event, e.ts) not in seen]
+        if readings:
+            log.info("rebuilt windows from %d readings of InfluxDB history", len(readings))
+        self.emit(events)
+
+    async def _start_api(self) -> web.AppRunner:
+        parts = urlsplit(self.settings.api_url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 8765
+        assert self.token is not None
+        runner = web.AppRunner(make_app(self.token, self.engine.active, self.act), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", key="api_url") from None
+        return runner
+
+    async def _mqtt_loop(self) -> None:
+        m = self.mqtt
+        status = status_topic(SERVICE, self.instance)
+        delay = 0.5
+        while True:
+            try:
+                async with aiomqtt.Client(
+                        m.host, m.port, username=m.username, password=m.password,
+                        identifier=f"smartpark-alerts-{self.instance}", clean_session=False,
+                        will=aiomqtt.Will(status, b'{"status": "offline"}', qos=1, retain=True),
+                        max_queued_incoming_messages=100_000, tls_params=aiomqtt.TLSParameters() if m.tls else None,
+                ) as client:
+                    delay = 0.5
+                    await client.publish(status, f'{{"status": "online", "ts": {int(time.time() * 1000)}}}',
+                                         qos=1, retain=True)
+                    await client.subscribe(SUBSCRIPTION, qos=1)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._publisher(client), name="mqtt-publish")
+                        async for msg in client.messages:
+                            payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+                            self.handle(msg.topic.value, payload)
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT: %s; reconnecting in %.1f s", exc, delay)
+                await asyncio.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 30.0)
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload = await self._retained.get()
+            try:
+                await client.publish(topic, payload, qos=1, retain=True)
+            except aiomqtt.MqttError:
+                self._retained.put_nowait((topic, payload))
+                raise
+
+    async def _influx_loop(self, db: InfluxClient) -> None:
+        delay = 0.5
+        while True:
+            if not self._lines:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await self._flush(db)
+                delay = 0.5
+            except WriteError as exc:
+                if not exc.retryable:
+                    log.error("InfluxDB refused alarm events, dropping %d: %s", len(self._inflight), exc)
+                    self._inflight = []
+                    continue
+                await asyncio.sleep(exc.retry_after or random.uniform(0, delay))
+                delay = min(delay * 2, 30.0)
+
+    async def _flush(self, db: InfluxClient) -> None:
+        while self._lines or self._inflight:
+            if not self._inflight:
+                self._inflight = [self._lines.popleft() for _ in range(min(5000, len(self._lines)))]
+            await db.write(self._inflight, precision="ns")
+            self.counts["written"] += len(self._inflight)
+            self._inflight = []
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = self.clock.now_ms()
+            if not self.event_clock:
+                self.emit(self.engine.tick(now))
+                self.dispatcher.tick(now)
+            else:
+                self.emit(self.engine.tick(now))  # shelving expiry etc. at the newest reading time
+
+    def _snapshot(self) -> None:
+        state = {"engine": self.engine.dump(), "outbox": self._inflight + list(self._lines)}
+        self.store.snapshot(state)
+
+    async def _snapshotter(self) -> None:
+        while True:
+            await asyncio.sleep(self.snapshot_s)
+            self._snapshot()
+
+
+__all__ = ["AlertService", "api_token"]
