@@ -1,0 +1,289 @@
+"""docker-compose.yml: valid Compose, only real smartpark commands, no default passwords, and a Mosquitto
+password file + ACL that do what they say (checked on a real mosquitto with the repository's files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+
+from smartpark.cli import build_parser
+from smartpark.stack import find_binary, free_port, port_in_use
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+MOSQUITTO_DIR = ROOT / "docker" / "mosquitto"
+REQUIRED_VAR = re.compile(r"\$\{([A-Z0-9_]+):\?[^}]*\}")
+ANY_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?+][^}]*)?\}")
+SECRET = re.compile(r"PASSWORD|TOKEN|SECRET")
+
+
+def _schema() -> dict[str, Any]:
+    """The Compose Specification schema: the repository's copy, else the shared one beside the clone."""
+    for path in (ROOT / "tests" / "data" / "compose-spec.json",
+                 ROOT.parent / "shared" / "schemas" / "compose-spec.json"):
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    pytest.fail("compose-spec.json not found in tests/data nor ../shared/schemas")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _smartpark_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items()
+            if str(svc.get("image", "")).startswith("smartpark:")}
+
+
+class TestComposeFile:
+    def test_validates_against_the_compose_specification(self, compose: dict[str, Any]) -> None:
+        """The file (with its x- anchors merged by YAML) is valid against the Compose Specification schema."""
+        schema = _schema()
+        jsonschema.Draft7Validator.check_schema(schema)
+        jsonschema.Draft7Validator(schema).validate(compose)
+
+    def test_the_expected_services_with_health_checks(self, compose: dict[str, Any]) -> None:
+        """Broker, database, Grafana, collector and alert engine run by default, the simulator only in 'sim'."""
+        services = compose["services"]
+        assert {"mosquitto", "influxdb", "grafana", "collector", "alerts", "simulator"} <= set(services)
+        assert services["simulator"]["profiles"] == ["sim"]
+        assert all("profiles" not in services[s] for s in ("mosquitto", "influxdb", "grafana", "collector", "alerts"))
+        for name in ("mosquitto", "influxdb", "grafana", "collector", "alerts"):
+            assert services[name]["healthcheck"]["test"], name
+        assert services["influxdb"]["image"].startswith("influxdb:1.11")
+        assert services["influxdb"]["environment"]["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
+
+    def test_every_smartpark_command_exists_in_the_cli(self, compose: dict[str, Any]) -> None:
+        """Each smartpark container's command parses with the real CLI parser (entrypoint: smartpark)."""
+        services = _smartpark_services(compose)
+        assert {"collector", "alerts", "simulator"} <= set(services)
+        parser = build_parser()
+        for name, svc in services.items():
+            try:
+                args = parser.parse_args(svc["command"])
+            except SystemExit as exc:
+                pytest.fail(f"service {name}: 'smartpark {' '.join(svc['command'])}' does not parse ({exc})")
+            assert callable(args.func), name
+
+    def test_no_default_passwords(self, compose: dict[str, Any]) -> None:
+        """Every secret comes from a required variable (${VAR:?...}); none has a default or a literal value."""
+        text = COMPOSE.read_text(encoding="utf-8")
+        for m in ANY_VAR.finditer(text):
+            if SECRET.search(m.group(1)) and m.group(1) != "MQTT_SIMULATOR_PASSWORD":
+                assert m.group(0).startswith("${" + m.group(1) + ":?"), f"{m.group(0)} may fall back to a default"
+        for name, svc in compose["services"].items():
+            env = svc.get("environment") or {}
+            for key, value in env.items():
+                if SECRET.search(key):
+                    assert value == "" or "${" in str(value), f"{name}.{key} has a literal secret"
+        for svc in compose["services"].values():
+            for key, value in (svc.get("environment") or {}).items():
+                if key.endswith(("_URL",)) and "@" in str(value):
+                    assert re.search(r":\$\{[A-Z_]+:\?", str(value)), f"{key} embeds a password that is not required"
+
+    def test_env_example_lists_every_variable_without_values_for_secrets(self) -> None:
+        """.env.example names every variable the compose file needs, with the secrets left empty."""
+        text = COMPOSE.read_text(encoding="utf-8")
+        example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+                       if line and not line.startswith("#"))
+        for var in {m.group(1) for m in ANY_VAR.finditer(text)}:
+            assert var in example, f"{var} is missing from .env.example"
+        for var, value in example.items():
+            if SECRET.search(var):
+                assert value == "", f".env.example gives {var} a value"
+
+    def test_mounted_files_exist(self, compose: dict[str, Any]) -> None:
+        """Every bind mount points at a file or directory of the repository (provisioning, generated JSON)."""
+        for name, svc in compose["services"].items():
+            for vol in svc.get("volumes", []):
+                source = vol.split(":", 1)[0]
+                if source.startswith("./"):
+                    assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+        assert (ROOT / "dashboards" / "generated" / "smartpark-overview.json").exists()
+
+    def test_grafana_gets_the_provisioning_and_the_admin_password_from_the_environment(
+            self, compose: dict[str, Any]) -> None:
+        grafana = compose["services"]["grafana"]
+        assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+        targets = {v.split(":")[1] for v in grafana["volumes"]}
+        assert {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards"} <= targets
+        ds = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/influxdb.yaml").read_text())
+        source = ds["datasources"][0]
+        assert source["uid"] == "smartpark-influxdb" and source["type"] == "influxdb"
+        assert source["jsonData"]["timeInterval"] == "10s"
+        for var in re.findall(r"\$\{([A-Z_]+)\}", json.dumps(ds)):
+            assert var in grafana["environment"], f"the data source needs {var} in Grafana's environment"
+
+
+# --------------------------------------------------------------------------------------------------
+# the broker's password file and ACL, on a real mosquitto
+
+
+class _Watcher:
+    """A subscriber as the services' user, collecting every message under park/#."""
+
+    def __init__(self, port: int, password: str) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}")
+        self.client.username_pw_set("smartpark", password)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("park/#", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "the services' user could not subscribe to park/#"
+
+    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, msg.payload))
+            self.cond.notify_all()
+
+    def wait_for(self, topic: str, timeout: float = 10) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: any(t == topic for t, _ in self.messages), timeout), \
+                f"{topic} never arrived; got {[t for t, _ in self.messages]}"
+
+    def topics(self) -> set[str]:
+        with self.cond:
+            return {t for t, _ in self.messages}
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+PASSWORDS = {"smartpark": "svc-" + uuid.uuid4().hex, "simulator": "sim-" + uuid.uuid4().hex,
+             "wwtp": "dev-" + uuid.uuid4().hex, "hw_center": "dev-" + uuid.uuid4().hex}
+
+
+@pytest.fixture(scope="module")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """mosquitto run by docker/mosquitto/entrypoint.sh with the repository's mosquitto.conf and acl."""
+    find_binary("mosquitto")
+    if not shutil.which("mosquitto_passwd"):
+        pytest.fail("mosquitto_passwd is missing (Debian package mosquitto)")
+    tmp = tmp_path_factory.mktemp("secured_broker")
+    port = free_port()
+    conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8")
+    conf = (conf.replace("/mosquitto/auth/passwd", str(tmp / "auth" / "passwd"))
+                .replace("/mosquitto/config/acl", str(MOSQUITTO_DIR / "acl"))
+                .replace("/mosquitto/data/", f"{tmp}/data/")
+                .replace("listener 1883", f"listener {port} 127.0.0.1")
+                .replace("log_dest stdout", "log_dest stderr"))
+    conf += "\n# test only: stay the user that owns the temporary directory\nuser " + _user() + "\n"
+    (tmp / "data").mkdir()
+    (tmp / "mosquitto.conf").write_text(conf, encoding="utf-8")
+    env = {**os.environ, "MOSQUITTO_AUTH_DIR": str(tmp / "auth"), "MOSQUITTO_CONF": str(tmp / "mosquitto.conf"),
+           "MQTT_SERVICE_PASSWORD": PASSWORDS["smartpark"], "MQTT_SIMULATOR_PASSWORD": PASSWORDS["simulator"],
+           "MQTT_DEVICE_PASSWORDS": f"wwtp:{PASSWORDS['wwtp']} hw_center:{PASSWORDS['hw_center']}",
+           "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
+    log = open(tmp / "mosquitto.log", "wb")  # closed in the finalizer
+    proc = subprocess.Popen(["/bin/sh", str(MOSQUITTO_DIR / "entrypoint.sh")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_in_use(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mosquitto did not start: {(tmp / 'mosquitto.log').read_text(errors='replace')}")
+            time.sleep(0.05)
+        assert oct((tmp / "auth" / "passwd").stat().st_mode & 0o777) == "0o600"
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _publish(port: int, user: str, topic: str, payload: str = '{"value": 1.0}') -> None:
+    """mosquitto_pub with QoS 1: returns once the broker has handled the message (allowed or not)."""
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-u", user, "-P", PASSWORDS[user],
+                    "-q", "1", "-t", topic, "-m", payload, "-i", f"pub-{uuid.uuid4().hex[:8]}"],
+                   check=True, timeout=15, capture_output=True)
+
+
+def _connect_rc(port: int, user: str | None, password: str | None) -> int:
+    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "park/x", "-m", "1"]
+    if user:
+        cmd += ["-u", user, "-P", password or ""]
+    return subprocess.run(cmd, timeout=15, capture_output=True).returncode
+
+
+class TestBrokerAcl:
+    def test_anonymous_and_wrong_passwords_are_refused(self, secured_broker: int) -> None:
+        """allow_anonymous false and the generated password file: no credentials, no connection."""
+        assert _connect_rc(secured_broker, None, None) != 0
+        assert _connect_rc(secured_broker, "wwtp", "not-the-password") != 0
+        assert _connect_rc(secured_broker, "wwtp", PASSWORDS["wwtp"]) == 0
+
+    def test_site_devices_publish_only_under_their_site(self, secured_broker: int) -> None:
+        """A wwtp device's reading reaches the services; its message for another site or for the alarm
+        tree does not."""
+        watcher = _Watcher(secured_broker, PASSWORDS["smartpark"])
+        try:
+            _publish(secured_broker, "wwtp", "park/hw_center/scc/temp")
+            _publish(secured_broker, "wwtp", "park/alarms/wwtp/effluent/cod/hh")
+            _publish(secured_broker, "wwtp", "park/_sys/collector/x")
+            _publish(secured_broker, "hw_center", "park/hw_center/scc/temp")
+            _publish(secured_broker, "wwtp", "park/wwtp/effluent")  # a snapshot
+            _publish(secured_broker, "wwtp", "park/wwtp/effluent/cod")
+            watcher.wait_for("park/wwtp/effluent/cod")
+            watcher.wait_for("park/hw_center/scc/temp")
+            got = [t for t, _ in watcher.messages]
+            assert got.count("park/hw_center/scc/temp") == 1  # the hw_center device's, not wwtp's
+            assert "park/wwtp/effluent" in got
+            assert not {"park/alarms/wwtp/effluent/cod/hh", "park/_sys/collector/x"} & set(got)
+        finally:
+            watcher.close()
+
+    def test_services_write_alarms_and_status_but_no_readings(self, secured_broker: int) -> None:
+        watcher = _Watcher(secured_broker, PASSWORDS["smartpark"])
+        try:
+            _publish(secured_broker, "smartpark", "park/wwtp/effluent/cod")
+            _publish(secured_broker, "smartpark", "park/_sys/collector/c1", '{"status": "online"}')
+            _publish(secured_broker, "smartpark", "park/alarms/wwtp/effluent/cod/hh", "{}")
+            watcher.wait_for("park/alarms/wwtp/effluent/cod/hh")
+            assert "park/_sys/collector/c1" in watcher.topics()
+            assert "park/wwtp/effluent/cod" not in watcher.topics()
+        finally:
+            watcher.close()
+
+    def test_simulator_publishes_readings_of_every_site_and_nothing_else(self, secured_broker: int) -> None:
+        watcher = _Watcher(secured_broker, PASSWORDS["smartpark"])
+        try:
+            _publish(secured_broker, "simulator", "park/_sys/collector/c9")
+            _publish(secured_broker, "simulator", "park/alarms/hw_center/scc/temp/ll")
+            _publish(secured_broker, "simulator", "park/wwtp/influent/flow")
+            _publish(secured_broker, "simulator", "park/energy_hub/gt1/power")
+            watcher.wait_for("park/energy_hub/gt1/power")
+            watcher.wait_for("park/wwtp/influent/flow")
+            assert not {"park/_sys/collector/c9", "park/alarms/hw_center/scc/temp/ll"} & watcher.topics()
+        finally:
+            watcher.close()
