@@ -94,6 +94,8 @@ class Collector:
         self._influx_ok = True
         self._db_checked = False
         self._next_status = 0.0
+        self.source: MqttSource | None = None  # while running, for observation (tests, status)
+        self.spool: Spool | None = None
 
     @property
     def client_id(self) -> str:
@@ -111,6 +113,7 @@ class Collector:
                     Spool(spool_dir, self.spool_max_bytes) as spool, source,
                     self.metrics.serve(self.metrics_port)):
             self.metrics.bind_spool(spool)
+            self.source, self.spool = source, spool
             mqtt_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(source.run(mqtt_stop), name="mqtt")
@@ -136,12 +139,15 @@ class Collector:
             stopping = stop.is_set()
             wait = 0.0 if stopping else min(self.idle_flush, opened + self.flush_interval - loop.time())
             messages = await source.take(max(1, self.batch_size - len(batch.readings)), max(0.0, wait))
+            if messages:
+                self.counters.received += len(messages)
+                self.metrics.received.inc(len(messages))
             for m in messages:
                 self._add(batch, m)
             now = loop.time()
             if (stopping or len(batch.readings) >= self.batch_size or now >= opened + self.flush_interval
                     or (not messages and batch.messages)):
-                self._count(batch)
+                self.metrics.batch_size.observe(len(batch.readings))
                 if now >= self._next_status or stopping:
                     batch.events.append(self._status_line())
                     self._next_status = now + self.flush_interval
@@ -163,11 +169,6 @@ class Collector:
             batch.events.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
             self.metrics.dead_letters.labels(rej.reason).inc()
             self.counters.invalid += 1
-
-    def _count(self, batch: Batch) -> None:
-        self.counters.received += len(batch.messages)
-        self.metrics.received.inc(len(batch.messages))
-        self.metrics.batch_size.observe(len(batch.readings))
 
     def _status_line(self) -> str:
         return encode_line("collector", {"instance": self.instance}, asdict(self.counters),

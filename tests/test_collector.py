@@ -1,0 +1,250 @@
+"""The collector against a real Mosquitto and a real InfluxDB: each test counts what arrived."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from test_collector_support import (
+    TS0,
+    CollectorThread,
+    Publisher,
+    big_park,
+    settings_for,
+    wait_connected,
+    wait_for,
+)
+
+from smartpark.park import Park
+
+
+def readings(park: Park, n: int, seed: int = 1) -> list[tuple[str, bytes, str, int, float]]:
+    """``n`` readings spread over every sensor: (topic, payload, key, ts, value), distinct (key, ts)."""
+    rng = random.Random(seed)
+    refs = park.sensors()
+    out = []
+    for i in range(n):
+        ref = refs[i % len(refs)]
+        ts = TS0 + (i // len(refs)) * 1000
+        value = rng.uniform(0, 1000)
+        out.append((ref.topic, json.dumps({"value": value, "ts": ts}).encode(), ref.key, ts, value))
+    return out
+
+
+def stored(db: Any) -> set[tuple[str, int, float]]:
+    rows = db.query('SELECT "value" FROM "reading" GROUP BY "site", "asset", "sensor"')
+    return {(f"{r['site']}/{r['asset']}/{r['sensor']}", int(r["time"]), float(r["value"])) for r in rows}
+
+
+def count(db: Any) -> int:
+    return db.count("reading", "value")
+
+
+class TestThroughputAndExactness:
+    def test_100k_readings_over_500_sensors_arrive_exactly(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """100,000 readings at full speed become exactly 100,000 points with identical values and timestamps."""
+        park_path, park = big_park(tmp_path)
+        assert len(park) == 500
+        sent = readings(park, 100_000)
+        settings = settings_for(broker.url, influx_db.url, influx_db.db, park_path, tmp_path / "state")
+        with CollectorThread(settings, park) as collector:
+            wait_connected(collector)
+            pub = Publisher(broker.port)
+            pub.publish((t, p) for t, p, *_ in sent)
+            pub.wait_acked()
+            wait_for(lambda: count(influx_db) >= 100_000, 120, lambda: f"{count(influx_db)} of 100000 points")
+            pub.close()
+        assert count(influx_db) == 100_000
+        assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
+        assert collector.counters.written == 100_000
+        assert collector.counters.invalid == 0
+        assert influx_db.count("dead_letter") == 0
+        status = influx_db.query('SELECT last("written") AS w, last("received") AS r FROM "collector"')
+        assert status[0]["w"] == 100_000 and status[0]["r"] >= 100_000
+
+
+class TestFailures:
+    def test_influxdb_stopped_15s_mid_run_loses_nothing(self, stack_factory: Any, tmp_path: Path) -> None:
+        """InfluxDB stopped for 15 s mid-run, then restarted: every reading arrives and the spool drains."""
+        stack = stack_factory()
+        park_path, park = big_park(tmp_path)
+        sent = readings(park, 20_000, seed=2)
+        settings = settings_for(stack.mqtt_url, stack.influx_url, "outage", park_path, tmp_path / "state")
+        from conftest import InfluxDB
+        db = InfluxDB(stack.influx_url, "outage")
+        with CollectorThread(settings, park, write_timeout=3.0) as collector:
+            wait_connected(collector)
+            pub = Publisher(stack.mqtt_port)
+            t = threading.Thread(target=pub.publish, args=([(s[0], s[1]) for s in sent], 800.0))
+            t.start()
+            wait_for(lambda: count(db) >= 2_000, 60, "the first points")
+            stack.stop_influxd()
+            time.sleep(15)  # the outage itself: a real InfluxDB is down for 15 s
+            assert collector.spool is not None and collector.counters.spooled > 0
+            stack.start_influxd()
+            t.join()
+            pub.wait_acked()
+            wait_for(lambda: count(db) >= 20_000, 120, lambda: f"{count(db)} of 20000 points")
+            wait_for(lambda: collector.spool is not None and collector.spool.empty, 60, "the spool to drain")
+            pub.close()
+        assert stored(db) == {(k, ts, v) for _, _, k, ts, v in sent}
+        assert collector.counters.retries > 0
+        assert not list((tmp_path / "state" / "spool" / "default").glob("*.seg")) or \
+            collector.spool.pending_bytes == 0
+
+    def test_broker_restart_mid_run_loses_nothing(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """The broker restarted mid-run (publisher at QoS 1, persistent session): every reading arrives."""
+        park_path, park = big_park(tmp_path)
+        sent = readings(park, 20_000, seed=3)
+        settings = settings_for(broker.url, influx_db.url, influx_db.db, park_path, tmp_path / "state")
+        with CollectorThread(settings, park) as collector:
+            wait_connected(collector)
+            pub = Publisher(broker.port, persistent=True, client_id="pub-restart")
+            t = threading.Thread(target=pub.publish, args=([(s[0], s[1]) for s in sent], 2000.0))
+            t.start()
+            wait_for(lambda: count(influx_db) >= 3_000, 60, "the first points")
+            broker.restart()
+            t.join()
+            pub.wait_acked()
+            wait_for(lambda: count(influx_db) >= 20_000, 120, lambda: f"{count(influx_db)} of 20000 points")
+            pub.close()
+            assert collector.source is not None and collector.source.connects >= 2
+        assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
+
+    def test_kill_9_and_restart_loses_nothing_and_duplicates_collapse(self, broker: Any, influx_db: Any,
+                                                                       tmp_path: Path) -> None:
+        """``kill -9`` of a real ``smartpark collect`` mid-run, started again: all arrive, once; SIGTERM exits 0."""
+        park_path, park = big_park(tmp_path)
+        sent = readings(park, 30_000, seed=4)
+        cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", broker.url, "--influx-url",
+               influx_db.url, "--influx-db", influx_db.db, "--park", str(park_path), "--state-dir",
+               str(tmp_path / "state"), "--instance", "k9", "--batch-size", "1000"]
+        log = open(tmp_path / "collector.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        try:
+            wait_for(lambda: influx_db.count("collector") > 0, 30, "the first collector status point")
+            pub = Publisher(broker.port)
+            t = threading.Thread(target=pub.publish, args=([(s[0], s[1]) for s in sent], 3000.0))
+            t.start()
+            wait_for(lambda: count(influx_db) >= 5_000, 60, "the first points")
+            proc.kill()
+            proc.wait(10)
+            t.join()
+            pub.wait_acked()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+            wait_for(lambda: count(influx_db) >= 30_000, 120, lambda: f"{count(influx_db)} of 30000 points")
+            pub.close()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+        assert count(influx_db) == 30_000  # redelivered readings overwrote themselves
+        assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
+        status = influx_db.query('SELECT "status" FROM "collector"')  # no such field: status is MQTT only
+        assert status == []
+
+
+class TestShareGroup:
+    def test_two_collectors_in_one_share_group_split_the_load(self, broker: Any, influx_db: Any,
+                                                              tmp_path: Path) -> None:
+        """Two collectors in one share group: the union is complete and each took part of the load."""
+        park_path, park = big_park(tmp_path)
+        sent = readings(park, 20_000, seed=5)
+        settings = settings_for(broker.url, influx_db.url, influx_db.db, park_path, tmp_path / "state")
+        with CollectorThread(settings, park, instance="a", share_group="g") as a, \
+                CollectorThread(settings, park, instance="b", share_group="g") as b:
+            wait_connected(a)
+            wait_connected(b)
+            pub = Publisher(broker.port)
+            pub.publish((s[0], s[1]) for s in sent)
+            pub.wait_acked()
+            wait_for(lambda: count(influx_db) >= 20_000, 120, lambda: f"{count(influx_db)} of 20000 points")
+            pub.close()
+        assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
+        assert a.counters.written > 1_000 and b.counters.written > 1_000
+        assert a.counters.written + b.counters.written == 20_000
+
+
+class TestInvalidInput:
+    def test_snapshot_with_one_bad_entry(self, shared_broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """A snapshot with one bad entry: the good entries are stored, the bad one dead-lettered alone."""
+        park_path, park = big_park(tmp_path)
+        settings = settings_for(shared_broker.url, influx_db.url, influx_db.db, park_path, tmp_path / "state")
+        snap = {"ts": TS0, "values": {"s000": 1.5, "s001": "broken", "s002": 3.25}}
+        with CollectorThread(settings, park, instance=f"snap{os.getpid()}") as collector:
+            wait_connected(collector)
+            pub = Publisher(shared_broker.port)
+            pub.publish([("park/plant/a07", json.dumps(snap).encode())])
+            pub.wait_acked()
+            wait_for(lambda: influx_db.count("dead_letter") >= 1 and count(influx_db) >= 2, 30, "the snapshot")
+            pub.close()
+        assert stored(influx_db) == {("plant/a07/s000", TS0, 1.5), ("plant/a07/s002", TS0, 3.25)}
+        dl = influx_db.query('SELECT * FROM "dead_letter"')
+        assert len(dl) == 1
+        assert dl[0]["reason"] == "bad_value" and dl[0]["topic"] == "park/plant/a07"
+        assert "s001" in dl[0]["detail"] and json.loads(dl[0]["payload"]) == {"s001": "broken"}
+
+    def test_metrics_endpoint_counts_what_happened(self, shared_broker: Any, influx_db: Any,
+                                                    tmp_path: Path) -> None:
+        """/metrics reports received, written and dead letters by reason while the collector runs."""
+        park_path, park = big_park(tmp_path)
+        settings = settings_for(shared_broker.url, influx_db.url, influx_db.db, park_path, tmp_path / "state")
+        from smartpark.stack import free_port
+        port = free_port()
+        with CollectorThread(settings, park, instance=f"met{os.getpid()}", metrics_port=port) as collector:
+            wait_connected(collector)
+            pub = Publisher(shared_broker.port)
+            pub.publish([("park/plant/a00/s000", b'{"value": 5, "ts": %d}' % TS0),
+                         ("park/plant/a00/s000", b"not json")])
+            pub.wait_acked()
+            wait_for(lambda: count(influx_db) >= 1 and influx_db.count("dead_letter") >= 1, 30, "both")
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            pub.close()
+        assert "smartpark_collector_written_total 1.0" in text
+        assert 'smartpark_collector_dead_letters_total{reason="bad_json"} 1.0' in text
+        assert "smartpark_collector_write_seconds_bucket" in text
+        assert "smartpark_collector_spool_bytes 0.0" in text
+
+
+def test_sigint_flushes_and_exits_0(broker: Any, influx_db: Any, tmp_path: Path) -> None:
+    """``smartpark collect`` as a subprocess: SIGINT ends it cleanly: exit 0, the reading stored."""
+    park_path, _ = big_park(tmp_path)
+    from smartpark.stack import free_port
+    port = free_port()
+    cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", broker.url, "--influx-url",
+           influx_db.url, "--influx-db", influx_db.db, "--park", str(park_path), "--state-dir",
+           str(tmp_path / "state"), "--flush-interval", "60", "--metrics-port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def received() -> float:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return -1
+        return next(float(line.split()[1]) for line in text.splitlines()
+                    if line.startswith("smartpark_collector_received_total"))
+    try:
+        wait_for(lambda: received() >= 1, 30, "the collector's own retained status")
+        pub = Publisher(broker.port)
+        pub.publish([("park/plant/a01/s001", b'{"value": 7.5, "ts": %d}' % TS0)])
+        pub.wait_acked()
+        pub.close()
+        wait_for(lambda: received() >= 2, 30, "the reading to reach the collector")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert stored(influx_db) == {("plant/a01/s001", TS0, 7.5)}
