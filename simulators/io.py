@@ -1,0 +1,279 @@
+"""Where simulated traffic goes: MQTT (``publish``), InfluxDB history (``backfill``), and recordings.
+
+* :func:`publish` sends messages with their original spacing scaled by ``speed`` (0: as fast as the broker
+  takes them), QoS 0 or 1, and reconnects with full-jitter exponential backoff when the broker goes away:
+  the batch in flight is sent again (QoS 1 is at-least-once; a reading written twice is one point).
+* :func:`backfill` writes history through :class:`smartpark.influx.InfluxClient`, the collector's writer, in
+  batches of about 5,000 lines, with the readings' historical timestamps.
+* :func:`record` captures ``park/#`` into a gzip JSON-lines file with receive times; :func:`replay`
+  republishes a recording with the original timing scaled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import itertools
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.enums import MQTTProtocolVersion
+
+from smartpark.config import parse_mqtt_url
+from smartpark.errors import PartialWriteError, WriteError
+from smartpark.influx import InfluxClient
+from smartpark.park import Park
+from smartpark.wire import is_service_topic
+
+from .scenario import Scenario
+from .simulator import Message, Simulator
+
+log = logging.getLogger(__name__)
+
+RECORDING_FORMAT = "smartpark-recording"
+BATCH = 500  # messages awaited together: enough to keep the broker busy, bounded in flight
+
+
+class Backoff:
+    """Full-jitter exponential backoff (AWS architecture blog): sleep U(0, min(cap, base * 2**n))."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0, rng: random.Random | None = None) -> None:
+        self.base, self.cap, self.n = base, cap, 0
+        self.rng = rng or random.Random()
+
+    def next(self) -> float:
+        delay = self.rng.uniform(0, min(self.cap, self.base * 2 ** self.n))
+        self.n = min(self.n + 1, 16)
+        return delay
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+def mqtt_client(mqtt_url: str, *, client_id: str | None = None, v5: bool = True, inflight: int = 1000,
+                **kw: Any) -> aiomqtt.Client:
+    """An aiomqtt client for a CONTRACT §6 URL (mqtt:// or mqtts://, credentials in the URL)."""
+    t = parse_mqtt_url(mqtt_url)
+    return aiomqtt.Client(
+        t.host, t.port, username=t.username, password=t.password,
+        identifier=client_id or f"smartpark-sim-{uuid.uuid4().hex[:8]}",
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        tls_params=aiomqtt.TLSParameters() if t.tls else None,
+        max_inflight_messages=inflight, **kw,
+    )
+
+
+class _Paced:
+    """Cut a time-ordered message stream into batches that are due now, sleeping until the next is due."""
+
+    def __init__(self, messages: Iterable[Message], speed: float, clock: Callable[[], float]) -> None:
+        self.it: Iterator[Message] = iter(messages)
+        self.speed = speed
+        self.clock = clock
+        self.origin: tuple[float, int] | None = None  # (wall time, ts_ms) of the first message
+        self.head: Message | None = None
+        self.done = False
+
+    def _due(self, m: Message) -> float:
+        if self.origin is None:
+            self.origin = (self.clock(), m.ts_ms)
+        wall0, ts0 = self.origin
+        return wall0 + (m.ts_ms - ts0) / 1000.0 / self.speed
+
+    async def batch(self, size: int) -> list[Message]:
+        out: list[Message] = []
+        while len(out) < size:
+            m = self.head if self.head is not None else next(self.it, None)
+            self.head = None
+            if m is None:
+                self.done = True
+                break
+            if self.speed > 0:
+                wait = self._due(m) - self.clock()
+                if wait > 0:
+                    if out:  # send what is due before sleeping
+                        self.head = m
+                        break
+                    await asyncio.sleep(wait)
+            out.append(m)
+        return out
+
+
+async def publish(messages: Iterable[Message], mqtt_url: str, *, speed: float = 1.0, qos: int = 1,
+                  stop: asyncio.Event | None = None, client_id: str | None = None,
+                  max_retries: int | None = None) -> int:
+    """Publish messages to the broker; returns how many were acknowledged (QoS 1) or sent (QoS 0).
+
+    ``speed`` scales the messages' spacing (1: real time, 60: a minute per second, 0: no pacing).
+    The messages' own ``ts`` stays in the payload: an accelerated run carries simulated time.
+    """
+    if qos not in (0, 1):
+        raise ValueError("qos is 0 or 1")
+    paced = _Paced(messages, speed, time.monotonic)
+    pending: list[Message] = []
+    sent = 0
+    backoff = Backoff()
+    failures = 0
+    v5 = True
+    while True:
+        try:
+            async with mqtt_client(mqtt_url, client_id=client_id, v5=v5) as client:
+                backoff.reset()
+                failures = 0
+                while True:
+                    if stop is not None and stop.is_set():
+                        return sent
+                    if not pending:
+                        pending = await paced.batch(BATCH)
+                    if not pending:
+                        return sent
+                    await asyncio.gather(*(client.publish(m.topic, m.payload, qos=qos) for m in pending))
+                    sent += len(pending)
+                    pending = []
+                    if paced.done:
+                        return sent
+        except aiomqtt.MqttCodeError as exc:
+            if v5 and getattr(exc, "rc", None) in (1, 132):  # unsupported protocol version: fall back to 3.1.1
+                v5 = False
+                continue
+            failures += 1
+            if max_retries is not None and failures > max_retries:
+                raise
+            delay = backoff.next()
+            log.warning("broker connection lost (%s); reconnecting in %.2fs, %d messages to resend",
+                        exc, delay, len(pending))
+            await asyncio.sleep(delay)
+        except aiomqtt.MqttError as exc:
+            failures += 1
+            if max_retries is not None and failures > max_retries:
+                raise
+            delay = backoff.next()
+            log.warning("broker unreachable (%s); reconnecting in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def backfill(park: Park, client: InfluxClient, start_ms: int, end_ms: int, *, seed: int = 0,
+                   scenario: Scenario | None = None, progress: Callable[[int, int, int], None] | None = None,
+                   batch_lines: int = 5000, sites: list[str] | None = None, max_attempts: int = 8) -> int:
+    """Write simulated history for [start_ms, end_ms) into InfluxDB; returns the readings written.
+
+    ``progress(done_ms, total_ms, written)`` is called after every batch. Retryable write errors are
+    retried with backoff (honouring Retry-After); lines InfluxDB rejects are counted out, not retried.
+    """
+    sim = Simulator(park, scenario, seed=seed, start_ms=start_ms, sites=sites)
+    total = max(0, end_ms - start_ms)
+    written = 0
+    backoff = Backoff(base=0.2)
+    loop = asyncio.get_running_loop()
+    gen = sim.lines(total / 1000.0)
+    done_ms = 0
+    while True:
+        lines = await loop.run_in_executor(None, next, gen, None)  # generate the next hour off the loop
+        if lines is None:
+            break
+        for i in range(0, len(lines), batch_lines):
+            batch = lines[i:i + batch_lines]
+            for attempt in itertools.count(1):
+                try:
+                    await client.write(batch, precision="ms")
+                    written += len(batch)
+                    break
+                except PartialWriteError as exc:
+                    written += len(batch) - len(exc.rejected)
+                    log.warning("InfluxDB rejected %d lines of a backfill batch", len(exc.rejected))
+                    break
+                except WriteError as exc:
+                    if not exc.retryable or attempt >= max_attempts:
+                        raise
+                    await asyncio.sleep(exc.retry_after if exc.retry_after is not None else backoff.next())
+            if progress is not None:
+                progress(done_ms, total, written)
+        done_ms = min(total, done_ms + 3_600_000)
+        if progress is not None:
+            progress(done_ms, total, written)
+    return written
+
+
+# --------------------------------------------------------------------------- record and replay
+
+async def record(mqtt_url: str, path: str | Path, *, topic: str = "park/#", stop: asyncio.Event | None = None,
+                 duration_s: float | None = None, count: int | None = None, qos: int = 1,
+                 ready: asyncio.Event | None = None) -> int:
+    """Capture traffic into a gzip JSON-lines file: a header line, then one line per message with its
+    receive time (``t``, epoch ms), topic, payload (UTF-8 text, or base64 when it is not) and flags.
+    Runs until ``stop`` is set, ``duration_s`` passed or ``count`` messages arrived; returns the count."""
+    n = 0
+    stop = stop or asyncio.Event()
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=6) as out:
+        out.write(json.dumps({"format": RECORDING_FORMAT, "version": 1, "topic": topic,
+                              "started_ms": time.time_ns() // 1_000_000}) + "\n")
+        async with mqtt_client(mqtt_url) as client:
+            await client.subscribe(topic, qos=qos)
+            if ready is not None:
+                ready.set()
+
+            async def consume() -> None:
+                nonlocal n
+                async for msg in client.messages:
+                    payload = bytes(msg.payload) if isinstance(msg.payload, (bytes, bytearray)) else \
+                        str(msg.payload).encode()
+                    line: dict[str, Any] = {"t": time.time_ns() // 1_000_000, "topic": str(msg.topic),
+                                            "qos": msg.qos, "retain": bool(msg.retain)}
+                    try:
+                        line["payload"] = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        line["payload_b64"] = base64.b64encode(payload).decode()
+                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    n += 1
+                    if count is not None and n >= count:
+                        stop.set()
+                        return
+
+            task = asyncio.create_task(consume(), name="record-consume")
+            try:
+                waiter = asyncio.create_task(stop.wait(), name="record-stop")
+                await asyncio.wait({task, waiter}, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (task, waiter):
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+    return n
+
+
+def read_recording(path: str | Path, *, include_service: bool = False,
+                   include_retained: bool = False) -> Iterator[Message]:
+    """The messages of a recording, stamped with their receive time (``ts_ms``) for replay pacing.
+
+    Alarm-state and service-status topics (``park/alarms``, ``park/_sys``) and retained messages belong to
+    the services that were running and are skipped unless asked for.
+    """
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        header = json.loads(f.readline() or "{}")
+        if header.get("format") != RECORDING_FORMAT:
+            raise ValueError(f"{path}: not a smartpark recording")
+        for raw in f:
+            d = json.loads(raw)
+            if not include_service and is_service_topic(d["topic"]):
+                continue
+            if not include_retained and d.get("retain"):
+                continue
+            payload = d["payload"].encode("utf-8") if "payload" in d else base64.b64decode(d["payload_b64"])
+            yield Message(int(d["t"]), d["topic"], payload)
+
+
+async def replay(path: str | Path, mqtt_url: str, *, speed: float = 1.0, qos: int = 1,
+                 stop: asyncio.Event | None = None) -> int:
+    """Republish a recording with its original timing divided by ``speed``; returns the messages sent."""
+    return await publish(read_recording(path), mqtt_url, speed=speed, qos=qos, stop=stop)
