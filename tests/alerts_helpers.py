@@ -1,0 +1,98 @@
+"""Helpers of the alerts tests: a small park, real local HTTP endpoints (healthy, hanging, failing)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from smartpark.park import parse_park
+from smartpark.stack import free_port
+
+PARK_YAML = """
+park: {id: t, name: Test park, timezone: Asia/Shanghai}
+sites:
+  - id: plant
+    name: Plant
+    assets:
+      - id: tank
+        name: Tank
+        sensors:
+          - {id: level, name: Level, name_zh: 液位, unit: "%", range: [0, 100], normal: [20, 60], interval_s: 10,
+             limits: {hh: 90, h: 80, l: 10, ll: 5}, deadband: 2}
+          - {id: temp, name: Temp, unit: degC, range: [0, 200], normal: [20, 60], interval_s: 10, limits: {h: 80}}
+  - id: other
+    name: Other site
+    assets:
+      - id: pump
+        name: Pump
+        sensors:
+          - {id: flow, name: Flow, unit: m3/h, range: [0, 100], normal: [20, 60], interval_s: 10, limits: {h: 80}}
+"""
+PARK = parse_park(PARK_YAML, "test-park.yaml")
+
+
+@dataclass
+class Endpoint:
+    """A local HTTP endpoint that records what it receives; ``mode`` ok | hang | fail."""
+
+    mode: str = "ok"
+    port: int = 0
+    bodies: list[Any] = field(default_factory=list)
+    hits: int = 0
+    got: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def handler(self, request: web.Request) -> web.Response:
+        self.hits += 1
+        raw = await request.read()
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        if self.mode == "fail":
+            return web.Response(status=500, text="boom")
+        try:
+            self.bodies.append(json.loads(raw))
+        except ValueError:
+            self.bodies.append(raw.decode(errors="replace"))
+        self.got.set()
+        return web.Response(status=200, text="ok")
+
+
+class Endpoints:
+    """``async with Endpoints("ok", "hang", "fail") as (ok, hang, fail)``: servers on free loopback ports."""
+
+    def __init__(self, *modes: str) -> None:
+        self.eps = [Endpoint(m) for m in modes]
+        self._runners: list[web.AppRunner] = []
+
+    async def __aenter__(self) -> list[Endpoint]:
+        for ep in self.eps:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", ep.handler)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+            await runner.setup()
+            ep.port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", ep.port).start()
+            self._runners.append(runner)
+        return self.eps
+
+    async def __aexit__(self, *exc: object) -> None:
+        for r in self._runners:
+            await r.cleanup()
+
+
+async def wait_for(pred: Any, limit_s: float = 20.0, step: float = 0.02) -> None:
+    """Poll a condition (the outcome, not the time: a generous bound only guards against hanging)."""
+    async with asyncio.timeout(limit_s):
+        while not pred():  # noqa: ASYNC110  # the condition is in another component's state, no event to await
+            await asyncio.sleep(step)
+
+
+def reading(value: float, ts: int) -> bytes:
+    return json.dumps({"value": value, "ts": ts}).encode()
