@@ -79,6 +79,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if hasattr(signal, "SIGUSR1"):  # a stack dump of every thread on demand, for a hang in the field
+            import faulthandler
+
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         await service.run(stop)
 
     asyncio.run(main())

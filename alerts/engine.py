@@ -811,6 +811,13 @@ class Engine:
             if n in self._states:
                 self._states[n].active = bool(act)
 
+    def resync(self, seq: int = 0) -> None:
+        """After restoring alarm flags from the journal: derived per-sensor flags and the event counter."""
+        self._seq = max(self._seq, seq)
+        for s in self._sensors:
+            if s is not None:
+                s.hot = any(a.active or a.pending is not None for a in s.limits)
+
     @property
     def seq(self) -> int:
         return self._seq

@@ -90,7 +90,7 @@ class AlertService:
         """Journal first (durable), then every output's queue; never blocks."""
         if not events:
             return
-        self.store.append(self.engine, events)
+        self.store.events(self.engine, events)
         self.counts["events"] += len(events)
         for ev in events:
             self._lines.append(ev.to_line())
@@ -135,6 +135,8 @@ class AlertService:
         dec = self.decoder.decode(topic, payload)
         self.counts["invalid"] += len(dec.rejected) - sum(1 for r in dec.rejected if r.reason == "out_of_range")
         events: list[AlarmEvent] = []
+        if dec.readings:
+            self.store.readings(dec.readings)
         for r in dec.readings:
             self.counts["readings"] += 1
             events += self.engine.process(r)
@@ -142,13 +144,15 @@ class AlertService:
             now = self.clock.now_ms()
             if now - self._last_tick >= 1000:
                 self._last_tick = now
+                self.store.tick(now)
                 events += self.engine.tick(now)
                 self.dispatcher.tick(now)
         self.emit(events)
+        self.store.flush()
 
     async def run(self, stop: asyncio.Event) -> None:
         snap, records = self.store.load()
-        journaled = restore(self.engine, snap, records)
+        journaled = restore(self.engine, self.park, snap, records)
         outbox = (snap or {}).get("outbox", []) + [ev.to_line() for ev in journaled]
         self._lines.extend(outbox)  # re-written after a crash: same ns timestamps, so the same points
         async with InfluxClient(self.settings.influx()) as db:
@@ -233,6 +237,9 @@ class AlertService:
                         will=aiomqtt.Will(status, b'{"status": "offline"}', qos=1, retain=True),
                         max_queued_incoming_messages=100_000, tls_params=aiomqtt.TLSParameters() if m.tls else None,
                 ) as client:
+                    # acknowledge a message only once its reading is journaled (paho's manual ack; aiomqtt 2.x
+                    # does not expose it): a kill -9 then loses nothing the broker would not redeliver
+                    client._client.manual_ack_set(True)
                     delay = 0.5
                     await client.publish(status, f'{{"status": "online", "ts": {int(time.time() * 1000)}}}',
                                          qos=1, retain=True)
@@ -242,6 +249,8 @@ class AlertService:
                         async for msg in client.messages:
                             payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
                             self.handle(msg.topic.value, payload)
+                            if msg.qos > 0:
+                                client._client.ack(msg.mid, msg.qos)
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT: %s; reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(random.uniform(0, delay))
@@ -285,11 +294,13 @@ class AlertService:
         while True:
             await asyncio.sleep(self.tick_s)
             now = self.clock.now_ms()
+            if now <= 0:
+                continue
+            self.store.tick(now)
+            self.emit(self.engine.tick(now))  # with the event clock: shelving expiry etc. at the newest reading
             if not self.event_clock:
-                self.emit(self.engine.tick(now))
                 self.dispatcher.tick(now)
-            else:
-                self.emit(self.engine.tick(now))  # shelving expiry etc. at the newest reading time
+            self.store.flush()
 
     def _snapshot(self) -> None:
         state = {"engine": self.engine.dump(), "outbox": self._inflight + list(self._lines)}

@@ -1,9 +1,12 @@
 """Durable alarm state under ``<state_dir>/alerts/``: a JSON snapshot plus an append-only journal.
 
-Every event is appended to ``journal.jsonl`` and fsynced *before* it is published, written or notified,
-so an alarm that anyone heard of survives ``kill -9``. The snapshot (engine state with its windows and
-averaging buckets, and the InfluxDB lines not yet confirmed) is replaced atomically (write, fsync,
-rename) every second and at shutdown; the journal then starts afresh.
+The journal records, in processing order, every reading evaluated, every tick and every event (with the
+alarm's flags after it). A message is acknowledged to the broker only once its journal line is written,
+and events are fsynced before anyone hears of them, so ``kill -9`` loses nothing: on restart the
+snapshot is loaded and the journal replayed through the (deterministic) engine; the events the replay
+produces again are not emitted twice. The snapshot (engine state with windows and averaging buckets,
+and the InfluxDB lines not yet confirmed) is replaced atomically every second and at shutdown; the
+journal then starts afresh.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from smartpark.park import Park
+from smartpark.wire import Reading
 
 from .engine import Engine
 from .events import AlarmEvent
@@ -23,7 +29,7 @@ class StateStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.snapshot_path = self.dir / "state.json"
         self.journal_path = self.dir / "journal.jsonl"
-        self._journal = None
+        self._journal: IO[str] | None = None
 
     def load(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         snap = None
@@ -39,17 +45,34 @@ class StateStore:
                         break  # a torn last line after a crash: everything before it is intact
         return snap, records
 
-    def append(self, engine: Engine, events: list[AlarmEvent]) -> None:
-        if not events:
-            return
+    @property
+    def journal(self) -> IO[str]:
         if self._journal is None:
             self._journal = self.journal_path.open("a", encoding="utf-8")
+        return self._journal
+
+    def readings(self, readings: list[Reading]) -> None:
+        w = self.journal.write
+        for r in readings:
+            w(f'{{"r":["{r.ref.key}",{r.value!r},{r.ts_ms},"{r.quality}"]}}\n')
+
+    def tick(self, now: int) -> None:
+        self.journal.write(f'{{"tick":{now}}}\n')
+
+    def events(self, engine: Engine, events: list[AlarmEvent]) -> None:
+        """Journal events and fsync: nobody hears of an event that a crash could forget."""
+        j = self.journal
         for ev in events:
             a = engine.alarms.get(ev.id)
-            rec = {"ev": ev.to_dict(), "seq": ev.seq, "a": a.dump() if a else None}
-            self._journal.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+            j.write(json.dumps({"ev": ev.to_dict(), "seq": ev.seq, "a": a.dump() if a else None},
+                               ensure_ascii=False) + "\n")
+        j.flush()
+        os.fsync(j.fileno())
+
+    def flush(self) -> None:
+        """To the OS: enough to survive the process being killed (before the broker is acknowledged)."""
+        if self._journal is not None:
+            self._journal.flush()
 
     def snapshot(self, state: dict[str, Any]) -> None:
         tmp = self.snapshot_path.with_suffix(".tmp")
@@ -75,16 +98,25 @@ class StateStore:
             self._journal = None
 
 
-def restore(engine: Engine, snap: dict[str, Any] | None, records: list[dict[str, Any]]) -> list[AlarmEvent]:
-    """Snapshot, then the journal's alarm flags on top; returns the journaled events (to re-write them)."""
+def restore(engine: Engine, park: Park, snap: dict[str, Any] | None,
+            records: list[dict[str, Any]]) -> list[AlarmEvent]:
+    """Snapshot, then the journal replayed in order; returns the journaled events (to re-publish them)."""
     if snap:
         engine.load(snap["engine"])
-    events = []
+    events: list[AlarmEvent] = []
     for rec in records:
-        if rec.get("a") is not None:
-            engine.apply(rec["ev"]["id"], rec["a"])
-        events.append(AlarmEvent.from_dict(rec["ev"], int(rec.get("seq", 0))))
-    if events:
-        engine._seq = max(engine._seq, max(e.seq for e in events))
-        engine.clock.observe(max(e.ts for e in events))
+        if "r" in rec:
+            key, value, ts, quality = rec["r"]
+            try:
+                ref = park.get(key)
+            except KeyError:
+                continue
+            engine.process(Reading(ref, float(value), int(ts), quality))  # its events are journaled below
+        elif "tick" in rec:
+            engine.tick(int(rec["tick"]))
+        elif "ev" in rec:
+            if rec.get("a") is not None:
+                engine.apply(rec["ev"]["id"], rec["a"])  # operator actions exist only here
+            events.append(AlarmEvent.from_dict(rec["ev"], int(rec.get("seq", 0))))
+    engine.resync(max((e.seq for e in events), default=0))
     return events
