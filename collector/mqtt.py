@@ -131,12 +131,11 @@ def publish_packet(topic: str, payload: bytes, version: int, *, qos: int = 0, re
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection: parses packets from the byte stream, collects PUBLISHes in an inbox."""
 
-    def __init__(self, version: int, gen: int, inbox: list[Message], wake: Callable[[], None],
-                 inbox_limit: int) -> None:
+    def __init__(self, version: int, gen: int, source: MqttSource, inbox_limit: int) -> None:
         self.version = version
         self.gen = gen
-        self.inbox = inbox
-        self._wake = wake
+        self.source = source  # messages go to ``source._inbox``, whichever list it holds right now
+        self._wake = source._wake
         self._inbox_limit = inbox_limit
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
@@ -166,7 +165,7 @@ class _Connection(asyncio.Protocol):
         n = len(buf)
         i = 0
         received_ms = time.time_ns() // 1_000_000
-        inbox = self.inbox
+        inbox = self.source._inbox
         v5 = self.version == MQTT5
         got = False
         try:
@@ -315,10 +314,7 @@ class MqttSource:
             out, self._inbox = inbox[:max_n], inbox[max_n:]
         conn = self._conn
         if conn is not None and conn.paused and len(self._inbox) < self.inbox_limit // 2:
-            conn.inbox = self._inbox
             conn.resume()
-        elif conn is not None:
-            conn.inbox = self._inbox
         return out
 
     def ack(self, messages: list[Message]) -> int:
@@ -352,7 +348,7 @@ class MqttSource:
         if t.tls:
             tls = self._tls or ssl.create_default_context()
         _, conn = await loop.create_connection(
-            lambda: _Connection(self.version, self._gen, self._inbox, self._wake, self.inbox_limit),
+            lambda: _Connection(self.version, self._gen, self, self.inbox_limit),
             t.host, t.port, ssl=tls)
         try:
             will = Will(self.status_topic, self._status("offline")) if self.status_topic else None
@@ -366,7 +362,11 @@ class MqttSource:
                 fallback = self._auto_version and self.version == MQTT5 and code in (0x01, 0x84)
                 raise MqttError(f"broker refused the connection, reason code 0x{code:02x}", reason_code=code,
                                 fallback=fallback)
-            sub = b"\x00\x01" + (b"\x00" if self.version == MQTT5 else b"") + _str(self.topic) + b"\x01"
+            # QoS 1; with MQTT 5 also No Local (our own status is not sent back to us), which the
+            # protocol forbids on shared subscriptions
+            no_local = self.version == MQTT5 and not self.topic.startswith("$share/")
+            sub = (b"\x00\x01" + (b"\x00" if self.version == MQTT5 else b"") + _str(self.topic)
+                   + (b"\x05" if no_local else b"\x01"))
             conn.send(_packet(0x82, sub))
             async with asyncio.timeout(10):
                 codes = await conn.suback
@@ -451,7 +451,7 @@ class MqttSource:
             conn.send(publish_packet(self.status_topic, self._status("offline"), conn.version, qos=1,
                                      retain=True, mid=3))
         conn.send(b"\xe0\x00")
-        conn.transport.close()
-        with contextlib.suppress(TimeoutError, Exception):
+        with contextlib.suppress(TimeoutError, Exception):  # the broker closes after DISCONNECT: no RST race
             async with asyncio.timeout(2):
                 await conn.closed
+        conn.transport.close()
