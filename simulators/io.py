@@ -21,7 +21,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,22 +63,26 @@ def mqtt_client(mqtt_url: str, *, client_id: str | None = None, v5: bool = True,
                 **kw: Any) -> aiomqtt.Client:
     """An aiomqtt client for a CONTRACT §6 URL (mqtt:// or mqtts://, credentials in the URL)."""
     t = parse_mqtt_url(mqtt_url)
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         t.host, t.port, username=t.username, password=t.password,
         identifier=client_id or f"smartpark-sim-{uuid.uuid4().hex[:8]}",
         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
         tls_params=aiomqtt.TLSParameters() if t.tls else None,
         max_inflight_messages=inflight, **kw,
     )
+    client.pending_calls_threshold = 4 * BATCH  # publish() keeps a whole batch in flight on purpose
+    return client
 
 
-class _Paced:
+class Paced:
     """Cut a time-ordered message stream into batches that are due now, sleeping until the next is due."""
 
-    def __init__(self, messages: Iterable[Message], speed: float, clock: Callable[[], float]) -> None:
+    def __init__(self, messages: Iterable[Message], speed: float, clock: Callable[[], float],
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.it: Iterator[Message] = iter(messages)
         self.speed = speed
         self.clock = clock
+        self.sleep = sleep
         self.origin: tuple[float, int] | None = None  # (wall time, ts_ms) of the first message
         self.head: Message | None = None
         self.done = False
@@ -103,7 +107,7 @@ class _Paced:
                     if out:  # send what is due before sleeping
                         self.head = m
                         break
-                    await asyncio.sleep(wait)
+                    await self.sleep(wait)
             out.append(m)
         return out
 
@@ -118,7 +122,7 @@ async def publish(messages: Iterable[Message], mqtt_url: str, *, speed: float = 
     """
     if qos not in (0, 1):
         raise ValueError("qos is 0 or 1")
-    paced = _Paced(messages, speed, time.monotonic)
+    paced = Paced(messages, speed, time.monotonic)
     pending: list[Message] = []
     sent = 0
     backoff = Backoff()

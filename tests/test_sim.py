@@ -1,0 +1,327 @@
+"""Simulators: determinism, scenario files, signal shapes through a real broker + collector + InfluxDB,
+record -> replay, garbage payloads as dead letters, reconnection, pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_collector_support import CollectorThread, settings_for, wait_connected, wait_for
+
+from simulators import Message, Scenario, Simulator, list_scenarios, load_scenario, publish, read_recording, record
+from simulators.cli import parse_duration
+from simulators.io import Paced, replay
+from simulators.scenario import resolve_sensors
+from smartpark.cli import main
+from smartpark.errors import ConfigError
+from smartpark.park import load_park
+from smartpark.wire import Decoder
+
+PARK = load_park()
+START = 1_764_201_600_000  # 2026-11-27T00:00Z
+SCENARIOS = list_scenarios(PARK)
+
+
+def digest(messages: Any) -> str:
+    h = hashlib.sha256()
+    for m in messages:
+        h.update(b"%d|%s|%s\n" % (m.ts_ms, m.topic.encode(), m.payload))
+    return h.hexdigest()
+
+
+class TestDeterminism:
+    def test_same_seed_same_bytes(self) -> None:
+        """Two runs with the same park, scenario, seed and start give a byte-identical message stream."""
+        scn = load_scenario("sc01", PARK)
+        a = digest(Simulator(PARK, scn, seed=7, start_ms=START).messages())
+        b = digest(Simulator(PARK, scn, seed=7, start_ms=START).messages())
+        assert a == b
+
+    def test_whole_park_and_snapshots_are_deterministic(self) -> None:
+        """Without a scenario (whole park) and in snapshot mode the stream is reproducible too."""
+        for snapshots in (False, True):
+            a = digest(Simulator(PARK, seed=1, start_ms=START, snapshots=snapshots).messages(900))
+            b = digest(Simulator(PARK, seed=1, start_ms=START, snapshots=snapshots).messages(900))
+            assert a == b
+
+    def test_another_seed_differs(self) -> None:
+        """A different seed gives different readings (same topics and times)."""
+        one = list(Simulator(PARK, seed=1, start_ms=START).messages(60))
+        two = list(Simulator(PARK, seed=2, start_ms=START).messages(60))
+        assert [(m.ts_ms, m.topic) for m in one] == [(m.ts_ms, m.topic) for m in two]
+        assert [m.payload for m in one] != [m.payload for m in two]
+
+    def test_messages_are_time_ordered_and_valid(self) -> None:
+        """Every message decodes to accepted readings (CONTRACT §2) and the stream never goes back in time."""
+        dec = Decoder(PARK)
+        last = 0
+        n = 0
+        for m in Simulator(PARK, seed=3, start_ms=START, snapshots=True).messages(600):
+            assert m.ts_ms >= last
+            last = m.ts_ms
+            d = dec.decode(m.topic, m.payload, 0)
+            assert not d.rejected and d.readings and all(r.ts_ms == m.ts_ms for r in d.readings)
+            n += len(d.readings)
+        assert n > 10_000
+
+
+class TestSignals:
+    def test_analyzers_publish_a_staircase(self) -> None:
+        """An analyzer (15-min cycle, published every 5 min) shows a new value only once per sample cycle."""
+        ref = PARK.get("wwtp/effluent/nh3n")
+        sim = Simulator(PARK, seed=0, start_ms=START, sensors=[ref.key])
+        values = [b.values for blocks in sim.blocks(6 * 3600) for b in blocks]
+        v = np.concatenate(values)
+        assert len(v) == 6 * 12
+        cycles = v.reshape(-1, 3)  # three 5-min publications per 15-min cycle
+        assert (cycles == cycles[:, :1]).all()
+        assert len(np.unique(cycles[:, 0])) > 20  # and the new values do change
+
+    def test_normal_operation_stays_in_the_normal_band(self) -> None:
+        """A day of normal operation keeps every sensor inside its normal band (so nothing alarms)."""
+        sim = Simulator(PARK, seed=5, start_ms=START)
+        lo = {r.index: r.sensor.normal[0] for r in PARK}
+        hi = {r.index: r.sensor.normal[1] for r in PARK}
+        for blocks in sim.blocks(86400):
+            for b in blocks:
+                assert lo[b.index] <= b.values.min() and b.values.max() <= hi[b.index], PARK.sensors()[b.index].key
+
+    def test_stack_pollutants_follow_the_o2_reference(self) -> None:
+        """CEMS concentrations are reported at 11 % O2: their level rises when the stack O2 rises."""
+        sim = Simulator(PARK, seed=0, start_ms=START)
+        t = np.arange(0, 86400, 60.0) + START / 1000
+        o2 = sim.table.level[PARK.get("hw_center/stack_cems/o2").index](t)
+        nox = sim.table.level[PARK.get("hw_center/stack_cems/nox").index](t)
+        assert np.corrcoef(o2, nox)[0, 1] > 0.95
+
+    def test_scenario_shape_is_drawn(self) -> None:
+        """sc01: the SCC temperature follows its first-order dip (minimum near 1077 °C at t≈360 s)."""
+        scn = load_scenario("sc01", PARK)
+        sim = Simulator(PARK, scn, seed=0, sensors=["hw_center/scc/temp"])
+        ts = np.concatenate([b.ts for bl in sim.blocks() for b in bl])
+        v = np.concatenate([b.values for bl in sim.blocks() for b in bl])
+        t = (ts - sim.t0_ms) / 1000
+        assert 1065 < v[(t > 340) & (t < 380)].mean() < 1090
+        assert v[t < 0].min() > 1120
+
+
+class TestScenarioFiles:
+    GOOD = """\
+id: mine
+title: My incident
+title_zh: 我的事故
+site: hw_center
+duration_s: 600
+timeline:
+  - {t_s: 0, sensor: hw_center/scc/temp, shape: step, to: 1000}
+  - {t_s: 60, sensor: hw_center/scc/o2, shape: ramp, to: 5, duration_s: 120}
+expect:
+  - {sensor: hw_center/scc/temp, rule: ll, raise_s: [0, 10]}
+"""
+
+    @pytest.mark.parametrize(("old", "new", "line", "key", "words"), [
+        ("hw_center/scc/o2, shape", "hw_center/scc/o3, shape", 8, "timeline[1].sensor", "unknown sensor"),
+        ("shape: ramp", "shape: wobble", 8, "timeline[1].shape", "wobble"),
+        ("{t_s: 60,", "{t_s: -5,", 8, "timeline[1].t_s", "out of order"),
+        ("duration_s: 120}", "duration_s: 120, toward: 3}", 8, "timeline[1].toward", "does not apply"),
+        ("to: 5, duration_s: 120", "to: 5", 8, "timeline[1].shape", "needs 'duration_s'"),
+        ("rule: ll", "rule: reg_1h", 10, "expect[0].rule", "no regulatory limit"),
+        ("raise_s: [0, 10]", "raise_s: [10, 0]", 10, "expect[0].raise_s", "out of order"),
+        ("site: hw_center", "site: moon", 4, "site", "unknown site"),
+        ("title_zh: 我的事故\n", "", None, "title_zh", "missing"),
+    ])
+    def test_mistakes_are_one_line_with_file_line_key(self, tmp_path: Path, old: str, new: str, line: int | None,
+                                                      key: str, words: str) -> None:
+        """A scenario mistake is a ConfigError naming the file, the line and the key."""
+        path = tmp_path / "bad.yaml"
+        assert old in self.GOOD
+        path.write_text(self.GOOD.replace(old, new), encoding="utf-8")
+        with pytest.raises(ConfigError) as err:
+            load_scenario(path, PARK)
+        msg = str(err.value)
+        assert "\n" not in msg and words in msg
+        assert err.value.file == str(path) and err.value.key == key
+        if line is not None:
+            assert err.value.line == line
+
+    def test_good_user_file_loads_and_runs(self, tmp_path: Path) -> None:
+        """A user's own scenario file (--scenario PATH) loads and drives the simulator."""
+        path = tmp_path / "mine.yaml"
+        path.write_text(self.GOOD, encoding="utf-8")
+        scn = load_scenario(path, PARK)
+        msgs = [m for m in Simulator(PARK, scn, sensors=["hw_center/scc/temp"]).messages()
+                if m.ts_ms >= scn.t0_ms(PARK)]
+        assert msgs and all(abs(json.loads(m.payload)["value"] - 1000) < 25 for m in msgs)
+
+    def test_cli_exit_2_with_one_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`smartpark simulate --scenario BAD.yaml` exits 2 with file:line:key on one stderr line."""
+        path = tmp_path / "bad.yaml"
+        path.write_text(self.GOOD.replace("shape: ramp", "shape: wobble"), encoding="utf-8")
+        assert main(["simulate", "--scenario", str(path), "--speed", "0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"smartpark: {path}:8:timeline[1].shape:")
+
+    def test_list_shows_both_titles(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`smartpark simulate --list` shows every shipped scenario with its Chinese and English title."""
+        assert main(["simulate", "--list"]) == 0
+        out = capsys.readouterr().out
+        assert len(SCENARIOS) == 10
+        for s in SCENARIOS:
+            assert s.id in out and s.title_zh in out
+
+    def test_durations(self) -> None:
+        """Durations read as the contract writes them."""
+        assert [parse_duration(x) for x in ("90s", "15m", "2h", "1d", "1h30m", "45")] == \
+            [90, 900, 7200, 86400, 5400, 45]
+
+
+# --------------------------------------------------------------------------- through the real pipeline
+
+def _agg(db: Any, scn: Scenario, t0_ms: int, sensor: str, agg: str, window: tuple[float, float]) -> float:
+    site, asset, name = sensor.split("/")
+    fn = {"mean": "mean", "min": "min", "max": "max", "count": "count", "first": "first", "last": "last"}[agg]
+    q = (f'SELECT {fn}("value") FROM "reading" WHERE "site"=\'{site}\' AND "asset"=\'{asset}\' AND '
+         f'"sensor"=\'{name}\' AND time >= {t0_ms + int(window[0] * 1000)}ms '
+         f'AND time <= {t0_ms + int(window[1] * 1000)}ms')
+    rows = db.query(q)
+    return float(rows[0][fn]) if rows else 0.0
+
+
+def _incident_sensors(scn: Scenario) -> list[str]:
+    keys = [k for pat in scn.sensors for k in resolve_sensors(PARK, pat)]
+    return keys + [k for c in scn.checks for k in resolve_sensors(PARK, c.sensor) if k not in keys]
+
+
+@pytest.mark.parametrize("scn", SCENARIOS, ids=[s.id[:4] for s in SCENARIOS])
+def test_scenario_through_broker_and_collector_shows_its_shape(scn: Scenario, broker: Any, influx_db: Any,
+                                                                tmp_path: Path) -> None:
+    """The scenario's incident sensors, published accelerated (whole run in ~2 s) through a real Mosquitto
+    into the real collector, are all stored and show the declared signal shape in InfluxQL."""
+    sim = Simulator(PARK, scn, seed=0, sensors=_incident_sensors(scn))
+    messages = list(sim.messages())
+    dec = Decoder(PARK)
+    n_readings = sum(len(dec.decode(m.topic, m.payload, 0).readings) for m in messages)
+    settings = settings_for(broker.url, influx_db.url, influx_db.db, None, tmp_path / "state")
+    with CollectorThread(settings, PARK) as collector:
+        wait_connected(collector)
+        sent = asyncio.run(publish(messages, broker.url, speed=scn.run_s / 2.0, qos=1))
+        assert sent == len(messages)
+        wait_for(lambda: influx_db.count("reading", "value") >= n_readings, 60,
+                 lambda: f"{influx_db.count('reading', 'value')} of {n_readings} readings")
+    assert influx_db.count("reading", "value") == n_readings
+    t0 = sim.t0_ms
+    for check in scn.checks:
+        observed = _agg(influx_db, scn, t0, check.sensor, check.agg, check.window_s)
+        assert check.holds(observed), f"{check.sensor} {check.agg}{list(check.window_s)} = {observed} " \
+                                      f"not {check.op} {check.value}"
+    if scn.id.startswith("sc05"):  # the DAS flushes corrupted frames: they arrive as dead letters
+        rows = influx_db.query('SELECT count("detail") FROM "dead_letter" GROUP BY "reason"')
+        reasons = {r["reason"]: int(r["count"]) for r in rows}
+        assert reasons == {"bad_json": 2, "bad_value": 1, "bad_ts": 1, "out_of_range": 1}
+        bad = influx_db.query('SELECT "value" FROM "reading" WHERE "quality"=\'bad\'')
+        assert [r["value"] for r in bad] == [-9999.0]
+
+
+# --------------------------------------------------------------------------- record and replay
+
+class _Recorder:
+    """`simulators.record` in a thread, until stopped."""
+
+    def __init__(self, url: str, path: Path, count: int | None = None) -> None:
+        self.url, self.path, self.limit = url, path, count
+        self.ready = threading.Event()
+        self.count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        ready = asyncio.Event()
+        task = asyncio.create_task(record(self.url, self.path, stop=self._stop, ready=ready,
+                                               count=self.limit))
+        await ready.wait()
+        self.ready.set()
+        self.count = await task
+
+    def __enter__(self) -> _Recorder:
+        self._thread.start()
+        assert self.ready.wait(15), "recorder did not subscribe"
+        return self
+
+    def wait(self, timeout: float = 30) -> int:
+        """Until the recorder has its ``count`` messages (it then stops by itself)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the recorder did not get all messages"
+        return self.count
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+def test_record_then_replay_reproduces_the_readings(broker: Any, tmp_path: Path) -> None:
+    """record captures park/# with receive times; replay republishes the same topics and payloads in the same
+    order, so a second recording of the replay equals the first."""
+    scn = load_scenario("sc05", PARK)  # includes garbage payloads: they are traffic too
+    msgs = list(Simulator(PARK, scn, seed=0, sensors=[k for k in resolve_sensors(PARK, "hw_center/stack_cems/*")])
+                .messages())
+    first, second = tmp_path / "first.jsonl.gz", tmp_path / "second.jsonl.gz"
+    with _Recorder(broker.url, first, count=len(msgs)) as rec:
+        asyncio.run(publish(msgs, broker.url, speed=0))
+        assert rec.wait() == len(msgs)
+    recorded = list(read_recording(first))
+    assert [(m.topic, m.payload) for m in recorded] == [(m.topic, m.payload) for m in msgs]
+    assert all(b.ts_ms >= a.ts_ms for a, b in zip(recorded, recorded[1:], strict=False))  # receive times
+    with _Recorder(broker.url, second, count=len(msgs)) as rec:
+        sent = asyncio.run(replay(first, broker.url, speed=0))
+        assert sent == len(msgs)
+        assert rec.wait() == len(msgs)
+    assert [(m.topic, m.payload) for m in read_recording(second)] == [(m.topic, m.payload) for m in msgs]
+
+
+def test_paced_replay_scales_the_original_timing() -> None:
+    """Pacing waits (ts difference) / speed between messages, on an injected clock (no real sleeping)."""
+    now = [100.0]
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+        now[0] += s
+
+    msgs = [Message(1_000 + 500 * i, "park/x", b"1") for i in range(9)]  # 4 s of traffic
+
+    async def run() -> list[list[Message]]:
+        paced = Paced(msgs, 10.0, lambda: now[0], sleep)
+        out = []
+        while not paced.done:
+            out.append(await paced.batch(100))
+        return out
+
+    batches = asyncio.run(run())
+    assert sum(len(b) for b in batches) == 9
+    assert sum(waits) == pytest.approx(0.4)  # 4 s at speed 10
+    assert all(w == pytest.approx(0.05) for w in waits)
+
+
+def test_publish_survives_a_broker_restart(broker: Any) -> None:
+    """publish reconnects (full-jitter backoff) when the broker goes away and sends everything."""
+    msgs = [Message(START + i * 10, "park/hw_center/scc/temp", b'{"value": 1150.0, "ts": %d}' % (START + i * 10))
+            for i in range(400)]
+
+    async def run() -> int:
+        task = asyncio.create_task(publish(msgs, broker.url, speed=20.0, qos=1))  # ~0.2 s of traffic
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(broker.restart)
+        return await asyncio.wait_for(task, 60)
+
+    assert asyncio.run(run()) == len(msgs)
