@@ -36,6 +36,7 @@ from smartpark.wire import is_service_topic
 
 from .scenario import Scenario
 from .simulator import Message, Simulator
+from .wirepub import MqttRefused, WirePublisher
 
 log = logging.getLogger(__name__)
 
@@ -115,54 +116,57 @@ class Paced:
 async def publish(messages: Iterable[Message], mqtt_url: str, *, speed: float = 1.0, qos: int = 1,
                   stop: asyncio.Event | None = None, client_id: str | None = None,
                   max_retries: int | None = None) -> int:
-    """Publish messages to the broker; returns how many were acknowledged (QoS 1) or sent (QoS 0).
+    """Publish messages to the broker; returns how many were acknowledged (QoS 1) or written (QoS 0).
 
     ``speed`` scales the messages' spacing (1: real time, 60: a minute per second, 0: no pacing).
     The messages' own ``ts`` stays in the payload: an accelerated run carries simulated time.
+    When the broker goes away, the unacknowledged QoS 1 messages are sent again after reconnecting with
+    full-jitter backoff (at-least-once: a reading stored twice is one point).
     """
     if qos not in (0, 1):
         raise ValueError("qos is 0 or 1")
+    target = parse_mqtt_url(mqtt_url)  # a bad URL is a ConfigError before any I/O
+    cid = client_id or f"smartpark-sim-{uuid.uuid4().hex[:8]}"
     paced = Paced(messages, speed, time.monotonic)
-    pending: list[Message] = []
-    sent = 0
+    taken = 0
+    resend: list[tuple[str, bytes]] = []
     backoff = Backoff()
     failures = 0
-    v5 = True
     while True:
+        pub = WirePublisher(target, cid)
+        batch: list[tuple[str, bytes]] = []
         try:
-            async with mqtt_client(mqtt_url, client_id=client_id, v5=v5) as client:
+            async with pub:
                 backoff.reset()
                 failures = 0
-                while True:
-                    if stop is not None and stop.is_set():
-                        return sent
-                    if not pending:
-                        pending = await paced.batch(BATCH)
-                    if not pending:
-                        return sent
-                    await asyncio.gather(*(client.publish(m.topic, m.payload, qos=qos) for m in pending))
-                    sent += len(pending)
-                    pending = []
-                    if paced.done:
-                        return sent
-        except aiomqtt.MqttCodeError as exc:
-            if v5 and getattr(exc, "rc", None) in (1, 132):  # unsupported protocol version: fall back to 3.1.1
-                v5 = False
-                continue
+                if resend:
+                    batch, resend = resend, []
+                    await pub.send(batch, qos)
+                    batch = []
+                while not paced.done and not (stop is not None and stop.is_set()):
+                    msgs = await paced.batch(BATCH)
+                    if not msgs:
+                        break
+                    batch = [(m.topic, m.payload) for m in msgs]
+                    taken += len(batch)
+                    await pub.send(batch, qos)
+                    batch = []
+                await pub.flush()
+                return taken
+        except MqttRefused as exc:
+            if exc.code != 3:  # only "server unavailable" may heal by itself
+                raise
             failures += 1
             if max_retries is not None and failures > max_retries:
                 raise
-            delay = backoff.next()
-            log.warning("broker connection lost (%s); reconnecting in %.2fs, %d messages to resend",
-                        exc, delay, len(pending))
-            await asyncio.sleep(delay)
-        except aiomqtt.MqttError as exc:
+        except (ConnectionError, OSError, TimeoutError) as exc:
             failures += 1
             if max_retries is not None and failures > max_retries:
                 raise
-            delay = backoff.next()
-            log.warning("broker unreachable (%s); reconnecting in %.2fs", exc, delay)
-            await asyncio.sleep(delay)
+            known = {id(x) for x in pub.unacked()}
+            resend = pub.unacked() + [x for x in batch if id(x) not in known] if qos == 1 else []
+            log.warning("broker connection lost (%s); reconnecting, %d messages to resend", exc, len(resend))
+        await asyncio.sleep(backoff.next())
 
 
 async def backfill(park: Park, client: InfluxClient, start_ms: int, end_ms: int, *, seed: int = 0,
