@@ -24,12 +24,12 @@ from smartpark.wire import Decoder
 PARK = load_park()
 
 
-def reference(msgs: list) -> collections.Counter[str]:  # type: ignore[type-arg]
-    """Raised alarms of an uninterrupted in-process run over the same messages (all sites evaluated)."""
+def reference(msgs: list) -> list[tuple[str, int]]:  # type: ignore[type-arg]
+    """Raised alarms (id, ts) of an uninterrupted in-process run over the same messages (all sites)."""
     clock = EventClock()
     e = Engine(PARK, None, clock)
     d = Decoder(PARK)
-    raised: collections.Counter[str] = collections.Counter()
+    raised: list[tuple[str, int]] = []
     last = 0
     for m in msgs:
         evs = []
@@ -38,7 +38,7 @@ def reference(msgs: list) -> collections.Counter[str]:  # type: ignore[type-arg]
         if clock.now_ms() - last >= 1000:
             last = clock.now_ms()
             evs += e.tick(last)
-        raised.update(ev.id for ev in evs if ev.event == "raised")
+        raised += [(ev.id, ev.ts) for ev in evs if ev.event == "raised"]
     return raised
 
 
@@ -67,15 +67,18 @@ class TestRestart:
         alarm of the uninterrupted run is in the alarm measurement exactly once; SIGTERM then exits 0."""
         sc = load_scenario("sc01_scc_temp_drop_on_feed", PARK)
         msgs = list(Simulator(PARK, sc, seed=0, sites=[sc.site]).messages())
-        expected = reference(msgs)
-        assert sum(expected.values()) > 10
+        ref = reference(msgs)
+        expected = collections.Counter(i for i, _ in ref)
+        incident = sorted(ts for i, ts in ref if i.startswith(sc.site) and not i.endswith("/no_data"))
+        assert len(incident) >= 6
+        split_ts = incident[len(incident) // 2 - 1]  # half of the incident's alarms before the kill, half after
+        cut = next(k for k, m in enumerate(msgs) if m.ts_ms > split_ts)
         api = f"http://127.0.0.1:{free_port()}"
         env = {**os.environ, "SMARTPARK_MQTT_URL": broker.url, "SMARTPARK_INFLUX_URL": influx_db.url,
                "SMARTPARK_INFLUX_DB": influx_db.db, "SMARTPARK_STATE_DIR": str(tmp_path), "SMARTPARK_API_URL": api}
         log = tmp_path / "alerts.log"
         env["PYTHONFAULTHANDLER"] = "1"
         token = tmp_path / "api-token"
-        cut = len(msgs) * 11 // 20  # the split falls after t=0: some alarms before the kill, some after
 
         async def main() -> int:
             async with Endpoints("ok") as (hook,):
@@ -83,13 +86,16 @@ class TestRestart:
                 try:
                     await wait_for(lambda: api_up(api, token), 60, 0.1)
                     await publish(msgs[:cut], broker.url, speed=0)
-                    await wait_for(lambda: len(hook.bodies) >= 3, 60)
+                    before = {(i, ts) for i, ts in ref if ts <= split_ts}
+                    await wait_for(lambda: before <= {(b["id"], b["ts"]) for b in hook.bodies
+                                                      if b["event"] == "raised"}, 60)
                 finally:
                     a.send_signal(signal.SIGKILL)
                     a.wait(30)
                 await publish(msgs[cut:], broker.url, speed=0)  # queued by the broker for the engine's session
                 b = start(env, log, hook.url)
                 try:
+                    await wait_for(lambda: api_up(api, token), 60, 0.1)
                     def done() -> bool:
                         rows = influx_db.query("SELECT count(state) FROM alarm WHERE event = 'raised'")
                         return bool(rows) and rows[0]["count"] >= sum(expected.values())
