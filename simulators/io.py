@@ -221,11 +221,13 @@ async def record(mqtt_url: str, path: str | Path, *, topic: str = "park/#", stop
     Runs until ``stop`` is set, ``duration_s`` passed or ``count`` messages arrived; returns the count."""
     n = 0
     stop = stop or asyncio.Event()
-    with gzip.open(path, "wt", encoding="utf-8", compresslevel=6) as out:
-        out.write(json.dumps({"format": RECORDING_FORMAT, "version": 1, "topic": topic,
-                              "started_ms": time.time_ns() // 1_000_000}) + "\n")
-        async with mqtt_client(mqtt_url) as client:
-            await client.subscribe(topic, qos=qos)
+    async with mqtt_client(mqtt_url) as client:
+        await client.subscribe(topic, qos=qos)
+        # the file appears once the subscription stands: whoever waits for it knows recording has begun
+        with gzip.open(path, "wt", encoding="utf-8", compresslevel=6) as out:
+            out.write(json.dumps({"format": RECORDING_FORMAT, "version": 1, "topic": topic,
+                                  "started_ms": time.time_ns() // 1_000_000}) + "\n")
+            out.flush()
             if ready is not None:
                 ready.set()
 

@@ -7,6 +7,10 @@ import asyncio
 import hashlib
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -326,3 +330,86 @@ def test_publish_survives_a_broker_restart(broker: Any) -> None:
         return await asyncio.wait_for(task, 60)
 
     assert asyncio.run(run()) == len(msgs)
+
+
+# --------------------------------------------------------------------------- backfill and the command line
+
+def test_backfill_writes_history_with_historical_timestamps(influx_db: Any) -> None:
+    """backfill writes every reading of two hours of the whole park through the collector's InfluxDB client,
+    each at its simulated timestamp, exactly what Simulator.lines() generates."""
+    from simulators import backfill
+    from smartpark.config import Settings
+    from smartpark.influx import InfluxClient
+
+    settings = Settings(influx_url=influx_db.url, influx_db=influx_db.db)
+    expected = sum(len(chunk) for chunk in Simulator(PARK, seed=4, start_ms=START).lines(7200))
+    seen: list[tuple[int, int, int]] = []
+
+    async def run() -> int:
+        async with InfluxClient(settings.influx()) as client:
+            return await backfill(PARK, client, START, START + 7_200_000, seed=4,
+                                  progress=lambda d, t, w: seen.append((d, t, w)))
+
+    written = asyncio.run(run())
+    assert written == expected == influx_db.count("reading", "value")
+    rows = influx_db.query('SELECT min("value"), max("value") FROM "reading" WHERE "sensor"=\'temp\' '
+                           'AND "asset"=\'scc\'')
+    assert 1120 < rows[0]["min"] < rows[0]["max"] < 1200
+    span = influx_db.query('SELECT first("value"), last("value") FROM "reading"')
+    assert span  # the points sit at their simulated times, not at the time of the test:
+    first = influx_db.query('SELECT first("value") FROM "reading"')[0]["time"]
+    last = influx_db.query('SELECT last("value") FROM "reading"')[0]["time"]
+    assert first == START and START + 7_000_000 < last < START + 7_200_000
+    assert seen[-1] == (7_200_000, 7_200_000, written)
+
+
+def test_simulate_subprocess_exits_0_on_sigterm_and_record_on_sigint(broker: Any, tmp_path: Path) -> None:
+    """`smartpark simulate` (live, forever) ends cleanly with exit 0 on SIGTERM, `smartpark record` with exit 0
+    on SIGINT, and the recording holds what was published."""
+    env = {**os.environ, "SMARTPARK_MQTT_URL": broker.url}
+    rec_file = tmp_path / "live.jsonl.gz"
+    seen = _Counter(broker.port, "park/energy_hub/#")
+    rec = subprocess.Popen([sys.executable, "-m", "smartpark", "record", str(rec_file)], env=env,
+                           stderr=subprocess.PIPE, text=True)
+    sim = None
+    try:
+        wait_for(rec_file.exists, 30, "the recorder's subscription (its file)")
+        sim = subprocess.Popen([sys.executable, "-m", "smartpark", "simulate", "--speed", "60", "--site",
+                                "energy_hub"], env=env, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: seen.count >= 500, 30, lambda: f"{seen.count} of 500 messages")
+        sim.send_signal(signal.SIGTERM)
+        _, err = sim.communicate(timeout=30)
+        assert sim.returncode == 0, err
+        assert "published" in err
+        rec.send_signal(signal.SIGINT)
+        _, rec_err = rec.communicate(timeout=30)
+        assert rec.returncode == 0, rec_err
+    finally:
+        seen.close()
+        for p in (sim, rec):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    got = list(read_recording(rec_file))
+    assert len(got) >= 500 and all(m.topic.startswith("park/energy_hub/") for m in got)
+
+
+class _Counter:
+    """A paho subscriber in its own thread that counts messages (to know when traffic has started)."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.count = 0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"counter-{port}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=0)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
