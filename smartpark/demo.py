@@ -45,6 +45,7 @@ from .park import Park, load_park
 from .stack import Stack, free_port, port_in_use
 
 SERVICE_STOP_TIMEOUT = 20.0
+STATE_COLOURS = {"UNACK": "red", "ACKED": "yellow", "RTNUN": "cyan", "SHLVD": "magenta", "OOSRV": "dim"}
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Outcome:
     alarms: list[dict[str, Any]] = field(default_factory=list)  # raised events from the alarm measurement
     acked: str | None = None
     acked_state: str | None = None
+    acked_events: int = 0  # 'acked' events with the demo operator in the alarm measurement (the audit trail)
     notifications: int = 0
     previews: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
@@ -82,10 +84,11 @@ class Outcome:
         return json.dumps(self.__dict__, default=str, ensure_ascii=False, indent=1)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run the whole park end to end: stack, collector, alerts, an incident",
                        description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--scenario", default="sc01_scc_temp_drop_on_feed", help="incident scenario (smartpark simulate --list)")
+    p.add_argument("--scenario", default="sc01_scc_temp_drop_on_feed",
+                   help="incident scenario (smartpark simulate --list)")
     p.add_argument("--keep", action="store_true", help="leave the stack running afterwards for exploration")
     p.add_argument("--history", default="3h", help="history to backfill before the incident (default 3h)")
     p.add_argument("--play-seconds", type=float, default=60.0,
@@ -167,7 +170,7 @@ class Demo:
             if not self.args.keep:
                 await asyncio.to_thread(self.stack.down)
         if self.args.json_out:
-            Path(self.args.json_out).write_text(outcome.to_json())
+            await asyncio.to_thread(Path(self.args.json_out).write_text, outcome.to_json())
         self._print_summary(outcome, interrupted=stop.is_set())
         clean = all(code == 0 for code in outcome.exit_codes.values())
         return 0 if clean and not stop.is_set() else (130 if stop.is_set() else 1)
@@ -202,13 +205,13 @@ class Demo:
                        "--webhook", self.hook_url],
         }
         for name, cmd in commands.items():
-            log = open(logs / f"{name}.log", "wb")  # noqa: SIM115  # handed to the child, closed on stop
+            log = open(logs / f"{name}.log", "wb")  # handed to the child, closed on stop
             self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
             self._say(f"started {name} (pid {self.procs[name].pid}): smartpark {' '.join(cmd[3:6])} …")
 
-    async def _wait_services(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def _wait_services(self) -> None:
+        deadline = time.monotonic() + 30.0
         async with aiohttp.ClientSession() as http:
             while True:
                 for name, proc in self.procs.items():
@@ -263,7 +266,9 @@ class Demo:
         self._say(f"backfilled {outcome.backfilled:,} readings; playing {scenario.id}: {scenario.title_zh} / "
                   f"{scenario.title}")
         speed = max(1.0, total_s / self.args.play_seconds)
-        sim = Simulator(self.park, scenario=scenario, seed=self.args.seed, start_ms=t_start)
+        # the whole park plays, not only the incident's site: the engine would rightly see the others as no_data
+        sim = Simulator(self.park, scenario=scenario, seed=self.args.seed, start_ms=t_start,
+                        sites=[site.id for site in self.park.sites])
         pub = asyncio.create_task(publish(sim.messages(), self.mqtt_url, speed=speed, qos=1))
         self._t0_ms = t_start + int(scenario.warmup_s * 1000)
         with self._console_live() as live:
@@ -278,11 +283,12 @@ class Demo:
                 return
             outcome.published = pub.result()
             # let the collector flush and the engine settle, then take the final picture
-            await self._settle(outcome, sim_end_ms=t_start + int(total_s * 1000))
+            await self._settle(outcome)
             await self._refresh(live, outcome, scenario, speed)
 
-    async def _settle(self, outcome: Outcome, sim_end_ms: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def _settle(self, outcome: Outcome) -> None:
+        """Wait (at most 20 s) until every published reading is stored and the count stops moving."""
+        deadline = time.monotonic() + 20.0
         last = -1
         while time.monotonic() < deadline:
             await self._count(outcome)
@@ -356,9 +362,10 @@ class Demo:
         for col in ("id", "priority", "state", "value", "limit", "message"):
             alarms.add_column(col, overflow="fold")
         for a in active[:12]:
-            colour = {"UNACK": "red", "ACKED": "yellow", "RTNUN": "cyan", "SHLVD": "magenta"}.get(a.get("state"), "")
-            alarms.add_row(a.get("id", ""), a.get("priority", ""), f"[{colour}]{a.get('state')}[/]" if colour else
-                           str(a.get("state")), _num(a.get("value")), _num(a.get("limit")), str(a.get("message", ""))[:60])
+            colour = STATE_COLOURS.get(str(a.get("state")), "")
+            state = f"[{colour}]{a.get('state')}[/]" if colour else str(a.get("state"))
+            alarms.add_row(a.get("id", ""), a.get("priority", ""), state, _num(a.get("value")),
+                           _num(a.get("limit")), str(a.get("message", ""))[:60])
         notes = Table(title="notifications to on-call staff (webhook)", expand=True)
         notes.add_column("event")
         for ev in self.notes.events[-5:]:
@@ -371,8 +378,12 @@ class Demo:
         target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
         async with InfluxClient(target) as db:
             outcome.alarms = await db.rows(
-                "SELECT value, \"limit\", state, message FROM alarm WHERE event = 'raised' GROUP BY site, asset, sensor, rule")
+                "SELECT value, \"limit\", state, message FROM alarm WHERE event = 'raised' "
+                "GROUP BY site, asset, sensor, rule")
         outcome.notifications = len(self.notes.events)
+        async with InfluxClient(target) as db:
+            acks = await db.rows("SELECT count(state) FROM alarm WHERE event = 'acked' AND operator = 'demo-operator'")
+            outcome.acked_events = int(acks[0]["count"]) if acks else 0
         if outcome.acked:
             active = await self._active()
             outcome.acked_state = next((a.get("state") for a in active if a.get("id") == outcome.acked), "NORM")
