@@ -73,8 +73,11 @@ def where_sensor(site: str, asset: str, sensor: str) -> str:
 
 
 def reading_query(site: str, asset: str, sensor: str, *, agg: str = "mean", bucket: str = "$__interval",
-                  fill: str = "null", tz: str | None = None) -> str:
-    q = (f'SELECT {agg}("value") FROM "reading" WHERE {where_sensor(site, asset, sensor)} AND $timeFilter '
+                  fill: str = "null", tz: str | None = None, valid: tuple[float, float] | None = None) -> str:
+    """Aggregated readings of one sensor; ``valid`` (the instrument range) leaves out the out-of-range values
+    that the collector stores with quality ``bad`` (InfluxQL cannot test a field that is usually absent)."""
+    rng = f' AND "value" >= {valid[0]:g} AND "value" <= {valid[1]:g}' if valid else ""
+    q = (f'SELECT {agg}("value") FROM "reading" WHERE {where_sensor(site, asset, sensor)}{rng} AND $timeFilter '
          f"GROUP BY time({bucket}) fill({fill})")
     return q + (f" tz({quote_literal(tz)})" if tz else "")
 
@@ -193,7 +196,8 @@ def overview(park: Park) -> Json:
         except KeyError:
             continue
         s = ref.sensor
-        p = g.stat(bilingual(zh, en), [g.target(reading_query(ref.site, ref.asset, s.id), "A", alias=s.name)],
+        q = reading_query(ref.site, ref.asset, s.id, valid=s.range)
+        p = g.stat(bilingual(zh, en), [g.target(q, "A", alias=s.name)],
                    unit=grafana_unit(s.unit), thresholds=sensor_thresholds(s), description=limits_text(s),
                    min_interval=fmt_interval(s.interval_s) if s.interval_s > 10 else None)
         p["options"]["graphMode"] = "area"
@@ -213,7 +217,7 @@ def overview(park: Park) -> Json:
 def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
     title = bilingual(s.name_zh, s.name)
     panel = g.timeseries(
-        title, [g.target(reading_query(site.id, asset.id, s.id), "A", alias=s.id)],
+        title, [g.target(reading_query(site.id, asset.id, s.id, valid=s.range), "A", alias=s.id)],
         unit=grafana_unit(s.unit), thresholds=sensor_thresholds(s), description=f"{site.id}/{asset.id}/{s.id}: "
         + limits_text(s), min_interval=fmt_interval(s.interval_s) if s.interval_s > 10 else None,
         soft_min=s.normal[0], soft_max=s.normal[1],
@@ -224,13 +228,16 @@ def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
             continue  # instant limits are in the description and the alarm; monthly is a report, not a plot
         zh, en = REG_LABEL[reg.averaging]
         q = reading_query(site.id, asset.id, s.id, bucket=REG_BUCKETS[reg.averaging], fill="none",
-                          tz=tz if reg.averaging == "24h" else None)
+                          tz=tz if reg.averaging == "24h" else None, valid=s.range)
+        limits = reg.limit if isinstance(reg.limit, tuple) else (reg.limit,)
         p = g.timeseries(
             bilingual(f"{s.name_zh or s.name} {zh}", f"{s.name} {en}") + " vs limit",
             [g.target(q, "A", alias=en)], unit=grafana_unit(s.unit), thresholds=regulatory_thresholds(reg),
             description=f"{reg.rule}: the {en} the standard evaluates ({reg.comparator} {reg.limit}); "
                         f"source {reg.source}. Daily means are calendar days in {tz}.",
-            threshold_style="line+area",
+            threshold_style="line+area", bars=reg.averaging == "24h",
+            # the legal limit stays in view, so the distance to it can be read at a glance
+            soft_min=min(s.normal[0], *limits), soft_max=max(s.normal[1], *limits) * 1.05,
         )
         p["fieldConfig"]["defaults"]["custom"]["showPoints"] = "always"
         out.append(p)
@@ -379,7 +386,7 @@ def collector_dashboard(park: Park) -> Json:
     status["_w"], status["_h"] = 24, 5
     return g.dashboard(
         "smartpark-collector", "采集服务 · Collector health", tags=[TAG, "collector"],
-        panels=g.layout([status, ingest, points, lag, spool, dead, dead_tbl]), refresh="30s", time_from="now-6h",
+        panels=g.layout([status, ingest, points, lag, spool, dead, dead_tbl]), refresh="10s", time_from="now-1h",
         description="Ingest rate, backlog, spool, retries, dead letters and status of the collector instances.",
     )
 

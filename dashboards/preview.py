@@ -9,7 +9,9 @@ state timeline are drawn; transformations other than sort and limit are not.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,13 @@ from smartpark.influx import InfluxClient
 
 from .grafana import Json
 from .macros import TimeRange, panel_interval_ms
-from .query import PanelResult, Series, run_dashboard
+from .query import PanelResult, Series, annotation_queries, run_dashboard
 
 UNIT_H_IN = 0.36  # inches per Grafana grid unit of height
 WIDTH_IN = 20.0
 COLORS = {"red": "#d62728", "orange": "#ff7f0e", "green": "#2ca02c", "yellow": "#e6c229", "blue": "#1f77b4",
           "transparent": None}
+_CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]+")
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "SimHei",
              "Source Han Sans SC", "AR PL UMing CN")
 
@@ -43,11 +46,14 @@ def cjk_font() -> str | None:
 
 
 def display_title(title: str, cjk: bool) -> str:
-    """Without a CJK font the Chinese half of ``中文 · English`` would be boxes: keep the English."""
-    if cjk or title.isascii():
+    """Without a CJK font the Chinese half of ``中文 · English`` would be boxes: keep the English, and drop
+    what is left of Chinese inside it (``station (泛能站)`` -> ``station``)."""
+    if cjk or not _CJK.search(title):
         return title
-    parts = [p for p in title.split(" · ") if p.isascii()]
-    return " · ".join(parts) if parts else title.encode("ascii", "replace").decode()
+    en = title.split(" · ")[-1] if " · " in title else title
+    en = re.sub(r"\(\s*\)", "", _CJK.sub("", en))
+    en = re.sub(r"\s+([:,.;)])", r"\1", re.sub(r"\s+", " ", en))
+    return en.strip(" ·") or _CJK.sub("?", title)
 
 
 def _color(name: str | None) -> str | None:
@@ -118,7 +124,7 @@ def _draw_thresholds(ax: Axes, thresholds: Json | None, mode: str) -> None:
     ax.set_ylim(lo, hi)
 
 
-def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange) -> None:
+def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange, marks: list[tuple[int, str]]) -> None:
     panel = res.panel
     defaults = panel["fieldConfig"]["defaults"]
     custom = defaults.get("custom", {})
@@ -130,7 +136,10 @@ def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange) -> None:
             vals = [float(v) if isinstance(v, (int, float)) else math.nan for v in s.column(col)]
             ys.extend(v for v in vals if not math.isnan(v))
             if custom.get("drawStyle") == "bars":
-                ax.bar(t, vals, width=interval_days * 0.9, label=s.name, alpha=0.8)  # type: ignore[arg-type]
+                nums = mdates.date2num(t)
+                gaps = [b - a for a, b in itertools.pairwise(nums) if b > a]
+                width = (min(gaps) if gaps else interval_days) * 0.8
+                ax.bar(t, vals, width=width, label=s.name, alpha=0.8, align="edge")  # type: ignore[arg-type]
             else:
                 marker = "o" if custom.get("showPoints") == "always" else None
                 ax.plot(t, vals, lw=1, label=s.name, marker=marker, ms=3)  # type: ignore[arg-type]
@@ -143,6 +152,9 @@ def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange) -> None:
     ax.set_xlim(dt.datetime.fromtimestamp(tr.from_ms / 1000, tz=dt.UTC),
                 dt.datetime.fromtimestamp(tr.to_ms / 1000, tz=dt.UTC))
     _draw_thresholds(ax, defaults.get("thresholds"), custom.get("thresholdsStyle", {}).get("mode", "off"))
+    for ts, color in marks:  # annotations: Grafana draws them on every time-series panel of the dashboard
+        ax.axvline(dt.datetime.fromtimestamp(ts / 1000, tz=dt.UTC), color=_color(color) or "grey", lw=0.8,
+                   alpha=0.7, ls=":")
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     ax.tick_params(labelsize=6)
     unit = str(defaults.get("unit", ""))
@@ -249,33 +261,41 @@ def _state_timeline(ax: Axes, res: PanelResult, tr: TimeRange) -> None:
     ax.tick_params(labelsize=6)
 
 
-def draw_dashboard(dash: Json, results: list[PanelResult], tr: TimeRange, path: Path) -> Path:
-    """One PNG for a dashboard, laid out like Grafana's 24-column grid."""
+def draw_dashboard(dash: Json, results: list[PanelResult], tr: TimeRange, path: Path,
+                   marks: list[tuple[int, str]] | None = None) -> Path:
+    """One PNG for a dashboard, laid out like Grafana's 24-column grid (one grid unit: UNIT_H_IN inches)."""
     cjk = cjk_font()
     if cjk:
         plt.rcParams["font.family"] = [cjk, "DejaVu Sans"]
     bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dash["panels"])
-    fig = plt.figure(figsize=(WIDTH_IN, max(4.0, bottom * UNIT_H_IN + 1)), dpi=60)
-    spec = fig.add_gridspec(bottom, 24, hspace=1.6, wspace=1.2, top=1 - 0.8 / (bottom * UNIT_H_IN + 1))
-    fig.suptitle(display_title(dash["title"], bool(cjk)) + f"   ({_fmt(tr.from_ms)} – {_fmt(tr.to_ms)} UTC)",
-                 fontsize=14, weight="bold")
+    header_in = 0.8
+    height_in = header_in + bottom * UNIT_H_IN + 0.2
+    fig = plt.figure(figsize=(WIDTH_IN, height_in), dpi=60)
+    fig.text(0.01, 1 - 0.35 / height_in, display_title(dash["title"], bool(cjk)), fontsize=15, weight="bold",
+             va="center")
+    fig.text(0.99, 1 - 0.35 / height_in, f"{_fmt(tr.from_ms)} – {_fmt(tr.to_ms)} UTC", fontsize=10,
+             va="center", ha="right")
     by_id = {r.panel.get("id"): r for r in results}
     for p in dash["panels"]:
         gp = p["gridPos"]
-        ax = fig.add_subplot(spec[gp["y"]: gp["y"] + gp["h"], gp["x"]: gp["x"] + gp["w"]])
+        top_in = header_in + gp["y"] * UNIT_H_IN
+        title = display_title(p["title"], bool(cjk))
         if p["type"] == "row":
-            ax.set_axis_off()
-            ax.text(0, 0.5, display_title(p["title"], bool(cjk)), fontsize=11, weight="bold",
-                    transform=ax.transAxes, va="center")
+            fig.text(0.01, 1 - (top_in + UNIT_H_IN / 2) / height_in, title, fontsize=12, weight="bold", va="center")
             continue
+        inner_top = top_in + 0.32  # room for the panel title
+        inner_h = gp["h"] * UNIT_H_IN - 0.32 - (0.35 if p["type"] in ("timeseries", "state-timeline") else 0.1)
+        left = gp["x"] / 24 + (0.035 if p["type"] in ("timeseries", "state-timeline") else 0.006)
+        width = gp["w"] / 24 - (0.045 if p["type"] in ("timeseries", "state-timeline") else 0.012)
+        ax = fig.add_axes((left, 1 - (inner_top + inner_h) / height_in, width, inner_h / height_in))
+        fig.text(gp["x"] / 24 + 0.006, 1 - (top_in + 0.16) / height_in, title[:110], fontsize=8, va="center")
         res = by_id.get(p.get("id"))
-        ax.set_title(display_title(p["title"], bool(cjk)), fontsize=8, loc="left")
         if res is None:
             ax.set_axis_off()
             continue
         kind = p["type"]
         if kind == "timeseries":
-            _timeseries(ax, res, tr)
+            _timeseries(ax, res, tr, marks or [])
         elif kind == "stat":
             _stat(ax, res)
         elif kind == "table":
@@ -296,6 +316,19 @@ def _fmt(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
+async def annotation_marks(client: InfluxClient, dash: Json, tr: TimeRange) -> list[tuple[int, str]]:
+    """(time, colour) of every event the dashboard's enabled InfluxQL annotations return."""
+    marks: list[tuple[int, str]] = []
+    queries = annotation_queries(dash, tr, {})
+    for a in dash.get("annotations", {}).get("list", []):
+        if a.get("enable") and a.get("name") in queries:
+            for result in await client.query(queries[a["name"]]):
+                for s in result.get("series", []):
+                    i = s["columns"].index("time")
+                    marks.extend((int(row[i]), a.get("iconColor", "red")) for row in s.get("values", []))
+    return marks
+
+
 async def render_previews(client: InfluxClient, dashboards: list[Json], tr: TimeRange, out_dir: Path,
                           only: set[str] | None = None) -> list[Path]:
     """Run every panel of every dashboard (or the uids in ``only``) and write ``<out_dir>/<uid>.png``."""
@@ -304,5 +337,6 @@ async def render_previews(client: InfluxClient, dashboards: list[Json], tr: Time
         if only and dash["uid"] not in only:
             continue
         results = await run_dashboard(client, dash, tr)
-        paths.append(draw_dashboard(dash, results, tr, out_dir / f"{dash['uid']}.png"))
+        marks = await annotation_marks(client, dash, tr)
+        paths.append(draw_dashboard(dash, results, tr, out_dir / f"{dash['uid']}.png", marks))
     return paths
