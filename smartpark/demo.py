@@ -269,6 +269,7 @@ class Demo:
         # the whole park plays, not only the incident's site: the engine would rightly see the others as no_data
         sim = Simulator(self.park, scenario=scenario, seed=self.args.seed, start_ms=t_start,
                         sites=[site.id for site in self.park.sites])
+        self._play_started = time.monotonic()
         pub = asyncio.create_task(publish(sim.messages(), self.mqtt_url, speed=speed, qos=1))
         self._t0_ms = t_start + int(scenario.warmup_s * 1000)
         with self._console_live() as live:
@@ -355,7 +356,9 @@ class Demo:
                       f"active alarms {len(active)}, notifications {len(self.notes.events)}")
             return
         head = Table.grid(padding=(0, 3))
-        head.add_row(f"[b]{scenario.id}[/] ×{speed:.0f}", f"readings/s [b]{rate:,.0f}[/]",
+        t_s = (time.monotonic() - self._play_started) * speed - scenario.warmup_s
+        phase = f"incident t={t_s:+.0f} s" if t_s >= 0 else f"normal operation, incident in {-t_s:.0f} s"
+        head.add_row(f"[b]{scenario.id}[/] ×{speed:.0f}", phase, f"readings/s [b]{rate:,.0f}[/]",
                      f"points written [b]{outcome.readings:,}[/]", f"dead letters [b]{outcome.dead_letters}[/]",
                      f"notifications [b]{len(self.notes.events)}[/]")
         alarms = Table(title="active alarms (ISA-18.2)", expand=True)
@@ -433,8 +436,7 @@ class Demo:
         c.print(f"notifications delivered to the webhook: [b]{o.notifications}[/]; "
                 f"acknowledged by the operator: [b]{o.acked or '-'}[/] (now {o.acked_state or '-'})")
         if o.report:
-            c.print("alarm KPIs (smartpark alerts report --since 24h):")
-            c.print_json(json.dumps(o.report, default=str, ensure_ascii=False))
+            c.print(_kpi_table(o.report))
         for p in o.previews:
             c.print(f"dashboard preview: {p}")
         env = f"SMARTPARK_MQTT_URL={self.mqtt_url} SMARTPARK_INFLUX_URL={self.influx_url}"
@@ -449,6 +451,24 @@ class Demo:
         c.print("  smartpark simulate --list             # the other incidents; smartpark demo --scenario NAME")
         c.print("  smartpark park show                   # the park model")
         c.print("  smartpark dashboards build            # Grafana dashboards; docker compose up for the full stack")
+
+
+def _kpi_table(report: dict[str, Any]) -> Table:
+    """The alarm-system KPIs (EEMUA 191 / ISA-18.2) of ``smartpark alerts report`` as a compact table."""
+    t = Table(title="alarm KPIs, last 24 h (smartpark alerts report --since 24h)", show_header=False)
+    t.add_column("kpi")
+    t.add_column("value", overflow="fold")
+    t.add_row("alarms", str(report.get("alarms", "")))
+    avg, peak = report.get("per_10min_avg", ""), report.get("per_10min_peak", "")
+    t.add_row("per 10 minutes (average / peak)", f"{avg} / {peak}")
+    t.add_row("time in flood", f"{report.get('flood_time_pct', '')} %")
+    top = report.get("top10") or []
+    t.add_row("most frequent", ", ".join(f"{name} ×{n}" for name, n in top[:5]))
+    t.add_row("chattering (≥ 3 in 1 min)", ", ".join(map(str, report.get("chattering") or [])) or "none")
+    t.add_row("stale (active > 24 h)", ", ".join(map(str, report.get("stale") or [])) or "none")
+    t.add_row("priority distribution", ", ".join(f"{k} {v}" for k, v in (report.get("priority") or {}).items()))
+    t.add_row("operator actions", str(report.get("operator_actions", "")))
+    return t
 
 
 def _num(v: Any) -> str:
