@@ -24,7 +24,7 @@ from .build import GENERATED_DIR, build_all, stale_files, write_generated
 from .macros import TimeRange, interval_to_ms
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboards", help="Grafana dashboards generated from the park model")
     dsub = p.add_subparsers(dest="dashboards_cmd", metavar="ACTION")
     dsub.required = True

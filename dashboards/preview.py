@@ -81,12 +81,17 @@ def _field_thresholds(panel: Json, name: str) -> Json | None:
         if o.get("matcher", {}).get("options") == name:
             for prop in o.get("properties", []):
                 if prop.get("id") == "thresholds":
-                    return prop["value"]  # type: ignore[no-any-return]
-    return fc.get("defaults", {}).get("thresholds")  # type: ignore[no-any-return]
+                    return prop["value"]
+    return fc.get("defaults", {}).get("thresholds")
 
 
 def _times(series: Series) -> list[dt.datetime]:
     return [dt.datetime.fromtimestamp(t / 1000, tz=dt.UTC) for t in series.column("time")]
+
+
+def _num(ms: int) -> float:
+    """Epoch milliseconds as a matplotlib date number."""
+    return float(mdates.date2num(dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)))
 
 
 def _value_cols(series: Series) -> list[str]:
@@ -149,12 +154,10 @@ def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange, marks: list[tuple[int
         lo, hi = (lo - 1, hi + 1) if math.isfinite(lo) else (0, 1)
     pad = (hi - lo) * 0.08
     ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlim(dt.datetime.fromtimestamp(tr.from_ms / 1000, tz=dt.UTC),
-                dt.datetime.fromtimestamp(tr.to_ms / 1000, tz=dt.UTC))
+    ax.set_xlim(_num(tr.from_ms), _num(tr.to_ms))
     _draw_thresholds(ax, defaults.get("thresholds"), custom.get("thresholdsStyle", {}).get("mode", "off"))
     for ts, color in marks:  # annotations: Grafana draws them on every time-series panel of the dashboard
-        ax.axvline(dt.datetime.fromtimestamp(ts / 1000, tz=dt.UTC), color=_color(color) or "grey", lw=0.8,
-                   alpha=0.7, ls=":")
+        ax.axvline(_num(ts), color=_color(color) or "grey", lw=0.8, alpha=0.7, ls=":")
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     ax.tick_params(labelsize=6)
     unit = str(defaults.get("unit", ""))
@@ -242,7 +245,8 @@ def _pie(ax: Axes, res: PanelResult) -> None:
         ax.text(0.5, 0.5, "No data", ha="center", va="center", transform=ax.transAxes)
         return
     ax.pie(sizes, labels=labels, autopct="%1.0f%%", textprops={"fontsize": 7},
-           colors=[_color({"high": "red", "medium": "orange", "low": "yellow"}.get(lb, "blue")) for lb in labels],
+           colors=[_color({"high": "red", "medium": "orange", "low": "yellow"}.get(lb, "blue")) or "grey"
+                   for lb in labels],
            wedgeprops={"width": 0.45})
 
 
