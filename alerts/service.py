@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import secrets
-import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 from aiohttp import web
 
+from collector.mqtt import MqttSource
 from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError, WriteError
 from smartpark.influx import InfluxClient
@@ -127,12 +127,13 @@ class AlertService:
         return ev
 
     # ------------------------------------------------------------------ the pipeline
-    def handle(self, topic: str, payload: bytes) -> None:
-        """One MQTT message: decode, evaluate, emit; with the event clock, let time pass too."""
+    def handle(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
+        """One MQTT message: decode, evaluate, emit; with the event clock, let time pass too.
+        The caller flushes the journal (``store.flush``) before acknowledging the message."""
         self.counts["received"] += 1
         if is_service_topic(topic):
             return
-        dec = self.decoder.decode(topic, payload)
+        dec = self.decoder.decode(topic, payload, received_ms)
         self.counts["invalid"] += len(dec.rejected) - sum(1 for r in dec.rejected if r.reason == "out_of_range")
         events: list[AlarmEvent] = []
         if dec.readings:
@@ -148,7 +149,6 @@ class AlertService:
                 events += self.engine.tick(now)
                 self.dispatcher.tick(now)
         self.emit(events)
-        self.store.flush()
 
     async def run(self, stop: asyncio.Event) -> None:
         snap, records = self.store.load()
@@ -166,7 +166,8 @@ class AlertService:
             runner = await self._start_api() if self.api else None
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tasks = [tg.create_task(self._mqtt_loop(), name="mqtt"),
+                    tasks = [tg.create_task(self._mqtt_in(stop), name="mqtt-in"),
+                             tg.create_task(self._mqtt_out(), name="mqtt-out"),
                              tg.create_task(self._influx_loop(db), name="influx"),
                              tg.create_task(self._ticker(), name="ticker"),
                              tg.create_task(self._snapshotter(), name="snapshot")]
@@ -225,45 +226,49 @@ class AlertService:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", key="api_url") from None
         return runner
 
-    async def _mqtt_loop(self) -> None:
-        m = self.mqtt
+    async def _mqtt_in(self, stop: asyncio.Event) -> None:
+        """Readings in, through the collector's lean subscriber (QoS 1, persistent session, batched acks):
+        a batch is acknowledged only once its readings are journaled, so kill -9 loses nothing."""
+        client_id = f"smartpark-alerts-{self.instance}"
         status = status_topic(SERVICE, self.instance)
+        async with MqttSource(self.mqtt, client_id, SUBSCRIPTION, status_topic=status) as src:
+            run = asyncio.create_task(src.run(stop), name="mqtt-session")
+            try:
+                while not run.done():
+                    batch = await src.take(2000, 0.2)
+                    if not batch:
+                        continue
+                    for m in batch:
+                        self.handle(m.topic, m.payload, m.received_ms)
+                    self.store.flush()
+                    src.ack(batch)
+                    await asyncio.sleep(0)  # let the outputs and the API run between batches
+                await run
+            finally:
+                run.cancel()
+
+    async def _mqtt_out(self) -> None:
+        """Retained alarm states out (QoS 1) on a connection of their own, reconnecting with backoff."""
+        m = self.mqtt
         delay = 0.5
         while True:
             try:
                 async with aiomqtt.Client(
                         m.host, m.port, username=m.username, password=m.password,
-                        identifier=f"smartpark-alerts-{self.instance}", clean_session=False,
-                        will=aiomqtt.Will(status, b'{"status": "offline"}', qos=1, retain=True),
-                        max_queued_incoming_messages=100_000, tls_params=aiomqtt.TLSParameters() if m.tls else None,
-                ) as client:
-                    # acknowledge a message only once its reading is journaled (paho's manual ack; aiomqtt 2.x
-                    # does not expose it): a kill -9 then loses nothing the broker would not redeliver
-                    client._client.manual_ack_set(True)
+                        identifier=f"smartpark-alerts-{self.instance}-out",
+                        tls_params=aiomqtt.TLSParameters() if m.tls else None) as client:
                     delay = 0.5
-                    await client.publish(status, f'{{"status": "online", "ts": {int(time.time() * 1000)}}}',
-                                         qos=1, retain=True)
-                    await client.subscribe(SUBSCRIPTION, qos=1)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._publisher(client), name="mqtt-publish")
-                        async for msg in client.messages:
-                            payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-                            self.handle(msg.topic.value, payload)
-                            if msg.qos > 0:
-                                client._client.ack(msg.mid, msg.qos)
+                    while True:
+                        topic, payload = await self._retained.get()
+                        try:
+                            await client.publish(topic, payload, qos=1, retain=True)
+                        except aiomqtt.MqttError:
+                            self._retained.put_nowait((topic, payload))
+                            raise
             except aiomqtt.MqttError as exc:
-                log.warning("MQTT: %s; reconnecting in %.1f s", exc, delay)
+                log.warning("MQTT (alarm states): %s; reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 30.0)
-
-    async def _publisher(self, client: aiomqtt.Client) -> None:
-        while True:
-            topic, payload = await self._retained.get()
-            try:
-                await client.publish(topic, payload, qos=1, retain=True)
-            except aiomqtt.MqttError:
-                self._retained.put_nowait((topic, payload))
-                raise
 
     async def _influx_loop(self, db: InfluxClient) -> None:
         delay = 0.5
@@ -306,7 +311,7 @@ class AlertService:
         state = {"engine": self.engine.dump(), "outbox": self._inflight + list(self._lines)}
         self.store.snapshot(state)
 
-    async def _snapshotter(self) -> None:
+    async def _snapshotter(self) -> None:  # every second: the journal to replay after a crash stays short
         while True:
             await asyncio.sleep(self.snapshot_s)
             self._snapshot()

@@ -1,0 +1,199 @@
+"""Alarm-engine benchmarks (issue 5).
+
+1. Evaluation throughput on one core: ``Engine.process`` over simulated readings of the whole park
+   (normal operation), against a ceiling measured in the same run: a Python loop that only dispatches
+   each reading to a method and indexes per-sensor state (what any per-reading engine must at least do).
+2. Publish -> webhook latency: ``smartpark alerts run --webhook`` as a subprocess on a private Mosquitto
+   and InfluxDB, a load generator process publishing ``--rate`` readings/s of the whole park, and a probe
+   sensor crossing its limit ``--probe-hz`` times a second; latency = webhook receive time - the probe
+   reading's ``ts`` (set at publish). Ceiling in the same run: the same probe messages received by a plain
+   MQTT subscriber (broker round trip under the same load).
+
+    .venv/bin/python bench/bench_alerts.py [--seconds 20] [--rate 10000] [--eval-readings 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from aiohttp import web
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alerts import Engine, EventClock
+from simulators import Simulator
+from smartpark.park import load_park
+from smartpark.stack import Stack, free_port
+from smartpark.wire import Decoder
+
+PROBE = "hw_center/quench_tower/outlet_temp"  # h 200, hh 230
+LOADGEN = r"""
+import json, sys, time, random
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+port, rate, seconds, topics = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="loadgen")
+c.max_queued_messages_set(0)
+c.connect("127.0.0.1", port)
+c.loop_start()
+sent, t0, i = 0, time.monotonic(), 0
+while time.monotonic() - t0 < seconds:
+    due = int((time.monotonic() - t0) * rate)
+    while sent < due:
+        topic, mid = topics[i % len(topics)]
+        i += 1
+        c.publish(topic, json.dumps({"value": mid + random.uniform(-0.01, 0.01) * abs(mid or 1),
+                                     "ts": int(time.time() * 1000)}), qos=0)
+        sent += 1
+    time.sleep(0.002)
+c.loop_stop()
+print(sent / (time.monotonic() - t0))
+"""
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def bench_eval(n: int) -> dict[str, float]:
+    park = load_park()
+    dec = Decoder(park)
+    readings = []
+    dur = 600
+    while len(readings) < n:
+        readings = []
+        for m in Simulator(park, seed=1).messages(dur):
+            readings += dec.decode(m.topic, m.payload, m.ts_ms).readings
+        dur *= 2
+    readings = readings[:n]
+
+    class Ceiling:
+        def __init__(self) -> None:
+            self.state = [[0, 0.0] for _ in range(len(park))]
+
+        def process(self, r: object) -> list[object]:
+            s = self.state[r.ref.index]  # type: ignore[attr-defined]
+            if r.ts_ms <= s[0]:  # type: ignore[attr-defined]
+                return []
+            s[0] = r.ts_ms  # type: ignore[attr-defined]
+            s[1] = r.value  # type: ignore[attr-defined]
+            return []
+
+    def timed(fn: object) -> float:
+        best = 0.0
+        for _ in range(3):
+            t = time.perf_counter()
+            for r in readings:
+                fn(r)  # type: ignore[operator]
+            best = max(best, len(readings) / (time.perf_counter() - t))
+        return best
+
+    ceiling = timed(Ceiling().process)
+    engines = [Engine(park, None, EventClock()) for _ in range(3)]
+    best = 0.0
+    for e in engines:  # a fresh engine per repeat: readings older than the newest are (rightly) skipped
+        t = time.perf_counter()
+        for r in readings:
+            e.process(r)
+        best = max(best, len(readings) / (time.perf_counter() - t))
+    events = sum(len(x) for x in [engines[0].active()])
+    return {"readings": len(readings), "engine_per_s": best, "ceiling_per_s": ceiling,
+            "ratio": best / ceiling, "active_alarms_after": events}
+
+
+async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[str, float]:
+    park = load_park()
+    root = Path(tempfile.mkdtemp(prefix="bench_alerts_"))
+    stack = Stack(root / "stack", mqtt_port=free_port(), influx_port=free_port())
+    stack.up()
+    lat: list[float] = []
+    base: list[float] = []
+    hook_port = free_port()
+    got = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        now = time.time() * 1000
+        ev = await request.json()
+        if ev["id"] == f"{PROBE}/h" and ev["event"] == "raised":
+            lat.append(now - ev["ts"])
+            got.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    env = {**os.environ, "SMARTPARK_MQTT_URL": stack.mqtt_url, "SMARTPARK_INFLUX_URL": stack.influx_url,
+           "SMARTPARK_STATE_DIR": str(root / "state"), "SMARTPARK_API_URL": f"http://127.0.0.1:{free_port()}"}
+    cmd = [sys.executable, "-m", "smartpark", "alerts", "run", "--webhook", f"http://127.0.0.1:{hook_port}/hook"]
+    log = (root / "alerts.log").open("w")
+    eng = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220  # only forks
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
+
+    def on_message(c: object, u: object, m: mqtt.MQTTMessage) -> None:
+        base.append(time.time() * 1000 - json.loads(m.payload)["ts"])
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", stack.mqtt_port)
+    sub.subscribe(f"park/{PROBE}", qos=1)
+    sub.loop_start()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe")
+    pub.connect("127.0.0.1", stack.mqtt_port)
+    pub.loop_start()
+    await asyncio.sleep(3)  # the engine starts (imports, subscription)
+    topics = [(r.topic, (r.sensor.normal[0] + r.sensor.normal[1]) / 2) for r in park if r.key != PROBE]
+    cmd = [sys.executable, "-c", LOADGEN, str(stack.mqtt_port), str(rate), str(seconds + 2), json.dumps(topics)]
+    gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220  # only forks
+    await asyncio.sleep(1)
+    t_end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < t_end:
+        value = 300.0 if k % 2 == 0 else 150.0
+        pub.publish(f"park/{PROBE}", json.dumps({"value": value, "ts": int(time.time() * 1000)}), qos=1)
+        k += 1
+        await asyncio.sleep(1 / probe_hz / 2)
+    out, _ = await asyncio.to_thread(gen.communicate)
+    await asyncio.sleep(2)
+    eng.terminate()
+    rc = await asyncio.to_thread(eng.wait, 30)
+    pub.loop_stop()
+    sub.loop_stop()
+    await runner.cleanup()
+    stack.down()
+    raised_base = base[0::2]  # the probe's high readings (every other message)
+    return {"offered_rate": float(out.strip() or 0), "probes": (k + 1) // 2, "received": len(lat),
+            "p50_ms": statistics.median(lat) if lat else float("nan"), "p99_ms": pct(lat, 99) if lat else float("nan"),
+            "mqtt_p50_ms": statistics.median(raised_base) if raised_base else float("nan"),
+            "mqtt_p99_ms": pct(raised_base, 99) if raised_base else float("nan"), "engine_exit": rc,
+            "latencies_ms": [round(x, 1) for x in lat]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--rate", type=float, default=10_000)
+    ap.add_argument("--probe-hz", type=float, default=2)
+    ap.add_argument("--eval-readings", type=int, default=300_000)
+    ap.add_argument("--skip-latency", action="store_true")
+    a = ap.parse_args()
+    ev = bench_eval(a.eval_readings)
+    print(json.dumps({"evaluation": ev}))
+    if not a.skip_latency:
+        lt = asyncio.run(bench_latency(a.seconds, a.rate, a.probe_hz))
+        print(json.dumps({"latency": lt}))
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda args: None
+    main()
