@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 from smartpark.config import Settings
-from smartpark.errors import ConfigError
+from smartpark.errors import ConfigError, DecodeError
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
+from smartpark.wire import parse_ts
 
 from .build import GENERATED_DIR, build_all, stale_files, write_generated
 from .macros import TimeRange, interval_to_ms
@@ -42,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = dsub.add_parser("preview", help="render every dashboard to PNG from InfluxDB (matplotlib)")
     v.add_argument("--out", type=Path, default=Path("dashboards-preview"), help="directory for the PNGs")
-    v.add_argument("--since", default="24h", help="time range ending now, e.g. 6h, 24h, 7d (default 24h)")
+    v.add_argument("--since", default="24h", help="length of the time range, e.g. 6h, 24h, 7d (default 24h)")
+    v.add_argument("--until", metavar="TIME", help="end of the time range: epoch ms or RFC 3339 with offset "
+                   "(default now; for replayed or simulated history at other times)")
     v.add_argument("--dashboard", action="append", default=[], metavar="UID", help="only this dashboard")
     v.set_defaults(func=_preview)
 
@@ -84,8 +87,13 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError:
         raise ConfigError(f"--since {args.since!r} is not a duration like 6h, 24h, 7d", key="since") from None
     park = load_park(settings.park)
-    now = int(time.time() * 1000)
-    tr = TimeRange(now - span, now)
+    end = int(time.time() * 1000)
+    if args.until:
+        try:
+            end = parse_ts(int(args.until) if args.until.isdigit() else args.until)
+        except DecodeError as exc:
+            raise ConfigError(f"--until {args.until!r}: {exc.detail}", key="until") from None
+    tr = TimeRange(end - span, end)
 
     async def run() -> list[Path]:
         async with InfluxClient(settings.influx(), timeout=60) as client:

@@ -274,3 +274,15 @@ def test_preview_renders_every_dashboard(loaded: Loaded) -> None:
     assert sorted(p.name for p in paths) == sorted(f"{d['uid']}.png" for d in DASHBOARDS)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 20_000, p
+
+
+def test_preview_command(loaded: Loaded, capsys: pytest.CaptureFixture[str]) -> None:
+    """`smartpark dashboards preview --until ... --dashboard UID` writes that dashboard's PNG and names it."""
+    from smartpark.cli import main
+
+    out = loaded.tmp / "cli-previews"
+    rc = main(["--influx-url", loaded.url, "--influx-db", loaded.db, "dashboards", "preview", "--out", str(out),
+               "--since", "6h", "--until", str(loaded.end_ms), "--dashboard", "smartpark-alarms"])
+    assert rc == 0
+    assert capsys.readouterr().out.strip() == str(out / "smartpark-alarms.png")
+    assert (out / "smartpark-alarms.png").stat().st_size > 20_000
