@@ -376,3 +376,17 @@ class TestCustomRules:
             parse_rules(text, park, "rules.yaml")
         assert str(exc.value).startswith(where + ":"), str(exc.value)
         assert "\n" not in str(exc.value)
+
+
+def test_example_rules_file_loads_on_the_bundled_park() -> None:
+    """The shipped example rules file is valid against the bundled park (custom rule, state, route)."""
+    from pathlib import Path
+
+    from alerts import load_rules
+    from smartpark.park import load_park
+
+    rs = load_rules(Path(__file__).resolve().parent.parent / "alerts" / "rules.example.yaml", load_park())
+    assert [r.spec.name for r in rs.custom] == ["scc_cold_feed"] and rs.max_shelve_s == 12 * 3600
+    e = Engine(load_park(), rs, ManualClock(T0))
+    assert e.get("hw_center/scc/temp/scc_cold_feed").suppressors[0].name == "incinerator_off"
+    assert e.get("hw_center/stack_cems/nox/reg_1h").suppressors and not e.get("hw_center/scc/temp/h").suppressors

@@ -138,6 +138,35 @@ class TestService:
 
         asyncio.run(main())
 
+    def test_windows_rebuilt_from_influx_history(self, broker: Broker, influx_db: InfluxDB, tmp_path: object) -> None:
+        """Readings the collector stored while the engine was down are replayed on start: an alarm they
+        cause is raised then (once), and the windows continue from them."""
+        s = settings(broker, influx_db, tmp_path, free_port())
+
+        async def session(extra: list[tuple[str, bytes]]) -> AlertService:
+            svc = AlertService(s, PARK, clock="event", api=False)
+            stop = asyncio.Event()
+            task = asyncio.create_task(svc.run(stop))
+            await asyncio.wait_for(svc.ready.wait(), 30)
+            await asyncio.sleep(0.3)
+            if extra:
+                await publish(broker, extra)
+                await wait_for(lambda: svc.counts["readings"] >= len(extra))
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            return svc
+
+        asyncio.run(session([("park/plant/tank/level", reading(50, T0))]))
+        # while the engine is down, the collector stores two readings
+        influx_db.write([f"reading,asset=tank,sensor=level,site=plant value=95.0 {T0 + 10_000}",
+                         f"reading,asset=tank,sensor=level,site=plant value=96.0 {T0 + 20_000}"])
+        svc = asyncio.run(session([]))
+        assert svc.engine.get("plant/tank/level/hh").state == "UNACK"
+        rows = influx_db.query("SELECT * FROM alarm WHERE event = 'raised'")
+        assert sorted((r["rule"], r["time"]) for r in rows) == [("h", T0 + 10_000), ("hh", T0 + 10_000)]
+        svc = asyncio.run(session([]))  # a second restart replays nothing twice
+        assert influx_db.count("alarm") == 2
+
     def test_bad_rules_file_refused_at_start(self, tmp_path: object) -> None:
         """A rules file with a mistake stops `alerts run` before any I/O: one line, exit code 2."""
         import subprocess
