@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 from urllib.parse import quote
 
 from smartpark.config import Settings
@@ -34,7 +35,7 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * mult
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("alerts", help="ISA-18.2 alarm engine and operator commands")
     s = p.add_subparsers(dest="alerts_cmd", metavar="ACTION")
     s.required = True
@@ -156,13 +157,13 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
     since_s = parse_duration(args.since)
 
-    async def fetch() -> list[dict[str, object]]:
+    async def fetch() -> list[dict[str, Any]]:
         async with InfluxClient(settings.influx()) as db:
             return await db.rows(f"SELECT * FROM alarm WHERE time > now() - {int(since_s)}s")
 
     rows = asyncio.run(fetch())
     end = int(time.time() * 1000)
-    k = kpis(rows, end - int(since_s * 1000), end)  # type: ignore[arg-type]
+    k = kpis(rows, end - int(since_s * 1000), end)
     if args.json:
         print(json.dumps(k, ensure_ascii=False))
     else:

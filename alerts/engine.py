@@ -291,8 +291,8 @@ class Engine:
         if s.rate_per_min:
             st.roc = self._add(Alarm(ref, "roc", self._prio(ref, "roc"), limit=s.rate_per_min, on_ms=on, off_ms=off))
         for reg in s.regulatory:
-            limit = reg.limit if isinstance(reg.limit, float | int) else None
-            a = self._add(Alarm(ref, reg.rule, self._prio(ref, reg.rule), limit=limit, reg=reg,
+            reg_limit = float(reg.limit) if isinstance(reg.limit, float | int) else None
+            a = self._add(Alarm(ref, reg.rule, self._prio(ref, reg.rule), limit=reg_limit, reg=reg,
                                 deadband=s.deadband if reg.averaging == "instant" else 0.0))
             if reg.averaging == "instant":
                 st.instant = a
