@@ -259,14 +259,17 @@ def site_dashboard(park: Park, site: Site) -> Json:
     )
 
 
-def _variables(*names: str) -> list[Json]:
+def _variables(*names: str, default_sensor: str | None = None) -> list[Json]:
     out = [g.query_variable("site", "厂区 Site", 'SHOW TAG VALUES FROM "reading" WITH KEY = "site"')]
     if "asset" in names:
         out.append(g.query_variable("asset", "装置 Asset", 'SHOW TAG VALUES FROM "reading" WITH KEY = "asset" '
                                     'WHERE "site" =~ /^$site$/'))
     if "sensor" in names:
+        # no "All" here: every sensor of the park at once costs more than a full scan of the day (bench/)
         out.append(g.query_variable("sensor", "测点 Sensor", 'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor" '
-                                    'WHERE "site" =~ /^$site$/ AND "asset" =~ /^$asset$/'))
+                                    'WHERE "site" =~ /^$site$/ AND "asset" =~ /^$asset$/', include_all=False))
+        if default_sensor:  # Grafana keeps a saved selection that still exists, else takes the first sensor
+            out[-1]["current"] = {"selected": True, "text": [default_sensor], "value": [default_sensor]}
     return out
 
 
@@ -391,6 +394,15 @@ def collector_dashboard(park: Park) -> Json:
     )
 
 
+def _first_key_figure(park: Park) -> str | None:
+    for key, _, _ in KEY_FIGURES:
+        try:
+            return park.get(key).sensor.id
+        except KeyError:
+            continue
+    return None
+
+
 def explorer_dashboard(park: Park) -> Json:
     flt = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/ AND "sensor" =~ /^$sensor$/'
     series = g.timeseries(
@@ -406,7 +418,8 @@ def explorer_dashboard(park: Park) -> Json:
     events["_w"] = 24
     return g.dashboard(
         "smartpark-explorer", "测点浏览 · Sensor explorer", tags=[TAG, "explorer"],
-        panels=g.layout([series, events]), variables=_variables("site", "asset", "sensor"),
+        panels=g.layout([series, events]),
+        variables=_variables("site", "asset", "sensor", default_sensor=_first_key_figure(park)),
         annotations=_annotations(None), description="Free comparison of sensors chosen with template variables.",
     )
 

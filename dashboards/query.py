@@ -93,8 +93,14 @@ async def resolve_variables(dash: Json, client: InfluxClient, tr: TimeRange) -> 
                 values.extend(str(row[i]) for row in s.get("values", []))
         values = sorted(set(values))
         multi = bool(var.get("multi") or var.get("includeAll"))
+        current = var.get("current", {}).get("value")
+        current = [current] if isinstance(current, str) else list(current or [])
+        if var.get("includeAll") and "$__all" in current:
+            chosen = values  # "All" without a custom value: every option
+        else:  # Grafana keeps the saved selection if it still exists, else selects the first option
+            chosen = [v for v in current if v in values] or values[:1]
         # a variable with no value expands to a regex that matches nothing rather than everything
-        resolved[var["name"]] = format_variable(values, multi=multi) if values else "(?!)"
+        resolved[var["name"]] = format_variable(chosen, multi=multi) if chosen else "(?!)"
     return resolved
 
 
