@@ -160,26 +160,29 @@ def _priority_overrides() -> list[Json]:
             for prio, color in PRIORITY_COLORS.items()]
 
 
-def _asset_tile(site: Site, asset: Asset) -> Json:
-    where = f'"site" = {quote_literal(site.id)} AND "asset" = {quote_literal(asset.id)} AND '
+def _status_tile(title: str, where: str, n_sensors: int, what: str) -> Json:
+    """Active alarms by priority (the worst shows red or orange) and how many sensors reported."""
     reporting = (f'SELECT count("value") FROM (SELECT last("value") AS "value" FROM "reading" WHERE {where}'
-                 f'$timeFilter GROUP BY "sensor")')
+                 f'$timeFilter GROUP BY "asset", "sensor")')
+    name = f"reporting / {n_sensors}"
     panel = g.stat(
-        bilingual(asset.name_zh, asset.name),
-        [g.target(active_count_query(where), "A", alias="$tag_priority"),
-         g.target(reporting, "B", alias=f"reporting / {len(asset.sensors)}")],
-        description=(f"{site.id}/{asset.id}: active alarms by priority (the worst is the red/orange one) and "
-                     f"sensors that reported in the time range, of {len(asset.sensors)}."),
+        title, [g.target(active_count_query(where), "A", alias="$tag_priority"), g.target(reporting, "B", alias=name)],
+        description=f"{what}: active alarms by priority (the worst is the red/orange one) and sensors that "
+                    f"reported in the time range, of {n_sensors}.",
         no_value="0", text_mode="value_and_name",
     )
     panel["fieldConfig"]["overrides"] = [
         *_priority_overrides(),
-        {"matcher": {"id": "byName", "options": f"reporting / {len(asset.sensors)}"},
-         "properties": [{"id": "thresholds",
-                         "value": g.threshold_steps([(len(asset.sensors), "blue")], ORANGE)}]},
+        {"matcher": {"id": "byName", "options": name},
+         "properties": [{"id": "thresholds", "value": g.threshold_steps([(n_sensors, "blue")], ORANGE)}]},
     ]
     panel["_w"], panel["_h"] = 6, 4
     return panel
+
+
+def _asset_tile(site: Site, asset: Asset) -> Json:
+    where = f'"site" = {quote_literal(site.id)} AND "asset" = {quote_literal(asset.id)} AND '
+    return _status_tile(bilingual(asset.name_zh, asset.name), where, len(asset.sensors), f"{site.id}/{asset.id}")
 
 
 def overview(park: Park) -> Json:
@@ -205,6 +208,9 @@ def overview(park: Park) -> Json:
         panels.append(p)
     for site in park.sites:
         panels.append(g.row(bilingual(site.name_zh, site.name)))
+        n = sum(len(a.sensors) for a in site.assets)
+        panels.append(_status_tile(f"全厂 · Whole site ({site.id})", f'"site" = {quote_literal(site.id)} AND ', n,
+                                   site.id))
         panels.extend(_asset_tile(site, a) for a in site.assets)
     return g.dashboard(
         "smartpark-overview", bilingual(park.park.name_zh, park.park.name) + " · 总览 Overview",
