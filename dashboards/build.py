@@ -283,7 +283,10 @@ def alarms_dashboard(park: Park) -> Json:
     flt = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/ AND '
     raised = f"{flt}\"event\" = 'raised' AND "
     group = '"site", "asset", "sensor", "rule", "priority"'
-    active_q = (f'SELECT "state" FROM ({last_state_subquery(flt, group)}) WHERE {active_filter()} '
+    # every event carries state, event and message, so their last() values come from the same (latest) event
+    latest = (f'SELECT last("state") AS "state", last("event") AS "event", last("message") AS "message" '
+              f'FROM "alarm" WHERE {flt}$timeFilter GROUP BY {group}')
+    active_q = (f'SELECT "state", "event", "message" FROM ({latest}) WHERE {active_filter()} '
                 f"OR \"state\" = 'SHLVD' GROUP BY {group}")
     history_q = (f'SELECT "site", "asset", "sensor", "rule", "priority", "event", "state", "value", "limit", '
                  f'"message", "operator" FROM "alarm" WHERE {flt}$timeFilter ORDER BY time DESC LIMIT 500')

@@ -286,3 +286,21 @@ def test_preview_command(loaded: Loaded, capsys: pytest.CaptureFixture[str]) -> 
     assert rc == 0
     assert capsys.readouterr().out.strip() == str(out / "smartpark-alarms.png")
     assert (out / "smartpark-alarms.png").stat().st_size > 20_000
+
+
+def test_active_list_is_the_engines(loaded: Loaded) -> None:
+    """The alarms dashboard's active list holds exactly the alarms whose last event left them not normal
+    (UNACK, ACKED, RTNUN or SHLVD), with that event's message."""
+    alarms = next(d for d in DASHBOARDS if d["uid"] == "smartpark-alarms")
+    panel = next(p for p in iter_panels(alarms) if p["title"] == "活动报警列表 · Active alarms")
+    res = _run(loaded, alarms, panel)
+    last: dict[str, Any] = {}
+    for e in loaded.alarm_events:
+        last[e.id] = e
+    expected = {i: e for i, e in last.items() if e.state in ("UNACK", "ACKED", "RTNUN", "SHLVD")}
+    shown = {"/".join(s.tags[k] for k in ("site", "asset", "sensor", "rule")): s for s in res.series}
+    assert set(shown) == set(expected)
+    for alarm_id, s in shown.items():
+        row = dict(zip(s.columns, s.values[0], strict=True))
+        assert (row["state"], row["message"]) == (expected[alarm_id].state, expected[alarm_id].message)
+    assert "SHLVD" in {e.state for e in expected.values()}
