@@ -129,6 +129,11 @@ class TestComposeFile:
         assert source["jsonData"]["timeInterval"] == "10s"
         for var in re.findall(r"\$\{([A-Z_]+)\}", json.dumps(ds)):
             assert var in grafana["environment"], f"the data source needs {var} in Grafana's environment"
+        provider = yaml.safe_load((ROOT / "dashboards/provisioning/dashboards/smartpark.yaml").read_text())
+        path = provider["providers"][0]["options"]["path"]
+        assert f"./dashboards/generated:{path}:ro" in grafana["volumes"], "the provider must read the generated JSON"
+        home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+        assert home.startswith(path + "/") and (ROOT / "dashboards/generated" / Path(home).name).exists()
 
 
 # --------------------------------------------------------------------------------------------------
