@@ -1,0 +1,166 @@
+"""Benchmark of ``smartpark collect`` against the ceilings of this machine, all measured in one run.
+
+    .venv/bin/python bench/bench_collector.py [--n 200000] [--repeat 3] [--batch-size 5000] [--only c,d]
+
+(a) broker ceiling: mosquitto_pub -> mosquitto_sub at QoS 1; (b) InfluxDB ceiling: batches of 5,000 points
+over one connection; (c) ``smartpark collect`` end to end, single readings at QoS 1 until all are
+queryable, msgs/s and peak RSS; (d) the same with snapshots of 20 readings, readings/s. Also the bare
+subscribers (paho loop, aiomqtt, collector.mqtt) and the bare writers (aiohttp, httpx) for the measured
+choices. Every figure is reported with its ratio to the ceilings of the same run (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+
+from collector_ceilings import (  # noqa: E402
+    TS0,
+    bare_aiomqtt,
+    bare_paho,
+    bare_source,
+    broker_ceiling,
+    count_points,
+    influx_ceiling,
+    publish_lines,
+    split_jobs,
+    writer_aiohttp,
+    writer_httpx,
+)
+from test_collector_support import write_park  # noqa: E402
+
+from smartpark.stack import Stack, free_port  # noqa: E402
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_collector(stack: Stack, park: Path, state: Path, db: str, n: int, jobs: list[tuple[str, list[str]]],
+                  readings: int, batch_size: int, profile: str | None = None) -> dict[str, float]:
+    """Start ``smartpark collect``, publish ``jobs``, wait until ``readings`` points are queryable."""
+    cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", stack.mqtt_url, "--influx-url",
+           stack.influx_url, "--influx-db", db, "--park", str(park), "--state-dir", str(state),
+           "--instance", db, "--batch-size", str(batch_size)]
+    if profile:
+        cmd = ["py-spy", "record", "-o", profile, "-f", "speedscope", "--", *cmd]
+    proc = subprocess.Popen(cmd, stderr=open(state / f"{db}.log", "ab"))
+    try:
+        while count_points(stack.influx_url, db, "collector", "received") == 0:
+            time.sleep(0.2)
+            if proc.poll() is not None:
+                raise RuntimeError(f"collector exited {proc.returncode}; see {state}/{db}.log")
+        t0 = time.perf_counter()
+        publish_lines(stack.mqtt_port, jobs)
+        published = time.perf_counter() - t0
+        while (got := count_points(stack.influx_url, db)) < readings:
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - t0
+        target = proc.pid if not profile else int(subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0])
+        rss = peak_rss_mb(target)
+        time.sleep(1.5)  # let a straggler (a duplicate would be one) show up before counting for good
+        got = count_points(stack.influx_url, db)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    return {"rate": readings / elapsed, "seconds": elapsed, "publish_seconds": published, "points": got,
+            "lost": readings - got, "peak_rss_mb": rss, "exit": rc, "messages": n}
+
+
+def snapshot_jobs(n_readings: int, per_msg: int = 20, assets: int = 4) -> list[tuple[str, list[str]]]:
+    msgs = n_readings // per_msg
+    per_asset = msgs // assets
+    jobs = []
+    for a in range(assets):
+        lines = [json.dumps({"ts": TS0 + i, "values": {f"s{s:03d}": round(1 + (i + s) % 900 * 0.5, 1)
+                                                          for s in range(per_msg)}}) for i in range(per_asset)]
+        jobs.append((f"park/plant/a{a:02d}", lines))
+    return jobs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--bare-n", type=int, default=100_000)
+    ap.add_argument("--only", default="a,b,c,d,bare,writers")
+    ap.add_argument("--profile", help="py-spy speedscope output for one (c) run")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_collector_"))
+    stack = Stack(tmp / "stack", mqtt_port=free_port(), influx_port=free_port())
+    stack.up()
+    park = write_park(tmp / "park.yaml")
+    res: dict[str, object] = {"n": args.n, "repeat": args.repeat, "batch_size": args.batch_size,
+                              "cpus": os.cpu_count(), "load": os.getloadavg()}
+    try:
+        def med(key: str, fn: object) -> float:
+            runs = [fn() for _ in range(args.repeat)]  # type: ignore[operator]
+            res[key + "_runs"] = [round(r) for r in runs]
+            res[key] = statistics.median(runs)
+            print(f"{key}: {res[key]:,.0f} {res[key + '_runs']}", flush=True)
+            return res[key]  # type: ignore[return-value]
+
+        a = med("a_broker_msgs_s", lambda: broker_ceiling(stack.mqtt_port, args.n)) if "a" in only else 1.0
+        b = (med("b_influx_points_s", lambda: influx_ceiling(stack.influx_url, f"ceil{time.time_ns()}", args.n))
+             if "b" in only else 1.0)
+        if "c" in only:
+            runs = []
+            for r in range(args.repeat):
+                db = f"c{r}_{time.time_ns()}"
+                jobs = split_jobs(args.n, [f"park/plant/a0{k}/s00{k}" for k in range(4)])
+                runs.append(run_collector(stack, park, tmp, db, args.n, jobs, args.n, args.batch_size,
+                                          args.profile if r == 0 else None))
+                print("c:", runs[-1], flush=True)
+            res["c_runs"] = runs
+            res["c_collect_msgs_s"] = statistics.median(x["rate"] for x in runs)
+            res["c_ratio_to_a"] = res["c_collect_msgs_s"] / a  # type: ignore[operator]
+            res["c_lost_total"] = sum(x["lost"] for x in runs)
+            res["c_peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
+        if "d" in only:
+            runs = []
+            for r in range(args.repeat):
+                db = f"d{r}_{time.time_ns()}"
+                runs.append(run_collector(stack, park, tmp, db, args.n // 20, snapshot_jobs(args.n), args.n,
+                                          args.batch_size))
+                print("d:", runs[-1], flush=True)
+            res["d_runs"] = runs
+            res["d_collect_readings_s"] = statistics.median(x["rate"] for x in runs)
+            res["d_ratio_to_b"] = res["d_collect_readings_s"] / b  # type: ignore[operator]
+            res["d_lost_total"] = sum(x["lost"] for x in runs)
+            res["d_peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
+        if "bare" in only:
+            def pub() -> None:
+                publish_lines(stack.mqtt_port, split_jobs(args.bare_n, [f"bare/t{k}" for k in range(4)]))
+            for name, fn in (("paho_loop", bare_paho), ("aiomqtt", bare_aiomqtt), ("collector_mqtt", bare_source)):
+                rate = med(f"bare_{name}_msgs_s", lambda fn=fn: fn(stack.mqtt_port, args.bare_n, pub))
+                res[f"bare_{name}_ratio_to_a"] = rate / a
+        if "writers" in only:
+            for name, fn in (("aiohttp", writer_aiohttp), ("httpx", writer_httpx)):
+                rate = med(f"writer_{name}_points_s", lambda fn=fn, name=name: fn(
+                    stack.influx_url, f"w{name}{time.time_ns()}", args.n))
+                res[f"writer_{name}_ratio_to_b"] = rate / b
+    finally:
+        stack.down()
+    print(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
