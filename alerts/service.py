@@ -63,13 +63,14 @@ class AlertService:
 
     def __init__(self, settings: Settings, park: Park, *, rules: RuleSet | None = None,
                  webhooks: Iterable[str] = (), notify: Iterable[str] = (), clock: str = "wall",
-                 instance: str = "main", api: bool = True, snapshot_s: float = 1.0, tick_s: float = 0.5) -> None:
+                 instance: str = "main", api: bool = True, snapshot_s: float = 1.0, tick_s: float = 0.5,
+                 sites: Iterable[str] | None = None) -> None:
         self.settings = settings
         self.park = park
         self.rules = rules or RuleSet()
         self.clock = EventClock() if clock == "event" else WallClock()
         self.event_clock = clock == "event"
-        self.engine = Engine(park, self.rules, self.clock)
+        self.engine = Engine(park, self.rules, self.clock, sites=sites)
         self.decoder = Decoder(park)
         self.dispatcher = Dispatcher(build_routes(webhooks, notify, self.rules.routes), park.park.timezone)
         self.instance = instance
@@ -166,8 +167,8 @@ class AlertService:
             runner = await self._start_api() if self.api else None
             try:
                 async with asyncio.TaskGroup() as tg:
+                    out = tg.create_task(self._mqtt_out(stop), name="mqtt-out")
                     tasks = [tg.create_task(self._mqtt_in(stop), name="mqtt-in"),
-                             tg.create_task(self._mqtt_out(), name="mqtt-out"),
                              tg.create_task(self._influx_loop(db), name="influx"),
                              tg.create_task(self._ticker(), name="ticker"),
                              tg.create_task(self._snapshotter(), name="snapshot")]
@@ -177,6 +178,9 @@ class AlertService:
                     await stop.wait()
                     for t in tasks:
                         t.cancel()
+                    _, late = await asyncio.wait([*tasks, out], timeout=10)
+                    for t in late:  # a task that ignores cancellation: name it rather than hang silently
+                        log.error("task %s did not stop within 10 s: %s", t.get_name(), t.get_stack(limit=5))
             finally:
                 if runner is not None:
                     await runner.cleanup()
@@ -247,25 +251,37 @@ class AlertService:
             finally:
                 run.cancel()
 
-    async def _mqtt_out(self) -> None:
-        """Retained alarm states out (QoS 1) on a connection of their own, reconnecting with backoff."""
+    async def _mqtt_out(self, stop: asyncio.Event) -> None:
+        """Retained alarm states out (QoS 1) on a connection of their own, reconnecting with backoff.
+
+        It ends by itself once ``stop`` is set and the queue is drained (what was decided is published),
+        rather than by cancellation, which aiomqtt's publish can absorb."""
         m = self.mqtt
         delay = 0.5
-        while True:
+        while not (stop.is_set() and self._retained.empty()):
             try:
                 async with aiomqtt.Client(
                         m.host, m.port, username=m.username, password=m.password,
                         identifier=f"smartpark-alerts-{self.instance}-out",
                         tls_params=aiomqtt.TLSParameters() if m.tls else None) as client:
                     delay = 0.5
-                    while True:
-                        topic, payload = await self._retained.get()
+                    while not (stop.is_set() and self._retained.empty()):
                         try:
-                            await client.publish(topic, payload, qos=1, retain=True)
-                        except aiomqtt.MqttError:
+                            async with asyncio.timeout(0.2):
+                                topic, payload = await self._retained.get()
+                        except TimeoutError:
+                            continue
+                        try:
+                            async with asyncio.timeout(5):
+                                await client.publish(topic, payload, qos=1, retain=True)
+                        except (aiomqtt.MqttError, TimeoutError):
                             self._retained.put_nowait((topic, payload))
-                            raise
+                            raise aiomqtt.MqttError("publish of an alarm state failed") from None
             except aiomqtt.MqttError as exc:
+                if stop.is_set():
+                    log.error("MQTT (alarm states): %s at shutdown; %d states not republished (they are in the "
+                              "journal)", exc, self._retained.qsize())
+                    return
                 log.warning("MQTT (alarm states): %s; reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 30.0)
