@@ -71,7 +71,7 @@ def parse_time(text: str, park: Park, now_ms: int | None = None) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="publish simulated park readings, run an incident scenario, or backfill",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", metavar="NAME|PATH", help="a shipped scenario (id or sc01..sc10) or a YAML file")

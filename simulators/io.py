@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.enums import MQTTProtocolVersion
 
 from smartpark.config import parse_mqtt_url
 from smartpark.errors import PartialWriteError, WriteError
@@ -67,7 +66,7 @@ def mqtt_client(mqtt_url: str, *, client_id: str | None = None, v5: bool = True,
     client = aiomqtt.Client(
         t.host, t.port, username=t.username, password=t.password,
         identifier=client_id or f"smartpark-sim-{uuid.uuid4().hex[:8]}",
-        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
         tls_params=aiomqtt.TLSParameters() if t.tls else None,
         max_inflight_messages=inflight, **kw,
     )

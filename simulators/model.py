@@ -207,7 +207,10 @@ def level_functions(park: Park, seed: int) -> list[LevelFn]:
     def couple(key: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], cause: LevelFn) -> None:
         if key in by_key:
             base = fns[by_key[key].index]
-            fns[by_key[key].index] = lambda t, base=base: fn(base(t), cause(t))
+
+            def coupled(t: np.ndarray, base: LevelFn = base) -> np.ndarray:
+                return fn(base(t), cause(t))
+            fns[by_key[key].index] = coupled
 
     # --- WWTP: influent load drives aeration, one hour later (DO control lags the load)
     if "wwtp/influent/flow" in by_key:

@@ -43,7 +43,7 @@ class Event(_Strict):
 
     t_s: float
     sensor: str
-    shape: ShapeName
+    shape: ShapeName  # type: ignore[valid-type]  # a Literal built from the SHAPES registry at import
     note: str | None = None
     clock: str | None = None
     noise: float | None = Field(default=None, ge=0)  # multiplier of the sensor's noise from t_s on
