@@ -325,7 +325,8 @@ def alarms_dashboard(park: Park) -> Json:
     active_count["fieldConfig"]["overrides"] = _priority_overrides()
     active_count["_w"], active_count["_h"] = 4, 4
 
-    active = g.table("活动报警列表 · Active alarms", [g.target(active_q, "A", table=True)],
+    no_time = {"id": "organize", "options": {"excludeByName": {"Time": True}}}  # subquery times are not events
+    active = g.table("活动报警列表 · Active alarms", [g.target(active_q, "A", table=True)], transformations=[no_time],
                      description="Last state of every alarm that is not back to normal and acknowledged. The "
                                  "alert engine's API (GET /alarms) is authoritative; this is its InfluxDB trace.")
     active["_w"], active["_h"] = 24, 8
@@ -341,7 +342,7 @@ def alarms_dashboard(park: Park) -> Json:
     prio["_w"] = 6
     actors = g.table("频繁报警 · Top 10 bad actors", [g.target(bad_actors, "A", table=True)],
                      transformations=[{"id": "sortBy", "options": {"sort": [{"field": "raised", "desc": True}]}},
-                                      {"id": "limit", "options": {"limitField": 10}}],
+                                      {"id": "limit", "options": {"limitField": 10}}, no_time],
                      description="The alarms raised most often: first candidates for rationalisation.")
     actors["_w"] = 6
     panels = [g.row("关键指标 · KPIs"), active_count, kpi_rate, kpi_peak, kpi_flood, kpi_chatter, kpi_shelved,

@@ -210,6 +210,11 @@ def _table(ax: Axes, res: PanelResult, cjk: bool, max_rows: int = 10) -> None:
                 rows.sort(key=lambda r: _sortable(r[i]), reverse=bool(key.get("desc")))
         elif tf["id"] == "limit":
             rows = rows[: int(tf["options"]["limitField"])]
+        elif tf["id"] == "organize" and header:
+            drop = {k.lower() for k, v in tf["options"].get("excludeByName", {}).items() if v}
+            keep = [i for i, h in enumerate(header) if h.lower() not in drop]
+            header = [header[i] for i in keep]
+            rows = [[r[i] for i in keep] for r in rows]
     if not rows:
         ax.text(0.5, 0.5, "No data", ha="center", va="center", transform=ax.transAxes)
         return
