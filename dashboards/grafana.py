@@ -207,7 +207,10 @@ def annotation(name: str, query: str, *, color: str, enable: bool = True) -> Jso
         "hide": False,
         "iconColor": color,
         "query": query,
-        "target": {"query": query, "rawQuery": True, "refId": "Anno", "resultFormat": "table"},
+        # Grafana 10+ reads the query and the column mapping from the target; the copies above are the
+        # legacy (pre-10) place, which Grafana migrates from
+        "target": {"query": query, "rawQuery": True, "refId": "Anno", "resultFormat": "table",
+                   "textColumn": "message", "tagsColumn": "rule", "titleColumn": "sensor"},
         "textColumn": "message",
         "tagsColumn": "rule",
         "titleColumn": "sensor",
