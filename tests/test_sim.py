@@ -116,6 +116,45 @@ class TestSignals:
         assert v[t < 0].min() > 1120
 
 
+def test_spike_drift_dropout_and_garbage_shapes(tmp_path: Path) -> None:
+    """spike sets one reading, drift adds to the base signal, dropout silences, garbage adds dead letters."""
+    path = tmp_path / "shapes.yaml"
+    path.write_text("""\
+id: shapes
+title: Shapes
+title_zh: 形状
+site: hw_center
+warmup_s: 0
+duration_s: 1200
+timeline:
+  - {t_s: 0, sensor: hw_center/scc/o2, shape: drift, rate_per_h: -12, duration_s: 600}
+  - {t_s: 100, sensor: hw_center/scc/temp, shape: spike, value: 1400}
+  - {t_s: 300, sensor: hw_center/scc/burner_gas, shape: dropout, duration_s: 60}
+  - {t_s: 400, sensor: hw_center/scc/o2, shape: garbage, kind: too_large}
+  - {t_s: 401, sensor: hw_center/scc/o2, shape: garbage, kind: unknown_sensor}
+""", encoding="utf-8")
+    scn = load_scenario(path, PARK)
+    keys = ["hw_center/scc/o2", "hw_center/scc/temp", "hw_center/scc/burner_gas"]
+    sim = Simulator(PARK, scn, seed=0, sensors=keys)
+    dec = Decoder(PARK)
+    series: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
+    reasons = []
+    for m in sim.messages():
+        d = dec.decode(m.topic, m.payload, m.ts_ms)
+        reasons += [r.reason for r in d.rejected]
+        for r in d.readings:
+            series[r.key].append(((r.ts_ms - sim.t0_ms) / 1000, r.value))
+    temp = dict(series["hw_center/scc/temp"])
+    assert temp[100.0] == 1400.0 and max(v for t, v in temp.items() if t != 100.0) < 1200
+    o2 = series["hw_center/scc/o2"]
+    early = np.mean([v for t, v in o2 if t < 60])
+    late = np.mean([v for t, v in o2 if 600 <= t < 700])
+    assert 1.5 < early - late < 2.5  # 12 %/h for 10 min, ± the base signal's wander
+    gas_t = [t for t, _ in series["hw_center/scc/burner_gas"]]
+    assert not [t for t in gas_t if 300 <= t < 360] and 299 in gas_t and 360 in gas_t
+    assert reasons == ["too_large", "unknown_sensor"]
+
+
 class TestScenarioFiles:
     GOOD = """\
 id: mine
@@ -413,3 +452,18 @@ class _Counter:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def test_cli_backfill_writes_the_window(influx_db: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`smartpark simulate --start T --end T --site S` backfills exactly that window into InfluxDB."""
+    rc = main(["simulate", "--start", "2026-11-27T08:00", "--end", "2026-11-27T08:30", "--site", "wwtp",
+               "--seed", "2", "--influx-url", influx_db.url, "--influx-db", influx_db.db])
+    assert rc == 0
+    start = 1_764_201_600_000  # 2026-11-27T08:00+08:00 = 00:00Z
+    expected = sum(len(c) for c in Simulator(PARK, seed=2, start_ms=start, sites=["wwtp"]).lines(1800))
+    assert influx_db.count("reading", "value") == expected
+    assert f"wrote {expected} readings" in capsys.readouterr().err
+    rows = influx_db.query('SELECT count("value") FROM "reading" GROUP BY "site"')
+    assert {r["site"] for r in rows} == {"wwtp"}
+    bad = main(["simulate", "--start", "2026-11-27T08:30", "--end", "2026-11-27T08:00"])
+    assert bad == 2
