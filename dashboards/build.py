@@ -217,6 +217,7 @@ def overview(park: Park) -> Json:
         tags=[TAG, "overview"], panels=g.layout(panels), annotations=_annotations(None),
         description="One tile per asset with its active alarms; the park's key figures against their limits.",
         links=[{"type": "dashboards", "tags": [TAG], "asDropdown": True, "title": "smartpark"}],
+        timezone=park.park.timezone,  # the control room's clock, whatever the browser's
     )
 
 
@@ -262,6 +263,7 @@ def site_dashboard(park: Park, site: Site) -> Json:
         description=f"Every sensor of {site.id}, grouped by asset, with its alarm limits and normal band; "
                     "regulatory averages against their legal limits; alarm events as annotations.",
         links=[{"type": "dashboards", "tags": [TAG], "asDropdown": True, "title": "smartpark"}],
+        timezone=park.park.timezone,  # the control room's clock, whatever the browser's
     )
 
 
@@ -351,6 +353,7 @@ def alarms_dashboard(park: Park) -> Json:
         "smartpark-alarms", "报警 · Alarms", tags=[TAG, "alarms"], panels=g.layout(panels),
         variables=_variables("site", "asset"), annotations=_annotations(None), time_from="now-24h",
         description="Active alarms, their history and the ISA-18.2 alarm-management KPIs.",
+        timezone=park.park.timezone,  # the control room's clock, whatever the browser's
     )
 
 
@@ -401,6 +404,7 @@ def collector_dashboard(park: Park) -> Json:
         "smartpark-collector", "采集服务 · Collector health", tags=[TAG, "collector"],
         panels=g.layout([status, ingest, points, lag, spool, dead, dead_tbl]), refresh="10s", time_from="now-1h",
         description="Ingest rate, backlog, spool, retries, dead letters and status of the collector instances.",
+        timezone=park.park.timezone,  # the control room's clock, whatever the browser's
     )
 
 
@@ -431,6 +435,7 @@ def explorer_dashboard(park: Park) -> Json:
         panels=g.layout([series, events]),
         variables=_variables("site", "asset", "sensor", default_sensor=_first_key_figure(park)),
         annotations=_annotations(None), description="Free comparison of sensors chosen with template variables.",
+        timezone=park.park.timezone,  # the control room's clock, whatever the browser's
     )
 
 
