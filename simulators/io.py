@@ -75,17 +75,29 @@ def mqtt_client(mqtt_url: str, *, client_id: str | None = None, v5: bool = True,
 
 
 class Paced:
-    """Cut a time-ordered message stream into batches that are due now, sleeping until the next is due."""
+    """Cut a time-ordered message stream into batches that are due now, sleeping until the next is due.
+
+    The sleep ends early when ``stop`` is set, so that a paced run (a sparse feed at real time) still stops
+    at once on SIGTERM.
+    """
 
     def __init__(self, messages: Iterable[Message], speed: float, clock: Callable[[], float],
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None, stop: asyncio.Event | None = None) -> None:
         self.it: Iterator[Message] = iter(messages)
         self.speed = speed
         self.clock = clock
-        self.sleep = sleep
+        self.stop = stop
+        self.sleep = sleep or self._sleep
         self.origin: tuple[float, int] | None = None  # (wall time, ts_ms) of the first message
         self.head: Message | None = None
         self.done = False
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.stop is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
 
     def _due(self, m: Message) -> float:
         if self.origin is None:
@@ -108,6 +120,9 @@ class Paced:
                         self.head = m
                         break
                     await self.sleep(wait)
+                    if self.stop is not None and self.stop.is_set():
+                        self.head = m
+                        break
             out.append(m)
         return out
 
@@ -126,7 +141,7 @@ async def publish(messages: Iterable[Message], mqtt_url: str, *, speed: float = 
         raise ValueError("qos is 0 or 1")
     target = parse_mqtt_url(mqtt_url)  # a bad URL is a ConfigError before any I/O
     cid = client_id or f"smartpark-sim-{uuid.uuid4().hex[:8]}"
-    paced = Paced(messages, speed, time.monotonic)
+    paced = Paced(messages, speed, time.monotonic, stop=stop)
     taken = 0
     resend: list[tuple[str, bytes]] = []
     backoff = Backoff()

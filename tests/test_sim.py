@@ -440,11 +440,14 @@ class _Counter:
         import paho.mqtt.client as mqtt
 
         self.count = 0
+        self.ready = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"counter-{port}")
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=0)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.ready.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        assert self.ready.wait(15), "the counter's subscription"
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self.count += 1
@@ -467,3 +470,22 @@ def test_cli_backfill_writes_the_window(influx_db: Any, capsys: pytest.CaptureFi
     assert {r["site"] for r in rows} == {"wwtp"}
     bad = main(["simulate", "--start", "2026-11-27T08:30", "--end", "2026-11-27T08:00"])
     assert bad == 2
+
+
+def test_a_paced_publish_stops_at_once_when_asked(broker: Any) -> None:
+    """A real-time run waiting an hour for its next message ends as soon as ``stop`` is set (SIGTERM path)."""
+    msgs = [Message(START, "park/wwtp/effluent/cod", b'{"value": 33.0, "ts": %d}' % START),
+            Message(START + 3_600_000, "park/wwtp/effluent/cod", b'{"value": 34.0, "ts": %d}' % (START + 3_600_000))]
+    seen = _Counter(broker.port, "park/#")
+    try:
+
+        async def run() -> int:
+            stop = asyncio.Event()
+            task = asyncio.create_task(publish(msgs, broker.url, speed=1.0, stop=stop))
+            await asyncio.to_thread(wait_for, lambda: seen.count >= 1, 30, "the first message")
+            stop.set()
+            return await asyncio.wait_for(task, 30)
+
+        assert asyncio.run(run()) == 1
+    finally:
+        seen.close()
