@@ -44,6 +44,7 @@ class TestService:
             async with Endpoints("ok", "hang", "fail", "ok") as (ok, hang, fail, app_ep):
                 svc = AlertService(s, PARK, webhooks=[hang.url, fail.url, ok.url],
                                    notify=[f"json://127.0.0.1:{app_ep.port}/apprise"], clock="event")
+                svc.dispatcher.workers[0].timeout = 300  # the hanging one stays hung for the whole test
                 svc.dispatcher.workers[1].backoff = 0.01  # the failing one retries quickly
                 stop = asyncio.Event()
                 task = asyncio.create_task(svc.run(stop))
@@ -110,12 +111,13 @@ class TestService:
                         sys.executable, "-m", "smartpark", "alerts", "ack", "plant/tank/none/hh", env=env,
                         stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
                     _, err = await proc.communicate()
-                    assert proc.returncode == 2 and err.decode().count("\n") == 1 and "unknown alarm" in err.decode()
+                    assert proc.returncode == 2, err.decode()
+                    assert err.decode().count("\n") == 1 and "unknown alarm" in err.decode(), err.decode()
                     proc = await asyncio.create_subprocess_exec(
                         sys.executable, "-m", "smartpark", "alerts", "list", "--json", env=env,
                         stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-                    out, _ = await proc.communicate()
-                    assert proc.returncode == 0
+                    out, err = await proc.communicate()
+                    assert proc.returncode == 0, err.decode()
                     assert {a["id"]: a["state"] for a in json.loads(out)}["plant/tank/level/h"] == "ACKED"
                 stop.set()
                 await asyncio.wait_for(task, 30)
