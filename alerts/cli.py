@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         a.set_defaults(func=cmd_action, action=name)
     rep = s.add_parser("report", help="alarm-system KPIs from the alarm measurement")
     rep.add_argument("--since", default="24h", help="period, e.g. 24h, 7d")
+    rep.add_argument("--until", default="now",
+                     help="end of the period: now, last (the newest alarm point: for replayed or simulated time), "
+                          "or epoch milliseconds")
     rep.add_argument("--json", action="store_true")
     rep.set_defaults(func=cmd_report)
 
@@ -156,13 +159,22 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from .report import kpis, render
 
     since_s = parse_duration(args.since)
+    if args.until not in ("now", "last") and not args.until.isdigit():
+        raise UsageError(f"--until is now, last or epoch milliseconds, got {args.until!r}")
 
-    async def fetch() -> list[dict[str, Any]]:
+    async def fetch() -> tuple[list[dict[str, Any]], int]:
         async with InfluxClient(settings.influx()) as db:
-            return await db.rows(f"SELECT * FROM alarm WHERE time > now() - {int(since_s)}s")
+            if args.until == "now":
+                end = int(time.time() * 1000)
+            elif args.until == "last":
+                last = await db.rows("SELECT last(state) FROM alarm")
+                end = int(last[0]["time"]) + 1 if last else int(time.time() * 1000)
+            else:
+                end = int(args.until)
+            start = end - int(since_s * 1000)
+            return await db.rows(f"SELECT * FROM alarm WHERE time > {start}ms AND time <= {end}ms"), end
 
-    rows = asyncio.run(fetch())
-    end = int(time.time() * 1000)
+    rows, end = asyncio.run(fetch())
     k = kpis(rows, end - int(since_s * 1000), end)
     if args.json:
         print(json.dumps(k, ensure_ascii=False))

@@ -133,15 +133,22 @@ class TestReport:
         """`smartpark alerts report --json` reads the alarm measurement of InfluxDB."""
         import time
 
+        def report(*extra: str) -> dict[str, object]:
+            r = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "report", "--json", *extra,
+                                "--influx-url", influx_db.url, "--influx-db", influx_db.db],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+        # simulated time (a replay months ago): --until last ends the period at the newest alarm point
+        influx_db.write([ev(i, i * 60).to_line() for i in range(3)], precision="ns")
+        k = report("--since", "1h", "--until", "last")
+        assert k["alarms"] == 3 and k["priority"] == {"high": 3}
+        assert report("--since", "1h")["alarms"] == 0
         now = int(time.time() * 1000)
         lines = [ev(i, 0).to_line().rsplit(" ", 1)[0] + f" {(now - 60_000 + i) * 1_000_000}" for i in range(4)]
         influx_db.write(lines, precision="ns")
-        r = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "report", "--since", "1h", "--json",
-                            "--influx-url", influx_db.url, "--influx-db", influx_db.db],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        k = json.loads(r.stdout)
-        assert k["alarms"] == 4 and k["priority"] == {"high": 4}
+        assert report("--since", "1h")["alarms"] == 4
 
     def test_shelve_without_reason_is_usage_error(self) -> None:
         """`alerts shelve` without --comment: one line and exit code 2, before any call."""
