@@ -331,12 +331,12 @@ class Engine:
         a.active = True
         a.pending = None
         self._pending.discard(a)
-        if not a.annunciated:
+        if a.annunciated:
+            a.acked = False
+            out.append(self._event(a, RAISED, ts, self._text(a, RAISED, detail)))
+        else:
             a.last_ts = ts
-            return
-        a.acked = False
-        out.append(self._event(a, RAISED, ts, self._text(a, RAISED, detail)))
-        if a.rule == "reg_5min":
+        if a.rule == "reg_5min":  # a legal excursion counts whether or not an operator shelved its alarm
             self._excursion(a, ts, out)
 
     def _clear(self, a: Alarm, ts: int, out: list[AlarmEvent], detail: str = "") -> None:
