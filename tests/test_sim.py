@@ -4,6 +4,7 @@ record -> replay, garbage payloads as dead letters, reconnection, pacing."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import hashlib
 import itertools
 import json
@@ -489,3 +490,30 @@ def test_a_paced_publish_stops_at_once_when_asked(broker: Any) -> None:
         assert asyncio.run(run()) == 1
     finally:
         seen.close()
+
+
+def test_publish_with_credentials_and_refusal(tmp_path: Path) -> None:
+    """publish sends the URL's user and password; a refused login is raised at once, not retried forever."""
+    from simulators.wirepub import MqttRefused
+    from smartpark.stack import free_port, port_in_use
+
+    port = free_port()
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "sim", "s3cret"], check=True, capture_output=True)
+    conf = tmp_path / "mosquitto.conf"
+    user = getpass.getuser()  # as root, mosquitto would switch to 'mosquitto', who cannot read tmp_path
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\nuser {user}\n",
+                    encoding="utf-8")
+    proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_in_use(port), 15, "the password-protected mosquitto")
+        msgs = list(Simulator(PARK, seed=0, start_ms=START, sites=["wwtp"]).messages(60))
+        good = f"mqtt://sim:s3cret@127.0.0.1:{port}"
+        assert asyncio.run(publish(msgs, good, speed=0)) == len(msgs)
+        with pytest.raises(MqttRefused) as err:
+            asyncio.run(publish(msgs, f"mqtt://sim:wrong@127.0.0.1:{port}", speed=0))
+        assert err.value.code in (4, 5)
+    finally:
+        proc.terminate()
+        proc.wait(15)
