@@ -284,10 +284,22 @@ def read_recording(path: str | Path, *, include_service: bool = False,
     the services that were running and are skipped unless asked for.
     """
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        header = json.loads(f.readline() or "{}")
+        try:
+            header = json.loads(f.readline() or "{}")
+        except (EOFError, ValueError):
+            header = {}
         if header.get("format") != RECORDING_FORMAT:
             raise ValueError(f"{path}: not a smartpark recording")
-        for raw in f:
+        while True:
+            try:
+                raw = f.readline()
+            except EOFError:  # a recorder killed mid-write leaves a truncated stream: keep what is whole
+                log.warning("%s ends early (the recorder did not stop cleanly); replaying what is complete", path)
+                return
+            if not raw:
+                return
+            if not raw.endswith("\n"):
+                return  # a last line cut in half
             d = json.loads(raw)
             if not include_service and is_service_topic(d["topic"]):
                 continue

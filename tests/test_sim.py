@@ -517,3 +517,18 @@ def test_publish_with_credentials_and_refusal(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_a_truncated_recording_replays_what_is_whole(tmp_path: Path) -> None:
+    """A recorder killed mid-write leaves a cut gzip stream: reading it yields the complete lines, no error."""
+    import gzip
+
+    path = tmp_path / "cut.jsonl.gz"
+    lines = ['{"format": "smartpark-recording", "version": 1}'] + [
+        json.dumps({"t": START + i, "topic": "park/wwtp/effluent/cod", "qos": 1, "retain": False,
+                    "payload": f'{{"value": {i}.5}}'}) for i in range(2000)]
+    data = gzip.compress(("\n".join(lines) + "\n").encode())
+    path.write_bytes(data[: len(data) * 2 // 3])
+    got = list(read_recording(path))
+    assert 0 < len(got) < 2000
+    assert [json.loads(m.payload)["value"] for m in got] == [i + 0.5 for i in range(len(got))]

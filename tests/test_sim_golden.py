@@ -31,6 +31,7 @@ class RefEvaluator:
     last_ts: dict[str, int] = field(default_factory=dict)
     last_sample: dict[str, tuple[int, float, int]] = field(default_factory=dict)  # ts, value, repeats
     window: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    checked_ms: int = 0
 
     def _set(self, key: str, rule: str, on: bool, ts: int) -> None:
         k = (key, rule)
@@ -43,10 +44,12 @@ class RefEvaluator:
 
     def reading(self, key: str, value: float, ts: int, quality: str) -> None:
         sensor = self.park.get(key).sensor
-        for other, last in self.last_ts.items():  # no_data on the event clock
-            iv = self.park.get(other).sensor.interval_s * 1000
-            if ts - last >= 3 * iv:
-                self._set(other, "no_data", True, ts)
+        if ts - self.checked_ms >= 1000:  # no_data on the event clock, checked once per second
+            self.checked_ms = ts
+            for other, last in self.last_ts.items():
+                iv = self.park.get(other).sensor.interval_s * 1000
+                if ts - last >= 3 * iv:
+                    self._set(other, "no_data", True, ts)
         self.last_ts[key] = ts
         self._set(key, "no_data", False, ts)
         self._set(key, "out_of_range", quality == "bad", ts)
