@@ -56,6 +56,17 @@ class TestDeterminism:
             b = digest(Simulator(PARK, seed=1, start_ms=START, snapshots=snapshots).messages(900))
             assert a == b
 
+    def test_same_bytes_in_another_process(self) -> None:
+        """Determinism does not hang on the interpreter: another process (other hash seed) gives the same bytes."""
+        code = ("import hashlib, sys; from smartpark.park import load_park; "
+                "from simulators import Simulator, load_scenario; p = load_park(); h = hashlib.sha256()\n"
+                "for m in Simulator(p, load_scenario('sc07', p), seed=7).messages():\n"
+                "    h.update(b'%d|%s|%s\\n' % (m.ts_ms, m.topic.encode(), m.payload))\n"
+                "print(h.hexdigest())")
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "12345"},
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == digest(Simulator(PARK, load_scenario("sc07", PARK), seed=7).messages())
+
     def test_another_seed_differs(self) -> None:
         """A different seed gives different readings (same topics and times)."""
         one = list(Simulator(PARK, seed=1, start_ms=START).messages(60))
