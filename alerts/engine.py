@@ -242,6 +242,7 @@ class Engine:
         self._shelved: set[Alarm] = set()
         self._seq = 0
         self._armed: int | None = None
+        self._warming = False
         for ref in park:
             if only is None or ref.site in only:
                 self._sensors[ref.index] = self._build(ref)
@@ -458,6 +459,44 @@ class Engine:
             self._custom(a, ts, out)
         return out
 
+    def needs_history(self) -> dict[str, int]:
+        """Sensor key -> how far back (ms before now) its averaging windows reach: what to rebuild at start."""
+        out = {}
+        for s in self._sensors:
+            if s is None:
+                continue
+            back = ROLL_MS["5min"] if s.roll is not None else 0
+            if "1h" in s.bucket_alarms:
+                back = max(back, HOUR_MS)
+            if "24h" in s.bucket_alarms:
+                back = max(back, 24 * HOUR_MS)
+            if "monthly" in s.bucket_alarms:
+                back = max(back, 31 * 24 * HOUR_MS)
+            if back:
+                out[s.ref.key] = back
+        return out
+
+    def warm(self, r: Reading) -> None:
+        """Feed a historical reading into the averaging windows only: no rule is evaluated, no event made.
+
+        At a first start the rolling 5-minute window and the clock-hour/day/month buckets are rebuilt
+        from InfluxDB history this way, so that the first averages judged are complete."""
+        s = self._sensors[r.ref.index]
+        if s is None or r.quality != "good" or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts:
+            return
+        v, ts = r.value, r.ts_ms
+        if s.roll is not None:
+            s.roll_dq.append((ts, v))
+            s.roll_sum += v
+            while s.roll_dq[0][0] <= ts - ROLL_MS["5min"]:
+                s.roll_sum -= s.roll_dq.popleft()[1]
+        if s.bucket_alarms:
+            self._warming = True
+            try:
+                self._bucket(s, v, ts, [])
+            finally:
+                self._warming = False
+
     def _arm(self, ts: int) -> None:
         """The first moment the engine knows the time: sensors not heard of yet are due from then on."""
         self._armed = ts
@@ -615,6 +654,8 @@ class Engine:
                 return
 
     def _judge(self, a: Alarm, mean: float, ts: int, out: list[AlarmEvent], detail: str) -> None:
+        if self._warming:
+            return  # a period that ended in history is not judged again at start
         assert a.reg is not None
         on, lim = self._violates(a.reg, mean)
         a.value = mean

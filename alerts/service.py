@@ -26,6 +26,7 @@ from collector.mqtt import MqttSource
 from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError, WriteError
 from smartpark.influx import InfluxClient
+from smartpark.lineproto import quote_literal
 from smartpark.park import Park
 from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, is_service_topic, status_topic
 
@@ -197,6 +198,7 @@ class AlertService:
         really happened while we were down and are emitted now."""
         last = self.engine.sensor_last_ts()
         if not last:
+            await self._warm(db)
             return
         since = min(last.values())
         floor = max(last.values()) - 24 * 3_600_000
@@ -216,6 +218,34 @@ class AlertService:
         if readings:
             log.info("rebuilt windows from %d readings of InfluxDB history", len(readings))
         self.emit(events)
+
+    async def _warm(self, db: InfluxClient) -> None:
+        """First start (no snapshot): rebuild the averaging windows from the readings InfluxDB holds, up to
+        the newest one (the wall clock's now, or the newest reading with the event clock)."""
+        need = self.engine.needs_history()
+        if not need:
+            return
+        if self.event_clock:
+            newest = await db.rows("SELECT last(value) FROM reading")
+            if not newest:
+                return
+            now = int(newest[0]["time"])
+        else:
+            now = self.clock.now_ms()
+        readings: list[Reading] = []
+        for key, back in need.items():
+            site, asset, sensor = key.split("/")
+            q = (f"SELECT value, quality FROM reading WHERE site = {quote_literal(site)} AND asset = "
+                 f"{quote_literal(asset)} AND sensor = {quote_literal(sensor)} AND time > {now - back}ms "
+                 f"AND time <= {now}ms")
+            ref = self.park.get(key)
+            readings += [Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or "good")
+                         for row in await db.rows(q) if row.get("value") is not None]
+        readings.sort(key=lambda r: r.ts_ms)
+        for r in readings:
+            self.engine.warm(r)
+        if readings:
+            log.info("averaging windows rebuilt from %d readings of InfluxDB history", len(readings))
 
     async def _start_api(self) -> web.AppRunner:
         parts = urlsplit(self.settings.api_url)

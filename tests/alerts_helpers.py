@@ -31,6 +31,11 @@ sites:
         name: Pump
         sensors:
           - {id: flow, name: Flow, unit: m3/h, range: [0, 100], normal: [20, 60], interval_s: 10, limits: {h: 80}}
+      - id: stack
+        name: Stack
+        sensors:
+          - {id: nox, name: NOx, unit: mg/m3, range: [0, 1000], normal: [100, 250], interval_s: 60,
+             regulatory: [{limit: 300, averaging: 1h, source: GB 18484}]}
 """
 PARK = parse_park(PARK_YAML, "test-park.yaml")
 

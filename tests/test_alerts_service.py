@@ -169,6 +169,29 @@ class TestService:
         svc = asyncio.run(session([]))  # a second restart replays nothing twice
         assert influx_db.count("alarm") == 2
 
+    def test_first_start_rebuilds_averages_from_history(self, broker: Broker, influx_db: InfluxDB,
+                                                        tmp_path: object) -> None:
+        """With no saved state, the clock-hour window is rebuilt from InfluxDB: the hour the engine joins late
+        is judged on all its values (59), not only on those that arrive live."""
+        s = settings(broker, influx_db, tmp_path, free_port())
+        influx_db.write([f"reading,asset=stack,sensor=nox,site=other value=400.0 {T0 + i * 60_000}" for i in range(58)])
+
+        async def main() -> list[str]:
+            svc = AlertService(s, PARK, clock="event", api=False)
+            stop = asyncio.Event()
+            task = asyncio.create_task(svc.run(stop))
+            await asyncio.wait_for(svc.ready.wait(), 30)
+            await asyncio.sleep(0.3)
+            topic = "park/other/stack/nox"
+            await publish(broker, [(topic, reading(400, T0 + 58 * 60_000)), (topic, reading(100, T0 + 3_600_000))])
+            await wait_for(lambda: svc.counts["readings"] >= 2)
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            return [r["message"] for r in influx_db.query("SELECT * FROM alarm WHERE rule = 'reg_1h'")]
+
+        messages = asyncio.run(main())
+        assert len(messages) == 1 and "hourly mean of 59 values" in messages[0]
+
     def test_bad_rules_file_refused_at_start(self, tmp_path: object) -> None:
         """A rules file with a mistake stops `alerts run` before any I/O: one line, exit code 2."""
         import subprocess
