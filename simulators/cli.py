@@ -71,6 +71,16 @@ def parse_time(text: str, park: Park, now_ms: int | None = None) -> int:
     return int(dt.timestamp() * 1000)
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="publish simulated park readings, run an incident scenario, or backfill",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
     p.add_argument("--speed", type=float, default=1.0, help="1 real time, 60 a minute per second, 0 no pacing")
     p.add_argument("--duration", help="how long to simulate (90s, 15m, 2h, 1d); default: the scenario, or forever")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same readings")
+    p.add_argument("--seed", type=_seed, default=0, help="same seed, same readings (>= 0)")
     p.add_argument("--start", help="simulated start time (now, -24h, ISO 8601, epoch ms); with --end: backfill")
     p.add_argument("--end", help="end of a backfill (now, ISO 8601, epoch ms)")
     p.add_argument("--publish", action="store_true", help="backfill through MQTT instead of writing InfluxDB")

@@ -59,6 +59,8 @@ class Simulator:
         self.park = park
         self.scenario = scenario
         self.seed = int(seed)
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.snapshots = snapshots
         if start_ms is None:
             start_ms = scenario.default_start_ms(park) if scenario else (time.time_ns() // 1_000_000_000) * 1000
