@@ -162,6 +162,9 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.speed < 0:
         raise UsageError("--speed must be >= 0")
+    for site in args.sites or []:
+        if park.site(site) is None:
+            raise UsageError(f"--site {site!r} is not a site of the park ({', '.join(x.id for x in park.sites)})")
     scn = _scenario(args, park)
     duration = parse_duration(args.duration) if args.duration else None
     if args.end is not None:
