@@ -85,12 +85,18 @@ OPENAPI: dict[str, Any] = {
         "/alarms/{id}/unshelve": _action("Unshelve", _OPERATOR),
         "/alarms/{id}/out-of-service": _action("Take out of service (needs a reason)", _OPERATOR),
         "/alarms/{id}/in-service": _action("Return to service", _OPERATOR),
+        "/status": {"get": {"summary": "Counters: messages received, readings, invalid, events, written; per notifier "
+                                       "queued/sent/retries/failed/dropped; floods; backlogs",
+                            "security": [{"bearer": []}],
+                            "responses": {"200": {"description": "counters", "content": {"application/json": {
+                                "schema": {"type": "object"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     },
 }
 
 
-def make_app(token: str, active: Callable[[], list[dict[str, Any]]], act: Action) -> web.Application:
+def make_app(token: str, active: Callable[[], list[dict[str, Any]]], act: Action,
+             status: Callable[[], dict[str, Any]] | None = None) -> web.Application:
     """The aiohttp application; ``act(action, body)`` performs an operator action and returns its event."""
 
     @web.middleware
@@ -127,8 +133,12 @@ def make_app(token: str, active: Callable[[], list[dict[str, Any]]], act: Action
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
+    async def get_status(request: web.Request) -> web.Response:
+        return web.json_response(status() if status else {})
+
     app = web.Application(middlewares=[auth])
     app.router.add_get("/alarms", get_alarms)
     app.router.add_post("/alarms/{id:.+}/{action:ack|shelve|unshelve|out-of-service|in-service}", post_action)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/status", get_status)
     return app

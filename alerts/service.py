@@ -251,7 +251,7 @@ class AlertService:
         parts = urlsplit(self.settings.api_url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 8765
         assert self.token is not None
-        runner = web.AppRunner(make_app(self.token, self.engine.active, self.act), access_log=None)
+        runner = web.AppRunner(make_app(self.token, self.engine.active, self.act, self.status), access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
@@ -358,9 +358,20 @@ class AlertService:
         self.store.snapshot(state)
 
     async def _snapshotter(self) -> None:  # every second: the journal to replay after a crash stays short
+        seen = None
         while True:
             await asyncio.sleep(self.snapshot_s)
-            self._snapshot()
+            mark = (self.counts["received"], self.counts["events"], self.clock.now_ms() // 60_000)
+            if mark != seen:  # nothing happened: the last snapshot is still the state
+                self._snapshot()
+                seen = mark
+
+    def status(self) -> dict[str, Any]:
+        """Counters of every path (received, readings, invalid, events, written) and of every notifier."""
+        return {"instance": self.instance, "clock": "event" if self.event_clock else "wall",
+                "now": self.clock.now_ms(), "counts": dict(self.counts), "notifiers": self.dispatcher.counts(),
+                "flooding": dict(self.dispatcher.flooding), "influx_backlog": len(self._lines) + len(self._inflight),
+                "mqtt_backlog": self._retained.qsize()}
 
 
 __all__ = ["AlertService", "api_token"]

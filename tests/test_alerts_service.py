@@ -98,6 +98,10 @@ class TestService:
                         assert r.status == 400 and "reason" in (await r.json())["error"]
                     async with http.post(f"{base}/alarms/plant/tank/nope/hh/ack", headers=hdr, json={}) as r:
                         assert r.status == 404
+                    async with http.get(base + "/status", headers=hdr) as r:
+                        st = await r.json()
+                    assert st["counts"]["readings"] == 4
+                    assert st["notifiers"][f"webhook:{ok.url}"]["sent"] >= 5
                     async with http.get(base + "/openapi.json") as r:
                         doc = await r.json()
                     for path, ops in doc["paths"].items():
