@@ -21,7 +21,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,51 +229,104 @@ async def backfill(park: Park, client: InfluxClient, start_ms: int, end_ms: int,
 
 async def record(mqtt_url: str, path: str | Path, *, topic: str = "park/#", stop: asyncio.Event | None = None,
                  duration_s: float | None = None, count: int | None = None, qos: int = 1,
-                 ready: asyncio.Event | None = None) -> int:
+                 ready: asyncio.Event | None = None, on_message: Callable[[Message], None] | None = None) -> int:
     """Capture traffic into a gzip JSON-lines file: a header line, then one line per message with its
     receive time (``t``, epoch ms), topic, payload (UTF-8 text, or base64 when it is not) and flags.
-    Runs until ``stop`` is set, ``duration_s`` passed or ``count`` messages arrived; returns the count."""
-    n = 0
+    ``on_message`` sees every recorded message (a live display, or a test waiting for a marker).
+
+    Runs until ``stop`` is set, ``duration_s`` passed or ``count`` messages arrived; returns the count.
+    The file appears once the first subscription stands (``ready`` is set then). When the broker goes away
+    the recorder reconnects with full-jitter backoff and keeps appending; the MQTT 5 session (stable client
+    id, one hour expiry) lets the broker keep QoS 1 messages for it while it is away.
+    """
+    loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    async with mqtt_client(mqtt_url) as client:
-        await client.subscribe(topic, qos=qos)
-        # the file appears once the subscription stands: whoever waits for it knows recording has begun
-        with gzip.open(path, "wt", encoding="utf-8", compresslevel=6) as out:
-            out.write(json.dumps({"format": RECORDING_FORMAT, "version": 1, "topic": topic,
-                                  "started_ms": time.time_ns() // 1_000_000}) + "\n")
-            out.flush()
-            if ready is not None:
-                ready.set()
+    deadline = None if duration_s is None else loop.time() + duration_s
+    cid = f"smartpark-record-{uuid.uuid4().hex[:8]}"
+    backoff = Backoff()
+    out: Any = None
+    n = 0
 
-            async def consume() -> None:
-                nonlocal n
-                async for msg in client.messages:
-                    payload = bytes(msg.payload) if isinstance(msg.payload, (bytes, bytearray)) else \
-                        str(msg.payload).encode()
-                    line: dict[str, Any] = {"t": time.time_ns() // 1_000_000, "topic": str(msg.topic),
-                                            "qos": msg.qos, "retain": bool(msg.retain)}
-                    try:
-                        line["payload"] = payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        line["payload_b64"] = base64.b64encode(payload).decode()
-                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
-                    n += 1
-                    if count is not None and n >= count:
-                        stop.set()
-                        return
+    def remaining() -> float | None:
+        return None if deadline is None else max(0.0, deadline - loop.time())
 
-            task = asyncio.create_task(consume(), name="record-consume")
+    try:
+        while not stop.is_set() and (deadline is None or loop.time() < deadline):
             try:
-                waiter = asyncio.create_task(stop.wait(), name="record-stop")
-                await asyncio.wait({task, waiter}, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for t in (task, waiter):
-                    t.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await t
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-    return n
+                async with mqtt_client(mqtt_url, client_id=cid, clean_start=False,
+                                       properties=_session_properties()) as client:
+                    await client.subscribe(topic, qos=qos)
+                    backoff.reset()
+                    if out is None:
+                        out = gzip.open(path, "wt", encoding="utf-8", compresslevel=6)
+                        out.write(json.dumps({"format": RECORDING_FORMAT, "version": 1, "topic": topic,
+                                              "started_ms": time.time_ns() // 1_000_000}) + "\n")
+                        out.flush()
+                        if ready is not None:
+                            ready.set()
+
+                    async def consume(client: aiomqtt.Client = client, out: Any = out) -> None:
+                        nonlocal n
+                        async for msg in client.messages:
+                            line = _record_line(msg)
+                            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                            n += 1
+                            if on_message is not None:
+                                on_message(Message(line["t"], line["topic"], _payload_bytes(msg)))
+                            if count is not None and n >= count:
+                                stop.set()
+                                return
+
+                    await _until(consume(), stop, remaining())
+                    return n
+            except aiomqtt.MqttError as exc:
+                delay = backoff.next()
+                log.warning("record: broker connection lost (%s); reconnecting in %.2fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        return n
+    finally:
+        if out is not None:
+            out.close()
+
+
+def _session_properties() -> Any:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    return props
+
+
+def _payload_bytes(msg: aiomqtt.Message) -> bytes:
+    return bytes(msg.payload) if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
+
+
+def _record_line(msg: aiomqtt.Message) -> dict[str, Any]:
+    payload = _payload_bytes(msg)
+    line: dict[str, Any] = {"t": time.time_ns() // 1_000_000, "topic": str(msg.topic), "qos": msg.qos,
+                            "retain": bool(msg.retain)}
+    try:
+        line["payload"] = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        line["payload_b64"] = base64.b64encode(payload).decode()
+    return line
+
+
+async def _until(work: Coroutine[Any, Any, None], stop: asyncio.Event, limit_s: float | None) -> None:
+    """Run ``work`` until it ends, ``stop`` is set or ``limit_s`` passes; its errors propagate."""
+    task = asyncio.create_task(work, name="record-consume")
+    waiter = asyncio.create_task(stop.wait(), name="record-stop")
+    try:
+        await asyncio.wait({task, waiter}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, waiter):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
 
 
 def read_recording(path: str | Path, *, include_service: bool = False,
