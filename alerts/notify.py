@@ -152,7 +152,10 @@ class Worker:
         try:
             while True:
                 n = await self.queue.get()
-                await self._deliver(n)
+                try:
+                    await self._deliver(n)
+                finally:
+                    self.queue.task_done()
         finally:
             with contextlib.suppress(Exception):
                 await self.notifier.close()

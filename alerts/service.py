@@ -177,6 +177,14 @@ class AlertService:
                               for w in self.dispatcher.workers]
                     self.ready.set()
                     await stop.wait()
+                    # the subscription ends by itself on stop (its session says offline and disconnects);
+                    # then the notifiers get a moment to deliver what is queued; then everything stops
+                    await asyncio.wait([tasks[0]], timeout=5)
+                    drains = [asyncio.create_task(w.queue.join()) for w in self.dispatcher.workers]
+                    if drains:
+                        await asyncio.wait(drains, timeout=3)
+                    for d in drains:
+                        d.cancel()
                     for t in tasks:
                         t.cancel()
                     _, late = await asyncio.wait([*tasks, out], timeout=10)
