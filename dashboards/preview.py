@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import matplotlib
 
@@ -129,7 +130,7 @@ def _draw_thresholds(ax: Axes, thresholds: Json | None, mode: str) -> None:
     ax.set_ylim(lo, hi)
 
 
-def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange, marks: list[tuple[int, str]]) -> None:
+def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange, marks: list[tuple[int, str]], tz: dt.tzinfo) -> None:
     panel = res.panel
     defaults = panel["fieldConfig"]["defaults"]
     custom = defaults.get("custom", {})
@@ -158,7 +159,7 @@ def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange, marks: list[tuple[int
     _draw_thresholds(ax, defaults.get("thresholds"), custom.get("thresholdsStyle", {}).get("mode", "off"))
     for ts, color in marks:  # annotations: Grafana draws them on every time-series panel of the dashboard
         ax.axvline(_num(ts), color=_color(color) or "grey", lw=0.8, alpha=0.7, ls=":")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=tz))
     ax.tick_params(labelsize=6)
     unit = str(defaults.get("unit", ""))
     if unit:
@@ -190,7 +191,7 @@ def _stat(ax: Axes, res: PanelResult) -> None:
             ax.text(x, 0.2, name, ha="center", va="center", fontsize=7, transform=ax.transAxes)
 
 
-def _table(ax: Axes, res: PanelResult, cjk: bool, max_rows: int = 10) -> None:
+def _table(ax: Axes, res: PanelResult, cjk: bool, tz: dt.tzinfo, max_rows: int = 10) -> None:
     ax.set_axis_off()
     rows: list[list[str]] = []
     header: list[str] = []
@@ -200,7 +201,7 @@ def _table(ax: Axes, res: PanelResult, cjk: bool, max_rows: int = 10) -> None:
         header = ["time", *tag_keys, *cols]
         for r in s.values:
             rec = dict(zip(s.columns, r, strict=False))
-            t = dt.datetime.fromtimestamp(rec["time"] / 1000, tz=dt.UTC).strftime("%m-%d %H:%M")
+            t = dt.datetime.fromtimestamp(rec["time"] / 1000, tz=tz).strftime("%m-%d %H:%M")
             rows.append([t, *(s.tags[k] for k in tag_keys), *(_cell(rec.get(c)) for c in cols)])
     for tf in res.panel.get("transformations", []):
         if tf["id"] == "sortBy" and header:
@@ -255,7 +256,7 @@ def _pie(ax: Axes, res: PanelResult) -> None:
            wedgeprops={"width": 0.45})
 
 
-def _state_timeline(ax: Axes, res: PanelResult, tr: TimeRange) -> None:
+def _state_timeline(ax: Axes, res: PanelResult, tr: TimeRange, tz: dt.tzinfo) -> None:
     thresholds = res.panel["fieldConfig"]["defaults"].get("thresholds")
     width = panel_interval_ms(res.panel, tr) / 86_400_000
     for i, s in enumerate(res.series):
@@ -266,7 +267,7 @@ def _state_timeline(ax: Axes, res: PanelResult, tr: TimeRange) -> None:
                 ax.barh(i, width, left=x, color=_threshold_color(float(v), thresholds) or "grey", height=0.8)
     ax.set_yticks(range(len(res.series)), [s.name for s in res.series], fontsize=7)
     ax.xaxis_date()
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=tz))
     ax.tick_params(labelsize=6)
 
 
@@ -282,7 +283,8 @@ def draw_dashboard(dash: Json, results: list[PanelResult], tr: TimeRange, path: 
     fig = plt.figure(figsize=(WIDTH_IN, height_in), dpi=60)
     fig.text(0.01, 1 - 0.35 / height_in, display_title(dash["title"], bool(cjk)), fontsize=15, weight="bold",
              va="center")
-    fig.text(0.99, 1 - 0.35 / height_in, f"{_fmt(tr.from_ms)} – {_fmt(tr.to_ms)} UTC", fontsize=10,
+    tz = _zone(dash.get("timezone"))
+    fig.text(0.99, 1 - 0.35 / height_in, f"{_fmt(tr.from_ms, tz)} – {_fmt(tr.to_ms, tz)} {tz}", fontsize=10,
              va="center", ha="right")
     by_id = {r.panel.get("id"): r for r in results}
     for p in dash["panels"]:
@@ -304,15 +306,15 @@ def draw_dashboard(dash: Json, results: list[PanelResult], tr: TimeRange, path: 
             continue
         kind = p["type"]
         if kind == "timeseries":
-            _timeseries(ax, res, tr, marks or [])
+            _timeseries(ax, res, tr, marks or [], tz)
         elif kind == "stat":
             _stat(ax, res)
         elif kind == "table":
-            _table(ax, res, bool(cjk))
+            _table(ax, res, bool(cjk), tz)
         elif kind == "piechart":
             _pie(ax, res)
         elif kind == "state-timeline":
-            _state_timeline(ax, res, tr)
+            _state_timeline(ax, res, tr, tz)
         else:
             ax.set_axis_off()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,8 +323,16 @@ def draw_dashboard(dash: Json, results: list[PanelResult], tr: TimeRange, path: 
     return path
 
 
-def _fmt(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
+def _fmt(ms: int, tz: dt.tzinfo) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _zone(name: object) -> dt.tzinfo:
+    """The dashboard's time zone (an IANA name such as Asia/Shanghai); UTC for ``browser``/``utc``/unknown."""
+    try:
+        return ZoneInfo(str(name)) if name and str(name) not in ("browser", "utc", "") else dt.UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.UTC
 
 
 async def annotation_marks(client: InfluxClient, dash: Json, tr: TimeRange) -> list[tuple[int, str]]:
