@@ -292,3 +292,17 @@ class TestBrokerAcl:
             assert not {"park/_sys/collector/c9", "park/alarms/hw_center/scc/temp/ll"} & watcher.topics()
         finally:
             watcher.close()
+
+
+def test_the_image_gets_every_package_and_runs_smartpark() -> None:
+    """docker/Dockerfile copies each package pyproject.toml installs, and its entrypoint is the CLI."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.M))
+    assert packages <= copied, f"not copied into the image: {packages - copied}"
+    assert re.search(r'^ENTRYPOINT \["smartpark"\]$', dockerfile, re.M)
+    assert "USER smartpark" in dockerfile  # not root
+    assert pyproject["project"]["scripts"]["smartpark"] == "smartpark.cli:main"
