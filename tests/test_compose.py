@@ -119,6 +119,7 @@ class TestComposeFile:
 
     def test_grafana_gets_the_provisioning_and_the_admin_password_from_the_environment(
             self, compose: dict[str, Any]) -> None:
+        """Grafana mounts the provisioning and the generated JSON; its admin password is a required variable."""
         grafana = compose["services"]["grafana"]
         assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
         targets = {v.split(":")[1] for v in grafana["volumes"]}
@@ -269,6 +270,7 @@ class TestBrokerAcl:
             watcher.close()
 
     def test_services_write_alarms_and_status_but_no_readings(self, secured_broker: int) -> None:
+        """The services' user publishes alarm state and service status, never readings."""
         watcher = _Watcher(secured_broker, PASSWORDS["smartpark"])
         try:
             _publish(secured_broker, "smartpark", "park/wwtp/effluent/cod")
@@ -281,6 +283,7 @@ class TestBrokerAcl:
             watcher.close()
 
     def test_simulator_publishes_readings_of_every_site_and_nothing_else(self, secured_broker: int) -> None:
+        """The simulator's user publishes readings of any site but neither alarm state nor service status."""
         watcher = _Watcher(secured_broker, PASSWORDS["smartpark"])
         try:
             _publish(secured_broker, "simulator", "park/_sys/collector/c9")

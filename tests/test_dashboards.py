@@ -81,6 +81,7 @@ class TestGenerated:
         assert main(["dashboards", "build", "--check", "--out", str(tmp_path)]) == 1
 
     def test_every_dashboard_has_stable_uid_schema_version_and_tags(self) -> None:
+        """Uids are fixed and short, schemaVersion is current, every dashboard is tagged and has its file."""
         dashboards = build_all(load_park())
         uids = [d["uid"] for d in dashboards]
         assert len(set(uids)) == len(uids)
@@ -107,6 +108,7 @@ class TestGenerated:
 
 class TestFromTheParkModel:
     def test_site_dashboard_has_a_panel_per_sensor_grouped_by_asset(self, small_park: Any) -> None:
+        """A row per asset, a bilingual panel per sensor in its unit, no emptier buckets than it reports."""
         dash = next(d for d in build_all(small_park) if d["uid"] == "smartpark-site-wwtp")
         assert dash["title"] == "污水处理厂 · Wastewater treatment plant"
         rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
@@ -191,6 +193,7 @@ class TestMacros:
         assert calculate_interval_ms(tr, None, None) == 60_000  # Grafana's default resolution of 1500
 
     def test_interval_text_and_parsing(self) -> None:
+        """Intervals print as Grafana prints them and parse as Grafana parses them."""
         assert [format_interval(ms) for ms in (500, 10_000, 90_000, 120_000, 3_600_000, 86_400_000)] == \
             ["500ms", "10s", "1m", "2m", "1h", "1d"]
         assert interval_to_ms(">10s") == 10_000 and interval_to_ms("30") == 30_000 and interval_to_ms("1h") == 3_600_000
@@ -206,6 +209,7 @@ class TestMacros:
                        "time >= 1700000000000ms and time <= 1700086400000ms GROUP BY time(2m) fill(null) -- 120000 2m")
 
     def test_variables_are_regex_escaped_when_multi(self) -> None:
+        """Multi-value variables become regex alternations of escaped values; single ones stay literal."""
         assert format_variable(["a.b"], multi=True) == r"a\.b"
         assert format_variable(["a.b"], multi=False) == "a.b"
         assert format_variable(["x", "y/z"], multi=True) == r"(x|y\/z)"
@@ -318,6 +322,7 @@ class TestPush:
         assert fake.auth == {"Bearer glsa_test"}
 
     def test_renamed_site_renames_its_folder(self) -> None:
+        """A folder whose title no longer matches the site's name is renamed in place (same uid)."""
         async def check(fake: FakeGrafana, url: str) -> None:
             fake.folders["smartpark-wwtp"] = {"uid": "smartpark-wwtp", "title": "old name", "version": 3}
             report = await push(connect(url, "glsa_test"), load_park(), build_all(load_park()))
@@ -359,11 +364,13 @@ class TestPush:
         assert main(["dashboards", "push", "--grafana-url", ""]) == 2
 
     def test_folder_of_each_dashboard(self) -> None:
+        """Site dashboards go to their site's folder, the others to the park's."""
         assert folder_for({"uid": "smartpark-site-wwtp", "tags": ["smartpark", "site", "wwtp"]}) == "smartpark-wwtp"
         assert folder_for({"uid": "smartpark-overview", "tags": ["smartpark"]}) == "smartpark"
 
 
 def test_write_generated_removes_dashboards_that_no_longer_exist(tmp_path: Path, small_park: Any) -> None:
+    """A site removed from the model loses its file at the next build."""
     (tmp_path / "smartpark-site-gone.json").write_text("{}")
     write_generated(small_park, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(
