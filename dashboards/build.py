@@ -397,12 +397,19 @@ def collector_dashboard(park: Park) -> Json:
                   'GROUP BY time($__interval), "instance" fill(0)', "A", alias="$tag_instance")],
         thresholds=g.threshold_steps([(1, GREEN)], RED), min_interval="1m",
         description="Green while a collector instance reports its counters; red when it stopped reporting.")
-    for p in (ingest, points, lag, spool, dead, dead_tbl, status):
+    fresh = g.table("数据新鲜度 · Latest reading per site",
+                    [g.target('SELECT last("value") AS "value", "sensor" FROM "reading" WHERE $timeFilter '
+                              'GROUP BY "site"', "A", table=True)],
+                    description="Time of the newest reading stored for each site: a site whose time lags the "
+                                "others has lost its gateway, its network or the collector.")
+    for p in (ingest, points, lag, spool, dead, dead_tbl, status, fresh):
         p["_w"] = 12
-    status["_w"], status["_h"] = 24, 5
+    status["_w"], status["_h"] = 16, 6
+    fresh["_w"], fresh["_h"] = 8, 6
     return g.dashboard(
         "smartpark-collector", "采集服务 · Collector health", tags=[TAG, "collector"],
-        panels=g.layout([status, ingest, points, lag, spool, dead, dead_tbl]), refresh="10s", time_from="now-1h",
+        panels=g.layout([status, fresh, ingest, points, lag, spool, dead, dead_tbl]), refresh="10s",
+        time_from="now-1h",
         description="Ingest rate, backlog, spool, retries, dead letters and status of the collector instances.",
         timezone=park.park.timezone,  # the control room's clock, whatever the browser's
     )
