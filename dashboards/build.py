@@ -377,7 +377,9 @@ def collector_dashboard(park: Park) -> Json:
                   'GROUP BY time($__interval), "instance" fill(null)', "A", alias="backlog $tag_instance")],
         min_interval="10s",
         description="Messages received but not yet in InfluxDB: batching and write latency show here as a "
-                    "backlog; a growing line means InfluxDB is slow or down.")
+                    "backlog; a growing line means InfluxDB is slow or down. An out-of-range reading counts as "
+                    "written and invalid (stored with quality bad and dead-lettered), so the line can dip "
+                    "below zero by their number.")
     spool = g.timeseries("缓存与重试 · Spooled and retried (per interval)",
                          [g.target(rate("spooled", "$__interval"), "A", alias="spooled $tag_instance"),
                           g.target(rate("retries", "$__interval"), "B", alias="retries $tag_instance")],
