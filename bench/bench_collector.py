@@ -56,9 +56,12 @@ def run_collector(stack: Stack, park: Path, state: Path, db: str, n: int, jobs: 
     cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", stack.mqtt_url, "--influx-url",
            stack.influx_url, "--influx-db", db, "--park", str(park), "--state-dir", str(state),
            "--instance", db, "--batch-size", str(batch_size)]
-    if profile:
-        cmd = ["py-spy", "record", "-o", profile, "-f", "speedscope", "--", *cmd]
     proc = subprocess.Popen(cmd, stderr=open(state / f"{db}.log", "ab"))
+    spy = None
+    if profile:  # collapsed stacks of the collector until it exits
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile, "-f", "raw",
+                                "-r", "200", "--pid", str(proc.pid)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
         while count_points(stack.influx_url, db, "collector", "received") == 0:
             time.sleep(0.2)
@@ -70,14 +73,14 @@ def run_collector(stack: Stack, park: Path, state: Path, db: str, n: int, jobs: 
         while (got := count_points(stack.influx_url, db)) < readings:
             time.sleep(0.1)
         elapsed = time.perf_counter() - t0
-        target = proc.pid if not profile else int(subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0])
-        rss = peak_rss_mb(target)
+        rss = peak_rss_mb(proc.pid)
         time.sleep(1.5)  # let a straggler (a duplicate would be one) show up before counting for good
         got = count_points(stack.influx_url, db)
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(60)
+        if spy is not None:
+            spy.wait(60)
     return {"rate": readings / elapsed, "seconds": elapsed, "publish_seconds": published, "points": got,
             "lost": readings - got, "peak_rss_mb": rss, "exit": rc, "messages": n}
 
@@ -100,7 +103,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--bare-n", type=int, default=100_000)
     ap.add_argument("--only", default="a,b,c,d,bare,writers")
-    ap.add_argument("--profile", help="py-spy speedscope output for one (c) run")
+    ap.add_argument("--profile", help="py-spy profiles of the first (c) and (d) runs: PREFIX.c.json, PREFIX.d.json")
     args = ap.parse_args()
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="bench_collector_"))
@@ -126,7 +129,7 @@ def main() -> int:
                 db = f"c{r}_{time.time_ns()}"
                 jobs = split_jobs(args.n, [f"park/plant/a0{k}/s00{k}" for k in range(4)])
                 runs.append(run_collector(stack, park, tmp, db, args.n, jobs, args.n, args.batch_size,
-                                          args.profile if r == 0 else None))
+                                          args.profile + ".c.json" if args.profile and r == 0 else None))
                 print("c:", runs[-1], flush=True)
             res["c_runs"] = runs
             res["c_collect_msgs_s"] = statistics.median(x["rate"] for x in runs)
@@ -138,7 +141,8 @@ def main() -> int:
             for r in range(args.repeat):
                 db = f"d{r}_{time.time_ns()}"
                 runs.append(run_collector(stack, park, tmp, db, args.n // 20, snapshot_jobs(args.n), args.n,
-                                          args.batch_size))
+                                          args.batch_size, args.profile + ".d.json" if args.profile and r == 0
+                                          else None))
                 print("d:", runs[-1], flush=True)
             res["d_runs"] = runs
             res["d_collect_readings_s"] = statistics.median(x["rate"] for x in runs)

@@ -231,8 +231,11 @@ class Collector:
         if not rec.lines:
             return
         if not self._db_checked:
-            async with asyncio.timeout(self.write_timeout):
-                await db.ensure_database()
+            try:
+                async with asyncio.timeout(self.write_timeout):
+                    await db.ensure_database()
+            except ValueError as exc:  # InfluxDB answered with an error (rights?): keep the data, try later
+                raise WriteError(f"cannot check/create the database: {exc}", retryable=True) from exc
             self._db_checked = True
         started = time.perf_counter()
         try:

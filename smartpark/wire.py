@@ -228,11 +228,10 @@ class Decoder:
         ts = parse_ts(doc["ts"]) if doc.get("ts") is not None else (received_ms or now_ms())
         quality = parse_quality(doc.get("quality"))
         for name, raw in doc["values"].items():
-            entry = json.dumps({name: raw}, allow_nan=True).encode()[:DEAD_LETTER_PAYLOAD_BYTES]
             ref = self.park.lookup(site, asset, str(name))
             if ref is None:
                 out.rejected.append(Rejected(UNKNOWN_SENSOR, f"snapshot entry {str(name)[:64]!r}: no such sensor "
-                                             f"in {site}/{asset}", topic, entry))
+                                             f"in {site}/{asset}", topic, _entry_payload(name, raw)))
                 continue
             try:
                 if isinstance(raw, dict):
@@ -242,9 +241,18 @@ class Decoder:
                 else:
                     value, ets, equality = parse_value(raw), ts, quality
             except DecodeError as exc:
-                out.rejected.append(Rejected(exc.reason, f"snapshot entry {name!r}: {exc.detail}", topic, entry))
+                out.rejected.append(Rejected(exc.reason, f"snapshot entry {name!r}: {exc.detail}", topic,
+                                             _entry_payload(name, raw)))
                 continue
-            self._accept(ref, value, ets, equality, out, topic, entry)
+            lo, hi = ref.sensor.range
+            # the entry's dead-letter payload is only built when needed: it was a third of the decode time
+            self._accept(ref, value, ets, equality, out, topic,
+                         None if lo <= value <= hi else _entry_payload(name, raw))
+
+
+def _entry_payload(name: str, raw: Any) -> bytes:
+    """A snapshot entry as its own small JSON document, for its dead letter."""
+    return json.dumps({name: raw}, allow_nan=True).encode()[:DEAD_LETTER_PAYLOAD_BYTES]
 
 
 def _reading_payload(value: float, ts: int) -> bytes:
