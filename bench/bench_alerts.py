@@ -38,27 +38,38 @@ from smartpark.wire import Decoder
 
 PROBE = "hw_center/quench_tower/outlet_temp"  # h 200, hh 230
 LOADGEN = r"""
-import json, sys, time, random
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+# raw MQTT 3.1.1 QoS 0 publisher: pre-built packets written in batches, so that the load generator itself
+# takes little CPU on the shared 2-core machine (paho spends ~30 us per publish)
+import json, socket, sys, time, random
+from collector.mqtt import connect_packet, publish_packet
 port, rate, seconds, topics = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
-c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="loadgen")
-c.max_queued_messages_set(0)
-c.connect("127.0.0.1", port)
-c.loop_start()
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(connect_packet("loadgen", 4, keepalive=60, clean_start=True, session_expiry=0, receive_maximum=100,
+                         will=None, username=None, password=None))
+s.recv(4)  # CONNACK
 sent, t0, i = 0, time.monotonic(), 0
 while time.monotonic() - t0 < seconds:
     due = int((time.monotonic() - t0) * rate)
+    ts = int(time.time() * 1000)
+    buf = []
     while sent < due:
-        topic, mid = topics[i % len(topics)]
+        topic, mid, width = topics[i % len(topics)]
         i += 1
-        c.publish(topic, json.dumps({"value": mid + random.uniform(-0.01, 0.01) * abs(mid or 1),
-                                     "ts": int(time.time() * 1000)}), qos=0)
+        v = mid + random.uniform(-0.01, 0.01) * width  # inside the normal band: background, not alarms
+        buf.append(publish_packet(topic, b'{"value": %.6g, "ts": %d}' % (v, ts), 4))
         sent += 1
+    if buf:
+        s.sendall(b"".join(buf))
     time.sleep(0.002)
-c.loop_stop()
+s.sendall(b"\xe0\x00")
 print(sent / (time.monotonic() - t0))
 """
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to show how much of a core the engine needs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -152,10 +163,12 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
     pub.connect("127.0.0.1", stack.mqtt_port)
     pub.loop_start()
     await asyncio.sleep(3)  # the engine starts (imports, subscription)
-    topics = [(r.topic, (r.sensor.normal[0] + r.sensor.normal[1]) / 2) for r in park if r.key != PROBE]
+    topics = [(r.topic, (r.sensor.normal[0] + r.sensor.normal[1]) / 2, r.sensor.normal[1] - r.sensor.normal[0])
+              for r in park if r.key != PROBE]
     cmd = [sys.executable, "-c", LOADGEN, str(stack.mqtt_port), str(rate), str(seconds + 2), json.dumps(topics)]
     gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220  # only forks
     await asyncio.sleep(1)
+    cpu0, w0 = cpu_seconds(eng.pid), time.monotonic()
     t_end = time.monotonic() + seconds
     k = 0
     while time.monotonic() < t_end:
@@ -165,6 +178,8 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
         await asyncio.sleep(1 / probe_hz / 2)
     out, _ = await asyncio.to_thread(gen.communicate)
     await asyncio.sleep(2)
+    cpu_s = cpu_seconds(eng.pid) - cpu0
+    wall_s = time.monotonic() - w0
     eng.terminate()
     rc = await asyncio.to_thread(eng.wait, 30)
     pub.loop_stop()
@@ -176,6 +191,7 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
             "p50_ms": statistics.median(lat) if lat else float("nan"), "p99_ms": pct(lat, 99) if lat else float("nan"),
             "mqtt_p50_ms": statistics.median(raised_base) if raised_base else float("nan"),
             "mqtt_p99_ms": pct(raised_base, 99) if raised_base else float("nan"), "engine_exit": rc,
+            "engine_cpu_share": round(cpu_s / wall_s, 3),
             "latencies_ms": [round(x, 1) for x in lat]}
 
 
