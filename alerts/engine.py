@@ -805,6 +805,11 @@ class Engine:
                  "shelved_until": a.shelved_until, "message": self._text(a, RAISED, "") if a.active else ""}
                 for a in rows]
 
+    def unacked_events(self) -> list[AlarmEvent]:
+        """A ``raised`` event for every alarm that is active and unacknowledged (to resume repeats)."""
+        return [AlarmEvent(a.id, a.site, a.asset, a.sensor, a.rule, a.priority, RAISED, a.state, a.value, a.limit,
+                           a.last_ts or 0, self._text(a, RAISED, "")) for a in self.alarms.values() if a.state == UNACK]
+
     def apply(self, alarm_id: str, dump: list[Any]) -> None:
         """Restore one alarm's flags (journal replay)."""
         a = self.alarms.get(alarm_id)

@@ -273,6 +273,11 @@ class Dispatcher:
         elif ev.event in (ACKED_EV, CLEARED, SHELVED, OUT_OF_SERVICE):
             self._unacked.pop(ev.id, None)
 
+    def resume(self, unacked: Iterable[AlarmEvent]) -> None:
+        """After a restart: alarms still unacknowledged keep being repeated and escalated (from their raise)."""
+        for ev in unacked:
+            self._unacked[ev.id] = _Unacked(ev, ev.ts, {i: ev.ts for i in range(len(self.routes))})
+
     def tick(self, now: int) -> None:
         """Repeats while unacknowledged, escalation after N minutes, end of a flood."""
         for site in list(self.flooding):

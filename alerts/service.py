@@ -165,6 +165,7 @@ class AlertService:
                 log.warning("InfluxDB not available at start (%s): windows from the snapshot only", exc)
             for ev in journaled:  # published after the crash or not: publishing the same retained state is harmless
                 self._publish_state(ev)
+            self.dispatcher.resume(self.engine.unacked_events())
             runner = await self._start_api() if self.api else None
             try:
                 async with asyncio.TaskGroup() as tg:

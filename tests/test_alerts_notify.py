@@ -98,6 +98,13 @@ class TestDispatcher:
         d.tick(T0 + 2_000_000)
         assert drain(w) == [] and drain(boss) == []
 
+    def test_repeats_resume_after_restart(self) -> None:
+        """Alarms still unacknowledged when the engine restarts keep being repeated."""
+        d, w = make(repeat_ms=300_000)
+        d.resume([ev(1, 0)])
+        d.tick(T0 + 300_000)
+        assert [(n.reason, n.event.id if n.event else None) for n in drain(w)] == [("repeat", "wwtp/a/s1/hh")]
+
     def test_bounded_queue_counts_drops(self) -> None:
         """A full notifier queue drops with a count (never silently, never blocking evaluation)."""
         async def run() -> Worker:
