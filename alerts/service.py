@@ -166,6 +166,9 @@ class AlertService:
             for ev in journaled:  # published after the crash or not: publishing the same retained state is harmless
                 self._publish_state(ev)
             self.dispatcher.resume(self.engine.unacked_events())
+            # events of the last second before a crash may not have reached the notifiers: send them again
+            # (at least once: a webhook may see one twice, nobody misses one)
+            self.dispatcher.dispatch(journaled)
             runner = await self._start_api() if self.api else None
             try:
                 async with asyncio.TaskGroup() as tg:

@@ -64,7 +64,8 @@ class TestRestart:
 
     def test_kill_9_mid_scenario(self, broker: Broker, influx_db: InfluxDB, tmp_path: Path) -> None:
         """Killed with SIGKILL after part of sc01, restarted while the rest is queued by the broker: every
-        alarm of the uninterrupted run is in the alarm measurement exactly once; SIGTERM then exits 0."""
+        alarm of the uninterrupted run is in the alarm measurement exactly once and reached the webhook
+        (at least once); SIGTERM then exits 0."""
         sc = load_scenario("sc01_scc_temp_drop_on_feed", PARK)
         msgs = list(Simulator(PARK, sc, seed=0, sites=[sc.site]).messages())
         ref = reference(msgs)
@@ -100,6 +101,9 @@ class TestRestart:
                         rows = influx_db.query("SELECT count(state) FROM alarm WHERE event = 'raised'")
                         return bool(rows) and rows[0]["count"] >= sum(expected.values())
                     await wait_for(done, 120, 0.5)
+                    await wait_for(lambda: {b["id"] for b in hook.bodies if b["event"] == "raised"} >= set(expected),
+                                   60, 0.2)
+                    hooked.update(b["id"] for b in hook.bodies if b["event"] == "raised")
                 finally:
                     b.send_signal(signal.SIGTERM)
                     try:
@@ -111,8 +115,10 @@ class TestRestart:
                         raise AssertionError("no clean exit on SIGTERM: " + log.read_text()[-3000:]) from None
                 return rc
 
+        hooked: set[str] = set()
         rc = asyncio.run(main())
         assert rc == 0, log.read_text()[-2000:]
         rows = influx_db.query("SELECT * FROM alarm WHERE event = 'raised'")
         got = collections.Counter(f"{r['site']}/{r['asset']}/{r['sensor']}/{r['rule']}" for r in rows)
         assert got == expected
+        assert hooked == set(expected)
