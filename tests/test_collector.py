@@ -45,6 +45,13 @@ def stored(db: Any) -> set[tuple[str, int, float]]:
     return {(f"{r['site']}/{r['asset']}/{r['sensor']}", int(r["time"]), float(r["value"])) for r in rows}
 
 
+def retained_status(port: int, instance: str) -> str | None:
+    """The collector's retained service status (CONTRACT §2), as a fresh subscriber sees it."""
+    out = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", f"park/_sys/collector/{instance}", "-C", "1",
+                          "-W", "5"], capture_output=True, text=True).stdout
+    return json.loads(out)["status"] if out.strip() else None
+
+
 def count(db: Any) -> int:
     return db.count("reading", "value")
 
@@ -81,6 +88,7 @@ class TestFailures:
         settings = settings_for(stack.mqtt_url, stack.influx_url, "outage", park_path, tmp_path / "state")
         from conftest import InfluxDB
         db = InfluxDB(stack.influx_url, "outage")
+        db.create()
         with CollectorThread(settings, park, write_timeout=3.0) as collector:
             wait_connected(collector)
             pub = Publisher(stack.mqtt_port)
@@ -139,6 +147,7 @@ class TestFailures:
             wait_for(lambda: count(influx_db) >= 5_000, 60, "the first points")
             proc.kill()
             proc.wait(10)
+            wait_for(lambda: retained_status(broker.port, "k9") == "offline", 15, "the last will (offline)")
             t.join()
             pub.wait_acked()
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
@@ -236,15 +245,21 @@ def test_sigint_flushes_and_exits_0(broker: Any, influx_db: Any, tmp_path: Path)
         return next(float(line.split()[1]) for line in text.splitlines()
                     if line.startswith("smartpark_collector_received_total"))
     try:
-        wait_for(lambda: received() >= 1, 30, "the collector's own retained status")
+        # the retained status topic (CONTRACT §2) says when the collector is subscribed
+        online = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", "park/_sys/collector/default",
+                                 "-C", "1", "-W", "30"], capture_output=True, text=True)
+        assert json.loads(online.stdout)["status"] == "online"
         pub = Publisher(broker.port)
         pub.publish([("park/plant/a01/s001", b'{"value": 7.5, "ts": %d}' % TS0)])
         pub.wait_acked()
         pub.close()
-        wait_for(lambda: received() >= 2, 30, "the reading to reach the collector")
+        wait_for(lambda: received() >= 1, 30, "the reading to reach the collector")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
     assert stored(influx_db) == {("plant/a01/s001", TS0, 7.5)}
+    offline = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", "park/_sys/collector/default",
+                              "-C", "1", "-W", "10"], capture_output=True, text=True)
+    assert json.loads(offline.stdout)["status"] == "offline"
