@@ -258,6 +258,8 @@ class Collector:
             if len(rec.lines) == 1:
                 await self._write(db, Record("ns", self._rejected(rec, {0: str(exc)})))
                 return
+            log.warning("collector: InfluxDB refused a batch of %d lines (%d); splitting it", len(rec.lines),
+                        exc.status)
             await self._bisect(db, rec)
             return
         self.metrics.write_seconds.observe(time.perf_counter() - started)

@@ -195,3 +195,23 @@ def test_cli_refuses_bad_numbers_with_exit_2(tmp_path: Path) -> None:
     """Bad options are a usage error (exit 2, one line), checked before any I/O."""
     from smartpark.cli import main
     assert main(["collect", "--batch-size", "0", "--state-dir", os.fspath(tmp_path)]) == 2
+
+
+def test_batch_over_influxdb_body_limit_is_split(influx_db: Any, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """413 (body over InfluxDB's max-body-size, 25 MB in our stack) splits the batch until it fits; all points land."""
+    park_path, park = big_park(tmp_path)
+    pad = "x" * 60
+    lines = [f'reading,asset=a00,sensor=s001,site=plant value={i}.0,quality="{pad}" {TS0 + i}' for i in range(260_000)]
+    assert sum(len(x) + 1 for x in lines) > 25_000_000
+    settings = settings_for("mqtt://127.0.0.1:1", influx_db.url, influx_db.db, park_path, tmp_path)
+    collector = Collector(settings, park, write_timeout=60)
+
+    async def go() -> None:
+        # gzip off: InfluxDB applies its limit to the body as sent
+        async with InfluxClient(settings.influx(), timeout=60, gzip_min_bytes=10**12) as db:
+            await collector._write(db, Record("ms", lines))
+    run(go())
+    assert influx_db.count("reading", "value") == 260_000
+    assert collector.counters.written == 260_000
+    assert "lines (413); splitting it" in caplog.text
