@@ -6,10 +6,14 @@ notification pipeline (:mod:`alerts.notify`). :class:`AlertService` wires them; 
 its command line.
 """
 
-from .clock import Clock, EventClock, ManualClock, WallClock
+from .clock import CLOCKS, Clock, EventClock, ManualClock, WallClock
 from .engine import Alarm, Engine
-from .events import AlarmEvent
-from .rules import RuleSet, load_rules, parse_rules
+from .events import AlarmEvent, default_priority
+from .notify import NOTIFIERS, Dispatcher, Notification, Notifier, Route, Worker
+from .report import kpis
+from .rules import RuleSet, compile_expression, load_rules, parse_rules
+from .service import AlertService, api_token
 
-__all__ = ["Alarm", "AlarmEvent", "Clock", "Engine", "EventClock", "ManualClock", "RuleSet", "WallClock",
-           "load_rules", "parse_rules"]
+__all__ = ["CLOCKS", "NOTIFIERS", "Alarm", "AlarmEvent", "AlertService", "Clock", "Dispatcher", "Engine",
+           "EventClock", "ManualClock", "Notification", "Notifier", "Route", "RuleSet", "WallClock", "Worker",
+           "api_token", "compile_expression", "default_priority", "kpis", "load_rules", "parse_rules"]
