@@ -347,9 +347,10 @@ class MqttSource:
         tls: ssl.SSLContext | None = None
         if t.tls:
             tls = self._tls or ssl.create_default_context()
-        _, conn = await loop.create_connection(
-            lambda: _Connection(self.version, self._gen, self, self.inbox_limit),
-            t.host, t.port, ssl=tls)
+        async with asyncio.timeout(10):
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self.version, self._gen, self, self.inbox_limit),
+                t.host, t.port, ssl=tls)
         try:
             will = Will(self.status_topic, self._status("offline")) if self.status_topic else None
             conn.send(connect_packet(self.client_id, self.version, keepalive=self.keepalive,

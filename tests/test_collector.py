@@ -263,3 +263,33 @@ def test_sigint_flushes_and_exits_0(broker: Any, influx_db: Any, tmp_path: Path)
     offline = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", "park/_sys/collector/default",
                               "-C", "1", "-W", "10"], capture_output=True, text=True)
     assert json.loads(offline.stdout)["status"] == "offline"
+
+
+class TestBackpressure:
+    def test_full_spool_stops_acking_and_the_broker_holds_the_rest(self, stack_factory: Any,
+                                                                   tmp_path: Path) -> None:
+        """InfluxDB down and the spool full: the collector takes no more (the broker holds the rest, nothing
+        is dropped); once InfluxDB is back everything arrives."""
+        stack = stack_factory()
+        park_path, park = big_park(tmp_path)
+        sent = readings(park, 5_000, seed=6)
+        settings = settings_for(stack.mqtt_url, stack.influx_url, "full", park_path, tmp_path / "state")
+        from conftest import InfluxDB
+        db = InfluxDB(stack.influx_url, "full")
+        db.create()
+        with CollectorThread(settings, park, batch_size=100, spool_max_mb=0.02, write_timeout=2.0) as collector:
+            wait_connected(collector)
+            stack.stop_influxd()
+            pub = Publisher(stack.mqtt_port)
+            pub.publish((s[0], s[1]) for s in sent)
+            pub.wait_acked()  # the broker has them all
+            spool = collector.spool
+            assert spool is not None
+            wait_for(lambda: spool.pending_bytes > 0.6 * 0.02 * 1024 * 1024, 60, "the spool to fill")
+            held = collector.counters.received
+            assert held < 2_500, f"took {held} of 5000 with a full spool and a 400-message window"
+            stack.start_influxd()
+            wait_for(lambda: count(db) >= 5_000, 120, lambda: f"{count(db)} of 5000 points")
+            pub.close()
+        assert stored(db) == {(k, ts, v) for _, _, k, ts, v in sent}
+        assert collector.counters.received >= 5_000
