@@ -95,6 +95,10 @@ class AlertService:
         self.store.events(self.engine, events)
         self.counts["events"] += len(events)
         for ev in events:
+            if len(self._lines) == self._lines.maxlen:  # InfluxDB has been away for a million events
+                self.counts["influx_dropped"] = self.counts.get("influx_dropped", 0) + 1
+                log.error("alarm events waiting for InfluxDB exceed %d: the oldest is dropped (it stays in the "
+                          "journal until the next snapshot)", self._lines.maxlen)
             self._lines.append(ev.to_line())
             self._publish_state(ev)
         self.dispatcher.dispatch(events)
@@ -109,7 +113,8 @@ class AlertService:
 
     async def act(self, action: str, body: dict[str, Any]) -> AlarmEvent:
         """An operator action from the API (or a test)."""
-        aid, op, comment = body["id"], str(body.get("operator") or "operator"), body.get("comment")
+        aid, op = body["id"], str(body.get("operator") or "operator")
+        comment = None if body.get("comment") is None else str(body["comment"])
         e = self.engine
         if action == "ack":
             ev = e.ack(aid, op, comment)
