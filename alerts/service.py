@@ -97,8 +97,8 @@ class AlertService:
         for ev in events:
             if len(self._lines) == self._lines.maxlen:  # InfluxDB has been away for a million events
                 self.counts["influx_dropped"] = self.counts.get("influx_dropped", 0) + 1
-                log.error("alarm events waiting for InfluxDB exceed %d: the oldest is dropped (it stays in the "
-                          "journal until the next snapshot)", self._lines.maxlen)
+                log.error("alarm events waiting for InfluxDB exceed %d: the oldest is dropped from the backlog "
+                          "(it was published on MQTT and notified)", self._lines.maxlen)
             self._lines.append(ev.to_line())
             self._publish_state(ev)
         self.dispatcher.dispatch(events)
