@@ -73,7 +73,8 @@ class Collector:
     def __init__(self, settings: Settings, park: Park, *, instance: str = "default",
                  share_group: str | None = None, batch_size: int = 5000, flush_interval: float = 1.0,
                  spool_max_mb: float = 256, metrics_port: int = 0, write_timeout: float = 10.0,
-                 receive_maximum: int | None = None, protocol: int | None = None) -> None:
+                 receive_maximum: int | None = None, protocol: int | None = None,
+                 write_concurrency: int = 2) -> None:
         self.settings = settings
         self.park = park
         self.instance = instance
@@ -86,6 +87,7 @@ class Collector:
         self.write_timeout = write_timeout
         self.receive_maximum = receive_maximum or min(65_535, 4 * self.batch_size)
         self.protocol = protocol
+        self.write_concurrency = max(1, write_concurrency)
         self.counters = Counters()
         self.metrics = Metrics(instance)
         self.decoder = Decoder(park)
@@ -138,7 +140,8 @@ class Collector:
         while True:
             stopping = stop.is_set()
             wait = 0.0 if stopping else min(self.idle_flush, opened + self.flush_interval - loop.time())
-            messages = await source.take(max(1, self.batch_size - len(batch.readings)), max(0.0, wait))
+            # small takes: a snapshot message carries many readings, and a batch should not overshoot much
+            messages = await source.take(max(1, min(256, self.batch_size - len(batch.readings))), max(0.0, wait))
             if messages:
                 self.counters.received += len(messages)
                 self.metrics.received.inc(len(messages))
@@ -177,8 +180,17 @@ class Collector:
     # ------------------------------------------------------------------ durability
     async def _sink(self, db: InfluxClient, spool: Spool, source: MqttSource,
                     queue: asyncio.Queue[Batch | None]) -> None:
-        """Make each batch durable (InfluxDB, else the spool), then ack its messages in one write."""
-        while (batch := await queue.get()) is not None:
+        """Make batches durable, ``write_concurrency`` at a time (InfluxDB ingests on several cores)."""
+        slots = asyncio.Semaphore(self.write_concurrency)
+        async with asyncio.TaskGroup() as tg:
+            while (batch := await queue.get()) is not None:
+                await slots.acquire()
+                tg.create_task(self._deliver(db, spool, source, batch, slots), name="deliver")
+
+    async def _deliver(self, db: InfluxClient, spool: Spool, source: MqttSource, batch: Batch,
+                       slots: asyncio.Semaphore) -> None:
+        """One batch into InfluxDB, else the spool; then its messages are acked in one write."""
+        try:
             pending: list[Record] = []
             for rec in batch.records():
                 if not pending and spool.empty and self._influx_ok:
@@ -195,6 +207,8 @@ class Collector:
                 self.counters.spooled += n
                 self.metrics.spooled.inc(n)
             source.ack(batch.messages)
+        finally:
+            slots.release()
 
     async def _replay(self, db: InfluxClient, spool: Spool) -> None:
         """Drain the spool oldest first, retrying with full-jitter backoff that honours Retry-After."""
