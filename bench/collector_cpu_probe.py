@@ -1,0 +1,72 @@
+"""CPU accounting of one (d) run: who uses the two cores while 200,000 snapshot readings go through.
+
+    .venv/bin/python bench/collector_cpu_probe.py
+
+Prints wall time, CPU seconds of the collector, influxd and mosquitto, and the collector's own write
+time and batch count from its /metrics.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+
+from bench_collector import snapshot_jobs  # noqa: E402
+from collector_ceilings import count_points, publish_lines  # noqa: E402
+from test_collector_support import write_park  # noqa: E402
+
+from smartpark.stack import Stack, free_port  # noqa: E402
+
+N = 200_000
+METRICS = ("smartpark_collector_write_seconds_sum", "smartpark_collector_write_seconds_count",
+           "smartpark_collector_batch_readings_count")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().split()
+    return (int(fields[13]) + int(fields[14])) / 100
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="collector_probe_"))
+    stack = Stack(tmp / "stack", mqtt_port=free_port(), influx_port=free_port())
+    stack.up()
+    park = write_park(tmp / "park.yaml")
+    port = free_port()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "smartpark", "collect", "--mqtt-url", stack.mqtt_url,
+                                 "--influx-url", stack.influx_url, "--influx-db", "d", "--park", str(park),
+                                 "--state-dir", str(tmp), "--metrics-port", str(port)])
+        while count_points(stack.influx_url, "d", "collector", "received") == 0:
+            time.sleep(0.2)
+        pids = {"collector": proc.pid, "influxd": stack.pid("influxd"), "mosquitto": stack.pid("mosquitto")}
+        before = {k: cpu_seconds(p) for k, p in pids.items() if p}
+        jobs = snapshot_jobs(N)
+        t0 = time.perf_counter()
+        publish_lines(stack.mqtt_port, jobs)
+        published = time.perf_counter() - t0
+        while count_points(stack.influx_url, "d") < N:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        used = {k: cpu_seconds(p) - before[k] for k, p in pids.items() if p}
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        print(f"wall {elapsed:.2f} s (publishing {published:.2f} s), {N / elapsed:,.0f} readings/s")
+        print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in used.items()))
+        print("\n".join(line for line in text.splitlines() if line.startswith(METRICS)))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        stack.down()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
