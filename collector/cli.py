@@ -13,7 +13,7 @@ from smartpark.park import load_park
 from .service import Collector
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("collect", help="MQTT readings -> InfluxDB, durable (spool) and acked after writing",
                               description="Subscribe to park/# (QoS 1, persistent session) and write every "
                               "reading to InfluxDB; invalid messages go to dead_letter.")

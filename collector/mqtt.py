@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from smartpark.config import MqttTarget
 from smartpark.errors import SmartparkError
@@ -429,8 +430,8 @@ class MqttSource:
         try:
             interval = max(1.0, self.keepalive / 2)
             while not conn.closed.done() and not stop.is_set():
-                await asyncio.wait([stop_wait, conn.closed], timeout=interval,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                waits: list[asyncio.Future[Any]] = [stop_wait, conn.closed]
+                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
                 if conn.closed.done() or stop.is_set():
                     break
                 if not conn.paused and time.monotonic() - conn.last_rx > self.keepalive * 1.5:
