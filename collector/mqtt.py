@@ -129,6 +129,11 @@ def publish_packet(topic: str, payload: bytes, version: int, *, qos: int = 0, re
 
 # ---------------------------------------------------------------------------------------------- protocol
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection: parses packets from the byte stream, collects PUBLISHes in an inbox."""
 
@@ -144,6 +149,8 @@ class _Connection(asyncio.Protocol):
         self.connack: asyncio.Future[tuple[bool, int]] = loop.create_future()
         self.suback: asyncio.Future[list[int]] = loop.create_future()
         self.closed: asyncio.Future[Exception | None] = loop.create_future()
+        for fut in (self.connack, self.suback):  # a handshake that never happened is not an unseen error
+            fut.add_done_callback(_retrieve)
         self.last_rx = time.monotonic()
         self.paused = False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_collector_support import (
     TS0,
     CollectorThread,
@@ -293,3 +295,44 @@ class TestBackpressure:
             pub.close()
         assert stored(db) == {(k, ts, v) for _, _, k, ts, v in sent}
         assert collector.counters.received >= 5_000
+
+
+class TestTlsAndPassword:
+    def test_mqtts_with_user_and_password_from_the_url(self, influx_db: Any, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        """``mqtts://user:password@host:port``: the collector connects over TLS with the URL's credentials."""
+        import getpass
+
+        from smartpark.stack import free_port
+        cert, key, pw = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "passwd"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                        "-out", str(cert)], check=True, capture_output=True)
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "reader", "s3cr:et"], check=True)
+        port = free_port()
+        conf = tmp_path / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n"
+                        f"certfile {cert}\nkeyfile {key}\nuser {getpass.getuser()}\npersistence false\n")
+        broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
+        try:
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test's self-signed certificate
+            park_path, park = big_park(tmp_path)
+            settings = settings_for(f"mqtts://reader:s3cr%3Aet@127.0.0.1:{port}", influx_db.url, influx_db.db,
+                                    park_path, tmp_path / "state")
+            with CollectorThread(settings, park, instance="tls") as collector:
+                wait_connected(collector)
+                subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "--cafile", str(cert),
+                                "-u", "reader", "-P", "s3cr:et", "-q", "1", "-t", "park/plant/a02/s002", "-m",
+                                json.dumps({"value": 2.5, "ts": TS0})], check=True)
+                wait_for(lambda: count(influx_db) >= 1, 30, "the reading over TLS")
+            # a wrong password is a refusal with the broker's reason code (the service retries it, logged)
+            from collector import MqttError, MqttSource
+            from smartpark.config import parse_mqtt_url
+            bad = MqttSource(parse_mqtt_url(f"mqtts://reader:wrong@127.0.0.1:{port}"), "bad", "park/#")
+            with pytest.raises(MqttError) as err:
+                asyncio.run(bad._connect())
+            assert err.value.reason_code in (0x86, 0x87)  # MQTT 5: bad user name or password, not authorized
+        finally:
+            broker.kill()
+            broker.wait(10)
+        assert stored(influx_db) == {("plant/a02/s002", TS0, 2.5)}
