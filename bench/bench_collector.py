@@ -156,8 +156,8 @@ def main() -> int:
                 rate = med(f"bare_{name}_msgs_s", lambda fn=fn: fn(stack.mqtt_port, args.bare_n, pub))
                 res[f"bare_{name}_ratio_to_a"] = rate / a
         if "writers" in only:
-            for name, fn in (("aiohttp", writer_aiohttp), ("httpx", writer_httpx)):
-                rate = med(f"writer_{name}_points_s", lambda fn=fn, name=name: fn(
+            for name, writer in (("aiohttp", writer_aiohttp), ("httpx", writer_httpx)):
+                rate = med(f"writer_{name}_points_s", lambda writer=writer, name=name: writer(
                     stack.influx_url, f"w{name}{time.time_ns()}", args.n))
                 res[f"writer_{name}_ratio_to_b"] = rate / b
     finally:

@@ -69,7 +69,7 @@ def broker_ceiling(port: int, n: int) -> float:
 def influx_ceiling(url: str, db: str, n: int, batch: int = 5000) -> float:
     """(b) points/s of line-protocol batches of ``batch`` points over one keep-alive HTTP connection."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
     _query(conn, f'CREATE DATABASE "{db}"')
     bodies = []
     for b in range(0, n, batch):
