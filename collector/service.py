@@ -106,6 +106,11 @@ class Collector:
 
     # ------------------------------------------------------------------ service
     async def run(self, stop: asyncio.Event) -> None:
+        """Collect until ``stop`` is set; then make the last batch durable, ack it, go offline and return.
+
+        Tasks: the MQTT connection (reconnects on its own), the spool replayer, the sink (InfluxDB or
+        spool, then ack) and, in this coroutine, the pipeline that feeds the sink.
+        """
         spool_dir = self.settings.state_path / "spool" / self.instance
         source = MqttSource(self.settings.mqtt(), self.client_id, share_subscription(self.share_group, SUBSCRIPTION),
                             receive_maximum=self.receive_maximum, protocol=self.protocol,
