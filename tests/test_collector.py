@@ -54,6 +54,13 @@ def retained_status(port: int, instance: str) -> str | None:
     return json.loads(out)["status"] if out.strip() else None
 
 
+def retained_status_wait(port: int, instance: str, timeout: int = 30) -> str | None:
+    """Wait for the collector's retained status to exist (it is published once subscribed)."""
+    out = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", f"park/_sys/collector/{instance}", "-C", "1",
+                          "-W", str(timeout)], capture_output=True, text=True).stdout
+    return json.loads(out)["status"] if out.strip() else None
+
+
 def count(db: Any) -> int:
     return db.count("reading", "value")
 
@@ -336,3 +343,47 @@ class TestTlsAndPassword:
             broker.kill()
             broker.wait(10)
         assert stored(influx_db) == {("plant/a02/s002", TS0, 2.5)}
+
+
+class TestSpoolDurability:
+    def test_kill_9_with_acked_readings_only_in_the_spool_loses_nothing(self, stack_factory: Any,
+                                                                         tmp_path: Path) -> None:
+        """Readings acked because they were fsync'd in the spool (InfluxDB down) survive ``kill -9``: the
+        next start replays them once InfluxDB is back."""
+        stack = stack_factory()
+        park_path, park = big_park(tmp_path)
+        sent = readings(park, 5_000, seed=7)
+        from conftest import InfluxDB
+        db = InfluxDB(stack.influx_url, "spoolkill")
+        db.create()
+        state = tmp_path / "state"
+        cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", stack.mqtt_url, "--influx-url",
+               stack.influx_url, "--influx-db", "spoolkill", "--park", str(park_path), "--state-dir", str(state),
+               "--instance", "sk", "--batch-size", "500"]
+        log = open(tmp_path / "collector.log", "ab")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        try:
+            assert retained_status_wait(stack.mqtt_port, "sk") == "online"
+            stack.stop_influxd()
+            pub = Publisher(stack.mqtt_port)
+            pub.publish((s[0], s[1]) for s in sent)
+            pub.wait_acked()
+            pub.close()
+            spool_dir = state / "spool" / "sk"
+
+            def spooled() -> int:
+                return sum(p.stat().st_size for p in spool_dir.glob("*.seg"))
+            wait_for(lambda: spooled() > 5_000 * 60, 60, lambda: f"the readings in the spool ({spooled()} B)")
+            proc.kill()
+            proc.wait(10)
+            stack.start_influxd()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+            wait_for(lambda: count(db) >= 5_000, 120, lambda: f"{count(db)} of 5000 points")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+        assert stored(db) == {(k, ts, v) for _, _, k, ts, v in sent}
+        assert "from a previous run to replay" in (tmp_path / "collector.log").read_text()
