@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 from aiohttp import web
 from rich.console import Console, Group
 from rich.live import Live
@@ -43,6 +44,7 @@ from .errors import UsageError
 from .influx import InfluxClient
 from .park import Park, load_park
 from .stack import Stack, free_port, port_in_use
+from .wire import SYS_ROOT, status_topic
 
 SERVICE_STOP_TIMEOUT = 20.0
 STATE_COLOURS = {"UNACK": "red", "ACKED": "yellow", "RTNUN": "cyan", "SHLVD": "magenta", "OOSRV": "dim"}
@@ -228,7 +230,26 @@ class Demo:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the alert engine's API did not answer within 30 s")
                 await asyncio.sleep(0.3)
-        self._say("collector and alert engine are up")
+        # Both publish their retained status 'online' once subscribed (CONTRACT §2): only then is nothing
+        # that the simulator publishes missed by a persistent session that does not exist yet.
+        await self._wait_online({status_topic("collector", "demo"), status_topic("alerts", "main")},
+                                deadline - time.monotonic())
+        self._say("collector and alert engine are up and subscribed")
+
+    async def _wait_online(self, topics: set[str], seconds: float) -> None:
+        waiting = set(topics)
+        async with asyncio.timeout(max(1.0, seconds)), aiomqtt.Client(
+                hostname="127.0.0.1", port=int(self.mqtt_url.rsplit(":", 1)[1])) as client:
+            await client.subscribe(f"{SYS_ROOT}/#", qos=1)
+            async for msg in client.messages:
+                try:
+                    online = json.loads(bytes(msg.payload)).get("status") == "online"
+                except (ValueError, TypeError, AttributeError):
+                    continue
+                if online:
+                    waiting.discard(str(msg.topic))
+                if not waiting:
+                    return
 
     def _stop_services(self) -> dict[str, int | None]:
         codes: dict[str, int | None] = {}
