@@ -229,13 +229,7 @@ class Decoder:
             if raw is _MISSING:
                 raise DecodeError(BAD_VALUE, "no 'value' in the reading")
             value = raw if type(raw) is float and raw - raw == 0.0 else parse_value(raw)
-            raw_ts = doc.get("ts")
-            if raw_ts is None:
-                ts = received_ms or now_ms()
-            elif type(raw_ts) is int and TS_MIN_MS <= raw_ts < TS_MAX_MS:
-                ts = raw_ts
-            else:
-                ts = parse_ts(raw_ts)
+            ts = _message_ts(doc.get("ts"), received_ms)
             quality = doc.get("quality")
             if quality is None:
                 quality = "good"
@@ -264,13 +258,7 @@ class Decoder:
         doc = loads(payload)
         if type(doc) is not dict or type(doc.get("values")) is not dict:
             raise DecodeError(BAD_VALUE, "a snapshot is {\"ts\": ..., \"values\": {sensor: number}}")
-        raw_ts = doc.get("ts")
-        if raw_ts is None:
-            ts = received_ms or now_ms()
-        elif type(raw_ts) is int and TS_MIN_MS <= raw_ts < TS_MAX_MS:
-            ts = raw_ts
-        else:
-            ts = parse_ts(raw_ts)
+        ts = _message_ts(doc.get("ts"), received_ms)
         quality = parse_quality(doc.get("quality"))
         append = out.readings.append
         for name, raw in doc["values"].items():
@@ -301,6 +289,15 @@ class Decoder:
 
 
 _MISSING = object()
+
+
+def _message_ts(raw: Any, received_ms: int | None) -> int:
+    """A message's ``ts``: absent -> the receive time; integer epoch ms in range -> itself (the fast path)."""
+    if raw is None:
+        return received_ms or now_ms()
+    if type(raw) is int and TS_MIN_MS <= raw < TS_MAX_MS:
+        return raw
+    return parse_ts(raw)
 
 
 def _entry_payload(name: str, raw: Any) -> bytes:
