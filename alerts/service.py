@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 import aiomqtt
 from aiohttp import web
 
-from collector.mqtt import MqttSource
 from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
+from smartpark.mqtt import MqttSource
 from smartpark.park import Park
 from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, is_service_topic, status_topic
 

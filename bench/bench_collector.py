@@ -5,7 +5,7 @@
 (a) broker ceiling: mosquitto_pub -> mosquitto_sub at QoS 1; (b) InfluxDB ceiling: batches of 5,000 points
 over one connection; (c) ``smartpark collect`` end to end, single readings at QoS 1 until all are
 queryable, msgs/s and peak RSS; (d) the same with snapshots of 20 readings, readings/s. Also the bare
-subscribers (paho loop, aiomqtt, collector.mqtt) and the bare writers (aiohttp, httpx) for the measured
+subscribers (paho loop, aiomqtt, smartpark.mqtt) and the bare writers (aiohttp, httpx) for the measured
 choices. Every figure is reported with its ratio to the ceilings of the same run (the machine is shared).
 """
 

@@ -2,7 +2,7 @@
 
 (a) broker: ``mosquitto_pub -l`` -> ``mosquitto_sub`` at QoS 1 (the C clients); (b) InfluxDB: line
 protocol batches of 5,000 points over one keep-alive connection; bare subscribers (paho's own loop,
-aiomqtt, collector.mqtt.MqttSource) and bare writers (aiohttp, httpx) at the same job.
+aiomqtt, smartpark.mqtt.MqttSource) and bare writers (aiohttp, httpx) at the same job.
 """
 
 from __future__ import annotations
@@ -154,9 +154,9 @@ def bare_aiomqtt(port: int, n: int, publish: Callable[[], None]) -> float:
 
 
 def bare_source(port: int, n: int, publish: Callable[[], None]) -> float:
-    """collector.mqtt.MqttSource: take batches, ack each batch in one write."""
-    from collector.mqtt import MqttSource
+    """smartpark.mqtt.MqttSource: take batches, ack each batch in one write."""
     from smartpark.config import parse_mqtt_url
+    from smartpark.mqtt import MqttSource
 
     async def go() -> float:
         src = MqttSource(parse_mqtt_url(f"mqtt://127.0.0.1:{port}"), f"bare-src-{time.time_ns()}", "bare/#",

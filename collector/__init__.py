@@ -1,10 +1,12 @@
 """The collector: every MQTT reading into InfluxDB, acked only once durable (InfluxDB or the disk spool).
 
-Path of a reading: :mod:`collector.mqtt` (subscriber) -> :mod:`collector.service` (decode, batch, write,
-ack) -> :mod:`collector.spool` (when InfluxDB is away); :mod:`collector.metrics` counts it all.
+Path of a reading: :mod:`smartpark.mqtt` (subscriber, shared with the alert engine) ->
+:mod:`collector.service` (decode, batch, write, ack) -> :mod:`collector.spool` (when InfluxDB is away);
+:mod:`collector.metrics` counts it all.
 """
 
-from .mqtt import Message, MqttError, MqttSource
+from smartpark.mqtt import Message, MqttError, MqttSource
+
 from .service import Batch, Collector, Counters
 from .spool import Record, Spool
 

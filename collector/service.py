@@ -19,6 +19,7 @@ from smartpark.config import Settings
 from smartpark.errors import PartialWriteError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import encode_line
+from smartpark.mqtt import Message, MqttSource
 from smartpark.park import Park
 from smartpark.wire import (
     BAD_VALUE,
@@ -34,7 +35,6 @@ from smartpark.wire import (
 )
 
 from .metrics import Metrics
-from .mqtt import Message, MqttSource
 from .spool import Record, Spool
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ import pytest
 from test_collector_support import TS0, big_park, settings_for
 
 from collector import Collector, MqttSource, Record, Spool
-from collector.mqtt import MQTT5, MQTT311, _Connection, publish_packet
 from smartpark.config import parse_mqtt_url
 from smartpark.influx import InfluxClient
+from smartpark.mqtt import MQTT5, MQTT311, _Connection, publish_packet
 
 
 def run(coro: Any) -> Any:

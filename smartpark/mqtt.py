@@ -1,4 +1,5 @@
-"""A lean MQTT subscriber for the collector: explicit QoS 1 acks, persistent session, reconnect.
+"""A lean MQTT subscriber for the collector and the alert engine: explicit QoS 1 acks, persistent session,
+reconnect.
 
 Why not aiomqtt or paho's own loop: acking only after durability needs manual acks (aiomqtt 2.5 has
 none; paho 2.x has ``manual_ack_set``), and paho reads every packet with 2-4 ``recv`` calls of 1 byte,
@@ -27,8 +28,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from smartpark.config import MqttTarget
-from smartpark.errors import SmartparkError
+from .config import MqttTarget
+from .errors import SmartparkError
 
 log = logging.getLogger(__name__)
 
