@@ -41,9 +41,20 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuan
 
 
 def cjk_font() -> str | None:
-    """A font that can draw Chinese, if the machine has one."""
+    """A font that can draw Chinese, if the machine has one.
+
+    matplotlib caches its font list once: a CJK font installed later (``make`` installs
+    ``fonts-wqy-microhei``) is found by looking at the system's font files and adding it.
+    """
     names = {f.name for f in font_manager.fontManager.ttflist}
-    return next((n for n in CJK_FONTS if n in names), None)
+    found = next((n for n in CJK_FONTS if n in names), None)
+    if found is None:
+        for path in font_manager.findSystemFonts():
+            if re.search(r"wqy|wenquanyi|notosanscjk|noto.*cjk|sourcehansans", path, re.I):
+                font_manager.fontManager.addfont(path)
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        found = next((n for n in CJK_FONTS if n in names), None)
+    return found
 
 
 def display_title(title: str, cjk: bool) -> str:
