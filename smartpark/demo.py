@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from .config import Settings
 from .errors import UsageError
 from .influx import InfluxClient
 from .park import Park, load_park
-from .stack import Stack, free_port, port_in_use
+from .stack import Stack, StackError, free_port, port_in_use
 from .wire import SYS_ROOT, status_topic
 
 SERVICE_STOP_TIMEOUT = 20.0
@@ -107,6 +108,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(Demo(args, settings).run())
     except KeyboardInterrupt:
         return 130
+    except (RuntimeError, StackError, aiohttp.ClientError, OSError) as exc:
+        sys.stderr.write(f"smartpark demo: {exc}\n(logs: {settings.state_path / 'demo' / 'logs'})\n")
+        return 1
 
 
 def _parse_duration(text: str) -> float:
@@ -139,10 +143,19 @@ class Demo:
         scenario = load_scenario(self.args.scenario, self.park)
         outcome = Outcome(scenario=scenario.id)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Each run starts from an empty database, so the durable state of a previous run (the alert engine's
+        # journal and snapshot, the collector's spool) describes data that is gone: start those afresh too.
+        for stale in ("alerts", "spool"):
+            shutil.rmtree(self.root / stale, ignore_errors=True)
         mqtt_port = 1883 if not port_in_use(1883) else free_port()
         influx_port = 8086 if not port_in_use(8086) else free_port()
         self.stack = Stack(self.root / "stack", mqtt_port=mqtt_port, influx_port=influx_port)
         self._say(f"starting the local stack under {self.root}/stack …")
+        # The broker's persisted sessions may still hold messages of an interrupted earlier run, whose
+        # timestamps lie ahead of this run's: with the event clock they would jump the engine's time. A demo
+        # starts clean: stop a stack left running by --keep and forget what its broker persisted.
+        await asyncio.to_thread(self.stack.down)
+        shutil.rmtree(self.stack.service_dir("mosquitto") / "data", ignore_errors=True)
         await asyncio.to_thread(self.stack.up)
         status = self.stack.status()
         self.mqtt_url = status["mosquitto"].url
@@ -190,9 +203,10 @@ class Demo:
         return app
 
     def _common(self) -> list[str]:
-        return ["--mqtt-url", self.mqtt_url, "--influx-url", self.influx_url,
-                "--influx-db", self.settings.influx_db, "--state-dir", str(self.root),
-                "--api-url", f"http://127.0.0.1:{self.api_port}", "--api-token", self.token]
+        # --flag=value: a generated token may start with '-', which argparse would take for an option
+        return [f"--mqtt-url={self.mqtt_url}", f"--influx-url={self.influx_url}",
+                f"--influx-db={self.settings.influx_db}", f"--state-dir={self.root}",
+                f"--api-url=http://127.0.0.1:{self.api_port}", f"--api-token={self.token}"]
 
     def _start_services(self) -> None:
         exe = [sys.executable, "-m", "smartpark"]
