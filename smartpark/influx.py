@@ -9,6 +9,7 @@ data source speaks the same. Authentication: user and password from the URL (bas
 
 from __future__ import annotations
 
+import base64
 import gzip
 import logging
 import re
@@ -42,15 +43,17 @@ class InfluxClient:
         headers = {}
         if target.token:
             headers["Authorization"] = f"Token {target.token}"
+        elif target.username:
+            basic = base64.b64encode(f"{target.username}:{target.password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
         self._headers = headers
-        self._auth = aiohttp.BasicAuth(target.username, target.password or "") if target.username else None
 
     async def __aenter__(self) -> InfluxClient:
         if self._entered:
             raise RuntimeError("InfluxClient cannot be entered twice")
         self._entered = True
         self._session = aiohttp.ClientSession(
-            timeout=self._timeout, headers=self._headers, auth=self._auth,
+            timeout=self._timeout, headers=self._headers,
             connector=aiohttp.TCPConnector(limit=8, keepalive_timeout=60),
         )
         return self
