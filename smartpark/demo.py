@@ -475,17 +475,19 @@ class Demo:
         for p in o.previews:
             c.print(f"dashboard preview: {p}")
         env = f"SMARTPARK_MQTT_URL={self.mqtt_url} SMARTPARK_INFLUX_URL={self.influx_url}"
+        # the command as the reader can type it: `smartpark` when on PATH, else the venv's script
+        exe = "smartpark" if shutil.which("smartpark") else os.path.relpath(Path(sys.executable).parent / "smartpark")
         c.print("\n[b]explore further[/]")
         if self.args.keep:
             c.print(f"  the stack is still running: export {env}")
             c.print(f"  curl -G {self.influx_url}/query --data-urlencode db={self.settings.influx_db} "
                     "--data-urlencode 'q=SELECT last(value) FROM reading GROUP BY sensor'")
-            c.print(f"  smartpark --state-dir {self.root} stack down      # when done")
+            c.print(f"  {exe} --state-dir {self.root} stack down      # when done")
         else:
-            c.print("  smartpark demo --keep                 # leave the stack running to look around")
-        c.print("  smartpark simulate --list             # the other incidents; smartpark demo --scenario NAME")
-        c.print("  smartpark park show                   # the park model")
-        c.print("  smartpark dashboards build            # Grafana dashboards; docker compose up for the full stack")
+            c.print(f"  {exe} demo --keep          # leave the stack running to look around")
+        c.print(f"  {exe} simulate --list      # the other incidents: {exe} demo --scenario NAME")
+        c.print(f"  {exe} park show            # the park model")
+        c.print(f"  {exe} dashboards build     # Grafana dashboards; docker compose up for the full stack")
 
 
 def _kpi_table(report: dict[str, Any]) -> Table:
