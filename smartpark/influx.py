@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -30,12 +31,17 @@ _DROPPED = re.compile(r"dropped=(\d+)")
 
 
 class InfluxClient:
-    """``async with InfluxClient(target) as db: await db.write(lines)``; keep-alive, gzip on large bodies."""
+    """``async with InfluxClient(target) as db: await db.write(lines)``; keep-alive, gzip on large bodies
+    sent over a network."""
 
-    def __init__(self, target: InfluxTarget, *, timeout: float = 10.0, gzip_min_bytes: int = 4096,
+    def __init__(self, target: InfluxTarget, *, timeout: float = 10.0, gzip_min_bytes: int | None = None,
                  gzip_level: int = 1) -> None:
         self.target = target
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        if gzip_min_bytes is None:
+            # gzip saves a network, not a loopback: there it only costs CPU on both ends, which the collector
+            # and InfluxDB share on one machine (docs/benchmarks/collector.md)
+            gzip_min_bytes = 10**12 if _is_loopback(target.base_url) else 4096
         self._gzip_min = gzip_min_bytes
         self._gzip_level = gzip_level
         self._session: aiohttp.ClientSession | None = None
@@ -169,6 +175,11 @@ class InfluxClient:
         await self.query(f"CREATE DATABASE {quote_ident(name)}", db=False, method="POST")  # type: ignore[arg-type]
         log.warning("created InfluxDB database %r (it was missing)", name)
         return True
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _error_text(text: str) -> str:

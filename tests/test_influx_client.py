@@ -101,6 +101,18 @@ class TestAnswers:
         assert list(err.rejected) == [1]
         assert influx_db.count("m") == 2
 
+    def test_gzip_bodies_are_accepted(self, influx_db) -> None:  # type: ignore[no-untyped-def]
+        """Over a network the client gzips large bodies (on loopback it does not: it would only cost CPU)."""
+        lines = [f"m v={i}.5 {1764201600000 + i}" for i in range(3000)]
+
+        async def go() -> None:
+            target = Settings(influx_url=influx_db.url, influx_db=influx_db.db).influx()
+            async with InfluxClient(target, gzip_min_bytes=0) as db:  # force gzip on loopback
+                await db.write(lines)
+
+        asyncio.run(go())
+        assert influx_db.count("m") == 3000
+
     def test_unreachable_is_retryable(self) -> None:
         async def go() -> WriteError:
             async with _client(f"http://127.0.0.1:{free_port()}") as db:
