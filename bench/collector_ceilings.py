@@ -92,10 +92,11 @@ def _query(conn: http.client.HTTPConnection, q: str) -> None:
     conn.getresponse().read()
 
 
-def count_points(url: str, db: str, measurement: str = "reading", field: str = "value") -> int:
+def count_points(url: str, db: str, measurement: str = "reading", field: str = "value", where: str = "") -> int:
     import urllib.parse
     import urllib.request
-    q = urllib.parse.urlencode({"db": db, "q": f'SELECT count("{field}") FROM "{measurement}"'})
+    q = urllib.parse.urlencode({"db": db, "q": f'SELECT count("{field}") FROM "{measurement}"'
+                                              + (f" WHERE {where}" if where else "")})
     try:
         doc = json.loads(urllib.request.urlopen(f"{url}/query?{q}", timeout=30).read())
         return int(doc["results"][0]["series"][0]["values"][0][1])
