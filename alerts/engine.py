@@ -357,32 +357,20 @@ class Engine:
                     on, off = False, True
                     detail = f"suppressed by plant state {st.name}"
                     break
-        if not a.active:
-            if on:
-                if a.on_ms == 0:
-                    self._raise(a, ts, out, detail)
-                    return
-                if a.pending is None:
-                    a.pending = ts
-                    self._pending.add(a)
-                if ts - a.pending >= a.on_ms:
-                    self._raise(a, ts, out, detail)
-            elif a.pending is not None:
-                a.pending = None
-                self._pending.discard(a)
-        else:
-            if off:
-                if a.off_ms == 0:
-                    self._clear(a, ts, out, detail)
-                    return
-                if a.pending is None:
-                    a.pending = ts
-                    self._pending.add(a)
-                if ts - a.pending >= a.off_ms:
-                    self._clear(a, ts, out, detail)
-            elif a.pending is not None:
-                a.pending = None
-                self._pending.discard(a)
+        # raising waits on_delay while the condition holds, clearing waits off_delay: one mechanism, two ways
+        want, delay, act = (off, a.off_ms, self._clear) if a.active else (on, a.on_ms, self._raise)
+        if want:
+            if delay == 0:
+                act(a, ts, out, detail)
+                return
+            if a.pending is None:
+                a.pending = ts
+                self._pending.add(a)
+            if ts - a.pending >= delay:
+                act(a, ts, out, detail)
+        elif a.pending is not None:
+            a.pending = None
+            self._pending.discard(a)
 
     # ------------------------------------------------------------------ readings
     def process(self, r: Reading) -> list[AlarmEvent]:

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from smartpark.errors import ConfigError
-from smartpark.park import ID_RE, Park, load_yaml_with_lines, locate, validation_error
+from smartpark.park import ID_RE, Park, load_yaml_with_lines, locate, validate_document
 
 Name = Annotated[str, Field(pattern=ID_RE.pattern)]
 RESERVED_RULES = frozenset({"ll", "l", "h", "hh", "roc", "no_data", "stuck", "out_of_range", "reg_5min_excursions"})
@@ -211,12 +211,7 @@ def parse_rules(text: str, park: Park, file: str = "<rules>") -> RuleSet:
     data = load_yaml_with_lines(text, file)
     if data is None:
         return RuleSet(file=file)
-    if not isinstance(data, dict):
-        raise ConfigError("a rules file is a mapping with rules, states, routes", file=file, line=1)
-    try:
-        spec = RulesFile.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, data, file) from None
+    spec = validate_document(RulesFile, data, file, "a rules file is a mapping with rules, states, routes")
 
     def err(msg: str, *loc: object) -> ConfigError:
         line, key = locate(data, tuple(loc))

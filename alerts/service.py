@@ -28,7 +28,7 @@ from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
 from smartpark.mqtt import MqttSource
 from smartpark.park import Park
-from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, is_service_topic, status_topic
+from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
 
 from .api import make_app
 from .clock import EventClock, WallClock
@@ -138,8 +138,6 @@ class AlertService:
         """One MQTT message: decode, evaluate, emit; with the event clock, let time pass too.
         The caller flushes the journal (``store.flush``) before acknowledging the message."""
         self.counts["received"] += 1
-        if is_service_topic(topic):
-            return
         dec = self.decoder.decode(topic, payload, received_ms)
         self.counts["invalid"] += len(dec.rejected) - sum(1 for r in dec.rejected if r.reason == "out_of_range")
         events: list[AlarmEvent] = []

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,32 +133,26 @@ def main() -> int:
         a = med("a_broker_msgs_s", lambda: broker_ceiling(stack.mqtt_port, args.n)) if "a" in only else 1.0
         b = (med("b_influx_points_s", lambda: influx_ceiling(stack.influx_url, f"ceil{time.time_ns()}", args.n))
              if "b" in only else 1.0)
+        def collect(kind: str, messages: int, jobs_for_run: Callable[[], list[tuple[str, list[str]]]],
+                    rate_key: str, ceiling: float, ratio_key: str) -> None:
+            """(c) or (d): ``repeat`` runs of ``smartpark collect``, each into a database of its own."""
+            runs = []
+            for r in range(args.repeat):
+                profile = args.profile + f".{kind}.json" if args.profile and r == 0 else None
+                runs.append(run_collector(stack, park, tmp, f"{kind}{r}_{time.time_ns()}", messages, jobs_for_run(),
+                                          args.n, args.batch_size, profile))
+                print(f"{kind}:", runs[-1], flush=True)
+            res[f"{kind}_runs"] = runs
+            res[rate_key] = statistics.median(x["rate"] for x in runs)
+            res[ratio_key] = res[rate_key] / ceiling  # type: ignore[operator]
+            res[f"{kind}_lost_total"] = sum(x["lost"] for x in runs)
+            res[f"{kind}_peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
+
         if "c" in only:
-            runs = []
-            for r in range(args.repeat):
-                db = f"c{r}_{time.time_ns()}"
-                jobs = split_jobs(args.n, [f"park/plant/a0{k}/s00{k}" for k in range(4)])
-                runs.append(run_collector(stack, park, tmp, db, args.n, jobs, args.n, args.batch_size,
-                                          args.profile + ".c.json" if args.profile and r == 0 else None))
-                print("c:", runs[-1], flush=True)
-            res["c_runs"] = runs
-            res["c_collect_msgs_s"] = statistics.median(x["rate"] for x in runs)
-            res["c_ratio_to_a"] = res["c_collect_msgs_s"] / a  # type: ignore[operator]
-            res["c_lost_total"] = sum(x["lost"] for x in runs)
-            res["c_peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
+            collect("c", args.n, lambda: split_jobs(args.n, [f"park/plant/a0{k}/s00{k}" for k in range(4)]),
+                    "c_collect_msgs_s", a, "c_ratio_to_a")
         if "d" in only:
-            runs = []
-            for r in range(args.repeat):
-                db = f"d{r}_{time.time_ns()}"
-                runs.append(run_collector(stack, park, tmp, db, args.n // 20, snapshot_jobs(args.n), args.n,
-                                          args.batch_size, args.profile + ".d.json" if args.profile and r == 0
-                                          else None))
-                print("d:", runs[-1], flush=True)
-            res["d_runs"] = runs
-            res["d_collect_readings_s"] = statistics.median(x["rate"] for x in runs)
-            res["d_ratio_to_b"] = res["d_collect_readings_s"] / b  # type: ignore[operator]
-            res["d_lost_total"] = sum(x["lost"] for x in runs)
-            res["d_peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
+            collect("d", args.n // 20, lambda: snapshot_jobs(args.n), "d_collect_readings_s", b, "d_ratio_to_b")
         if "bare" in only:
             def pub() -> None:
                 publish_lines(stack.mqtt_port, split_jobs(args.bare_n, [f"bare/t{k}" for k in range(4)]))

@@ -29,7 +29,6 @@ from smartpark.wire import (
     Rejected,
     UniqueNs,
     dead_letter_line,
-    is_service_topic,
     share_subscription,
     status_topic,
 )
@@ -168,8 +167,6 @@ class Collector:
 
     def _add(self, batch: Batch, m: Message) -> None:
         batch.messages.append(m)
-        if is_service_topic(m.topic):  # alarm states and service status: not readings, nothing to store
-            return
         decoded = self.decoder.decode(m.topic, m.payload, m.received_ms)
         for r in decoded.readings:
             batch.readings.append(self.encoder.reading(r))

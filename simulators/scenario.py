@@ -21,10 +21,10 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from smartpark.errors import ConfigError
-from smartpark.park import LIMIT_KEYS, Park, load_yaml_with_lines, validation_error
+from smartpark.park import LIMIT_KEYS, Park, load_yaml_with_lines, validate_document
 
 from .shapes import COMMON_KEYS, GARBAGE_KINDS, SHAPES, ShapeContext, Trace, apply_shape
 
@@ -146,12 +146,8 @@ def scenarios_dir() -> Path:
 
 def parse_scenario(text: str, park: Park, file: str = "<scenario>") -> Scenario:
     data = load_yaml_with_lines(text, file)
-    if not isinstance(data, dict):
-        raise ConfigError("a scenario file is a mapping with id, title, site, timeline, expect", file=file, line=1)
-    try:
-        scn = Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, data, file) from None
+    scn = validate_document(Scenario, data, file,
+                            "a scenario file is a mapping with id, title, site, timeline, expect")
     _check(scn, data, park, file)
     return scn.model_copy(update={"file": file})
 

@@ -40,7 +40,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from .config import Settings
+from .config import InfluxTarget, Settings
 from .errors import UsageError
 from .influx import InfluxClient
 from .park import Park, load_park
@@ -190,6 +190,11 @@ class Demo:
         clean = all(code == 0 for code in outcome.exit_codes.values())
         return 0 if clean and not stop.is_set() else (130 if stop.is_set() else 1)
 
+    @property
+    def influx_target(self) -> InfluxTarget:
+        """The demo stack's InfluxDB, with the configured database."""
+        return Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+
     def _say(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         self.log_lines.append(f"{stamp} {text}")
@@ -282,7 +287,7 @@ class Demo:
         return {"Authorization": f"Bearer {self.token}"}
 
     async def _fresh_database(self) -> None:
-        target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+        target = self.influx_target
         async with InfluxClient(target) as db:
             await db.query(f'DROP DATABASE "{target.db}"', db=False, method="POST")  # type: ignore[arg-type]
             await db.ensure_database()
@@ -291,7 +296,7 @@ class Demo:
     async def _play(self, scenario: Any, outcome: Outcome, stop: asyncio.Event) -> None:
         from simulators import Simulator, backfill, publish
 
-        target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+        target = self.influx_target
         total_s = scenario.warmup_s + scenario.duration_s
         t_start = int(time.time() * 1000) - int(total_s * 1000)  # the incident ends about now
         history_start = t_start - int(self.history_s * 1000)
@@ -334,7 +339,7 @@ class Demo:
             await asyncio.sleep(1.0)
 
     async def _count(self, outcome: Outcome) -> None:
-        target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+        target = self.influx_target
         async with InfluxClient(target) as db:
             rows = await db.rows(f"SELECT count(value) FROM reading WHERE time >= {self._t0_ms - 10**9}ms")
             total = int(rows[0]["count"]) if rows else 0
@@ -413,7 +418,7 @@ class Demo:
 
     # ------------------------------------------------------------------ summary
     async def _summarise(self, outcome: Outcome) -> None:
-        target = Settings(influx_url=self.influx_url, influx_db=self.settings.influx_db).influx()
+        target = self.influx_target
         async with InfluxClient(target) as db:
             outcome.alarms = await db.rows(
                 "SELECT value, \"limit\", state, message FROM alarm WHERE event = 'raised' "

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -324,14 +324,25 @@ def validation_error(exc: ValidationError, data: Any, file: str) -> ConfigError:
     return ConfigError(msg, file=file, line=line, key=key or None)
 
 
-def parse_park(text: str, file: str = "<park>") -> Park:
-    data = load_yaml_with_lines(text, file)
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_document(model: type[M], data: Any, file: str, shape: str) -> M:
+    """Validate a YAML document read with :func:`load_yaml_with_lines` against ``model``; every mistake is one
+    :class:`ConfigError` with file, line and key. ``shape`` says what the top level should be.
+
+    The park model, the alert rules and the scenarios are all checked this way."""
     if not isinstance(data, dict):
-        raise ConfigError("a park file is a mapping with 'park' and 'sites'", file=file, line=1)
+        raise ConfigError(shape, file=file, line=1)
     try:
-        return Park.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, data, file) from None
+
+
+def parse_park(text: str, file: str = "<park>") -> Park:
+    return validate_document(Park, load_yaml_with_lines(text, file), file,
+                             "a park file is a mapping with 'park' and 'sites'")
 
 
 def default_park_path() -> Path:

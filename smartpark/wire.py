@@ -192,6 +192,9 @@ class _Known(NamedTuple):
 class Decoder:
     """Turns one MQTT message into accepted readings and dead letters, validated against the park.
 
+    The alarm-state and service-status trees (``park/alarms/...``, ``park/_sys/...``) decode to nothing:
+    they are the services' own topics, neither readings nor mistakes.
+
     Topics are looked up whole in dicts built once from the park (no splitting on the hot path), and the
     common payloads — a float value and an integer ``ts`` — take a fast path that checks exactly what
     :func:`parse_value` and :func:`parse_ts` check.
@@ -225,6 +228,8 @@ class Decoder:
                 self._snapshot(sensors, topic, payload, received_ms, out)
             except DecodeError as exc:
                 out.rejected.append(Rejected(exc.reason, exc.detail, topic, payload))
+            return out
+        if is_service_topic(topic):  # alarm states and service status: under park/ but not readings
             return out
         parts = topic.split("/")
         if len(parts) == 4 and parts[0] == ROOT:

@@ -100,6 +100,12 @@ class TestSnapshot:
         out = DEC.decode("park/wwtp/effluent", b'{"cod": 1}', NOW)
         assert [r.reason for r in out.rejected] == ["bad_value"]
 
+    @pytest.mark.parametrize("topic", ["park/alarms/wwtp/effluent/cod/hh", "park/_sys/collector/a"])
+    def test_service_topics_are_neither_readings_nor_dead_letters(self, topic: str) -> None:
+        """The services' own topics under park/ (CONTRACT §2) decode to nothing."""
+        out = DEC.decode(topic, b'{"status": "online"}', NOW)
+        assert out.readings == [] and out.rejected == []
+
     def test_unknown_asset(self) -> None:
         out = DEC.decode("park/wwtp/nowhere", b'{"values": {"cod": 1}}', NOW)
         assert [r.reason for r in out.rejected] == ["unknown_sensor"]
