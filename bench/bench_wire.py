@@ -1,4 +1,5 @@
-"""Per-reading cost of the shared pipeline stages: decode (smartpark.wire.Decoder) and encode (PointEncoder).
+"""Per-reading cost of the shared pipeline stages: decode (smartpark.wire.Decoder), encode (PointEncoder), and
+the collector's fused path (Decoder.lines).
 
     .venv/bin/python bench/bench_wire.py
 
@@ -60,10 +61,21 @@ def main() -> None:
     ]
     readings = [r for t, p in singles for r in dec.decode(t, p, 0).readings]
     rows.append(("encode (line protocol)", best(lambda: [enc.reading(r) for r in readings], len(readings))))
+    snap_readings = [r for t, p in snaps for r in dec.decode(t, p, 0).readings]
+    rows += [
+        ("decode + encode, single readings", best(lambda: [enc.reading(r) for t, p in singles
+                                                            for r in dec.decode(t, p, 0).readings], len(singles))),
+        ("Decoder.lines, single readings", best(lambda: [dec.lines(t, p, 0) for t, p in singles], len(singles))),
+        ("decode + encode, snapshots", best(lambda: [enc.reading(r) for t, p in snaps
+                                                      for r in dec.decode(t, p, 0).readings], len(snap_readings))),
+        ("Decoder.lines, snapshots", best(lambda: [dec.lines(t, p, 0) for t, p in snaps], n_snap)),
+    ]
     print(f"{'stage':<42} {'µs/reading':>10}")
     for name, us in rows:
         print(f"{name:<42} {us:>10.3f}")
     print(f"decode / orjson.loads: singles {rows[2][1] / rows[1][1]:.2f}, snapshots {rows[5][1] / rows[4][1]:.2f}")
+    print(f"Decoder.lines / (decode + encode): singles {rows[8][1] / rows[7][1]:.2f}, "
+          f"snapshots {rows[10][1] / rows[9][1]:.2f}")
 
 
 if __name__ == "__main__":

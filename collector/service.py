@@ -25,7 +25,6 @@ from smartpark.wire import (
     BAD_VALUE,
     SUBSCRIPTION,
     Decoder,
-    PointEncoder,
     Rejected,
     UniqueNs,
     dead_letter_line,
@@ -90,7 +89,6 @@ class Collector:
         self.counters = Counters()
         self.metrics = Metrics(instance)
         self.decoder = Decoder(park)
-        self.encoder = PointEncoder(park)
         self._unique = UniqueNs()
         self._influx_ok = True
         self._db_checked = False
@@ -167,10 +165,9 @@ class Collector:
 
     def _add(self, batch: Batch, m: Message) -> None:
         batch.messages.append(m)
-        decoded = self.decoder.decode(m.topic, m.payload, m.received_ms)
-        for r in decoded.readings:
-            batch.readings.append(self.encoder.reading(r))
-        for rej in decoded.rejected:
+        lines, rejected = self.decoder.lines(m.topic, m.payload, m.received_ms)
+        batch.readings += lines
+        for rej in rejected:
             batch.events.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
             self.metrics.dead_letters.labels(rej.reason).inc()
             self.counters.invalid += 1

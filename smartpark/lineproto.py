@@ -19,6 +19,8 @@ import math
 import re
 from collections.abc import Mapping
 
+import orjson
+
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING = str.maketrans({'"': r"\"", "\\": "\\\\"})
@@ -51,10 +53,16 @@ def escape_string_field(text: str) -> str:
 
 
 def format_float(value: float) -> str:
-    """Shortest text that reads back as the same float; integral floats keep a '.0' so the field type stays float."""
+    """Shortest text that reads back as the same float; integral floats keep a '.0' so the field type stays float.
+
+    orjson's Ryū formatting rather than ``repr``: the same shortest round trip, written 4x faster
+    (bench/bench_wire.py), and InfluxDB reads both alike (tests/test_lineproto.py writes extremes and reads them
+    back). Only the exponent is spelled differently: ``1e-7`` for ``1e-07``.
+    """
+    value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"line protocol cannot carry {value!r}")
-    return repr(float(value))
+    return orjson.dumps(value).decode()
 
 
 def format_field(value: FieldValue) -> str:

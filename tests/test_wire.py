@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smartpark.config import Settings, parse_influx_url, parse_mqtt_url
 from smartpark.errors import ConfigError
@@ -20,6 +22,7 @@ from smartpark.wire import (
 
 PARK = load_park()
 DEC = Decoder(PARK)
+ENC = PointEncoder(PARK)
 NOW = 1_764_201_600_000
 COD = "park/wwtp/effluent/cod"
 
@@ -109,6 +112,74 @@ class TestSnapshot:
     def test_unknown_asset(self) -> None:
         out = DEC.decode("park/wwtp/nowhere", b'{"values": {"cod": 1}}', NOW)
         assert [r.reason for r in out.rejected] == ["unknown_sensor"]
+
+
+ENTRY_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(min_value=-1, max_value=600),
+    st.integers(-10**20, 10**20), st.booleans(), st.none(), st.text(max_size=5),
+    st.fixed_dictionaries({"value": st.floats(0, 100)}, optional={"ts": st.integers(0, 5 * 10**12),
+                                                                  "quality": st.sampled_from(["bad", "x"])}))
+TS_VALUES = st.one_of(st.none(), st.integers(0, 5 * 10**12), st.just(1764201600123), st.booleans(),
+                      st.floats(1.7e12, 1.8e12), st.just("2025-11-27T00:00:00Z"), st.text(max_size=4))
+QUALITY_VALUES = st.one_of(st.none(), st.sampled_from(["good", "uncertain", "bad", "meh"]), st.integers())
+
+
+@st.composite
+def wire_messages(draw: st.DrawFn) -> tuple[str, bytes]:
+    """Messages on reading and snapshot topics, mostly valid, with every kind of fault mixed in."""
+    kind = draw(st.sampled_from(["valid snapshot", "valid single", "snapshot", "single", "bytes"]))
+    optional = {"ts": TS_VALUES, "quality": QUALITY_VALUES}
+    valid_ts = st.integers(946_684_800_000, 4_102_444_800_000 - 1)
+    valid_quality = st.sampled_from([None, "good", "uncertain", "bad"])
+    if kind == "valid snapshot":  # the fast path, with at most one entry that leaves it
+        values = draw(st.dictionaries(st.sampled_from(["cod", "nh3n", "tp", "ph", "ss"]), st.floats(0, 5), max_size=5))
+        if values and draw(st.booleans()):
+            values[draw(st.sampled_from(sorted(values)))] = draw(ENTRY_VALUES)
+        doc = {"ts": draw(valid_ts), "values": values}
+        if (quality := draw(valid_quality)) is not None:
+            doc["quality"] = quality
+        return "park/wwtp/effluent", json.dumps(doc, allow_nan=True).encode()
+    if kind == "valid single":
+        doc = {"value": draw(st.floats(0, 200)), "ts": draw(valid_ts)}
+        if (quality := draw(valid_quality)) is not None:
+            doc["quality"] = quality
+        return COD, json.dumps(doc).encode()
+    if kind == "snapshot":
+        names = st.sampled_from(["cod", "nh3n", "tp", "ph", "ghost"])
+        doc = draw(st.fixed_dictionaries({"values": st.dictionaries(names, st.one_of(
+            st.floats(0, 100), ENTRY_VALUES), max_size=5)}, optional=optional))
+        return "park/wwtp/effluent", json.dumps(doc, allow_nan=True).encode()
+    if kind == "single":
+        doc = draw(st.one_of(
+            st.fixed_dictionaries({"value": st.one_of(st.floats(0, 100), ENTRY_VALUES)}, optional=optional),
+            ENTRY_VALUES))
+        return COD, json.dumps(doc, allow_nan=True).encode()
+    topic = draw(st.sampled_from([COD, "park/wwtp/effluent", "park/wwtp/nowhere", "park/_sys/collector/a"]))
+    return topic, draw(st.binary(max_size=40))
+
+
+class TestLines:
+    @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(wire_messages())
+    def test_lines_equal_decode_then_encode(self, msg: tuple[str, bytes]) -> None:
+        """The collector's fused path gives exactly the lines and dead letters of decode + PointEncoder."""
+        topic, payload = msg
+        decoded = DEC.decode(topic, payload, NOW)
+        assert DEC.lines(topic, payload, NOW) == ([ENC.reading(r) for r in decoded.readings], decoded.rejected)
+
+    def test_fast_path_lines(self) -> None:
+        """The common shapes, written out: a snapshot of floats, a single reading, an uncertain snapshot."""
+        snap = b'{"ts": 1764201600123, "values": {"cod": 41.7, "nh3n": 1.25}}'
+        assert DEC.lines("park/wwtp/effluent", snap, NOW) == ([
+            "reading,asset=effluent,sensor=cod,site=wwtp value=41.7 1764201600123",
+            "reading,asset=effluent,sensor=nh3n,site=wwtp value=1.25 1764201600123"], [])
+        assert DEC.lines(COD, b'{"value": 0.5, "ts": 1764201600123, "quality": "uncertain"}', NOW) == ([
+            'reading,asset=effluent,sensor=cod,site=wwtp value=0.5,quality="uncertain" 1764201600123'], [])
+        lines, rejected = DEC.lines("park/wwtp/effluent", b'{"ts": 1764201600123, "values": {"cod": 1.5, '
+                                    b'"ph": 99.0}}', NOW)
+        assert lines == ["reading,asset=effluent,sensor=cod,site=wwtp value=1.5 1764201600123",
+                         'reading,asset=effluent,sensor=ph,site=wwtp value=99.0,quality="bad" 1764201600123']
+        assert [r.reason for r in rejected] == ["out_of_range"]
 
 
 class TestTopics:
