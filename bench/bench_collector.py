@@ -36,6 +36,7 @@ from collector_ceilings import (  # noqa: E402
     influx_ceiling,
     publish_lines,
     split_jobs,
+    wait_until_written,
     writer_aiohttp,
     writer_httpx,
 )
@@ -68,21 +69,22 @@ def run_collector(stack: Stack, park: Path, state: Path, db: str, n: int, jobs: 
             time.sleep(0.2)
             if proc.poll() is not None:
                 raise RuntimeError(f"collector exited {proc.returncode}; see {state}/{db}.log")
-        # Waiting must not steal the CPU being measured: a full count() over the growing database ten times
-        # a second costs influxd tens of ms each. Poll only the points of each job's last message (a
-        # query on one or two timestamps), then confirm with full counts.
-        last = [json.loads(lines[-1]) for _, lines in jobs]
-        last_ts = sorted({int(doc["ts"]) for doc in last})
-        expect_last = sum(len(doc["values"]) if "values" in doc else 1 for doc in last)
         t0 = time.perf_counter()
         publish_lines(stack.mqtt_port, jobs)
         published = time.perf_counter() - t0
-        # one query per timestamp: InfluxQL 1.x does not OR time conditions
-        while sum(count_points(stack.influx_url, db, where=f"time = {ts}ms") for ts in last_ts) < expect_last:
-            time.sleep(0.02)
-        while (got := count_points(stack.influx_url, db)) < readings:
-            time.sleep(0.02)
-        elapsed = time.perf_counter() - t0
+        # Waiting must not steal the CPU being measured: InfluxQL count() polls over the growing database
+        # doubled influxd's CPU per point (bench/collector_cpu_probe.py). Poll InfluxDB's own write counter
+        # instead (the same moment the ceiling (b) measures: its points are written), then confirm by query.
+        try:
+            elapsed = wait_until_written(stack.influx_url, db, readings) - t0
+        except TimeoutError as exc:  # readings lost: reported below, with the count
+            print(f"{db}: {exc}", flush=True)
+            elapsed = float("nan")
+        if count_points(stack.influx_url, db) < readings and elapsed == elapsed:
+            # the counter ran ahead of the data (duplicates count twice): time the queries instead
+            while count_points(stack.influx_url, db) < readings and time.perf_counter() - t0 < 600:
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - t0
         rss = peak_rss_mb(proc.pid)
         time.sleep(1.5)  # let a straggler (a duplicate would be one) show up before counting for good
         got = count_points(stack.influx_url, db)

@@ -1,13 +1,15 @@
 """CPU accounting of one (d) run: who uses the two cores while 200,000 snapshot readings go through.
 
-    .venv/bin/python bench/collector_cpu_probe.py
+    .venv/bin/python bench/collector_cpu_probe.py [--n 200000]
 
-Prints wall time, CPU seconds of the collector, influxd and mosquitto, and the collector's own write
-time and batch count from its /metrics.
+Prints wall time, CPU seconds of the collector, influxd, mosquitto and the mosquitto_pub publishers, and the
+collector's own write time and batch count from its /metrics.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -20,12 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
 
 from bench_collector import snapshot_jobs  # noqa: E402
-from collector_ceilings import count_points, publish_lines  # noqa: E402
+from collector_ceilings import count_points, publish_lines, wait_until_written  # noqa: E402
 from test_collector_support import write_park  # noqa: E402
 
 from smartpark.stack import Stack, free_port  # noqa: E402
 
-N = 200_000
 METRICS = ("smartpark_collector_write_seconds_sum", "smartpark_collector_write_seconds_count",
            "smartpark_collector_batch_readings_count")
 
@@ -36,6 +37,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200_000)
+    N = ap.parse_args().n
     tmp = Path(tempfile.mkdtemp(prefix="collector_probe_"))
     stack = Stack(tmp / "stack", mqtt_port=free_port(), influx_port=free_port())
     stack.up()
@@ -50,16 +54,17 @@ def main() -> int:
         pids = {"collector": proc.pid, "influxd": stack.pid("influxd"), "mosquitto": stack.pid("mosquitto")}
         before = {k: cpu_seconds(p) for k, p in pids.items() if p}
         jobs = snapshot_jobs(N)
+        children = os.times().children_user + os.times().children_system
         t0 = time.perf_counter()
         publish_lines(stack.mqtt_port, jobs)
         published = time.perf_counter() - t0
-        while count_points(stack.influx_url, "d") < N:
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - t0
+        publishers = os.times().children_user + os.times().children_system - children
+        elapsed = wait_until_written(stack.influx_url, "d", N) - t0
         used = {k: cpu_seconds(p) - before[k] for k, p in pids.items() if p}
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert count_points(stack.influx_url, "d") == N
         print(f"wall {elapsed:.2f} s (publishing {published:.2f} s), {N / elapsed:,.0f} readings/s")
-        print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in used.items()))
+        print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in used.items()) + f", publishers {publishers:.2f}")
         print("\n".join(line for line in text.splitlines() if line.startswith(METRICS)))
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
