@@ -21,6 +21,7 @@ from test_collector_support import (
     CollectorThread,
     Publisher,
     big_park,
+    replay_process,
     settings_for,
     wait_connected,
     wait_for,
@@ -74,11 +75,9 @@ class TestThroughputAndExactness:
         settings = settings_for(broker.url, influx_db.url, influx_db.db, park_path, tmp_path / "state")
         with CollectorThread(settings, park) as collector:
             wait_connected(collector)
-            pub = Publisher(broker.port)
-            pub.publish((t, p) for t, p, *_ in sent)
-            pub.wait_acked()
+            pub = replay_process(broker.port, ((t, p) for t, p, *_ in sent), tmp_path)
+            assert pub.wait(300) == 0  # every message PUBACKed by the broker
             wait_for(lambda: count(influx_db) >= 100_000, 120, lambda: f"{count(influx_db)} of 100000 points")
-            pub.close()
         assert count(influx_db) == 100_000
         assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
         assert collector.counters.written == 100_000

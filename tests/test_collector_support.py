@@ -4,6 +4,10 @@ running in a thread, waiting for InfluxDB to hold what was sent."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -80,6 +84,21 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def replay_process(port: int, messages: Iterable[tuple[str, bytes]], tmp: Path) -> subprocess.Popen[bytes]:
+    """Publish ``messages`` at QoS 1 as fast as the broker takes them, from another process.
+
+    Through the product's own path: a recording file replayed by ``smartpark replay --speed 0``. A paho
+    publisher in the test process shares the GIL with the collector thread and publishes 20x slower.
+    """
+    path = tmp / f"replay-{uuid.uuid4().hex[:8]}.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"format": "smartpark-recording", "version": 1, "topic": "park/#"}) + "\n")
+        for i, (topic, payload) in enumerate(messages):
+            f.write(json.dumps({"t": i, "topic": topic, "qos": 1, "retain": False, "payload": payload.decode()}) + "\n")
+    return subprocess.Popen([sys.executable, "-m", "smartpark", "--mqtt-url", f"mqtt://127.0.0.1:{port}", "replay",
+                             str(path), "--speed", "0", "--qos", "1"], stdout=subprocess.DEVNULL)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: Callable[[], str] | str = "condition") -> None:

@@ -9,6 +9,7 @@ same scenarios with the real engine.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,7 +31,8 @@ class RefEvaluator:
     active: set[tuple[str, str]] = field(default_factory=set)
     last_ts: dict[str, int] = field(default_factory=dict)
     last_sample: dict[str, tuple[int, float, int]] = field(default_factory=dict)  # ts, value, repeats
-    window: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    window: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
+    distinct: dict[str, dict[float, int]] = field(default_factory=dict)  # value -> count in the window
     checked_ms: int = 0
 
     def _set(self, key: str, rule: str, on: bool, ts: int) -> None:
@@ -70,11 +72,16 @@ class RefEvaluator:
                 self._set(key, "stuck", repeats >= 4, ts)
         else:  # continuous sensors: zero variance over 10 minutes
             span = (sensor.stuck_s or 600) * 1000
-            w = self.window.setdefault(key, [])
+            w = self.window.setdefault(key, deque())
+            counts = self.distinct.setdefault(key, {})
             w.append((ts, value))
+            counts[value] = counts.get(value, 0) + 1
             while w and w[0][0] < ts - span:
-                w.pop(0)
-            flat = len({v for _, v in w}) == 1 and ts - w[0][0] >= span - sensor.interval_s * 1000
+                _, old = w.popleft()
+                counts[old] -= 1
+                if not counts[old]:
+                    del counts[old]
+            flat = len(counts) == 1 and ts - w[0][0] >= span - sensor.interval_s * 1000
             self._set(key, "stuck", flat and len(w) > 2, ts)
 
 

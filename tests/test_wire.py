@@ -159,7 +159,7 @@ def wire_messages(draw: st.DrawFn) -> tuple[str, bytes]:
 
 
 class TestLines:
-    @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(wire_messages())
     def test_lines_equal_decode_then_encode(self, msg: tuple[str, bytes]) -> None:
         """The collector's fused path gives exactly the lines and dead letters of decode + PointEncoder."""
