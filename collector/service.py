@@ -91,6 +91,7 @@ class Collector:
         self.decoder = Decoder(park)
         self._unique = UniqueNs()
         self._influx_ok = True
+        self._retry_at = 0.0  # loop time before which InfluxDB asked not to be written to (Retry-After)
         self._db_checked = False
         self._next_status = 0.0
         self.source: MqttSource | None = None  # while running, for observation (tests, status)
@@ -152,7 +153,8 @@ class Collector:
             now = loop.time()
             if (stopping or len(batch.readings) >= self.batch_size or now >= opened + self.flush_interval
                     or (not messages and batch.messages)):
-                self.metrics.batch_size.observe(len(batch.readings))
+                if batch.readings:  # idle flushes carry only the status line: not a batch size
+                    self.metrics.batch_size.observe(len(batch.readings))
                 if now >= self._next_status or stopping:
                     batch.events.append(self._status_line())
                     self._next_status = now + self.flush_interval
@@ -198,6 +200,7 @@ class Collector:
                         continue
                     except (WriteError, TimeoutError) as exc:
                         self._influx_ok = False
+                        self._honour_retry_after(exc)
                         log.warning("collector: InfluxDB write failed (%s); spooling until it answers", exc)
                 pending.append(rec)
             if pending:
@@ -209,22 +212,32 @@ class Collector:
         finally:
             slots.release()
 
+    def _honour_retry_after(self, exc: BaseException) -> None:
+        """Remember InfluxDB's ``Retry-After``: the replayer waits for it, whichever path was answered."""
+        after = getattr(exc, "retry_after", None)
+        if after is not None:
+            self._retry_at = max(self._retry_at, asyncio.get_running_loop().time() + after)
+
     async def _replay(self, db: InfluxClient, spool: Spool) -> None:
         """Drain the spool oldest first, retrying with full-jitter backoff that honours Retry-After."""
+        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             await spool.wait_nonempty()
             record = spool.peek()
             if record is None:
                 continue
+            if (hold := self._retry_at - loop.time()) > 0:
+                await asyncio.sleep(hold)
             try:
                 await self._write(db, record)
             except (WriteError, TimeoutError) as exc:
                 attempt += 1
                 self.counters.retries += 1
                 self.metrics.retries.inc()
-                after = getattr(exc, "retry_after", None)
-                delay = after if after is not None else random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8)))
+                self._honour_retry_after(exc)
+                delay = max(self._retry_at - loop.time(),
+                            random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8))))
                 log.warning("collector: spool replay failed (%s); retry %d in %.2f s (%d records, %d bytes "
                             "spooled)", exc, attempt, delay, len(spool), spool.pending_bytes)
                 await asyncio.sleep(delay)

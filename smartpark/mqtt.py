@@ -412,7 +412,7 @@ class MqttSource:
                 await self._hold(conn, stop)
                 if stop.is_set():
                     break
-                why: object = conn.closed.result() or "connection closed"
+                why: object = (conn.closed.result() if conn.closed.done() else None) or "connection closed"
             except MqttError as exc:
                 why = exc
                 if exc.fallback:
@@ -446,7 +446,8 @@ class MqttSource:
                     log.warning("MQTT: no answer from the broker for %.0f s; dropping the connection",
                                 time.monotonic() - conn.last_rx)
                     if conn.transport is not None:
-                        conn.transport.abort()
+                        conn.transport.abort()  # connection_lost follows on the next loop iterations
+                    await asyncio.wait([conn.closed], timeout=1.0)
                     break
                 conn.send(b"\xc0\x00")  # PINGREQ
         finally:

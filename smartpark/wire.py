@@ -275,7 +275,7 @@ class Decoder:
                             # one orjson call formats them all (format_float's text: JSON floats hold no comma)
                             texts = orjson.dumps(floats).decode()[1:-1].split(",")
                             tail = f" {ts}" if quality is None or quality == "good" else f',quality="{quality}" {ts}'
-                            return [f"{p}{t}{tail}" for p, t in zip(prefixes, texts)], []
+                            return [f"{p}{t}{tail}" for p, t in zip(prefixes, texts, strict=True)], []
                 else:
                     known = self._sensors.get(topic)
                     if known is not None:
