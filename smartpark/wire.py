@@ -273,7 +273,7 @@ class Decoder:
                             floats.append(raw)
                         else:
                             # one orjson call formats them all (format_float's text: JSON floats hold no comma)
-                            texts = orjson.dumps(floats).decode()[1:-1].split(",")
+                            texts = orjson.dumps(floats).decode()[1:-1].split(",") if floats else []
                             tail = f" {ts}" if quality is None or quality == "good" else f',quality="{quality}" {ts}'
                             return [f"{p}{t}{tail}" for p, t in zip(prefixes, texts, strict=True)], []
                 else:
