@@ -29,6 +29,7 @@ Rules (from the park model, CONTRACT §4-5, plus the rules file):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Iterable
@@ -59,6 +60,8 @@ from .events import (
     default_priority,
 )
 from .rules import CustomRule, PlantState, RuleSet
+
+log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 ROLL_MS = {"5min": 300_000}
@@ -243,6 +246,11 @@ class Engine:
         self._seq = 0
         self._armed: int | None = None
         self._warming = False
+        # readings stamped beyond this lie in the future (wall clock only): refreshed when one passes it
+        self._max_ahead = getattr(self.clock, "max_ahead_ms", None)
+        self._future_limit: float = -math.inf if self._max_ahead is not None else math.inf
+        self.future_readings = 0  # readings evaluated at arrival because their ts lay too far ahead
+        self._future_warned: set[str] = set()
         for ref in park:
             if only is None or ref.site in only:
                 self._sensors[ref.index] = self._build(ref)
@@ -379,6 +387,8 @@ class Engine:
         if s is None:
             return []
         ts = r.ts_ms
+        if ts > self._future_limit:
+            ts = self._from_the_future(r)
         if ts <= s.last_ts:
             return []
         s.last_ts = ts
@@ -447,6 +457,22 @@ class Engine:
             self._custom(a, ts, out)
         return out
 
+    def _from_the_future(self, r: Reading) -> int:
+        """The time to evaluate ``r`` at when its ts passed the future limit: its own ts if the limit was only
+        stale, else now (its arrival), with one warning per sensor. Rare: the limit lies minutes ahead."""
+        assert self._max_ahead is not None
+        now = self.clock.now_ms()
+        self._future_limit = now + self._max_ahead
+        if r.ts_ms <= self._future_limit:
+            return r.ts_ms
+        self.future_readings += 1
+        if r.ref.key not in self._future_warned:
+            self._future_warned.add(r.ref.key)
+            log.warning("alerts: %s sent a reading stamped %.0f s ahead of this machine's clock; evaluated at its "
+                        "arrival instead (check the clock of the sensor or its gateway; warned once per sensor)",
+                        r.ref.key, (r.ts_ms - now) / 1000)
+        return now
+
     def needs_history(self) -> dict[str, int]:
         """Sensor key -> how far back (ms before now) its averaging windows reach: what to rebuild at start."""
         out = {}
@@ -470,7 +496,8 @@ class Engine:
         At a first start the rolling 5-minute window and the clock-hour/day/month buckets are rebuilt
         from InfluxDB history this way, so that the first averages judged are complete."""
         s = self._sensors[r.ref.index]
-        if s is None or r.quality != "good" or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts:
+        if (s is None or r.quality != "good" or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts
+                or (self._max_ahead is not None and r.ts_ms > self.clock.now_ms() + self._max_ahead)):
             return
         v, ts = r.value, r.ts_ms
         if s.roll is not None:

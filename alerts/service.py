@@ -386,7 +386,8 @@ class AlertService:
         return {"instance": self.instance, "clock": "event" if self.event_clock else "wall",
                 "now": self.clock.now_ms(), "counts": dict(self.counts), "notifiers": self.dispatcher.counts(),
                 "flooding": dict(self.dispatcher.flooding), "influx_backlog": len(self._lines) + len(self._inflight),
-                "mqtt_backlog": self._retained.qsize()}
+                "mqtt_backlog": self._retained.qsize(),
+                "future_readings": self.engine.future_readings}
 
 
 __all__ = ["AlertService", "api_token"]

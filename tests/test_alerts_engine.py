@@ -179,6 +179,58 @@ class TestHealth:
         assert got[0].ts == T0 + 80_000
 
 
+class TestFutureTimestamps:
+    """With the wall clock, a reading stamped far ahead of this machine's clock is a clock fault of its sensor or
+    gateway: it is evaluated at its arrival, and it holds back none of the sensor's later readings."""
+
+    KEY = "plant/tank/level"
+
+    @staticmethod
+    def wall() -> tuple[Engine, ManualClock]:
+        clock = ManualClock(T0)
+        clock.max_ahead_ms = 300_000  # as WallClock: 5 minutes of tolerated skew
+        return Engine(park, None, clock), clock
+
+    def test_far_future_reading_is_evaluated_at_arrival(self, caplog: pytest.LogCaptureFixture) -> None:
+        e, clock = self.wall()
+        raised = e.process(R(self.KEY, 95, 3 * 3600))  # stamped 3 h ahead
+        assert {(x.rule, x.event, x.ts) for x in raised} == {("h", "raised", T0), ("hh", "raised", T0)}
+        clock.set(T0 + 10_000)
+        cleared = e.process(R(self.KEY, 50, 10))  # the next honest reading is not held back
+        assert {(x.rule, x.event, x.ts) for x in cleared} == {("h", "cleared", T0 + 10_000),
+                                                             ("hh", "cleared", T0 + 10_000)}
+        clock.set(T0 + 20_000)
+        assert e.process(R(self.KEY, 50, 7200)) == []
+        assert e.future_readings == 2
+        assert caplog.text.count("ahead of this machine's clock") == 1  # once per sensor
+        assert "10800 s ahead" in caplog.text
+
+    def test_small_skew_keeps_the_readings_own_time(self) -> None:
+        e, clock = self.wall()
+        raised = e.process(R(self.KEY, 85, 120))  # 2 min ahead: within the tolerance
+        assert [(x.rule, x.event, x.ts) for x in raised] == [("h", "raised", T0 + 120_000)]
+        assert e.future_readings == 0
+        clock.set(T0 + 3600_000)  # the limit follows the clock: an hour later, +1 h is no longer the future
+        assert [(x.rule, x.event) for x in e.process(R(self.KEY, 50, 3600))] == [("h", "cleared")]
+        assert e.future_readings == 0
+
+    def test_event_clock_takes_readings_at_their_word(self) -> None:
+        """The event clock (replays) has no 'ahead': the newest reading is the time."""
+        e = engine()
+        assert {x.ts for x in e.process(R(self.KEY, 95, 3 * 3600))} == {T0 + 3 * 3600_000}
+        assert e.process(R(self.KEY, 50, 10)) == []  # older than the sensor's newest: a redelivery
+        assert e.future_readings == 0
+
+    @pytest.mark.parametrize("wall", [True, False])
+    def test_history_from_the_future_does_not_warm_the_averages(self, wall: bool) -> None:
+        """A stored future reading read back at start would stay at the head of the 5-minute window."""
+        e, _ = self.wall() if wall else (engine(), None)
+        key = "plant/furnace/temp"
+        e.warm(R(key, 0, 3 * 3600))
+        got = [r for r in run(e, key, [(t, 1110.0) for t in range(0, 300, 5)]) if r[1] == "reg_5min"]
+        assert [event for *_, event in got] == ([] if wall else ["raised"])  # 0 would drag the mean below 1100
+
+
 class TestRegulatory:
     """Averages as the standards define them, only when enough valid data exist."""
 
