@@ -387,8 +387,8 @@ class Engine:
         if s is None:
             return []
         ts = r.ts_ms
-        if ts > self._future_limit:
-            ts = self._from_the_future(r)
+        if ts > self._future_limit and self._ahead(ts):
+            ts = self._at_arrival(r)
         if ts <= s.last_ts:
             return []
         s.last_ts = ts
@@ -457,14 +457,17 @@ class Engine:
             self._custom(a, ts, out)
         return out
 
-    def _from_the_future(self, r: Reading) -> int:
-        """The time to evaluate ``r`` at when its ts passed the future limit: its own ts if the limit was only
-        stale, else now (its arrival), with one warning per sensor. Rare: the limit lies minutes ahead."""
+    def _ahead(self, ts: int) -> bool:
+        """Whether ``ts`` lies too far ahead of the clock; asked only when ``ts`` passed the cached limit, which
+        it moves up to now + the tolerance (so the clock is read about once per tolerance of stream time)."""
         assert self._max_ahead is not None
-        now = self.clock.now_ms()
-        self._future_limit = now + self._max_ahead
-        if r.ts_ms <= self._future_limit:
-            return r.ts_ms
+        self._future_limit = self.clock.now_ms() + self._max_ahead
+        return ts > self._future_limit
+
+    def _at_arrival(self, r: Reading) -> int:
+        """The time to evaluate a reading from the future at: now; counted, with one warning per sensor."""
+        assert self._max_ahead is not None
+        now = int(self._future_limit) - self._max_ahead
         self.future_readings += 1
         if r.ref.key not in self._future_warned:
             self._future_warned.add(r.ref.key)
@@ -497,7 +500,7 @@ class Engine:
         from InfluxDB history this way, so that the first averages judged are complete."""
         s = self._sensors[r.ref.index]
         if (s is None or r.quality != "good" or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts
-                or (self._max_ahead is not None and r.ts_ms > self.clock.now_ms() + self._max_ahead)):
+                or (r.ts_ms > self._future_limit and self._ahead(r.ts_ms))):
             return
         v, ts = r.value, r.ts_ms
         if s.roll is not None:

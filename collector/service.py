@@ -91,7 +91,7 @@ class Collector:
         self.decoder = Decoder(park)
         self._unique = UniqueNs()
         self._influx_ok = True
-        self._retry_at = 0.0  # loop time before which InfluxDB asked not to be written to (Retry-After)
+        self._retry_at = 0.0  # loop time of the next write attempt after a failure (backoff, Retry-After)
         self._db_checked = False
         self._next_status = 0.0
         self.source: MqttSource | None = None  # while running, for observation (tests, status)
@@ -200,7 +200,7 @@ class Collector:
                         continue
                     except (WriteError, TimeoutError) as exc:
                         self._influx_ok = False
-                        self._honour_retry_after(exc)
+                        self._defer(exc)
                         log.warning("collector: InfluxDB write failed (%s); spooling until it answers", exc)
                 pending.append(rec)
             if pending:
@@ -212,14 +212,17 @@ class Collector:
         finally:
             slots.release()
 
-    def _honour_retry_after(self, exc: BaseException) -> None:
-        """Remember InfluxDB's ``Retry-After``: the replayer waits for it, whichever path was answered."""
+    def _defer(self, exc: BaseException, backoff: float = 0.0) -> float:
+        """Hold the next write attempt ``backoff`` seconds, or longer if InfluxDB's ``Retry-After`` says so
+        (whichever write was answered with it); returns how long it is held from now."""
+        now = asyncio.get_running_loop().time()
         after = getattr(exc, "retry_after", None)
-        if after is not None:
-            self._retry_at = max(self._retry_at, asyncio.get_running_loop().time() + after)
+        self._retry_at = max(self._retry_at, now + max(backoff, after or 0.0))
+        return self._retry_at - now
 
     async def _replay(self, db: InfluxClient, spool: Spool) -> None:
-        """Drain the spool oldest first, retrying with full-jitter backoff that honours Retry-After."""
+        """Drain the spool oldest first; a failed write is tried again after full-jitter backoff, never sooner
+        than a Retry-After."""
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -235,12 +238,9 @@ class Collector:
                 attempt += 1
                 self.counters.retries += 1
                 self.metrics.retries.inc()
-                self._honour_retry_after(exc)
-                delay = max(self._retry_at - loop.time(),
-                            random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8))))
+                delay = self._defer(exc, random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8))))
                 log.warning("collector: spool replay failed (%s); retry %d in %.2f s (%d records, %d bytes "
                             "spooled)", exc, attempt, delay, len(spool), spool.pending_bytes)
-                await asyncio.sleep(delay)
                 continue
             await spool.commit()
             attempt = 0

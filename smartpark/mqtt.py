@@ -229,8 +229,7 @@ class _Connection(asyncio.Protocol):
                 i = end
         except (IndexError, MqttError) as exc:
             log.error("MQTT: malformed packet from the broker (%s); reconnecting", exc)
-            if self.transport is not None:
-                self.transport.abort()
+            self.drop(exc)
             return
         finally:
             del buf[:i]
@@ -239,6 +238,14 @@ class _Connection(asyncio.Protocol):
                 self.paused = True
                 self.transport.pause_reading()
             self._wake()
+
+    def drop(self, why: Exception) -> None:
+        """Close the connection from our side: ``closed`` holds ``why`` at once (``connection_lost`` follows
+        only on a later loop iteration and keeps it)."""
+        if not self.closed.done():
+            self.closed.set_result(why)
+        if self.transport is not None:
+            self.transport.abort()
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -412,7 +419,7 @@ class MqttSource:
                 await self._hold(conn, stop)
                 if stop.is_set():
                     break
-                why: object = (conn.closed.result() if conn.closed.done() else None) or "connection closed"
+                why: object = conn.closed.result() or "connection closed"
             except MqttError as exc:
                 why = exc
                 if exc.fallback:
@@ -443,11 +450,9 @@ class MqttSource:
                 if conn.closed.done() or stop.is_set():
                     break
                 if not conn.paused and time.monotonic() - conn.last_rx > self.keepalive * 1.5:
-                    log.warning("MQTT: no answer from the broker for %.0f s; dropping the connection",
-                                time.monotonic() - conn.last_rx)
-                    if conn.transport is not None:
-                        conn.transport.abort()  # connection_lost follows on the next loop iterations
-                    await asyncio.wait([conn.closed], timeout=1.0)
+                    silent = time.monotonic() - conn.last_rx
+                    log.warning("MQTT: no answer from the broker for %.0f s; dropping the connection", silent)
+                    conn.drop(TimeoutError(f"no answer from the broker for {silent:.0f} s"))
                     break
                 conn.send(b"\xc0\x00")  # PINGREQ
         finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,31 +20,13 @@ from test_collector_support import (
     CollectorThread,
     Publisher,
     big_park,
+    readings,
     replay_process,
     settings_for,
+    stored,
     wait_connected,
     wait_for,
 )
-
-from smartpark.park import Park
-
-
-def readings(park: Park, n: int, seed: int = 1) -> list[tuple[str, bytes, str, int, float]]:
-    """``n`` readings spread over every sensor: (topic, payload, key, ts, value), distinct (key, ts)."""
-    rng = random.Random(seed)
-    refs = park.sensors()
-    out = []
-    for i in range(n):
-        ref = refs[i % len(refs)]
-        ts = TS0 + (i // len(refs)) * 1000
-        value = rng.uniform(0, 1000)
-        out.append((ref.topic, json.dumps({"value": value, "ts": ts}).encode(), ref.key, ts, value))
-    return out
-
-
-def stored(db: Any) -> set[tuple[str, int, float]]:
-    rows = db.query('SELECT "value" FROM "reading" GROUP BY "site", "asset", "sensor"')
-    return {(f"{r['site']}/{r['asset']}/{r['sensor']}", int(r["time"]), float(r["value"])) for r in rows}
 
 
 def retained_status(port: int, instance: str) -> str | None:

@@ -10,7 +10,6 @@ test plans and pass everything else through to them.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -24,7 +23,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from test_collector_support import TS0, CollectorThread, Publisher, big_park, settings_for, wait_connected, wait_for
+from test_collector_support import (
+    CollectorThread,
+    Publisher,
+    big_park,
+    readings,
+    settings_for,
+    stored,
+    wait_connected,
+    wait_for,
+)
 
 from smartpark.config import parse_mqtt_url
 from smartpark.mqtt import MqttSource
@@ -166,39 +174,26 @@ class Mqtt311OnlyBroker(_ServerThread):
         server.close()
 
 
-def stored(db: Any) -> set[tuple[str, int, float]]:
-    rows = db.query('SELECT "value" FROM "reading" GROUP BY "site", "asset", "sensor"')
-    return {(f"{r['site']}/{r['asset']}/{r['sensor']}", int(r["time"]), float(r["value"])) for r in rows}
-
-
-def readings(n: int, asset: str = "a04") -> list[tuple[str, bytes, tuple[str, int, float]]]:
-    out = []
-    for i in range(n):
-        key, ts, value = f"plant/{asset}/s{i % 50:03d}", TS0 + i * 10, i * 0.5
-        out.append((f"park/{key}", json.dumps({"value": value, "ts": ts}).encode(), (key, ts, value)))
-    return out
-
-
 def test_429_and_503_are_retried_after_the_time_influxdb_asks_for(influx_db: Any, shared_broker: Any,
                                                                    tmp_path: Path) -> None:
     """429 and 503 keep the batch (spooled, acked once durable) and it is written again, never sooner than
     InfluxDB's Retry-After; every reading arrives."""
     park_path, park = big_park(tmp_path)
     plan = [(429, "2"), (503, "1"), (503, None), (500, None)]
-    sent = readings(300)
+    sent = readings(park, 300, seed=11)
     with FaultyInflux(influx_db.url, plan) as proxy:
         settings = settings_for(shared_broker.url, proxy.url, influx_db.db, park_path, tmp_path / "state")
         with CollectorThread(settings, park, instance=f"ra{os.getpid()}", flush_interval=0.2,
                              write_concurrency=1) as collector:  # one write at a time: a clear order
             wait_connected(collector)
             pub = Publisher(shared_broker.port)
-            pub.publish((topic, payload) for topic, payload, _ in sent)
+            pub.publish((topic, payload) for topic, payload, *_ in sent)
             pub.wait_acked()
             wait_for(lambda: influx_db.count("reading") >= len(sent), 60,
                      lambda: f"{influx_db.count('reading')} of {len(sent)} points; writes {proxy.writes}")
             pub.close()
         writes = list(proxy.writes)
-    assert stored(influx_db) == {point for *_, point in sent}
+    assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
     assert [status for _, status in writes[:4]] == [429, 503, 503, 500]
     assert writes[4][1] == 204
     # the write after an answer with Retry-After comes no sooner than it asked
@@ -227,9 +222,9 @@ def test_broker_down_reconnect_attempts_are_logged_then_collection_resumes(
         broker.start()
         assert collector.source is not None
         wait_for(lambda: collector.source is not None and collector.source.connects >= 2, 60, "the reconnection")
-        sent = readings(200, asset="a06")
+        sent = readings(park, 200, seed=12)
         pub = Publisher(broker.port)
-        pub.publish((topic, payload) for topic, payload, _ in sent)
+        pub.publish((topic, payload) for topic, payload, *_ in sent)
         pub.wait_acked()
         wait_for(lambda: influx_db.count("reading") >= len(sent), 60, "the readings after the reconnection")
         pub.close()
@@ -237,7 +232,7 @@ def test_broker_down_reconnect_attempts_are_logged_then_collection_resumes(
     seen = attempts()
     assert [n for n, _ in seen] == list(range(1, len(seen) + 1))
     assert all(0 <= delay <= min(15.0, 0.2 * 2 ** n) for n, delay in seen)
-    assert stored(influx_db) == {point for *_, point in sent}
+    assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
     assert reconnects == 1
     assert sum("subscribed to 'park/#'" in r.getMessage() for r in caplog.records) == 2
 
@@ -285,21 +280,21 @@ def test_invalid_flood_larger_than_the_in_flight_window_does_not_block_good_read
     good readings published after them still arrive (Telegraf stops consuming in this case)."""
     park_path, park = big_park(tmp_path)
     settings = settings_for(shared_broker.url, influx_db.url, influx_db.db, park_path, tmp_path / "state")
-    good = readings(100, asset="a08")
+    good = readings(park, 100, seed=13)
     junk = [(f"park/plant/a08/s{i % 50:03d}", b"{not json %d" % i) for i in range(2_000)]
     with CollectorThread(settings, park, instance=f"flood{os.getpid()}", batch_size=10,
                          receive_maximum=20) as collector:
         wait_connected(collector)
         pub = Publisher(shared_broker.port)
         pub.publish(junk)
-        pub.publish((topic, payload) for topic, payload, _ in good)
+        pub.publish((topic, payload) for topic, payload, *_ in good)
         pub.wait_acked()
         wait_for(lambda: influx_db.count("reading") >= len(good), 120,
                  lambda: f"{influx_db.count('reading')} of {len(good)} good readings, "
                          f"{influx_db.count('dead_letter')} dead letters")
         wait_for(lambda: influx_db.count("dead_letter") >= len(junk), 60, "the dead letters")
         pub.close()
-    assert stored(influx_db) == {point for *_, point in good}
+    assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in good}
     reasons = influx_db.query('SELECT count("payload") FROM "dead_letter" GROUP BY "reason"')
     assert {r["reason"]: r["count"] for r in reasons} == {"bad_json": len(junk)}
     assert collector.counters.invalid == len(junk)
@@ -311,18 +306,18 @@ def test_broker_without_mqtt_5_gets_mqtt_3_1_1(broker: Any, influx_db: Any, tmp_
     collects as usual."""
     caplog.set_level(logging.INFO, logger="smartpark.mqtt")
     park_path, park = big_park(tmp_path)
-    sent = readings(500, asset="a09")
+    sent = readings(park, 500, seed=14)
     with Mqtt311OnlyBroker(broker.port) as front:
         settings = settings_for(f"mqtt://127.0.0.1:{front.port}", influx_db.url, influx_db.db, park_path,
                                 tmp_path / "state")
         with CollectorThread(settings, park, instance="old") as collector:
             wait_connected(collector)
             pub = Publisher(broker.port)
-            pub.publish((topic, payload) for topic, payload, _ in sent)
+            pub.publish((topic, payload) for topic, payload, *_ in sent)
             pub.wait_acked()
             wait_for(lambda: influx_db.count("reading") >= len(sent), 60, "the readings over MQTT 3.1.1")
             pub.close()
         refused, passed = front.refused, front.passed
-    assert stored(influx_db) == {point for *_, point in sent}
+    assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
     assert refused == 1 and passed == 1
     assert "falling back to 3.1.1" in caplog.text and "(MQTT 3.1.1, session new)" in caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -41,6 +42,24 @@ def write_park(path: Path, assets: int = 10, per_asset: int = 50, site: str = "p
 def big_park(tmp_path: Path) -> tuple[Path, Park]:
     path = write_park(tmp_path / "park.yaml")
     return path, load_park(path)
+
+
+def readings(park: Park, n: int, seed: int = 1) -> list[tuple[str, bytes, str, int, float]]:
+    """``n`` readings spread over every sensor: (topic, payload, key, ts, value), distinct (key, ts)."""
+    rng = random.Random(seed)
+    refs = park.sensors()
+    out = []
+    for i in range(n):
+        ref = refs[i % len(refs)]
+        ts = TS0 + (i // len(refs)) * 1000
+        value = rng.uniform(0, 1000)
+        out.append((ref.topic, json.dumps({"value": value, "ts": ts}).encode(), ref.key, ts, value))
+    return out
+
+
+def stored(db: Any) -> set[tuple[str, int, float]]:
+    rows = db.query('SELECT "value" FROM "reading" GROUP BY "site", "asset", "sensor"')
+    return {(f"{r['site']}/{r['asset']}/{r['sensor']}", int(r["time"]), float(r["value"])) for r in rows}
 
 
 class Publisher:
