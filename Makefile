@@ -8,7 +8,8 @@
 #   make distclean   clean + remove .venv
 #
 # Variables: PYTHON (default python3, >= 3.11), PYTEST_ARGS (extra pytest arguments),
-# PYTEST_MARKS (default "not slow and not bench").
+# PYTEST_MARKS (default "not slow and not bench and not ci"; with CI set, as .ci/run does, "not slow and not bench":
+# the long failure and interoperability tests marked `ci` run there).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,7 +19,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ifdef CI
 PYTEST_MARKS ?= not slow and not bench
+else
+PYTEST_MARKS ?= not slow and not bench and not ci
+endif
 PYTEST_ARGS ?=
 APT_PACKAGES := mosquitto mosquitto-clients influxdb
 # a small font that draws Chinese, for the bilingual titles of the dashboard previews (5 MB)
