@@ -30,6 +30,7 @@ from smartpark.wire import (
     dead_letter_line,
     share_subscription,
     status_topic,
+    unexpected,
 )
 
 from .metrics import Metrics
@@ -166,13 +167,24 @@ class Collector:
         await queue.put(None)
 
     def _add(self, batch: Batch, m: Message) -> None:
+        """One message into the batch: its reading lines and its dead letters.
+
+        Whatever goes wrong with one message (the decoder never raises, but this is the last guard) makes it
+        one ``bad_value`` dead letter naming the exception; it is acked with the batch like any other, so a
+        redelivered message cannot stop the collector again and again."""
         batch.messages.append(m)
-        lines, rejected = self.decoder.lines(m.topic, m.payload, m.received_ms)
+        try:
+            lines, rejected = self.decoder.lines(m.topic, m.payload, m.received_ms)
+            events = [dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())) for rej in rejected]
+        except Exception as exc:
+            log.exception("collector: unexpected error handling a message on %r; dead-lettered", m.topic[:200])
+            lines, rejected = [], [Rejected(BAD_VALUE, unexpected(exc), m.topic, m.payload)]
+            events = [dead_letter_line(rejected[0], self._unique.next(BAD_VALUE, time.time_ns()))]
         batch.readings += lines
+        batch.events += events
         for rej in rejected:
-            batch.events.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
             self.metrics.dead_letters.labels(rej.reason).inc()
-            self.counters.invalid += 1
+        self.counters.invalid += len(rejected)
 
     def _status_line(self) -> str:
         return encode_line("collector", {"instance": self.instance}, asdict(self.counters),
