@@ -8,6 +8,7 @@ of CONTRACT v2 are decoded here too.
 from __future__ import annotations
 
 import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -58,15 +59,15 @@ def document(slot: str, leaf: str, duplicate: bool) -> str:
         fields = {"value": "41.7", "ts": str(NOW), "quality": '"good"'} | {slot: leaf}
         return "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + dup + "}"
     if slot == "values":
-        return '{"ts": %d, "values": %s}' % (NOW, leaf)
+        return f'{{"ts": {NOW}, "values": ' + leaf + "}"
     if slot == "flags":
-        return '{"ts": %d, "values": {"cod": 41.7, "ph": 7.1}, "flags": %s%s}' % (NOW, leaf, dup)
+        return f'{{"ts": {NOW}, "values": {{"cod": 41.7, "ph": 7.1}}, "flags": ' + leaf + dup + "}"
     if slot == "entry":
-        return '{"ts": %d, "values": {"cod": %s, "ph": 7.1%s}}' % (NOW, leaf, dup.replace("value", "cod"))
+        return f'{{"ts": {NOW}, "values": {{"cod": ' + leaf + ', "ph": 7.1' + dup.replace("value", "cod") + "}}"
     if slot == "entry_ts":
-        return '{"values": {"cod": {"value": 41.7, "ts": %s}, "ph": 7.1}}' % leaf
+        return '{"values": {"cod": {"value": 41.7, "ts": ' + leaf + '}, "ph": 7.1}}'
     if slot == "entry_quality":
-        return '{"values": {"cod": 41.7, "ph": 7.1}, "quality": {"cod": %s}}' % leaf
+        return '{"values": {"cod": 41.7, "ph": 7.1}, "quality": {"cod": ' + leaf + "}}"
     return leaf
 
 
