@@ -34,7 +34,7 @@ from smartpark.wire import (
 )
 
 from .metrics import Metrics
-from .spool import Record, Spool
+from .spool import Record, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -202,24 +202,46 @@ class Collector:
 
     async def _deliver(self, db: InfluxClient, spool: Spool, source: MqttSource, batch: Batch,
                        slots: asyncio.Semaphore) -> None:
-        """One batch into InfluxDB, else the spool; then its messages are acked in one write."""
+        """One batch into InfluxDB, else the spool; then its messages are acked in one write.
+
+        When the spool cannot take it either (disk full, read-only), the batch is held and tried again, first
+        InfluxDB directly while the spool is empty: nothing is acked meanwhile, so the pipeline stops taking
+        messages and the broker holds the rest."""
         try:
-            pending: list[Record] = []
-            for rec in batch.records():
-                if not pending and spool.empty and self._influx_ok:
-                    try:
-                        await self._write(db, rec)
-                        continue
-                    except (WriteError, TimeoutError) as exc:
-                        self._influx_ok = False
-                        self._defer(exc)
-                        log.warning("collector: InfluxDB write failed (%s); spooling until it answers", exc)
-                pending.append(rec)
-            if pending:
-                await spool.append(pending)
+            records = batch.records()
+            failures = 0
+            while records:
+                pending: list[Record] = []
+                for rec in records:
+                    if not pending and spool.empty and (self._influx_ok or failures):
+                        try:
+                            await self._write(db, rec)
+                            self._influx_ok = True
+                            continue
+                        except (WriteError, TimeoutError) as exc:
+                            if self._influx_ok:
+                                log.warning("collector: InfluxDB write failed (%s); spooling until it answers", exc)
+                            self._influx_ok = False
+                            self._defer(exc)
+                    pending.append(rec)
+                records = pending
+                if not pending:
+                    break
+                try:
+                    await spool.append(pending)
+                except SpoolError as exc:
+                    failures += 1
+                    self.metrics.spool_errors.inc()
+                    delay = random.uniform(0.5, 1.0) * min(5.0, 0.25 * 2 ** min(failures, 5))
+                    if failures == 1:
+                        log.error("collector: the spool cannot take a batch of %d messages (%s); not acking them "
+                                  "(the broker keeps them), trying again every few seconds", len(batch.messages), exc)
+                    await asyncio.sleep(delay)
+                    continue
                 n = sum(len(r.lines) for r in pending)
                 self.counters.spooled += n
                 self.metrics.spooled.inc(n)
+                break
             source.ack(batch.messages)
         finally:
             slots.release()
@@ -239,7 +261,13 @@ class Collector:
         attempt = 0
         while True:
             await spool.wait_nonempty()
-            record = spool.peek()
+            try:
+                record = spool.peek()
+            except OSError as exc:  # the disk cannot give the record back now; it stays in the spool
+                attempt += 1
+                log.error("collector: cannot read the spool (%s); retry %d", exc, attempt)
+                await asyncio.sleep(random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8))))
+                continue
             if record is None:
                 continue
             if (hold := self._retry_at - loop.time()) > 0:
