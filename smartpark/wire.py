@@ -227,18 +227,28 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int, object_pairs_hook=_unique_keys)
 
 
-def key_count(doc: Any) -> int:
-    """How many object keys a decoded document holds, at any depth (without recursion)."""
-    n = 0
+def key_count(doc: Any) -> tuple[int, int]:
+    """How many object keys a decoded document holds at any depth, and how many colons its strings (keys and
+    values) hold (without recursion)."""
+    keys = colons = 0
     todo = [doc]
     while todo:
         x = todo.pop()
         if type(x) is dict:
-            n += len(x)
-            todo.extend(v for v in x.values() if type(v) in (dict, list))
+            keys += len(x)
+            for k, v in x.items():
+                colons += k.count(":")
+                if type(v) is str:
+                    colons += v.count(":")
+                elif type(v) in (dict, list):
+                    todo.append(v)
         elif type(x) is list:
-            todo.extend(v for v in x if type(v) in (dict, list))
-    return n
+            for v in x:
+                if type(v) is str:
+                    colons += v.count(":")
+                elif type(v) in (dict, list):
+                    todo.append(v)
+    return keys, colons
 
 
 def loads(payload: bytes) -> Any:
@@ -248,15 +258,18 @@ def loads(payload: bytes) -> Any:
     what it refuses is parsed again by the standard library, whose error decides the dead-letter reason
     (NaN/Infinity and numbers too large for a double: ``bad_value``; the rest: ``bad_json``) and which also
     accepts the few documents orjson is stricter about (integers beyond 64 bits, lone surrogates).
-    orjson keeps the last of duplicate keys without a word; every key is followed by a colon, so a document
-    with no more colons than keys has none, and only the others are parsed again to look.
+    orjson keeps the last of duplicate keys without a word. Every key is followed by a colon, and the other
+    colons are inside strings: without ``\\u`` escapes (which could hide a colon) a document whose colons are
+    its keys' plus its strings' has each key once. Only the others are parsed again to look.
     """
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
         pass
     else:
-        if payload.count(b":") == key_count(doc):
+        keys, in_strings = key_count(doc)
+        colons = payload.count(b":")
+        if colons == keys or (colons == keys + in_strings and b"\\u" not in payload):
             return doc
     try:
         return _JSON.decode(payload.decode("utf-8"))
