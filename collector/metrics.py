@@ -36,11 +36,16 @@ class Metrics:
         self.spool_bytes = Gauge("smartpark_collector_spool_bytes", "bytes waiting in the spool", registry=r)
         self.spool_records = Gauge("smartpark_collector_spool_records", "batches waiting in the spool",
                                    registry=r)
+        self.spool_errors = Counter("smartpark_collector_spool_errors", "batches the spool could not take "
+                                    "(disk full, read-only): held, not acked, tried again", registry=r)
+        self.spool_writable = Gauge("smartpark_collector_spool_writable", "0 while the spool's last write "
+                                    "failed, else 1", registry=r)
 
     def bind_spool(self, spool: Spool) -> None:
         """Spool depth is read when scraped, never stored twice."""
         self.spool_bytes.set_function(lambda: spool.pending_bytes)
         self.spool_records.set_function(lambda: len(spool))
+        self.spool_writable.set_function(lambda: 0 if spool.error else 1)
 
     @contextlib.asynccontextmanager
     async def serve(self, port: int) -> AsyncIterator[int]:

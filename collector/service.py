@@ -30,10 +30,11 @@ from smartpark.wire import (
     dead_letter_line,
     share_subscription,
     status_topic,
+    unexpected,
 )
 
 from .metrics import Metrics
-from .spool import Record, Spool
+from .spool import Record, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +167,24 @@ class Collector:
         await queue.put(None)
 
     def _add(self, batch: Batch, m: Message) -> None:
+        """One message into the batch: its reading lines and its dead letters.
+
+        Whatever goes wrong with one message (the decoder never raises, but this is the last guard) makes it
+        one ``bad_value`` dead letter naming the exception; it is acked with the batch like any other, so a
+        redelivered message cannot stop the collector again and again."""
         batch.messages.append(m)
-        lines, rejected = self.decoder.lines(m.topic, m.payload, m.received_ms)
+        try:
+            lines, rejected = self.decoder.lines(m.topic, m.payload, m.received_ms)
+            events = [dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())) for rej in rejected]
+        except Exception as exc:
+            log.exception("collector: unexpected error handling a message on %r; dead-lettered", m.topic[:200])
+            lines, rejected = [], [Rejected(BAD_VALUE, unexpected(exc), m.topic, m.payload)]
+            events = [dead_letter_line(rejected[0], self._unique.next(BAD_VALUE, time.time_ns()))]
         batch.readings += lines
+        batch.events += events
         for rej in rejected:
-            batch.events.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
             self.metrics.dead_letters.labels(rej.reason).inc()
-            self.counters.invalid += 1
+        self.counters.invalid += len(rejected)
 
     def _status_line(self) -> str:
         return encode_line("collector", {"instance": self.instance}, asdict(self.counters),
@@ -190,24 +202,46 @@ class Collector:
 
     async def _deliver(self, db: InfluxClient, spool: Spool, source: MqttSource, batch: Batch,
                        slots: asyncio.Semaphore) -> None:
-        """One batch into InfluxDB, else the spool; then its messages are acked in one write."""
+        """One batch into InfluxDB, else the spool; then its messages are acked in one write.
+
+        When the spool cannot take it either (disk full, read-only), the batch is held and tried again, first
+        InfluxDB directly while the spool is empty: nothing is acked meanwhile, so the pipeline stops taking
+        messages and the broker holds the rest."""
         try:
-            pending: list[Record] = []
-            for rec in batch.records():
-                if not pending and spool.empty and self._influx_ok:
-                    try:
-                        await self._write(db, rec)
-                        continue
-                    except (WriteError, TimeoutError) as exc:
-                        self._influx_ok = False
-                        self._defer(exc)
-                        log.warning("collector: InfluxDB write failed (%s); spooling until it answers", exc)
-                pending.append(rec)
-            if pending:
-                await spool.append(pending)
+            records = batch.records()
+            failures = 0
+            while records:
+                pending: list[Record] = []
+                for rec in records:
+                    if not pending and spool.empty and (self._influx_ok or failures):
+                        try:
+                            await self._write(db, rec)
+                            self._influx_ok = True
+                            continue
+                        except (WriteError, TimeoutError) as exc:
+                            if self._influx_ok:
+                                log.warning("collector: InfluxDB write failed (%s); spooling until it answers", exc)
+                            self._influx_ok = False
+                            self._defer(exc)
+                    pending.append(rec)
+                records = pending
+                if not pending:
+                    break
+                try:
+                    await spool.append(pending)
+                except SpoolError as exc:
+                    failures += 1
+                    self.metrics.spool_errors.inc()
+                    delay = random.uniform(0.5, 1.0) * min(5.0, 0.25 * 2 ** min(failures, 5))
+                    if failures == 1:
+                        log.error("collector: the spool cannot take a batch of %d messages (%s); not acking them "
+                                  "(the broker keeps them), trying again every few seconds", len(batch.messages), exc)
+                    await asyncio.sleep(delay)
+                    continue
                 n = sum(len(r.lines) for r in pending)
                 self.counters.spooled += n
                 self.metrics.spooled.inc(n)
+                break
             source.ack(batch.messages)
         finally:
             slots.release()
@@ -227,7 +261,13 @@ class Collector:
         attempt = 0
         while True:
             await spool.wait_nonempty()
-            record = spool.peek()
+            try:
+                record = spool.peek()
+            except OSError as exc:  # the disk cannot give the record back now; it stays in the spool
+                attempt += 1
+                log.error("collector: cannot read the spool (%s); retry %d", exc, attempt)
+                await asyncio.sleep(random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8))))
+                continue
             if record is None:
                 continue
             if (hold := self._retry_at - loop.time()) > 0:

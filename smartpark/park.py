@@ -11,10 +11,12 @@ import functools
 import itertools
 import os
 import re
+import reprlib
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -38,6 +40,16 @@ class ParkInfo(_Strict):
     name: str
     name_zh: str | None = None
     timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        """Checked here, so that an unknown zone is a configuration error and not a crash of a service."""
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {v[:64]!r} (an IANA name such as Asia/Shanghai or UTC)") from None
+        return v
 
 
 class Limits(_Strict):
@@ -234,8 +246,67 @@ RESERVED_SITES = frozenset({"alarms"})
 
 # --------------------------------------------------------------------------- loading with line numbers
 
+# Bounds of a model file: it is configuration, not data. Aliases are kept (they share one object), but the
+# document they stand for may not grow past MAX_NODES nodes (a 700-byte "billion laughs" stands for 10^9),
+# and nesting stops at MAX_DEPTH, well before Python's recursion limit.
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+
+
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records the line of every mapping key and value and refuses duplicate keys."""
+    """SafeLoader that records the line of every mapping key and value, refuses duplicate and unhashable keys,
+    and bounds nesting and what aliases expand to; every refusal names the line and the key path."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._path: list[Any] = []
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
+
+    def _where(self) -> str:
+        out = ""
+        for part in self._path:
+            if isinstance(part, int):
+                out += f"[{part}]"
+            elif isinstance(part, yaml.ScalarNode):
+                out += ("." if out else "") + str(part.value)[:64]
+        return out if len(out) <= 160 else out[:150] + "..."
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._path.append(index)
+        try:
+            if len(self._path) > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", line=mark.line + 1,
+                                  key=self._where() or None)
+            alias = self.check_event(yaml.AliasEvent)
+            node = super().compose_node(parent, index)
+            if alias:  # the anchored node itself: complete, or else it contains this alias
+                if node is not None and id(node) not in self._sizes:
+                    raise ConfigError("an alias refers to a node that contains it", line=node.start_mark.line + 1,
+                                      key=self._where() or None)
+                return node
+            if isinstance(node, yaml.MappingNode):
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode):  # a list or mapping as a key: unhashable
+                        raise ConfigError("a key must be a plain value, not a list or mapping",
+                                          line=key_node.start_mark.line + 1, key=self._where() or None)
+            if node is not None and id(node) not in self._sizes:
+                self._sizes[id(node)] = self._size(node)
+            return node
+        finally:
+            self._path.pop()
+
+    def _size(self, node: yaml.Node) -> int:
+        if isinstance(node, yaml.ScalarNode):
+            return 1
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+        size = 1
+        for child in children:
+            size += self._sizes[id(child)]  # composed before its parent, or an alias checked above
+        if size > MAX_NODES:
+            raise ConfigError(f"aliases expand this to more than {MAX_NODES:,} values (an alias bomb?)",
+                              line=node.start_mark.line + 1, key=self._where() or None)
+        return size
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -279,6 +350,8 @@ def load_yaml_with_lines(text: str, file: str) -> Any:
         return yaml.load(text, Loader=_LineLoader)  # _LineLoader derives from SafeLoader
     except ConfigError as exc:
         raise ConfigError(exc.message, file=file, line=exc.line, key=exc.key) from None
+    except RecursionError:  # not reached within MAX_DEPTH; kept so that no file can end in a traceback
+        raise ConfigError("nested too deeply", file=file) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -320,7 +393,7 @@ def validation_error(exc: ValidationError, data: Any, file: str) -> ConfigError:
     elif err["type"] == "missing":
         msg = f"missing required key {loc[-1]!r}"
     elif err["type"] == "literal_error":
-        msg = f"{msg}, got {err.get('input')!r}"
+        msg = f"{msg}, got {reprlib.repr(err.get('input'))}"  # bounded, whatever the input holds
     return ConfigError(msg, file=file, line=line, key=key or None)
 
 
@@ -349,13 +422,26 @@ def default_park_path() -> Path:
     return Path(str(resources.files("smartpark") / "data" / "park.yaml"))
 
 
+def read_text(path: str, what: str = "park model") -> str:
+    """A model file as text; not UTF-8 is a :class:`ConfigError` at the line (and key) of the first bad byte."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror}", file=path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        text = data.split(b"\n")[line - 1].decode("utf-8", "replace")
+        m = re.match(r"\s*(?:-\s*)?([A-Za-z_][\w-]*)\s*:", text)
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError(f"not UTF-8: byte 0x{data[exc.start]:02x} at column {column}", file=path, line=line,
+                          key=m.group(1) if m else None) from None
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str, mtime: float) -> Park:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read park model: {exc.strerror}", file=path) from None
-    return parse_park(text, path)
+    return parse_park(read_text(path), path)
 
 
 def load_park(path: str | os.PathLike[str] | None = None) -> Park:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,9 @@ SUBSCRIPTION = f"{ROOT}/#"
 MAX_PAYLOAD = 64 * 1024
 DEAD_LETTER_PAYLOAD_BYTES = 1024
 QUALITIES = ("good", "uncertain", "bad")
+# HJ 212 data flags (CONTRACT §2) -> the quality a reading has when it names none
+FLAG_QUALITY = {"N": "good", "S": "uncertain", "F": "bad", "M": "bad", "D": "bad", "C": "bad", "T": "bad",
+                "B": "bad"}
 
 # Dead-letter reasons (CONTRACT §3)
 BAD_JSON = "bad_json"
@@ -82,6 +86,7 @@ class Reading(NamedTuple):
     value: float
     ts_ms: int
     quality: str = "good"
+    flag: str | None = None  # HJ 212 data flag, when the message carried one
 
     @property
     def key(self) -> str:
@@ -108,6 +113,26 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# RFC 3339 date-time with an offset; datetime.fromisoformat alone also takes ISO 8601 forms that are not
+# RFC 3339 (week dates, basic format) and trailing characters
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:[Zz]|[+-]\d\d:\d\d)")
+
+
+def shown(raw: Any) -> str:
+    """A short description of any decoded JSON value for a dead letter's detail: never recursive, never long.
+
+    ``repr`` of a deeply nested list raises RecursionError, and of a 4,000-digit integer fills the detail."""
+    if type(raw) is str:
+        return repr(raw[:32]) + ("..." if len(raw) > 32 else "")
+    if type(raw) is int and raw.bit_length() > 64:
+        return f"an integer of {raw.bit_length()} bits"
+    if raw is None or type(raw) in (int, float, bool):
+        return repr(raw)
+    if type(raw) in (list, dict):
+        return f"a {'list' if type(raw) is list else 'JSON object'} of {len(raw)} items"
+    return f"a {type(raw).__name__}"
+
+
 def parse_ts(raw: Any) -> int:
     """``ts`` as epoch milliseconds (integer) or an RFC 3339 string with offset -> epoch ms."""
     if isinstance(raw, bool):
@@ -119,25 +144,29 @@ def parse_ts(raw: Any) -> int:
             raise DecodeError(BAD_TS, f"ts {raw!r} is not whole epoch milliseconds")
         ms = int(raw)
     elif isinstance(raw, str):
+        if not _RFC3339.fullmatch(raw):
+            raise DecodeError(BAD_TS, f"ts {shown(raw)} is not RFC 3339")
         try:
             dt = datetime.fromisoformat(raw)
-        except ValueError:
-            raise DecodeError(BAD_TS, f"ts {raw[:64]!r} is not RFC 3339") from None
-        if dt.tzinfo is None:
-            raise DecodeError(BAD_TS, f"ts {raw[:64]!r} has no UTC offset")
-        ms = int(dt.timestamp() * 1000 + (0.5 if dt.timestamp() >= 0 else -0.5)) if dt.microsecond % 1000 else \
-            int(dt.timestamp()) * 1000 + dt.microsecond // 1000
+            stamp = dt.timestamp()
+        except (ValueError, OverflowError):
+            raise DecodeError(BAD_TS, f"ts {shown(raw)} is not RFC 3339") from None
+        ms = int(stamp * 1000 + (0.5 if stamp >= 0 else -0.5)) if dt.microsecond % 1000 else \
+            int(stamp) * 1000 + dt.microsecond // 1000
     else:
-        raise DecodeError(BAD_TS, f"ts has type {type(raw).__name__}")
+        raise DecodeError(BAD_TS, f"ts is {shown(raw)}, not epoch milliseconds or RFC 3339")
     if not TS_MIN_MS <= ms < TS_MAX_MS:
-        raise DecodeError(BAD_TS, f"ts {ms} is outside 2000..2100 (seconds sent as milliseconds?)")
+        raise DecodeError(BAD_TS, f"ts {shown(ms)} is outside 2000..2100 (seconds sent as milliseconds?)")
     return ms
 
 
 def parse_value(raw: Any) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise DecodeError(BAD_VALUE, f"value has type {type(raw).__name__}, not a number")
-    value = float(raw)
+        raise DecodeError(BAD_VALUE, f"value is {shown(raw)}, not a number")
+    try:
+        value = float(raw)
+    except OverflowError:  # an integer beyond the largest double
+        raise DecodeError(BAD_VALUE, f"value {shown(raw)} is too large for a double") from None
     if not math.isfinite(value):
         raise DecodeError(BAD_VALUE, f"value {raw!r} is not finite")
     return value
@@ -146,39 +175,110 @@ def parse_value(raw: Any) -> float:
 def parse_quality(raw: Any) -> str:
     if raw is None:
         return "good"
-    if raw not in QUALITIES:
-        raise DecodeError(BAD_VALUE, f"quality {str(raw)[:32]!r} is not one of good, uncertain, bad")
-    return str(raw)
+    if type(raw) is not str or raw not in QUALITIES:
+        raise DecodeError(BAD_VALUE, f"quality {shown(raw)} is not one of good, uncertain, bad")
+    return raw
+
+
+def parse_flag(raw: Any) -> str | None:
+    """An HJ 212 data flag, or None when absent."""
+    if raw is None:
+        return None
+    if type(raw) is not str or raw not in FLAG_QUALITY:
+        raise DecodeError(BAD_VALUE, f"flag {shown(raw)} is not an HJ 212 data flag ({', '.join(FLAG_QUALITY)})")
+    return raw
+
+
+def reading_quality(quality: Any, flag: str | None) -> str:
+    """The quality given, else the one that follows from the flag (CONTRACT §2), else ``good``."""
+    if quality is None:
+        return FLAG_QUALITY[flag] if flag is not None else "good"
+    return parse_quality(quality)
+
+
+class _NotANumber(ValueError):
+    """A JSON number no double can hold, or NaN/Infinity (not JSON at all): ``bad_value``."""
+
+
+class _DuplicateKey(ValueError):
+    """An object names a key twice: parsers disagree on which one counts, so neither does (``bad_json``)."""
 
 
 def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number")
+    raise _NotANumber(f"{name} is not a number")
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > 320:  # beyond 1e308 whatever its sign; refused before int() spends time on it
+        raise _NotANumber(f"an integer of {len(text)} digits is not a number a double can hold")
+    return int(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(f"duplicate key {shown(dup)}")
+    return doc
 
 
 # One decoder for every message: json.loads(..., parse_constant=...) would build a new one per call.
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int, object_pairs_hook=_unique_keys)
+
+
+def key_count(doc: Any) -> tuple[int, int]:
+    """How many object keys a decoded document holds at any depth, and how many colons its strings (keys and
+    values) hold (without recursion)."""
+    keys = colons = 0
+    todo = [doc]
+    while todo:
+        x = todo.pop()
+        if type(x) is dict:
+            keys += len(x)
+            for k, v in x.items():
+                colons += k.count(":")
+                if type(v) is str:
+                    colons += v.count(":")
+                elif type(v) in (dict, list):
+                    todo.append(v)
+        elif type(x) is list:
+            for v in x:
+                if type(v) is str:
+                    colons += v.count(":")
+                elif type(v) in (dict, list):
+                    todo.append(v)
+    return keys, colons
 
 
 def loads(payload: bytes) -> Any:
-    """JSON with NaN/Infinity refused (they are not JSON) and nesting bounded by the size limit.
+    """JSON with NaN/Infinity, duplicate keys and numbers beyond a double refused; nesting bounded.
 
     orjson parses the payloads that are valid (5x faster than the standard library here, bench/bench_wire.py);
     what it refuses is parsed again by the standard library, whose error decides the dead-letter reason
     (NaN/Infinity and numbers too large for a double: ``bad_value``; the rest: ``bad_json``) and which also
     accepts the few documents orjson is stricter about (integers beyond 64 bits, lone surrogates).
+    orjson keeps the last of duplicate keys without a word. Every key is followed by a colon, and the other
+    colons are inside strings: without ``\\u`` escapes (which could hide a colon) a document whose colons are
+    its keys' plus its strings' has each key once. Only the others are parsed again to look.
     """
     try:
-        return orjson.loads(payload)
+        doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
         pass
+    else:
+        keys, in_strings = key_count(doc)
+        colons = payload.count(b":")
+        if colons == keys or (colons == keys + in_strings and b"\\u" not in payload):
+            return doc
     try:
         return _JSON.decode(payload.decode("utf-8"))
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and NaN are all ValueErrors
-        if "is not a number" in str(exc):
-            raise DecodeError(BAD_VALUE, str(exc)) from None
-        raise DecodeError(BAD_JSON, str(exc)[:200]) from None
+    except _NotANumber as exc:
+        raise DecodeError(BAD_VALUE, str(exc)) from None
     except RecursionError:
         raise DecodeError(BAD_JSON, "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, _DuplicateKey
+        raise DecodeError(BAD_JSON, str(exc)[:200]) from None
 
 
 class _Known(NamedTuple):
@@ -199,6 +299,9 @@ class Decoder:
     Topics are looked up whole in dicts built once from the park (no splitting on the hot path), and the
     common payloads — a float value and an integer ``ts`` — take a fast path that checks exactly what
     :func:`parse_value` and :func:`parse_ts` check.
+
+    :meth:`decode` and :meth:`lines` never raise: a payload that meets anything unforeseen in the code
+    below is one dead letter (``bad_value``, naming the exception), so one device cannot stop a service.
     """
 
     def __init__(self, park: Park) -> None:
@@ -213,6 +316,12 @@ class Decoder:
             self._assets.setdefault(snapshot_topic(ref.site, ref.asset), {})[ref.sensor.id] = known
 
     def decode(self, topic: str, payload: bytes, received_ms: int | None = None) -> Decoded:
+        try:
+            return self._decode(topic, payload, received_ms)
+        except Exception as exc:  # the last guard: whatever a payload does, it becomes a dead letter
+            return Decoded([], [Rejected(BAD_VALUE, unexpected(exc), topic, payload)])
+
+    def _decode(self, topic: str, payload: bytes, received_ms: int | None) -> Decoded:
         out = Decoded([], [])
         if len(payload) > MAX_PAYLOAD:
             out.rejected.append(Rejected(TOO_LARGE, f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}",
@@ -247,49 +356,65 @@ class Decoder:
         """:meth:`decode` straight to line protocol (what :class:`PointEncoder` makes of its readings).
 
         The collector's hot path. A message whose every reading is a finite float in range with an integer
-        ``ts`` and a known quality becomes lines without a :class:`Reading` per entry (half the CPU per
-        snapshot reading, bench/bench_wire.py); anything else goes through :meth:`decode` whole, so that
-        validation and dead-letter reasons have one definition. tests/test_wire.py checks that both agree.
+        ``ts``, a known quality, no flag and no duplicate key becomes lines without a :class:`Reading` per
+        entry (half the CPU per snapshot reading, bench/bench_wire.py); anything else goes through
+        :meth:`decode` whole, so that validation and dead-letter reasons have one definition.
+        tests/test_wire.py checks that both agree.
         """
-        if len(payload) <= MAX_PAYLOAD:
-            try:
-                doc = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                doc = None
-            if type(doc) is dict:
-                sensors = self._assets.get(topic)
-                if sensors is not None:
-                    values, ts, quality = doc.get("values"), doc.get("ts"), doc.get("quality")
-                    if (type(values) is dict and type(ts) is int and TS_MIN_MS <= ts < TS_MAX_MS
-                            and (quality is None or quality in QUALITIES)):
-                        prefixes: list[str] = []
-                        floats: list[float] = []
-                        for name, raw in values.items():
-                            known = sensors.get(name)
-                            if (known is None or type(raw) is not float or raw - raw != 0.0
-                                    or not known.lo <= raw <= known.hi):
-                                break
-                            prefixes.append(known.line)
-                            floats.append(raw)
-                        else:
-                            # one orjson call formats them all (format_float's text: JSON floats hold no comma)
-                            texts = orjson.dumps(floats).decode()[1:-1].split(",") if floats else []
-                            tail = f" {ts}" if quality is None or quality == "good" else f',quality="{quality}" {ts}'
-                            return [f"{p}{t}{tail}" for p, t in zip(prefixes, texts, strict=True)], []
-                else:
-                    known = self._sensors.get(topic)
-                    if known is not None:
-                        raw, ts, quality = doc.get("value"), doc.get("ts"), doc.get("quality")
-                        if (type(raw) is float and raw - raw == 0.0 and known.lo <= raw <= known.hi
-                                and type(ts) is int and TS_MIN_MS <= ts < TS_MAX_MS
-                                and (quality is None or quality in QUALITIES)):
-                            text = orjson.dumps(raw).decode()
-                            if quality is None or quality == "good":
-                                return [f"{known.line}{text} {ts}"], []
-                            return [f'{known.line}{text},quality="{quality}" {ts}'], []
+        try:
+            fast = self._fast_lines(topic, payload)
+        except Exception:  # whatever the fast path meets, decode() decides and never raises
+            fast = None
+        if fast is not None:
+            return fast, []
         decoded = self.decode(topic, payload, received_ms)
         prefix = self._prefix
-        return [reading_line(prefix[r.ref.index], r) for r in decoded.readings], decoded.rejected
+        try:
+            return [reading_line(prefix[r.ref.index], r) for r in decoded.readings], decoded.rejected
+        except Exception as exc:
+            return [], [Rejected(BAD_VALUE, unexpected(exc), topic, payload)]
+
+    def _fast_lines(self, topic: str, payload: bytes) -> list[str] | None:
+        if len(payload) > MAX_PAYLOAD:
+            return None
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if type(doc) is not dict:
+            return None
+        sensors = self._assets.get(topic)
+        if sensors is not None:
+            values, ts, quality = doc.get("values"), doc.get("ts"), doc.get("quality")
+            if (type(values) is dict and type(ts) is int and TS_MIN_MS <= ts < TS_MAX_MS
+                    and (quality is None or quality in QUALITIES) and doc.get("flags") is None
+                    and payload.count(b":") == len(doc) + len(values)):  # no nested keys, none twice
+                prefixes: list[str] = []
+                floats: list[float] = []
+                for name, raw in values.items():
+                    known = sensors.get(name)
+                    if (known is None or type(raw) is not float or raw - raw != 0.0
+                            or not known.lo <= raw <= known.hi):
+                        return None
+                    prefixes.append(known.line)
+                    floats.append(raw)
+                # one orjson call formats them all (format_float's text: JSON floats hold no comma)
+                texts = orjson.dumps(floats).decode()[1:-1].split(",") if floats else []
+                tail = f" {ts}" if quality is None or quality == "good" else f',quality="{quality}" {ts}'
+                return [f"{p}{t}{tail}" for p, t in zip(prefixes, texts, strict=True)]
+            return None
+        known = self._sensors.get(topic)
+        if known is not None:
+            raw, ts, quality = doc.get("value"), doc.get("ts"), doc.get("quality")
+            if (type(raw) is float and raw - raw == 0.0 and known.lo <= raw <= known.hi
+                    and type(ts) is int and TS_MIN_MS <= ts < TS_MAX_MS
+                    and (quality is None or quality in QUALITIES) and doc.get("flag") is None
+                    and payload.count(b":") == len(doc)):
+                text = orjson.dumps(raw).decode()
+                if quality is None or quality == "good":
+                    return [f"{known.line}{text} {ts}"]
+                return [f'{known.line}{text},quality="{quality}" {ts}']
+        return None
 
     def _reading(self, known: _Known, doc: Any, received_ms: int | None, out: Decoded, payload: bytes) -> None:
         if type(doc) is dict:
@@ -298,25 +423,26 @@ class Decoder:
                 raise DecodeError(BAD_VALUE, "no 'value' in the reading")
             value = raw if type(raw) is float and raw - raw == 0.0 else parse_value(raw)
             ts = _message_ts(doc.get("ts"), received_ms)
-            quality = doc.get("quality")
-            if quality is None:
+            quality, flag = doc.get("quality"), doc.get("flag")
+            if flag is None and (quality is None or quality == "good"):
                 quality = "good"
-            elif quality not in QUALITIES:
-                quality = parse_quality(quality)  # raises with the reason
+            else:
+                flag = parse_flag(flag)
+                quality = reading_quality(quality, flag)
         else:
             value = parse_value(doc)
             ts = received_ms or now_ms()
-            quality = "good"
+            quality, flag = "good", None
         if known.lo <= value <= known.hi:
-            out.readings.append(Reading(known.ref, value, ts, quality))
+            out.readings.append(Reading(known.ref, value, ts, quality, flag))
         else:
-            self._out_of_range(known, value, ts, out, known.ref.topic, payload)
+            self._out_of_range(known, value, ts, flag, out, known.ref.topic, payload)
 
-    def _out_of_range(self, known: _Known, value: float, ts: int, out: Decoded, topic: str,
+    def _out_of_range(self, known: _Known, value: float, ts: int, flag: str | None, out: Decoded, topic: str,
                       payload: bytes) -> None:
         """Stored with quality bad *and* dead-lettered (CONTRACT §3)."""
         ref = known.ref
-        out.readings.append(Reading(ref, value, ts, "bad"))
+        out.readings.append(Reading(ref, value, ts, "bad", flag))
         out.rejected.append(Rejected(OUT_OF_RANGE, f"{ref.key} value {value!r} outside instrument range "
                                      f"[{known.lo:g}, {known.hi:g}] {ref.sensor.unit}; stored with quality bad",
                                      topic, payload))
@@ -327,33 +453,62 @@ class Decoder:
         if type(doc) is not dict or type(doc.get("values")) is not dict:
             raise DecodeError(BAD_VALUE, "a snapshot is {\"ts\": ..., \"values\": {sensor: number}}")
         ts = _message_ts(doc.get("ts"), received_ms)
-        quality = parse_quality(doc.get("quality"))
+        # "quality": one for every entry, or {sensor: quality}; "flags": {sensor: flag} (CONTRACT §2)
+        quality = doc.get("quality")
+        qualities: dict[str, Any] = {}
+        if type(quality) is dict:
+            qualities, quality = quality, None
+        elif quality is not None:
+            quality = parse_quality(quality)
+        flags = doc.get("flags")
+        if flags is None:
+            flags = {}
+        elif type(flags) is not dict:
+            raise DecodeError(BAD_VALUE, f"flags is {shown(flags)}, not {{sensor: HJ 212 flag}}")
         append = out.readings.append
         for name, raw in doc["values"].items():
             known = sensors.get(name)
             if known is None:
-                out.rejected.append(Rejected(UNKNOWN_SENSOR, f"snapshot entry {str(name)[:64]!r}: no such sensor "
+                out.rejected.append(Rejected(UNKNOWN_SENSOR, f"snapshot entry {shown(name)}: no such sensor "
                                              f"in {topic.removeprefix(ROOT + '/')}", topic, _entry_payload(name, raw)))
                 continue
-            if type(raw) is float and raw - raw == 0.0 and known.lo <= raw <= known.hi:
-                append(Reading(known.ref, raw, ts, quality))  # the common case, checked in full
+            equality, eflag = qualities.get(name, quality), flags.get(name)
+            if (type(raw) is float and raw - raw == 0.0 and known.lo <= raw <= known.hi and eflag is None
+                    and (equality is None or (type(equality) is str and equality in QUALITIES))):
+                append(Reading(known.ref, raw, ts, equality or "good"))  # the common case, checked in full
                 continue
             try:
                 if type(raw) is dict:
                     value = parse_value(raw.get("value"))
                     ets = parse_ts(raw["ts"]) if raw.get("ts") is not None else ts
-                    equality = parse_quality(raw.get("quality")) if "quality" in raw else quality
+                    equality = raw.get("quality", equality)
+                    eflag = raw.get("flag", eflag)
                 else:
-                    value, ets, equality = parse_value(raw), ts, quality
+                    value, ets = parse_value(raw), ts
+                eflag = parse_flag(eflag)
+                equality = reading_quality(equality, eflag)
             except DecodeError as exc:
-                out.rejected.append(Rejected(exc.reason, f"snapshot entry {name!r}: {exc.detail}", topic,
+                out.rejected.append(Rejected(exc.reason, f"snapshot entry {shown(name)}: {exc.detail}", topic,
+                                             _entry_payload(name, raw)))
+                continue
+            except Exception as exc:  # one odd entry is its own dead letter; the others are kept
+                out.rejected.append(Rejected(BAD_VALUE, f"snapshot entry {shown(name)}: {unexpected(exc)}", topic,
                                              _entry_payload(name, raw)))
                 continue
             if known.lo <= value <= known.hi:
-                append(Reading(known.ref, value, ets, equality))
+                append(Reading(known.ref, value, ets, equality, eflag))
             else:
                 # the entry's dead-letter payload is built only when needed: it was a third of the decode time
-                self._out_of_range(known, value, ets, out, topic, _entry_payload(name, raw))
+                self._out_of_range(known, value, ets, eflag, out, topic, _entry_payload(name, raw))
+
+
+def unexpected(exc: BaseException) -> str:
+    """The detail of a dead letter for an exception nobody foresaw: its type and (short) text."""
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose text cannot be made
+        text = ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 _MISSING = object()
@@ -369,8 +524,18 @@ def _message_ts(raw: Any, received_ms: int | None) -> int:
 
 
 def _entry_payload(name: str, raw: Any) -> bytes:
-    """A snapshot entry as its own small JSON document, for its dead letter."""
-    return json.dumps({name: raw}, allow_nan=True).encode()[:DEAD_LETTER_PAYLOAD_BYTES]
+    """A snapshot entry as its own small JSON document, for its dead letter.
+
+    orjson refuses what nests deeper than 254 levels or holds integers beyond 64 bits, where the standard
+    library would recurse or spend time; such an entry is described instead of copied."""
+    try:
+        return orjson.dumps({name: raw})[:DEAD_LETTER_PAYLOAD_BYTES]
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:  # a lone surrogate, which only the standard library writes (as an escape)
+        return json.dumps({name: raw}).encode()[:DEAD_LETTER_PAYLOAD_BYTES]
+    except (RecursionError, ValueError, TypeError):
+        return json.dumps({name: shown(raw)}).encode()[:DEAD_LETTER_PAYLOAD_BYTES]
 
 
 # --------------------------------------------------------------------------- points (CONTRACT §3)
@@ -381,12 +546,14 @@ def reading_prefix(ref: SensorRef) -> str:
 
 
 def reading_line(prefix: str, r: Reading) -> str:
-    """One reading at millisecond precision; ``quality`` is written only when it is not ``good``."""
-    _, v, ts, quality = r
+    """One reading at millisecond precision; ``quality`` is written only when it is not ``good``, ``flag``
+    only when there is one other than ``N`` (CONTRACT §3)."""
+    _, v, ts, quality, flag = r
     text = format_float(v)
-    if quality == "good":
-        return f"{prefix}{text} {ts}"
-    return f'{prefix}{text},quality="{quality}" {ts}'
+    fields = "" if quality == "good" else f',quality="{quality}"'
+    if flag is not None and flag != "N":
+        fields += f',flag="{flag}"'
+    return f"{prefix}{text}{fields} {ts}"
 
 
 class PointEncoder:
