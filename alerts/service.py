@@ -308,6 +308,9 @@ class AlertService:
                 async with aiomqtt.Client(
                         m.host, m.port, username=m.username, password=m.password,
                         identifier=f"smartpark-alerts-{self.instance}-out",
+                        # 3.1.1 unless MQTT 5 is asked for: every broker speaks it, and retained QoS 1
+                        # publishes need nothing of 5
+                        protocol=aiomqtt.ProtocolVersion.V5 if m.protocol == 5 else aiomqtt.ProtocolVersion.V311,
                         tls_params=aiomqtt.TLSParameters() if m.tls else None) as client:
                     delay = 0.5
                     while not (stop.is_set() and self._retained.empty()):

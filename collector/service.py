@@ -60,6 +60,7 @@ class Batch:
     readings: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    held: int = 0  # QoS 1 messages of the current connection: the part of the broker's window it holds
 
     def records(self) -> list[Record]:
         return [r for r in (Record("ms", self.readings), Record("ns", self.events)) if r.lines]
@@ -72,7 +73,7 @@ class Collector:
                  share_group: str | None = None, batch_size: int = 5000, flush_interval: float = 1.0,
                  spool_max_mb: float = 256, metrics_port: int = 0, write_timeout: float = 10.0,
                  receive_maximum: int | None = None, protocol: int | None = None,
-                 write_concurrency: int = 2) -> None:
+                 write_concurrency: int = 2, window_flush: bool = True) -> None:
         self.settings = settings
         self.park = park
         self.instance = instance
@@ -80,6 +81,9 @@ class Collector:
         self.batch_size = max(1, batch_size)
         self.flush_interval = flush_interval
         self.idle_flush = min(0.05, flush_interval)
+        # the broker's window looks full (every unacked message is in this batch): flush after this gap
+        self.window_idle = min(0.003, self.idle_flush)
+        self.window_flush = window_flush
         self.spool_max_bytes = int(spool_max_mb * 1024 * 1024)
         self.metrics_port = metrics_port
         self.write_timeout = write_timeout
@@ -113,7 +117,7 @@ class Collector:
         source = MqttSource(self.settings.mqtt(), self.client_id, share_subscription(self.share_group, SUBSCRIPTION),
                             receive_maximum=self.receive_maximum, protocol=self.protocol,
                             status_topic=status_topic("collector", self.instance),
-                            on_reconnect=self.metrics.reconnects.inc)
+                            on_reconnect=self.metrics.reconnects.inc, on_session_lost=self.metrics.sessions_lost.inc)
         async with (InfluxClient(self.settings.influx(), timeout=self.write_timeout) as db,
                     Spool(spool_dir, self.spool_max_bytes) as spool, source,
                     self.metrics.serve(self.metrics_port)):
@@ -142,17 +146,22 @@ class Collector:
         batch, opened = Batch(), loop.time()
         while True:
             stopping = stop.is_set()
-            wait = 0.0 if stopping else min(self.idle_flush, opened + self.flush_interval - loop.time())
+            wait = 0.0 if stopping else min(self._gap(source, batch), opened + self.flush_interval - loop.time())
             # small takes: a snapshot message carries many readings, and a batch should not overshoot much
             messages = await source.take(max(1, min(256, self.batch_size - len(batch.readings))), max(0.0, wait))
             if messages:
                 self.counters.received += len(messages)
                 self.metrics.received.inc(len(messages))
+            gen = source.gen
             for m in messages:
                 self._add(batch, m)
+                if m.qos and m.gen == gen:
+                    batch.held += 1
             now = loop.time()
+            window = source.window
             if (stopping or len(batch.readings) >= self.batch_size or now >= opened + self.flush_interval
-                    or (not messages and batch.messages)):
+                    or (not messages and batch.messages)
+                    or (self.window_flush and window is not None and batch.held >= window)):
                 if batch.readings:  # idle flushes carry only the status line: not a batch size
                     self.metrics.batch_size.observe(len(batch.readings))
                 if now >= self._next_status or stopping:
@@ -164,6 +173,18 @@ class Collector:
             if stopping:
                 break
         await queue.put(None)
+
+    def _gap(self, source: MqttSource, batch: Batch) -> float:
+        """How long to wait for more before flushing what the batch holds.
+
+        The idle timer (50 ms) lets a batch grow while messages keep coming. But when every message the
+        broker has given us unacked is in this batch, a pause most likely means its in-flight window is full
+        (RabbitMQ's ``mqtt.prefetch`` of 10, mosquitto's ``max_inflight_messages`` with 3.1.1): nothing more
+        comes until we ack, so waiting the idle timer would only starve ingest. Flush after a short gap.
+        """
+        if self.window_flush and batch.held and source.in_flight <= batch.held:
+            return self.window_idle
+        return self.idle_flush
 
     def _add(self, batch: Batch, m: Message) -> None:
         batch.messages.append(m)
