@@ -9,6 +9,8 @@ never hold the in-flight window longer than a good message does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import random
 import time
@@ -36,6 +38,7 @@ from .metrics import Metrics
 from .spool import Record, Spool
 
 log = logging.getLogger(__name__)
+PEER_IDLE_S = 2.0  # a taken-over session that sent nothing for this long (and holds nothing unacked) is left
 
 
 @dataclass(slots=True)
@@ -117,6 +120,7 @@ class Collector:
         source = MqttSource(self.settings.mqtt(), self.client_id, share_subscription(self.share_group, SUBSCRIPTION),
                             receive_maximum=self.receive_maximum, protocol=self.protocol,
                             status_topic=status_topic("collector", self.instance),
+                            status_extra={"share_group": self.share_group} if self.share_group else None,
                             on_reconnect=self.metrics.reconnects.inc, on_session_lost=self.metrics.sessions_lost.inc)
         async with (InfluxClient(self.settings.influx(), timeout=self.write_timeout) as db,
                     Spool(spool_dir, self.spool_max_bytes) as spool, source,
@@ -129,6 +133,8 @@ class Collector:
                 replay = tg.create_task(self._replay(db, spool), name="replay")
                 queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
                 sink = tg.create_task(self._sink(db, spool, source, queue), name="sink")
+                peers = tg.create_task(self._watch_peers(db, spool, mqtt_stop), name="peers") \
+                    if self.share_group else None
                 await self._pipeline(source, queue, stop)
                 try:
                     async with asyncio.timeout(max(30.0, 3 * self.write_timeout)):
@@ -138,6 +144,8 @@ class Collector:
                     sink.cancel()
                 replay.cancel()
                 mqtt_stop.set()
+                if peers is not None:
+                    peers.cancel()
         log.info("collector %s stopped: %s", self.instance, asdict(self.counters))
 
     async def _pipeline(self, source: MqttSource, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
@@ -194,6 +202,93 @@ class Collector:
             batch.events.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
             self.metrics.dead_letters.labels(rej.reason).inc()
             self.counters.invalid += 1
+
+    # ------------------------------------------------------------------ share group: a member that is gone
+    async def _watch_peers(self, db: InfluxClient, spool: Spool, stop: asyncio.Event) -> None:
+        """Take over the session of every member of our share group that goes offline.
+
+        Mosquitto (like the MQTT 5 text allows) goes on giving an offline member with a persistent session
+        its share, and keeps what it had sent it unacked: half the readings would wait until that member is
+        back, and all of them would be lost with it if it never came back. So each member watches the
+        group's status topics (the retained ``offline`` of a clean exit or the broker's last will after a
+        ``kill -9``) and takes the gone member's session over (:meth:`_take_over`): it unsubscribes the
+        share there, so the broker stops queueing to it, and stores and acks what the session held.
+        """
+        watch = MqttSource(self.settings.mqtt(), f"{self.client_id}-peers", status_topic("collector", "+"),
+                           clean_start=True, session_expiry=0, protocol=self.protocol)
+        running: dict[str, asyncio.Task[None]] = {}
+        async with watch, asyncio.TaskGroup() as tg:
+            tg.create_task(watch.run(stop), name="peers-mqtt")
+            try:
+                while True:
+                    messages = await watch.take(100, 1.0)
+                    watch.ack(messages)
+                    for m in messages:
+                        peer = m.topic.rsplit("/", 1)[-1]
+                        try:
+                            status = json.loads(m.payload)
+                        except ValueError:
+                            continue
+                        if (peer == self.instance or not isinstance(status, dict)
+                                or status.get("share_group") != self.share_group or status.get("status") != "offline"
+                                or (peer in running and not running[peer].done())):
+                            continue
+                        log.warning("collector %s: share-group member %r of %r is offline; taking over its session "
+                                    "so that the broker's share for it is stored now", self.instance, peer,
+                                    self.share_group)
+                        running[peer] = tg.create_task(self._take_over(db, spool, peer, stop), name=f"peer:{peer}")
+            finally:
+                for task in running.values():
+                    task.cancel()
+
+    async def _take_over(self, db: InfluxClient, spool: Spool, peer: str, stop: asyncio.Event) -> None:
+        """Connect as ``peer``'s session, unsubscribe its share, store and ack what the broker held for it,
+        leave once it is empty. The peer coming back takes its session over from us; what we held unacked is
+        redelivered to it, and duplicates collapse onto the same points."""
+        done = asyncio.Event()
+        src = MqttSource(self.settings.mqtt(), f"smartpark-collector-{peer}",
+                         share_subscription(self.share_group, SUBSCRIPTION), receive_maximum=self.receive_maximum,
+                         protocol=self.protocol, takeover=True)
+        loop = asyncio.get_running_loop()
+        async with src:
+            run = asyncio.create_task(self._until(src, stop, done), name=f"peer-mqtt:{peer}")
+            try:
+                last, taken = loop.time(), 0
+                while not run.done():
+                    messages = await src.take(max(1, self.batch_size), 0.2)
+                    if not messages:
+                        if src.connected.is_set() and not src.in_flight and loop.time() - last > PEER_IDLE_S:
+                            done.set()
+                        continue
+                    last = loop.time()
+                    taken += len(messages)
+                    self.counters.received += len(messages)
+                    self.metrics.received.inc(len(messages))
+                    batch = Batch()
+                    for m in messages:
+                        self._add(batch, m)
+                    slot = asyncio.Semaphore(1)
+                    await slot.acquire()
+                    await self._deliver(db, spool, src, batch, slot)
+                log.warning("collector %s: left the session of %r after storing %d messages it held", self.instance,
+                            peer, taken)
+            finally:
+                done.set()
+                with contextlib.suppress(Exception):
+                    await run
+
+    @staticmethod
+    async def _until(src: MqttSource, stop: asyncio.Event, done: asyncio.Event) -> None:
+        """Run ``src`` until the collector stops or the takeover is done."""
+        either = asyncio.Event()
+        waits = [asyncio.ensure_future(ev.wait()) for ev in (stop, done)]
+        relay = asyncio.ensure_future(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
+        relay.add_done_callback(lambda _: either.set())
+        try:
+            await src.run(either)
+        finally:
+            for fut in (*waits, relay):
+                fut.cancel()
 
     def _status_line(self) -> str:
         return encode_line("collector", {"instance": self.instance}, asdict(self.counters),
@@ -338,3 +433,4 @@ class Collector:
 
     def stats(self) -> dict[str, Any]:
         return asdict(self.counters)
+
