@@ -154,7 +154,8 @@ class Collector:
         batch, opened = Batch(), loop.time()
         while True:
             stopping = stop.is_set()
-            wait = 0.0 if stopping else min(self._gap(source, batch), opened + self.flush_interval - loop.time())
+            gap = self._gap(source, batch)
+            wait = 0.0 if stopping else min(gap, opened + self.flush_interval - loop.time())
             # small takes: a snapshot message carries many readings, and a batch should not overshoot much
             messages = await source.take(max(1, min(256, self.batch_size - len(batch.readings))), max(0.0, wait))
             if messages:
@@ -167,9 +168,13 @@ class Collector:
                     batch.held += 1
             now = loop.time()
             window = source.window
+            # the batch holds the broker's whole window: known (MQTT 5), or inferred from a pause
+            window_full = self.window_flush and bool(batch.held) and (
+                (window is not None and batch.held >= window) or (not messages and gap == self.window_idle))
             if (stopping or len(batch.readings) >= self.batch_size or now >= opened + self.flush_interval
-                    or (not messages and batch.messages)
-                    or (self.window_flush and window is not None and batch.held >= window)):
+                    or (not messages and batch.messages) or window_full):
+                if window_full and not stopping:
+                    self.metrics.window_flushes.inc()
                 if batch.readings:  # idle flushes carry only the status line: not a batch size
                     self.metrics.batch_size.observe(len(batch.readings))
                 if now >= self._next_status or stopping:

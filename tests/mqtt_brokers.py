@@ -181,3 +181,21 @@ class RabbitMqBroker(ExternalBroker):
         assert epmd is not None
         self._spawn([epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"], r / "epmd.log")
         return [str(RABBITMQ_SERVER)]
+
+
+class MosquittoWindow(ExternalBroker):
+    """Mosquitto with a small outgoing in-flight window (``max_inflight_messages``, which bounds what it sends
+    an MQTT 3.1.1 client unacked, like RabbitMQ's ``mqtt.prefetch``), no persistence."""
+
+    name = "mosquitto-window"
+
+    def __init__(self, root: Path, *, window: int = 10) -> None:
+        super().__init__(root)
+        self.window = window
+
+    def argv(self) -> list[str]:
+        conf = self.root / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages {self.window}\n"
+                        "max_queued_messages 10000000\nmax_queued_bytes 0\nset_tcp_nodelay true\n")
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        return [binary, "-c", str(conf)]

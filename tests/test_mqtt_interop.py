@@ -67,8 +67,9 @@ class Services:
 
     def wait_subscribed(self, timeout: float = 60) -> None:
         for name, proc in self.procs.items():
-            wait_for(lambda n=name, p=proc: "subscribed to 'park/#'" in self.log(n) or p.poll() is not None,
-                     timeout, f"{name} subscribed")
+            def ready(name: str = name, proc: subprocess.Popen[bytes] = proc) -> bool:
+                return "subscribed to 'park/#'" in self.log(name) or proc.poll() is not None
+            wait_for(ready, timeout, f"{name} subscribed")
             assert proc.poll() is None, f"{name} exited: {self.log(name)[-3000:]}"
 
     def engine_status(self) -> dict[str, Any]:
@@ -81,7 +82,7 @@ class Services:
 
     def stop(self) -> dict[str, int]:
         codes: dict[str, int] = {}
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for name, proc in self.procs.items():
@@ -144,7 +145,7 @@ def _run(broker_url: str, port: int, influx_db: Any, tmp_path: Path, n: int) -> 
         pub.close()
         expected = {(t.removeprefix("park/"), ts, v) for t, ts, v in sent}
         wait_for(lambda: influx_db.count("reading") >= n, 240, lambda: f"{influx_db.count('reading')} of {n} stored")
-        wait_for(lambda: services.engine_status()["counts"]["readings"] >= n, 120, "the engine evaluating every reading")
+        wait_for(lambda: services.engine_status()["counts"]["readings"] >= n, 120, "the engine evaluating all")
         wait_for(lambda: influx_db.count("alarm", where="\"rule\" = 'hh'") >= 1, 60, "the hh alarm in InfluxDB")
         state = json.loads(retained(port, ALARM_TOPIC))
         assert stored(influx_db) == expected
