@@ -104,8 +104,8 @@ def _packet(first: int, body: bytes) -> bytes:
     return bytes((first,)) + _varint(len(body)) + body
 
 
-def _props(buf: bytes | bytearray, i: int, end: int) -> dict[int, int]:
-    """The numeric MQTT 5 properties of a block starting at ``i`` (strings and pairs are skipped)."""
+def _varint_at(buf: bytes | bytearray, i: int) -> tuple[int, int]:
+    """The variable byte integer at ``i`` and the index after it."""
     n, mult = 0, 1
     while True:
         b = buf[i]
@@ -113,7 +113,12 @@ def _props(buf: bytes | bytearray, i: int, end: int) -> dict[int, int]:
         n += (b & 0x7F) * mult
         mult <<= 7
         if not b & 0x80:
-            break
+            return n, i
+
+
+def _props(buf: bytes | bytearray, i: int, end: int) -> dict[int, int]:
+    """The numeric MQTT 5 properties of a block starting at ``i`` (strings and pairs are skipped)."""
+    n, i = _varint_at(buf, i)
     stop = min(end, i + n)
     out: dict[int, int] = {}
     while i < stop:
@@ -142,14 +147,8 @@ def _props(buf: bytes | bytearray, i: int, end: int) -> dict[int, int]:
 
 def _skip_props(buf: bytes | bytearray, i: int) -> int:
     """Index after an MQTT 5 property block starting at ``i``."""
-    n, mult = 0, 1
-    while True:
-        b = buf[i]
-        i += 1
-        n += (b & 0x7F) * mult
-        mult <<= 7
-        if not b & 0x80:
-            return i + n
+    n, i = _varint_at(buf, i)
+    return i + n
 
 
 @dataclass(frozen=True)

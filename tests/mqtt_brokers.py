@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 from smartpark.stack import free_port
 
@@ -70,7 +71,7 @@ class ExternalBroker:
         self._procs.append(proc)
         return proc
 
-    def __enter__(self) -> ExternalBroker:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

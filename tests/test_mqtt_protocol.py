@@ -9,6 +9,7 @@ import logging
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ from smartpark.mqtt import MQTT311
 
 REPO = Path(__file__).resolve().parent.parent
 NO_INFLUX = "http://127.0.0.1:9"  # nothing listens: what is collected goes to the spool
+
+
+@pytest.fixture
+def aedes(tmp_path: Path) -> Iterator[AedesBroker]:
+    """A running aedes (in-memory sessions, MQTT 3.1.1 only); skipped where node or aedes is missing."""
+    if why := AedesBroker.available():
+        pytest.skip(why)
+    with AedesBroker(tmp_path) as broker:
+        yield broker
 
 
 def smartpark(*args: str, log: Path) -> subprocess.Popen[bytes]:
@@ -143,38 +153,32 @@ class TestShareGroupWithoutSharedSubscriptions:
         assert out.stderr.count("\n") == 1, out.stderr
         assert "has no shared subscriptions" in out.stderr and "Shared Subscription Available = 0" in out.stderr
 
-    def test_warned_loudly_over_3_1_1(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def test_warned_loudly_over_3_1_1(self, aedes: AedesBroker, tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
         """aedes (3.1.1): the broker cannot say, so a WARNING says that this collector may receive nothing."""
-        if why := AedesBroker.available():
-            pytest.skip(why)
         caplog.set_level(logging.WARNING, logger="smartpark.mqtt")
         park_path, park = big_park(tmp_path)
-        with AedesBroker(tmp_path) as aedes:
-            settings = settings_for(aedes.url, "http://127.0.0.1:9", "db", park_path, tmp_path / "state")
-            with CollectorThread(settings, park, instance="s", share_group="g") as collector:
-                wait_connected(collector)
+        settings = settings_for(aedes.url, NO_INFLUX, "db", park_path, tmp_path / "state")
+        with CollectorThread(settings, park, instance="s", share_group="g") as collector:
+            wait_connected(collector)
         warned = [r for r in caplog.records if "receives NOTHING" in r.getMessage()]
         assert len(warned) == 1 and warned[0].levelno == logging.WARNING
         assert "over MQTT 3.1.1" in warned[0].getMessage()
 
 
-def test_a_session_the_broker_forgot_is_a_warning_and_a_metric(tmp_path: Path,
+def test_a_session_the_broker_forgot_is_a_warning_and_a_metric(aedes: AedesBroker, tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     """aedes keeps sessions in memory: after its restart the reconnect finds session present 0. That is when
     readings it had queued (acked to their publishers) were dropped: a WARNING saying so, and the counter."""
-    if why := AedesBroker.available():
-        pytest.skip(why)
     caplog.set_level(logging.INFO, logger="smartpark.mqtt")
     park_path, park = big_park(tmp_path)
-    with AedesBroker(tmp_path) as aedes:
-        settings = settings_for(aedes.url, "http://127.0.0.1:9", "db", park_path, tmp_path / "state")
-        with CollectorThread(settings, park, instance="lost") as collector:
-            wait_connected(collector)
-            assert collector.source is not None
-            aedes.stop()
-            aedes.start()
-            wait_for(lambda: collector.source is not None and collector.source.connects >= 2, 60, "the reconnect")
-            lost = collector.metrics.registry.get_sample_value("smartpark_collector_mqtt_session_lost_total")
+    settings = settings_for(aedes.url, NO_INFLUX, "db", park_path, tmp_path / "state")
+    with CollectorThread(settings, park, instance="lost") as collector:
+        wait_connected(collector)
+        aedes.stop()
+        aedes.start()
+        wait_for(lambda: collector.source is not None and collector.source.connects >= 2, 60, "the reconnect")
+        lost = collector.metrics.registry.get_sample_value("smartpark_collector_mqtt_session_lost_total")
     assert lost == 1
     warned = [r for r in caplog.records if "no longer has the persistent session" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING
