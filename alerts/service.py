@@ -280,7 +280,11 @@ class AlertService:
         a batch is acknowledged only once its readings are journaled, so kill -9 loses nothing."""
         client_id = f"smartpark-alerts-{self.instance}"
         status = status_topic(SERVICE, self.instance)
-        async with MqttSource(self.mqtt, client_id, SUBSCRIPTION, status_topic=status) as src:
+        def session_lost() -> None:  # the broker forgot our session (it warns): readings may be missing
+            self.counts["mqtt_session_lost"] = self.counts.get("mqtt_session_lost", 0) + 1
+
+        async with MqttSource(self.mqtt, client_id, SUBSCRIPTION, status_topic=status,
+                              on_session_lost=session_lost) as src:
             run = asyncio.create_task(src.run(stop), name="mqtt-session")
             try:
                 while not run.done():

@@ -220,7 +220,7 @@ class Collector:
         share there, so the broker stops queueing to it, and stores and acks what the session held.
         """
         watch = MqttSource(self.settings.mqtt(), f"{self.client_id}-peers", status_topic("collector", "+"),
-                           clean_start=True, session_expiry=0, protocol=self.protocol)
+                           clean_start=True, session_expiry=0, protocol=self._known_protocol())
         running: dict[str, asyncio.Task[None]] = {}
         async with watch, asyncio.TaskGroup() as tg:
             tg.create_task(watch.run(stop), name="peers-mqtt")
@@ -246,6 +246,11 @@ class Collector:
                 for task in running.values():
                     task.cancel()
 
+    def _known_protocol(self) -> int | None:
+        """The protocol of further connections to the broker: as given, else what the subscription found."""
+        src = self.source
+        return self.protocol or (src.version if src is not None and src.connects else None)
+
     async def _take_over(self, db: InfluxClient, spool: Spool, peer: str, stop: asyncio.Event) -> None:
         """Connect as ``peer``'s session, unsubscribe its share, store and ack what the broker held for it,
         leave once it is empty. The peer coming back takes its session over from us; what we held unacked is
@@ -253,7 +258,7 @@ class Collector:
         done = asyncio.Event()
         src = MqttSource(self.settings.mqtt(), f"smartpark-collector-{peer}",
                          share_subscription(self.share_group, SUBSCRIPTION), receive_maximum=self.receive_maximum,
-                         protocol=self.protocol, takeover=True)
+                         protocol=self._known_protocol(), takeover=True)
         loop = asyncio.get_running_loop()
         async with src:
             run = asyncio.create_task(self._until(src, stop, done), name=f"peer-mqtt:{peer}")

@@ -180,6 +180,7 @@ def test_a_session_the_broker_forgot_is_a_warning_and_a_metric(aedes: AedesBroke
         wait_for(lambda: collector.source is not None and collector.source.connects >= 2, 60, "the reconnect")
         lost = collector.metrics.registry.get_sample_value("smartpark_collector_mqtt_session_lost_total")
     assert lost == 1
+    assert caplog.text.count("falling back to 3.1.1") == 1  # the reconnect remembered what aedes speaks
     warned = [r for r in caplog.records if "no longer has the persistent session" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING
     assert "may have been lost" in warned[0].getMessage()
