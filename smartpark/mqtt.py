@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import ssl
@@ -457,7 +458,7 @@ class MqttSource:
 
     # ------------------------------------------------------------------ connection
     def _status(self, status: str) -> bytes:
-        extra = "".join(f', "{k}": "{v}"' for k, v in self._status_extra.items())
+        extra = "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in self._status_extra.items())
         return b'{"status": "%s", "ts": %d%s}' % (status.encode(), time.time_ns() // 1_000_000, extra.encode())
 
     def _may_switch(self) -> bool:

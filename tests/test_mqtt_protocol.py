@@ -29,7 +29,7 @@ from test_collector_support import (
 
 from smartpark.config import Settings
 from smartpark.errors import ConfigError
-from smartpark.mqtt import MQTT311
+from smartpark.mqtt import MQTT311, RECEIVE_MAXIMUM, SHARED_SUBSCRIPTION_AVAILABLE, _props
 
 REPO = Path(__file__).resolve().parent.parent
 NO_INFLUX = "http://127.0.0.1:9"  # nothing listens: what is collected goes to the spool
@@ -208,3 +208,20 @@ def test_a_full_in_flight_window_is_flushed_without_waiting_for_the_idle_timer(i
             flushes = collector.metrics.registry.get_sample_value("smartpark_collector_window_flushes_total")
     assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
     assert flushes is not None and flushes >= len(sent) // 10 // 2  # most batches end on a full window
+
+
+class TestConnackProperties:
+    """The numeric MQTT 5 properties of a CONNACK, found among strings, pairs and varints of any kind."""
+
+    def test_mosquittos_connack(self) -> None:
+        """Mosquitto 2.0 with ``max_inflight_messages 10``: topic alias maximum and receive maximum, both 10."""
+        body = bytes.fromhex("00000622000a21000a")
+        assert _props(body, 2, len(body)) == {0x22: 10, RECEIVE_MAXIMUM: 10}
+
+    def test_strings_pairs_and_varints_are_skipped(self) -> None:
+        """A reason string, a user property, an assigned client id and a subscription identifier around the
+        shared-subscription flag."""
+        props = (b"\x1f\x00\x02ok" + b"\x26\x00\x01k\x00\x02vv" + b"\x12\x00\x03abc" + b"\x0b\x81\x01"
+                 + bytes((SHARED_SUBSCRIPTION_AVAILABLE, 0)) + b"\x27\x00\x01\x00\x00")
+        body = b"\x00\x00" + bytes((len(props),)) + props
+        assert _props(body, 2, len(body)) == {SHARED_SUBSCRIPTION_AVAILABLE: 0, 0x27: 65_536}
