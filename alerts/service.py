@@ -26,7 +26,7 @@ from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
-from smartpark.mqtt import MqttSource
+from smartpark.mqtt import MqttSource, reason
 from smartpark.park import Park
 from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
 
@@ -332,9 +332,9 @@ class AlertService:
             except aiomqtt.MqttError as exc:
                 if stop.is_set():
                     log.error("MQTT (alarm states): %s at shutdown; %d states not republished (they are in the "
-                              "journal)", exc, self._retained.qsize())
+                              "journal)", reason(exc), self._retained.qsize())
                     return
-                log.warning("MQTT (alarm states): %s; reconnecting in %.1f s", exc, delay)
+                log.warning("MQTT (alarm states): %s; reconnecting in %.1f s", reason(exc), delay)
                 await asyncio.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 30.0)
 
