@@ -35,7 +35,14 @@ LINT_EXISTING = $(foreach d,$(LINT_DIRS),$(if $(wildcard $(d)/*.py),$(d)))
 
 .PHONY: test demo lint bench clean distclean setup system-deps
 
-setup: system-deps $(STAMP)
+# the aedes MQTT broker (npm) of the interoperability tests, into the git-ignored tests/brokers/node_modules,
+# only when missing; without npm those tests are skipped and say why
+AEDES := tests/brokers/node_modules/aedes
+$(AEDES): tests/brokers/package.json tests/brokers/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/brokers --no-audit --no-fund --loglevel=error; \
+	else echo "make: npm not found: the aedes interoperability tests will be skipped"; fi
+
+setup: system-deps $(STAMP) $(AEDES)
 
 # Debian packages, only when a binary is missing. mosquitto lives in /usr/sbin, which is not on an
 # ordinary user's PATH. The packages' init scripts would start system-wide services on 1883/8086 at

@@ -26,7 +26,7 @@ from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
-from smartpark.mqtt import MqttSource
+from smartpark.mqtt import MqttSource, reason
 from smartpark.park import Park
 from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
 
@@ -280,7 +280,11 @@ class AlertService:
         a batch is acknowledged only once its readings are journaled, so kill -9 loses nothing."""
         client_id = f"smartpark-alerts-{self.instance}"
         status = status_topic(SERVICE, self.instance)
-        async with MqttSource(self.mqtt, client_id, SUBSCRIPTION, status_topic=status) as src:
+        def session_lost() -> None:  # the broker forgot our session (it warns): readings may be missing
+            self.counts["mqtt_session_lost"] = self.counts.get("mqtt_session_lost", 0) + 1
+
+        async with MqttSource(self.mqtt, client_id, SUBSCRIPTION, status_topic=status,
+                              on_session_lost=session_lost) as src:
             run = asyncio.create_task(src.run(stop), name="mqtt-session")
             try:
                 while not run.done():
@@ -308,6 +312,9 @@ class AlertService:
                 async with aiomqtt.Client(
                         m.host, m.port, username=m.username, password=m.password,
                         identifier=f"smartpark-alerts-{self.instance}-out",
+                        # 3.1.1 unless MQTT 5 is asked for: every broker speaks it, and retained QoS 1
+                        # publishes need nothing of 5
+                        protocol=aiomqtt.ProtocolVersion.V5 if m.protocol == 5 else aiomqtt.ProtocolVersion.V311,
                         tls_params=aiomqtt.TLSParameters() if m.tls else None) as client:
                     delay = 0.5
                     while not (stop.is_set() and self._retained.empty()):
@@ -325,9 +332,9 @@ class AlertService:
             except aiomqtt.MqttError as exc:
                 if stop.is_set():
                     log.error("MQTT (alarm states): %s at shutdown; %d states not republished (they are in the "
-                              "journal)", exc, self._retained.qsize())
+                              "journal)", reason(exc), self._retained.qsize())
                     return
-                log.warning("MQTT (alarm states): %s; reconnecting in %.1f s", exc, delay)
+                log.warning("MQTT (alarm states): %s; reconnecting in %.1f s", reason(exc), delay)
                 await asyncio.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 30.0)
 

@@ -7,7 +7,7 @@ import asyncio
 import signal
 
 from smartpark.config import Settings
-from smartpark.errors import UsageError
+from smartpark.errors import ConfigError, UsageError
 from smartpark.park import load_park
 
 from .service import Collector
@@ -40,8 +40,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     collector = Collector(settings, park, instance=args.instance, share_group=args.share_group,
                           batch_size=args.batch_size, flush_interval=args.flush_interval,
                           spool_max_mb=args.spool_max_mb, metrics_port=args.metrics_port)
-    asyncio.run(_main(collector))
+    try:
+        asyncio.run(_main(collector))
+    except BaseExceptionGroup as group:  # a task refused to go on: a broker that cannot serve this setting
+        config = group.subgroup(ConfigError)
+        if config is None:
+            raise
+        raise _first(config) from None
     return 0
+
+
+def _first(group: BaseExceptionGroup[ConfigError]) -> ConfigError:
+    exc = group.exceptions[0]
+    return _first(exc) if isinstance(exc, BaseExceptionGroup) else exc
 
 
 async def _main(collector: Collector) -> None:

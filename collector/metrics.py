@@ -27,6 +27,12 @@ class Metrics:
         self.spooled = Counter("smartpark_collector_spooled", "points put in the durable spool", registry=r)
         self.retries = Counter("smartpark_collector_retries", "InfluxDB writes tried again", registry=r)
         self.reconnects = Counter("smartpark_collector_mqtt_reconnects", "MQTT reconnections", registry=r)
+        self.sessions_lost = Counter("smartpark_collector_mqtt_session_lost", "reconnections on which the broker "
+                                     "had forgotten our persistent session (what it held for us may be lost)",
+                                     registry=r)
+        self.window_flushes = Counter("smartpark_collector_window_flushes", "batches flushed at once because they "
+                                      "held the broker's whole in-flight window (a small window limits ingest: "
+                                      "raise max_inflight_messages / mqtt.prefetch)", registry=r)
         self.dead_letters = Counter("smartpark_collector_dead_letters", "dead letters by reason",
                                     labelnames=("reason",), registry=r)
         self.write_seconds = Histogram("smartpark_collector_write_seconds", "InfluxDB write latency", registry=r,

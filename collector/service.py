@@ -9,6 +9,8 @@ never hold the in-flight window longer than a good message does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import random
 import time
@@ -37,6 +39,7 @@ from .metrics import Metrics
 from .spool import Record, Spool, SpoolError
 
 log = logging.getLogger(__name__)
+PEER_IDLE_S = 2.0  # a taken-over session that sent nothing for this long (and holds nothing unacked) is left
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class Batch:
     readings: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    held: int = 0  # QoS 1 messages of the current connection: the part of the broker's window it holds
 
     def records(self) -> list[Record]:
         return [r for r in (Record("ms", self.readings), Record("ns", self.events)) if r.lines]
@@ -73,7 +77,7 @@ class Collector:
                  share_group: str | None = None, batch_size: int = 5000, flush_interval: float = 1.0,
                  spool_max_mb: float = 256, metrics_port: int = 0, write_timeout: float = 10.0,
                  receive_maximum: int | None = None, protocol: int | None = None,
-                 write_concurrency: int = 2) -> None:
+                 write_concurrency: int = 2, window_flush: bool = True) -> None:
         self.settings = settings
         self.park = park
         self.instance = instance
@@ -81,6 +85,9 @@ class Collector:
         self.batch_size = max(1, batch_size)
         self.flush_interval = flush_interval
         self.idle_flush = min(0.05, flush_interval)
+        # the broker's window looks full (every unacked message is in this batch): flush after this gap
+        self.window_idle = min(0.003, self.idle_flush)
+        self.window_flush = window_flush
         self.spool_max_bytes = int(spool_max_mb * 1024 * 1024)
         self.metrics_port = metrics_port
         self.write_timeout = write_timeout
@@ -114,7 +121,8 @@ class Collector:
         source = MqttSource(self.settings.mqtt(), self.client_id, share_subscription(self.share_group, SUBSCRIPTION),
                             receive_maximum=self.receive_maximum, protocol=self.protocol,
                             status_topic=status_topic("collector", self.instance),
-                            on_reconnect=self.metrics.reconnects.inc)
+                            status_extra={"share_group": self.share_group} if self.share_group else None,
+                            on_reconnect=self.metrics.reconnects.inc, on_session_lost=self.metrics.sessions_lost.inc)
         async with (InfluxClient(self.settings.influx(), timeout=self.write_timeout) as db,
                     Spool(spool_dir, self.spool_max_bytes) as spool, source,
                     self.metrics.serve(self.metrics_port)):
@@ -126,6 +134,8 @@ class Collector:
                 replay = tg.create_task(self._replay(db, spool), name="replay")
                 queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
                 sink = tg.create_task(self._sink(db, spool, source, queue), name="sink")
+                peers = tg.create_task(self._watch_peers(db, spool, mqtt_stop), name="peers") \
+                    if self.share_group else None
                 await self._pipeline(source, queue, stop)
                 try:
                     async with asyncio.timeout(max(30.0, 3 * self.write_timeout)):
@@ -135,6 +145,8 @@ class Collector:
                     sink.cancel()
                 replay.cancel()
                 mqtt_stop.set()
+                if peers is not None:
+                    peers.cancel()
         log.info("collector %s stopped: %s", self.instance, asdict(self.counters))
 
     async def _pipeline(self, source: MqttSource, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
@@ -143,17 +155,27 @@ class Collector:
         batch, opened = Batch(), loop.time()
         while True:
             stopping = stop.is_set()
-            wait = 0.0 if stopping else min(self.idle_flush, opened + self.flush_interval - loop.time())
+            gap = self._gap(source, batch)
+            wait = 0.0 if stopping else min(gap, opened + self.flush_interval - loop.time())
             # small takes: a snapshot message carries many readings, and a batch should not overshoot much
             messages = await source.take(max(1, min(256, self.batch_size - len(batch.readings))), max(0.0, wait))
             if messages:
                 self.counters.received += len(messages)
                 self.metrics.received.inc(len(messages))
+            gen = source.gen
             for m in messages:
                 self._add(batch, m)
+                if m.qos and m.gen == gen:
+                    batch.held += 1
             now = loop.time()
+            window = source.window
+            # the batch holds the broker's whole window: known (MQTT 5), or inferred from a pause
+            window_full = self.window_flush and bool(batch.held) and (
+                (window is not None and batch.held >= window) or (not messages and gap == self.window_idle))
             if (stopping or len(batch.readings) >= self.batch_size or now >= opened + self.flush_interval
-                    or (not messages and batch.messages)):
+                    or (not messages and batch.messages) or window_full):
+                if window_full and not stopping:
+                    self.metrics.window_flushes.inc()
                 if batch.readings:  # idle flushes carry only the status line: not a batch size
                     self.metrics.batch_size.observe(len(batch.readings))
                 if now >= self._next_status or stopping:
@@ -165,6 +187,18 @@ class Collector:
             if stopping:
                 break
         await queue.put(None)
+
+    def _gap(self, source: MqttSource, batch: Batch) -> float:
+        """How long to wait for more before flushing what the batch holds.
+
+        The idle timer (50 ms) lets a batch grow while messages keep coming. But when every message the
+        broker has given us unacked is in this batch, a pause most likely means its in-flight window is full
+        (RabbitMQ's ``mqtt.prefetch`` of 10, mosquitto's ``max_inflight_messages`` with 3.1.1): nothing more
+        comes until we ack, so waiting the idle timer would only starve ingest. Flush after a short gap.
+        """
+        if self.window_flush and batch.held and source.in_flight <= batch.held:
+            return self.window_idle
+        return self.idle_flush
 
     def _add(self, batch: Batch, m: Message) -> None:
         """One message into the batch: its reading lines and its dead letters.
@@ -185,6 +219,98 @@ class Collector:
         for rej in rejected:
             self.metrics.dead_letters.labels(rej.reason).inc()
         self.counters.invalid += len(rejected)
+
+    # ------------------------------------------------------------------ share group: a member that is gone
+    async def _watch_peers(self, db: InfluxClient, spool: Spool, stop: asyncio.Event) -> None:
+        """Take over the session of every member of our share group that goes offline.
+
+        Mosquitto (like the MQTT 5 text allows) goes on giving an offline member with a persistent session
+        its share, and keeps what it had sent it unacked: half the readings would wait until that member is
+        back, and all of them would be lost with it if it never came back. So each member watches the
+        group's status topics (the retained ``offline`` of a clean exit or the broker's last will after a
+        ``kill -9``) and takes the gone member's session over (:meth:`_take_over`): it unsubscribes the
+        share there, so the broker stops queueing to it, and stores and acks what the session held.
+        """
+        watch = MqttSource(self.settings.mqtt(), f"{self.client_id}-peers", status_topic("collector", "+"),
+                           clean_start=True, session_expiry=0, protocol=self._known_protocol())
+        running: dict[str, asyncio.Task[None]] = {}
+        async with watch, asyncio.TaskGroup() as tg:
+            tg.create_task(watch.run(stop), name="peers-mqtt")
+            try:
+                while True:
+                    messages = await watch.take(100, 1.0)
+                    watch.ack(messages)
+                    for m in messages:
+                        peer = m.topic.rsplit("/", 1)[-1]
+                        try:
+                            status = json.loads(m.payload)
+                        except ValueError:
+                            continue
+                        if (peer == self.instance or not isinstance(status, dict)
+                                or status.get("share_group") != self.share_group or status.get("status") != "offline"
+                                or (peer in running and not running[peer].done())):
+                            continue
+                        log.warning("collector %s: share-group member %r of %r is offline; taking over its session "
+                                    "so that the broker's share for it is stored now", self.instance, peer,
+                                    self.share_group)
+                        running[peer] = tg.create_task(self._take_over(db, spool, peer, stop), name=f"peer:{peer}")
+            finally:
+                for task in running.values():
+                    task.cancel()
+
+    def _known_protocol(self) -> int | None:
+        """The protocol of further connections to the broker: as given, else what the subscription found."""
+        src = self.source
+        return self.protocol or (src.version if src is not None and src.connects else None)
+
+    async def _take_over(self, db: InfluxClient, spool: Spool, peer: str, stop: asyncio.Event) -> None:
+        """Connect as ``peer``'s session, unsubscribe its share, store and ack what the broker held for it,
+        leave once it is empty. The peer coming back takes its session over from us; what we held unacked is
+        redelivered to it, and duplicates collapse onto the same points."""
+        done = asyncio.Event()
+        src = MqttSource(self.settings.mqtt(), f"smartpark-collector-{peer}",
+                         share_subscription(self.share_group, SUBSCRIPTION), receive_maximum=self.receive_maximum,
+                         protocol=self._known_protocol(), takeover=True)
+        loop = asyncio.get_running_loop()
+        async with src:
+            run = asyncio.create_task(self._until(src, stop, done), name=f"peer-mqtt:{peer}")
+            try:
+                last, taken = loop.time(), 0
+                while not run.done():
+                    messages = await src.take(max(1, self.batch_size), 0.2)
+                    if not messages:
+                        if src.connected.is_set() and not src.in_flight and loop.time() - last > PEER_IDLE_S:
+                            done.set()
+                        continue
+                    last = loop.time()
+                    taken += len(messages)
+                    self.counters.received += len(messages)
+                    self.metrics.received.inc(len(messages))
+                    batch = Batch()
+                    for m in messages:
+                        self._add(batch, m)
+                    slot = asyncio.Semaphore(1)
+                    await slot.acquire()
+                    await self._deliver(db, spool, src, batch, slot)
+                log.warning("collector %s: left the session of %r after storing %d messages it held", self.instance,
+                            peer, taken)
+            finally:
+                done.set()
+                with contextlib.suppress(Exception):
+                    await run
+
+    @staticmethod
+    async def _until(src: MqttSource, stop: asyncio.Event, done: asyncio.Event) -> None:
+        """Run ``src`` until the collector stops or the takeover is done."""
+        either = asyncio.Event()
+        waits = [asyncio.ensure_future(ev.wait()) for ev in (stop, done)]
+        relay = asyncio.ensure_future(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
+        relay.add_done_callback(lambda _: either.set())
+        try:
+            await src.run(either)
+        finally:
+            for fut in (*waits, relay):
+                fut.cancel()
 
     def _status_line(self) -> str:
         return encode_line("collector", {"instance": self.instance}, asdict(self.counters),
@@ -357,3 +483,4 @@ class Collector:
 
     def stats(self) -> dict[str, Any]:
         return asdict(self.counters)
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -21,6 +21,7 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "state_dir": ("SMARTPARK_STATE_DIR", "./.smartpark"),
     "api_url": ("SMARTPARK_API_URL", "http://127.0.0.1:8765"),
     "api_token": ("SMARTPARK_API_TOKEN", None),
+    "mqtt_protocol": ("SMARTPARK_MQTT_PROTOCOL", "auto"),
 }
 
 HELP = {
@@ -32,7 +33,11 @@ HELP = {
     "state_dir": "directory for the spool, alarm state and the local stack",
     "api_url": "where the alert engine's operator API listens / is called",
     "api_token": "bearer token of the operator API",
+    "mqtt_protocol": "MQTT version: 5, 3.1.1, or auto (5, falling back to 3.1.1 when the broker has no 5)",
 }
+
+# --mqtt-protocol values -> protocol level of the CONNECT packet (None: find out)
+MQTT_PROTOCOLS: dict[str, int | None] = {"auto": None, "5": 5, "5.0": 5, "3.1.1": 4}
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +59,7 @@ class MqttTarget:
     tls: bool
     username: str | None
     password: str | None
+    protocol: int | None = None  # 5 or 4 (3.1.1); None: MQTT 5, falling back to 3.1.1
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class Settings:
     state_dir: str = OPTIONS["state_dir"][1]  # type: ignore[assignment]
     api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]
     api_token: str | None = None
+    mqtt_protocol: str = "auto"
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -101,7 +108,10 @@ class Settings:
         return Path(self.state_dir)
 
     def mqtt(self) -> MqttTarget:
-        return parse_mqtt_url(self.mqtt_url)
+        if self.mqtt_protocol not in MQTT_PROTOCOLS:
+            raise ConfigError(f"--mqtt-protocol must be 5, 3.1.1 or auto, got {self.mqtt_protocol!r}",
+                              key="mqtt_protocol")
+        return replace(parse_mqtt_url(self.mqtt_url), protocol=MQTT_PROTOCOLS[self.mqtt_protocol])
 
     def influx(self) -> InfluxTarget:
         return parse_influx_url(self.influx_url, self.influx_db, self.influx_token)
