@@ -84,7 +84,7 @@ class AlertService:
         self._lines: deque[str] = deque(maxlen=1_000_000)
         self._inflight: list[str] = []
         self._last_tick = 0
-        self.counts = {"received": 0, "readings": 0, "invalid": 0, "events": 0, "written": 0}
+        self.counts = {"received": 0, "readings": 0, "invalid": 0, "events": 0, "written": 0, "errors": 0}
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ one place for every event
@@ -154,6 +154,19 @@ class AlertService:
                 events += self.engine.tick(now)
                 self.dispatcher.tick(now)
         self.emit(events)
+
+    def guarded(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
+        """:meth:`handle`, but an unexpected error in one message is logged, counted and that message skipped:
+        it is acknowledged with the rest, so it cannot come back and stop the engine again and again. A
+        storage error (the journal) is not the message's fault: it stops the service, nothing acknowledged."""
+        try:
+            self.handle(topic, payload, received_ms)
+        except OSError:
+            raise
+        except Exception:
+            self.counts["errors"] += 1
+            log.exception("alerts: skipped a message on %s that the engine could not evaluate (payload %r)",
+                          topic[:200], payload[:200])
 
     async def run(self, stop: asyncio.Event) -> None:
         snap, records = self.store.load()
@@ -288,7 +301,7 @@ class AlertService:
                     if not batch:
                         continue
                     for m in batch:
-                        self.handle(m.topic, m.payload, m.received_ms)
+                        self.guarded(m.topic, m.payload, m.received_ms)
                     self.store.flush()
                     src.ack(batch)
                     await asyncio.sleep(0)  # let the outputs and the API run between batches
