@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +31,7 @@ class StateStore:
         self.snapshot_path = self.dir / "state.json"
         self.journal_path = self.dir / "journal.jsonl"
         self._journal: IO[str] | None = None
+        self._snapshot_at = time.monotonic()
 
     def load(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         snap = None
@@ -81,6 +83,7 @@ class StateStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.snapshot_path)
+        self._snapshot_at = time.monotonic()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -91,6 +94,14 @@ class StateStore:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+    def journal_bytes(self) -> int:
+        """What a crash now would replay: the journal written since the last snapshot."""
+        return self._journal.tell() if self._journal is not None else 0
+
+    def snapshot_age(self) -> float:
+        """Seconds since the last snapshot (or since start)."""
+        return time.monotonic() - self._snapshot_at
 
     def close(self) -> None:
         if self._journal is not None:

@@ -21,6 +21,7 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "state_dir": ("SMARTPARK_STATE_DIR", "./.smartpark"),
     "api_url": ("SMARTPARK_API_URL", "http://127.0.0.1:8765"),
     "api_token": ("SMARTPARK_API_TOKEN", None),
+    "public_url": ("SMARTPARK_PUBLIC_URL", None),
 }
 
 HELP = {
@@ -32,6 +33,7 @@ HELP = {
     "state_dir": "directory for the spool, alarm state and the local stack",
     "api_url": "where the alert engine's operator API listens / is called",
     "api_token": "bearer token of the operator API",
+    "public_url": "the console's address as on-call staff reach it, for links in notifications",
 }
 
 
@@ -75,6 +77,7 @@ class Settings:
     state_dir: str = OPTIONS["state_dir"][1]  # type: ignore[assignment]
     api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]
     api_token: str | None = None
+    public_url: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
