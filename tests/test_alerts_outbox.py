@@ -111,9 +111,9 @@ class Engine:
         self.log = tmp_path / "alerts.log"
         self.hook = hook
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "smartpark", "alerts", "run", "--clock", "event",
-                                 "--webhook", self.hook.url], env=self.env, stdout=self.log.open("ab"),
+                                 "--webhook", self.hook.url, *extra], env=self.env, stdout=self.log.open("ab"),
                                 stderr=subprocess.STDOUT)
 
     def up(self) -> bool:
@@ -348,3 +348,53 @@ class TestServiceExpiry:
         assert sorted((r["status"], r["alarm"]) for r in rows) == [("expired", "plant/tank/level/h"),
                                                                    ("expired", "plant/tank/level/hh")]
         assert svc.outbox.depth() == 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The real /metrics endpoint, parsed by the Prometheus client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "destination")
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return out
+
+
+class TestMetrics:
+    def test_metrics_of_a_running_engine(self, broker: Broker, influx_db: InfluxDB, tmp_path: Path) -> None:
+        """`alerts run --metrics-port P`: evaluated readings, events by kind, notifications by outcome, outbox
+        depth and journal lag, scraped from the process while its webhook is down and after it is back."""
+        hook = Hook()
+        eng = Engine(broker, influx_db, tmp_path, hook)
+        port = free_port()
+
+        async def main() -> tuple[dict[str, float], dict[str, float], int]:
+            p = eng.start("--metrics-port", str(port))
+            try:
+                await wait_for(eng.up, 60, 0.1)
+                await publish(broker, flapping(0, 4))  # 8 events: raised and cleared, h and hh
+                await wait_for(lambda: scrape(port).get("smartpark_alerts_outbox_depth") == 8, 30, 0.1)
+                down = scrape(port)
+                await hook.up()
+                await wait_for(lambda: scrape(port).get("smartpark_alerts_outbox_depth") == 0, 60, 0.1)
+                back = scrape(port)
+            finally:
+                rc = eng.stop(p)
+                await hook.down()
+            return down, back, rc
+
+        down, back, rc = asyncio.run(main())
+        assert rc == 0, eng.log.read_text()[-3000:]
+        assert down["smartpark_alerts_readings_evaluated_total"] == 4
+        assert down["smartpark_alerts_events_total{kind=raised}"] == 4
+        assert down["smartpark_alerts_events_total{kind=cleared}"] == 4
+        assert down["smartpark_alerts_notification_retries_total"] >= 1
+        assert down["smartpark_alerts_notifications_total{outcome=delivered}"] == 0
+        assert "smartpark_alerts_journal_bytes" in down and "smartpark_alerts_journal_lag_seconds" in down
+        assert back["smartpark_alerts_notifications_total{outcome=delivered}"] == 8
+        assert back["smartpark_alerts_notifications_total{outcome=expired}"] == 0
+        assert back["smartpark_alerts_outbox_pending"] == 0
