@@ -87,6 +87,7 @@ class AlertService:
                                        public_url=public_url or settings.public_url, now_ms=wall_ms,
                                        expire_s=notify_expire_s)
         self.dispatcher = self.pipeline.dispatcher
+        self.dispatcher.autocommit = False  # committed per batch of messages, before their ack (see _mqtt_in)
         self.instance = instance
         self.api = api
         self.snapshot_s, self.tick_s = snapshot_s, tick_s
@@ -148,6 +149,7 @@ class AlertService:
         else:
             ev = e.in_service(aid, op, comment)
         self.emit([ev])
+        self.dispatcher.commit()
         return ev
 
     # ------------------------------------------------------------------ the pipeline
@@ -207,6 +209,7 @@ class AlertService:
             # events of the last second before a crash may not have reached the notifiers: send them again
             # (at least once: a webhook may see one twice, nobody misses one)
             self.dispatcher.dispatch(journaled)
+            self.dispatcher.commit()
             runner = await self._start_api() if self.api else None
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -266,6 +269,7 @@ class AlertService:
         if readings:
             log.info("rebuilt windows from %d readings of InfluxDB history", len(readings))
         self.emit(events)
+        self.dispatcher.commit()
 
     async def _warm(self, db: InfluxClient) -> None:
         """First start (no snapshot): rebuild the averaging windows from the readings InfluxDB holds, up to
@@ -323,6 +327,7 @@ class AlertService:
                     for m in batch:
                         self.guarded(m.topic, m.payload, m.received_ms)
                     self.store.flush()
+                    self.dispatcher.commit()
                     src.ack(batch)
                     await asyncio.sleep(0)  # let the outputs and the API run between batches
                 await run
@@ -415,9 +420,11 @@ class AlertService:
             if not self.event_clock:
                 self.dispatcher.tick(now)
             self.store.flush()
+            self.dispatcher.commit()
 
     def _snapshot(self) -> None:
         state = {"engine": self.engine.dump(), "outbox": self._inflight + list(self._lines)}
+        self.outbox.sync()  # the journal's events made these notifications: durable before it is emptied
         self.store.snapshot(state)
 
     async def _snapshotter(self) -> None:  # every second: the journal to replay after a crash stays short

@@ -1,11 +1,14 @@
 """The durable outbox: every notification is a row of ``<state_dir>/alerts/outbox.sqlite`` before it is first
 attempted, until its final outcome (delivered or expired) has been written to the ``notification`` measurement.
 
-SQLite in WAL mode with ``synchronous=FULL``: each batch of notifications (one per batch of alarm events) is one
-fsync'd transaction, so neither ``kill -9`` nor a power cut loses one that was recorded. It was chosen over an
-append-only journal (measured: about as fast per durable commit here, docs/benchmarks/alerts.md) because a
-notification changes state several times (attempts, next try, outcome, reported) and the senders ask for "the
-oldest pending of this destination", which an index answers without reading the rest of a grown outbox.
+SQLite in WAL mode. A commit reaches the operating system before the first attempt, so ``kill -9`` loses none;
+against a power cut, :meth:`Outbox.sync` (a WAL checkpoint, which fsyncs) runs before every snapshot of the
+engine, that is, before the journal that holds the fsync'd alarm events is emptied: until then, a
+notification a power cut took from the outbox is made again from its journaled event, with the same id.
+``synchronous=FULL`` (an fsync per batch of events) would double the engine's fsyncs per message: measured in
+docs/benchmarks/alerts.md. SQLite was chosen over an append-only journal because a notification changes state
+several times (attempts, next try, outcome, reported) and the senders ask for "the oldest pending of this
+destination", which an index answers without reading the rest of a grown outbox.
 
 ``INSERT OR IGNORE`` on the stable ``id`` makes recording idempotent: what the engine dispatches again after a
 crash (the journaled events, repeats and escalations derived from the alarm state) is not recorded twice, and a
@@ -82,7 +85,7 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         self._db = db
         self.pending = Counter(dict(db.execute(
@@ -99,6 +102,10 @@ class Outbox:
         if self._db is None:
             raise RuntimeError("the outbox is not open")
         return self._db
+
+    def sync(self) -> None:
+        """Make every commit so far durable against a power cut (a checkpoint fsyncs the WAL and the file)."""
+        self.db.execute("PRAGMA wal_checkpoint(FULL)")
 
     def on_add(self, listener: Callable[[str], None]) -> None:
         """``listener(dest)`` is called after notifications for ``dest`` were recorded (wakes its sender)."""

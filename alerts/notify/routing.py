@@ -73,6 +73,9 @@ class Dispatcher:
         self.flooding: dict[str, int] = {}   # site -> alarms suppressed during this flood
         self._unacked: dict[str, _Unacked] = {}
         self._out: list[tuple[str, Notification]] = []
+        #: False: what ``dispatch``/``tick`` decide waits for :meth:`commit` (one transaction per batch of
+        #: messages; the caller commits before acknowledging them, and their events are in its journal)
+        self.autocommit = True
 
     @property
     def destinations(self) -> list[Notifier]:
@@ -102,8 +105,12 @@ class Dispatcher:
         self._out.append((dest.name, Notification(reason, site, ev.priority if ev else "high", title, body, ev,
                                                   nid, level)))
 
-    def _commit(self, now: int | None) -> None:
-        if self._out:
+    def commit(self) -> None:
+        """Record what was decided since the last commit in the outbox, in one transaction."""
+        self._commit(None, force=True)
+
+    def _commit(self, now: int | None, force: bool = False) -> None:
+        if self._out and (self.autocommit or force):
             when = self._now() if self._now is not None else (now or 0)  # real time: expiry is about delivery
             self.outbox.add(self._out, when)
             self._out = []
