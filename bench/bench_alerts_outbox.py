@@ -1,18 +1,18 @@
 """Alarm-engine benchmark: does a growing notification outbox slow evaluation? (CONTRACT §9)
 
-The service path of one MQTT message (``AlertService.handle``: decode, evaluate, journal, events -> outbox) over
-messages that each raise or clear two alarms (h and hh in turn, so every message makes two notifications), in
-one process and one run, in four phases:
+The service path of one MQTT message (``AlertService.handle``: decode, evaluate, journal with its fsync,
+events -> outbox) over messages that each raise or clear two alarms (h and hh in turn: every message makes two
+notifications, an alarm storm), in two services of one process side by side:
 
 - ``none``: no destination at all (no outbox rows): the ceiling;
-- ``down-empty``: one webhook destination that is down (connection refused), the outbox empty at the start;
-- ``down-grown``: the same destination after ``--grown`` notifications piled up for it;
-- ``none-again``: the ceiling once more, to see the drift of the shared machine within the run.
+- ``down``: one webhook destination that is down (connection refused, its sender running in the same event
+  loop, as in ``alerts run``), whose outbox grows by what it evaluates plus ``--grown`` / ``--rounds`` rows
+  per round (the pile of a long outage, recorded as the engine records them).
 
-The destination's sender runs in the same event loop as evaluation (as in ``alerts run``), yielding between
-batches of 2,000 messages; the result is each phase's messages/s as a ratio to ``none``.
+They take turns, ``--chunk`` messages each per round (in batches of 2,000, committed as before an ack), so
+both see the same machine; each round's ratio is ``down`` / ``none`` messages/s, reported by outbox size.
 
-    .venv/bin/python bench/bench_alerts_outbox.py [--messages 20000] [--grown 200000]
+    .venv/bin/python bench/bench_alerts_outbox.py [--rounds 12] [--chunk 4000] [--grown 240000]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -51,56 +52,70 @@ def messages(n: int, start: int) -> list[bytes]:
             for k in range(n)]
 
 
-async def phase(svc: AlertService, payloads: list[bytes]) -> float:
-    """Messages/s through ``handle`` in batches of 2,000, the senders running between batches."""
-    t = time.perf_counter()
+async def phase(svc: AlertService, payloads: list[bytes]) -> tuple[float, float]:
+    """Messages/s through ``handle`` in batches of 2,000, the senders running between batches, and the CPU
+    microseconds per message (the fsync waits of the journal, noisy on a shared disk, are not CPU)."""
+    t, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(payloads), 2000):
         for p in payloads[i:i + 2000]:
             svc.handle(TOPIC, p)
         svc.store.flush()
         svc.dispatcher.commit()  # as alerts run does before acknowledging a batch
         await asyncio.sleep(0)
-    return len(payloads) / (time.perf_counter() - t)
+    return len(payloads) / (time.perf_counter() - t), (time.process_time() - cpu) * 1e6 / len(payloads)
 
 
-async def run(n: int, grown: int) -> dict[str, float]:
-    out: dict[str, float] = {}
+Round = tuple[int, tuple[float, float], tuple[float, float]]
+
+
+async def run(rounds: int, chunk: int, grown: int) -> list[Round]:
+    """Per round: pending rows in the down outbox at the start, then (messages/s, CPU µs per message) of none
+    and of down."""
+    out: list[Round] = []
     with tempfile.TemporaryDirectory() as tmp:
         down = f"http://127.0.0.1:{free_port()}/down"
-        for name, hooks in (("none", []), ("down", [down]), ("none-again", [])):
-            s = Settings(state_dir=str(Path(tmp) / name), influx_url="http://127.0.0.1:1")
-            svc = AlertService(s, PARK, clock="event", api=False, webhooks=hooks)
-            with svc.outbox:
-                tasks = [asyncio.create_task(sn.run()) for sn in svc.pipeline.senders]
-                await asyncio.sleep(0)
-                if name == "down":
-                    out["down-empty"] = await phase(svc, messages(n, 0))
-                    dest = svc.pipeline.senders[0].dest
-                    for i in range(0, grown, 10_000):  # the pile of a long outage, recorded as the engine does
-                        svc.outbox.add([(dest, Notification("event", "plant", "high", "t", "b", None, f"g{j}"))
-                                        for j in range(i, min(grown, i + 10_000))], wall_ms())
-                    out["outbox_rows"] = svc.outbox.depth()
-                    out["down-grown"] = await phase(svc, messages(n, n))
-                    out["attempts"] = svc.pipeline.senders[0].counts["attempts"]
-                else:
-                    out[name] = await phase(svc, messages(n, 0))
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+        svcs = [AlertService(Settings(state_dir=str(Path(tmp) / name), influx_url="http://127.0.0.1:1"), PARK,
+                             clock="event", api=False, webhooks=hooks)
+                for name, hooks in (("none", []), ("down", [down]))]
+        none, slow = svcs
+        with none.outbox, slow.outbox:
+            tasks = [asyncio.create_task(sn.run()) for sn in slow.pipeline.senders]
+            dest = slow.pipeline.senders[0].dest
+            for r in range(rounds):
+                depth = slow.outbox.depth()
+                rate_none = await phase(none, messages(chunk, r * chunk))
+                rate_down = await phase(slow, messages(chunk, r * chunk))
+                out.append((depth, rate_none, rate_down))
+                base = r * (grown // rounds)
+                for i in range(0, grown // rounds, 10_000):
+                    slow.outbox.add([(dest, Notification("event", "plant", "high", "t", "b", None, f"g{base + j}"))
+                                     for j in range(i, min(grown // rounds, i + 10_000))], wall_ms())
+            attempts = slow.pipeline.senders[0].counts["attempts"]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for svc in svcs:
                 svc.store.close()
+    print(f"sender attempts toward the destination that is down: {attempts}")
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=20_000)
-    ap.add_argument("--grown", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--chunk", type=int, default=4000)
+    ap.add_argument("--grown", type=int, default=240_000)
     args = ap.parse_args()
-    r = asyncio.run(run(args.messages, args.grown))
-    base = r["none"]
-    for k in ("none", "down-empty", "down-grown", "none-again"):
-        print(f"{k:12s} {r[k]:10,.0f} messages/s  {r[k] / base:5.2f} x")
-    print(f"outbox rows pending in down-grown: {int(r['outbox_rows']):,}; sender attempts: {int(r['attempts'])}")
+    rows = asyncio.run(run(args.rounds, args.chunk, args.grown))
+    print(f"{'pending':>9} {'none msg/s':>11} {'down msg/s':>11} {'ratio':>6} {'none CPU µs':>12} "
+          f"{'down CPU µs':>12} {'CPU ratio':>10}")
+    for depth, (a, ca), (b, cb) in rows:
+        print(f"{depth:9,d} {a:11,.0f} {b:11,.0f} {b / a:6.2f} {ca:12.0f} {cb:12.0f} {ca / cb:10.2f}")
+    half = len(rows) // 2
+    for name, part in (("first half", rows[:half]), ("second half", rows[half:])):
+        print(f"median, {name} (pending {part[0][0]:,} to {part[-1][0]:,}): rate ratio "
+              f"{statistics.median(b[0] / a[0] for _, a, b in part):.2f}, CPU ratio (none/down) "
+              f"{statistics.median(a[1] / b[1] for _, a, b in part):.2f}")
 
 
 if __name__ == "__main__":
