@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS notification (
     reported INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS head ON notification (dest, seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS expiring ON notification (dest, created) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS outcome ON notification (seq) WHERE status != 'pending' AND reported = 0;
 CREATE INDEX IF NOT EXISTS done ON notification (done_at) WHERE status != 'pending';
 """
