@@ -13,6 +13,9 @@ They take turns, ``--chunk`` messages each per round (in batches of 2,000, commi
 both see the same machine; each round's ratio is ``down`` / ``none`` messages/s, reported by outbox size.
 
     .venv/bin/python bench/bench_alerts_outbox.py [--rounds 12] [--chunk 4000] [--grown 240000]
+
+``--store`` instead measures the choice of store: durable commits/s of one notification row each, SQLite WAL
+with ``synchronous=FULL`` and ``NORMAL`` against an append-only file with an fsync per line.
 """
 
 from __future__ import annotations
@@ -100,12 +103,43 @@ async def run(rounds: int, chunk: int, grown: int) -> list[Round]:
     return out
 
 
+def store_choice(n: int = 2000) -> None:
+    import os
+    import sqlite3
+
+    row = json.dumps({"event": {"id": "a/b/c/hh", "message": "x" * 200}, "title": "t", "body": "b" * 200})
+    with tempfile.TemporaryDirectory() as tmp:
+        for sync in ("FULL", "NORMAL"):
+            db = sqlite3.connect(Path(tmp) / f"{sync}.sqlite", isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={sync}")
+            db.execute("CREATE TABLE n (id TEXT PRIMARY KEY, dest TEXT, status TEXT, next_at INT, payload TEXT)")
+            t = time.perf_counter()
+            for i in range(n):
+                db.execute("BEGIN")
+                db.execute("INSERT OR IGNORE INTO n VALUES (?, ?, ?, ?, ?)", (f"id{i}", "d", "pending", i, row))
+                db.execute("COMMIT")
+            print(f"SQLite WAL synchronous={sync}: {n / (time.perf_counter() - t):,.0f} commits/s")
+            db.close()
+        with (Path(tmp) / "journal.jsonl").open("a") as f:
+            t = time.perf_counter()
+            for _ in range(n):
+                f.write(row + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            print(f"append-only file, fsync per line: {n / (time.perf_counter() - t):,.0f} appends/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--chunk", type=int, default=4000)
     ap.add_argument("--grown", type=int, default=240_000)
+    ap.add_argument("--store", action="store_true", help="measure the choice of store instead")
     args = ap.parse_args()
+    if args.store:
+        store_choice()
+        return
     rows = asyncio.run(run(args.rounds, args.chunk, args.grown))
     print(f"{'pending':>9} {'none msg/s':>11} {'down msg/s':>11} {'ratio':>6} {'none CPU µs':>12} "
           f"{'down CPU µs':>12} {'CPU ratio':>10}")

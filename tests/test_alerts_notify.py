@@ -15,6 +15,7 @@ from conftest import InfluxDB
 from alerts.events import AlarmEvent
 from alerts.notify import DELIVERED, Dispatcher, Notification, Outbox, Route, notification_id
 from alerts.report import kpis
+from smartpark.config import Settings
 
 T0 = 1_772_416_800_000
 
@@ -137,6 +138,12 @@ class TestDispatcher:
         assert all(n.body.splitlines()[-1] == f"notification_id: {n.id}" for n in a + b)
         assert "https://scada.example/alarm/wwtp/a/s1/hh" in a[0].body
         assert a[0].to_json()["notification_id"] == a[0].id and a[0].to_json()["reason"] == "event"
+
+    def test_public_url_from_the_environment(self) -> None:
+        """--public-url / SMARTPARK_PUBLIC_URL (CONTRACT §6), default none: no links."""
+        assert Settings.resolve(None, {"SMARTPARK_PUBLIC_URL": "https://scada.example"}).public_url == \
+            "https://scada.example"
+        assert Settings.resolve(None, {}).public_url is None
 
 
 class TestReport:

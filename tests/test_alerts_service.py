@@ -77,6 +77,7 @@ class TestService:
                 # apprise really sent (json:// schema) a bilingual message
                 await wait_for(lambda: len(app_ep.bodies) >= 1)
                 assert any("液位" in b["message"] and "High" in b["message"] for b in app_ep.bodies)
+                assert all(b["message"].splitlines()[-1].startswith("notification_id: ") for b in app_ep.bodies)
                 # InfluxDB has the events
                 await wait_for(lambda: influx_db.count("alarm") >= 5)
                 # the operator API
