@@ -265,7 +265,11 @@ class AlertService:
         seen = {(e.id, e.event, e.ts) for e in journaled}
         events: list[AlarmEvent] = []
         for r in readings:
-            events += [e for e in self.engine.process(r) if (e.id, e.event, e.ts) not in seen]
+            try:
+                events += [e for e in self.engine.process(r) if (e.id, e.event, e.ts) not in seen]
+            except Exception:  # as for a live message: one reading never stops the engine's start
+                self.counts["errors"] += 1
+                log.exception("alerts: skipped a reading of InfluxDB history the engine could not evaluate: %r", r)
         if readings:
             log.info("rebuilt windows from %d readings of InfluxDB history", len(readings))
         self.emit(events)

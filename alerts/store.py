@@ -12,6 +12,7 @@ journal then starts afresh.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from smartpark.wire import Reading
 
 from .engine import Engine
 from .events import AlarmEvent
+
+log = logging.getLogger(__name__)
 
 
 class StateStore:
@@ -111,23 +114,29 @@ class StateStore:
 
 def restore(engine: Engine, park: Park, snap: dict[str, Any] | None,
             records: list[dict[str, Any]]) -> list[AlarmEvent]:
-    """Snapshot, then the journal replayed in order; returns the journaled events (to re-publish them)."""
+    """Snapshot, then the journal replayed in order; returns the journaled events (to re-publish them).
+
+    A record the engine cannot take (an unexpected error, as when it was first evaluated) is logged and
+    skipped: a journal must never stop the engine at every start."""
     if snap:
         engine.load(snap["engine"])
     events: list[AlarmEvent] = []
     for rec in records:
-        if "r" in rec:
-            key, value, ts, quality = rec["r"]
-            try:
-                ref = park.get(key)
-            except KeyError:
-                continue
-            engine.process(Reading(ref, float(value), int(ts), quality))  # its events are journaled below
-        elif "tick" in rec:
-            engine.tick(int(rec["tick"]))
-        elif "ev" in rec:
-            if rec.get("a") is not None:
-                engine.apply(rec["ev"]["id"], rec["a"])  # operator actions exist only here
-            events.append(AlarmEvent.from_dict(rec["ev"], int(rec.get("seq", 0))))
+        try:
+            if "r" in rec:
+                key, value, ts, quality = rec["r"]
+                try:
+                    ref = park.get(key)
+                except KeyError:
+                    continue
+                engine.process(Reading(ref, float(value), int(ts), quality))  # its events are journaled below
+            elif "tick" in rec:
+                engine.tick(int(rec["tick"]))
+            elif "ev" in rec:
+                if rec.get("a") is not None:
+                    engine.apply(rec["ev"]["id"], rec["a"])  # operator actions exist only here
+                events.append(AlarmEvent.from_dict(rec["ev"], int(rec.get("seq", 0))))
+        except Exception:
+            log.exception("alerts: skipped a journal record the engine could not replay: %.200r", rec)
     engine.resync(max((e.seq for e in events), default=0))
     return events

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +123,28 @@ class TestServiceReliability:
 
         asyncio.run(running(again, idle))
         assert 13 not in seen and again.counts["errors"] == 0
+
+
+class TestJournalReplay:
+    def test_a_journal_record_the_engine_cannot_replay_is_skipped(self, tmp_path: Path) -> None:
+        """After a kill -9, the journal holds the reading that hit an engine fault: the start logs and skips
+        it and replays the rest, instead of failing at every start."""
+        from alerts import Engine, EventClock
+        from alerts.store import StateStore, restore
+
+        store = StateStore(tmp_path)
+        level = PARK.get("plant/tank/level")
+        store.readings([Reading(level, 13.0, T0), Reading(level, 95.0, T0 + 10_000)])
+        store.flush()
+        store.close()
+        engine = Engine(PARK, None, EventClock())
+        real = engine.process
+
+        def process(r: Reading) -> list[Any]:
+            if r.value == 13:
+                raise RuntimeError("an engine fault")
+            return real(r)
+        engine.process = process  # type: ignore[method-assign]
+        snap, records = StateStore(tmp_path).load()
+        restore(engine, PARK, snap, records)
+        assert engine.get("plant/tank/level/hh").active
