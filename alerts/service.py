@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import secrets
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -177,10 +178,11 @@ class AlertService:
     def guarded(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
         """:meth:`handle`, but an unexpected error in one message is logged, counted and that message skipped:
         it is acknowledged with the rest, so it cannot come back and stop the engine again and again. A
-        storage error (the journal) is not the message's fault: it stops the service, nothing acknowledged."""
+        storage error (the journal, the outbox) is not the message's fault: it stops the service, nothing
+        acknowledged."""
         try:
             self.handle(topic, payload, received_ms)
-        except OSError:
+        except (OSError, sqlite3.Error):  # the journal or the outbox: storage, not the message
             raise
         except Exception:
             self.counts["errors"] += 1
