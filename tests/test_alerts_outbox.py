@@ -398,3 +398,46 @@ class TestMetrics:
         assert back["smartpark_alerts_notifications_total{outcome=delivered}"] == 8
         assert back["smartpark_alerts_notifications_total{outcome=expired}"] == 0
         assert back["smartpark_alerts_outbox_pending"] == 0
+
+
+class TestEscalationAcrossRestart:
+    def test_an_escalation_due_during_a_restart_is_sent_when_the_engine_is_back(
+            self, broker: Broker, influx_db: InfluxDB, tmp_path: Path) -> None:
+        """A route escalating after 1 min: the alarm is raised, the engine stops, the minute passes (event
+        time), and the engine back sends the escalation (level 1) to the second destination, once: a further
+        restart sends it no more."""
+        from alerts import parse_rules
+        s = settings(broker, influx_db, tmp_path, free_port())
+        oncall, boss = Hook(), Hook()
+        rules = parse_rules(f"routes:\n  - webhook: {oncall.url}\n    escalate_after_min: 1\n"
+                            f"    escalate_to: {boss.url}\n", PARK, "rules.yaml")
+
+        async def session(msgs: list[tuple[str, bytes]], until: Any) -> None:
+            svc = AlertService(s, PARK, rules=rules, clock="event", api=False)
+            stop = asyncio.Event()
+            task = asyncio.create_task(svc.run(stop))
+            await asyncio.wait_for(svc.ready.wait(), 30)
+            await asyncio.sleep(0.3)
+            await publish(broker, msgs)
+            await wait_for(lambda: svc.counts["readings"] >= len(msgs) and until(), 30, 0.05)
+            await wait_for(lambda: svc.outbox.depth() == 0, 30, 0.05)
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+        async def main() -> None:
+            await oncall.up()
+            await boss.up()
+            try:
+                await session([(TOPIC, reading(95, T0))], lambda: len(oncall.got) >= 2)
+                assert boss.got == []
+                await session([(TOPIC, reading(96, T0 + 120_000))], lambda: len(boss.got) >= 2)
+                await session([(TOPIC, reading(97, T0 + 130_000))], lambda: True)
+            finally:
+                await oncall.down()
+                await boss.down()
+
+        asyncio.run(main())
+        level = [(k, b) for k, b in boss.got if b["sensor"] == "level"]  # others went silent: their no_data too
+        assert sorted((b["rule"], b["reason"], b["level"]) for _, b in level) == [("h", "escalation", 1),
+                                                                                 ("hh", "escalation", 1)]
+        assert len({k for k, _ in boss.got}) == len(boss.got)  # none sent twice
