@@ -9,11 +9,11 @@ its command line.
 from .clock import CLOCKS, Clock, EventClock, ManualClock, WallClock
 from .engine import Alarm, Engine
 from .events import AlarmEvent, default_priority
-from .notify import NOTIFIERS, Dispatcher, Notification, Notifier, Route, Worker
+from .notify import NOTIFIERS, Dispatcher, Notification, Notifier, Outbox, Route, Sender
 from .report import kpis
 from .rules import RuleSet, compile_expression, load_rules, parse_rules
 from .service import AlertService, api_token
 
 __all__ = ["CLOCKS", "NOTIFIERS", "Alarm", "AlarmEvent", "AlertService", "Clock", "Dispatcher", "Engine",
-           "EventClock", "ManualClock", "Notification", "Notifier", "Route", "RuleSet", "WallClock", "Worker",
+           "EventClock", "ManualClock", "Notification", "Notifier", "Outbox", "Route", "RuleSet", "Sender", "WallClock",
            "api_token", "compile_expression", "default_priority", "kpis", "load_rules", "parse_rules"]

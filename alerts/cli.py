@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--clock", choices=("wall", "event"), default="wall",
                      help="event: time follows the readings' timestamps (replays, accelerated simulations)")
     run.add_argument("--instance", default="main", help="MQTT client id suffix and status topic instance")
+    run.add_argument("--notify-expire", default="24h", metavar="DURATION",
+                     help="a notification not accepted by then is given up and recorded as expired [24h]")
+    run.add_argument("--metrics-port", type=int, default=0, metavar="P",
+                     help="serve Prometheus /metrics on 127.0.0.1:P [default: 0 = off]")
     run.set_defaults(func=cmd_run)
     ls = s.add_parser("list", help="active alarms")
     ls.add_argument("--json", action="store_true")
@@ -75,8 +79,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     park = load_park(settings.park)
     rules = load_rules(args.rules, park)  # checked before any I/O
+    expire_s = parse_duration(args.notify_expire)
+    if expire_s <= 0 or not 0 <= args.metrics_port < 65536:
+        raise UsageError("--notify-expire must be positive and --metrics-port a port number (0: off)")
     service = AlertService(settings, park, rules=rules, webhooks=args.webhook, notify=args.notify,
-                           clock=args.clock, instance=args.instance)
+                           clock=args.clock, instance=args.instance, notify_expire_s=expire_s,
+                           metrics_port=args.metrics_port)
 
     async def main() -> None:
         stop = asyncio.Event()

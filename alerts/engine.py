@@ -23,8 +23,16 @@ Rules (from the park model, CONTRACT §4-5, plus the rules file):
 - ``no_data``: nothing for 3 x ``interval_s``; ``stuck``: the value did not change for ``stuck_s``
   (default 4 x ``sample_cycle_s`` for analyzers, max(600 s, 10 x ``interval_s``) otherwise; a value on
   the range bounds or 0 is a stopped machine, not a stuck sensor); ``out_of_range``: outside the
-  instrument range (a sensor fault; the sensor's limit and regulatory rules are not evaluated meanwhile).
+  instrument range (a sensor fault; the sensor's limit and regulatory rules are not evaluated meanwhile);
+  ``bad_quality``: readings of quality ``bad`` for longer than 3 x ``interval_s`` (or ``bad_quality_s``). A
+  bad reading is a sign of life for ``no_data`` but is never evaluated against limits or averaged.
 - custom rules: a boolean expression over sensors (rules file); plant states suppress alarms by design.
+
+Time of a reading: with the wall clock a reading is never evaluated ahead of this machine's clock (one stamped
+ahead is evaluated at its arrival); a reading older than its sensor's newest is evaluated at the sensor's
+newest time, unless it was seen before (same timestamp: a redelivery) or is older than the last
+:data:`RECENT` readings of its sensor (too late to judge; the collector stores it all the same). So no
+timestamp can hold back later readings.
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ DEFAULT_MIN_VALID = 0.75
 DAY_VALID_HOURS = 20
 MAX_EXCURSIONS = 5
 PERIOD_GRACE_MS = 10_000
+RECENT = 32  # timestamps remembered per sensor to recognise a redelivered reading
 
 LABELS = {
     "hh": ("High-high", "高高报警"), "h": ("High", "高报警"), "l": ("Low", "低报警"), "ll": ("Low-low", "低低报警"),
@@ -79,6 +88,7 @@ LABELS = {
     "reg_instant": ("Regulatory limit", "超过排放/法规限值"), "reg_5min": ("Regulatory 5-min mean", "5分钟均值超标"),
     "reg_1h": ("Regulatory hourly mean", "小时均值超标"), "reg_24h": ("Regulatory daily mean", "日均值超标"),
     "reg_monthly": ("Regulatory monthly mean", "月均值超标"),
+    "bad_quality": ("Bad quality", "数据质量坏"),
 }
 
 
@@ -152,6 +162,9 @@ class _Sensor:
 
     __slots__ = (
         "asset_states",
+        "bad_ms",
+        "bad_since",
+        "bq",
         "bucket",
         "bucket_alarms",
         "custom",
@@ -170,6 +183,7 @@ class _Sensor:
         "oor",
         "qhi",
         "qlo",
+        "recent",
         "ref",
         "roc",
         "roc_dq",
@@ -191,6 +205,10 @@ class _Sensor:
         self.last_ts = -1
         self.last_seen: int | None = None
         self.nodata_ms = int(3 * s.interval_s * 1000)
+        self.bad_ms = int((s.bad_quality_s or 3 * s.interval_s) * 1000)
+        self.bad_since: int | None = None  # time of the first of the current run of bad readings
+        self.bq: Alarm
+        self.recent: deque[int] = deque(maxlen=RECENT)  # the original timestamps of the last readings
         self.limits: list[Alarm] = []
         self.qlo, self.qhi = -math.inf, math.inf
         self.hot = False
@@ -246,9 +264,9 @@ class Engine:
         self._seq = 0
         self._armed: int | None = None
         self._warming = False
-        # readings stamped beyond this lie in the future (wall clock only): refreshed when one passes it
+        # the newest time read from the wall clock: a reading stamped later may lie ahead of it (wall clock only)
         self._max_ahead = getattr(self.clock, "max_ahead_ms", None)
-        self._future_limit: float = -math.inf if self._max_ahead is not None else math.inf
+        self._now_seen: float = -math.inf if self._max_ahead is not None else math.inf
         self.future_readings = 0  # readings evaluated at arrival because their ts lay too far ahead
         self._future_warned: set[str] = set()
         for ref in park:
@@ -297,6 +315,7 @@ class Engine:
         st.nd = self._add(Alarm(ref, "no_data", self._prio(ref, "no_data")))
         st.oor = self._add(Alarm(ref, "out_of_range", self._prio(ref, "out_of_range")))
         st.stuck = self._add(Alarm(ref, "stuck", self._prio(ref, "stuck")))
+        st.bq = self._add(Alarm(ref, "bad_quality", self._prio(ref, "bad_quality")))
         if s.rate_per_min:
             st.roc = self._add(Alarm(ref, "roc", self._prio(ref, "roc"), limit=s.rate_per_min, on_ms=on, off_ms=off))
         for reg in s.regulatory:
@@ -326,7 +345,7 @@ class Engine:
         s = a.ref.sensor
         en, zh = a.label
         unit = s.unit
-        if a.rule in ("no_data", "stuck", "out_of_range", "reg_5min_excursions") or a.custom:
+        if a.rule in ("no_data", "stuck", "out_of_range", "bad_quality", "reg_5min_excursions") or a.custom:
             what_en, what_zh = detail, detail
         else:
             what_en = what_zh = f"{_fmt(a.value)} {unit} (limit {_fmt(a.limit)})" + (f", {detail}" if detail else "")
@@ -382,15 +401,19 @@ class Engine:
 
     # ------------------------------------------------------------------ readings
     def process(self, r: Reading) -> list[AlarmEvent]:
-        """Evaluate one accepted reading. Readings older than the sensor's newest are ignored (redelivery)."""
+        """Evaluate one accepted reading at its time (see the module's docstring: early and late readings)."""
         s = self._sensors[r.ref.index]
         if s is None:
             return []
         ts = r.ts_ms
-        if ts > self._future_limit and self._ahead(ts):
-            ts = self._at_arrival(r)
+        if ts > self._now_seen:  # possibly ahead of the wall clock: never evaluated ahead of it
+            ts = self._not_ahead(r)
+        recent = s.recent
         if ts <= s.last_ts:
-            return []
+            if r.ts_ms in recent or not recent or (len(recent) == RECENT and r.ts_ms < min(recent)):
+                return []  # a redelivery, or too late to judge (the collector stores it all the same)
+            ts = s.last_ts  # out of order: judged now, at the sensor's newest time
+        recent.append(r.ts_ms)
         s.last_ts = ts
         self.clock.observe(ts)
         if self._armed is None:
@@ -412,9 +435,18 @@ class Engine:
         if s.oor.active:
             s.oor.value = v
             self._eval(s.oor, False, True, ts, out, f"{_fmt(v)} {r.ref.sensor.unit} back in range")
-        if r.quality == "bad":
+        if r.quality == "bad":  # a sign of life (above), never judged against limits
             self._latest[r.ref.index] = None
+            if s.bad_since is None:
+                s.bad_since = ts
+            elif not s.bq.active and ts - s.bad_since > s.bad_ms:
+                self._bad_quality(s, ts, out)
             return out
+        if s.bad_since is not None:
+            s.bad_since = None
+            if s.bq.active:
+                s.bq.value = v
+                self._eval(s.bq, False, True, ts, out, f"quality {r.quality} again")
         self._latest[r.ref.index] = v
         if s.asset_states:
             self._plant_states(s, ts, out)
@@ -457,23 +489,36 @@ class Engine:
             self._custom(a, ts, out)
         return out
 
-    def _ahead(self, ts: int) -> bool:
-        """Whether ``ts`` lies too far ahead of the clock; asked only when ``ts`` passed the cached limit, which
-        it moves up to now + the tolerance (so the clock is read about once per tolerance of stream time)."""
-        assert self._max_ahead is not None
-        self._future_limit = self.clock.now_ms() + self._max_ahead
-        return ts > self._future_limit
+    def _bad_quality(self, s: _Sensor, ts: int, out: list[AlarmEvent]) -> None:
+        assert s.bad_since is not None
+        s.bq.value = None
+        self._eval(s.bq, True, False, ts, out,
+                   f"quality bad for more than {s.bad_ms // 1000} s (readings not evaluated against limits)")
 
-    def _at_arrival(self, r: Reading) -> int:
-        """The time to evaluate a reading from the future at: now; counted, with one warning per sensor."""
-        assert self._max_ahead is not None
-        now = int(self._future_limit) - self._max_ahead
-        self.future_readings += 1
-        if r.ref.key not in self._future_warned:
-            self._future_warned.add(r.ref.key)
-            log.warning("alerts: %s sent a reading stamped %.0f s ahead of this machine's clock; evaluated at its "
-                        "arrival instead (check the clock of the sensor or its gateway; warned once per sensor)",
-                        r.ref.key, (r.ts_ms - now) / 1000)
+    def _ahead(self, ts: int) -> bool:
+        """Whether ``ts`` lies ahead of the wall clock (refreshing the newest time read from it)."""
+        if self._max_ahead is None:
+            return False
+        self._now_seen = self.clock.now_ms()
+        return ts > self._now_seen
+
+    def _not_ahead(self, r: Reading) -> int:
+        """With the wall clock, the time to evaluate a reading stamped after the last time read from the clock:
+        its own, or now when it lies ahead of now (taken at its word it would hold back every later reading of
+        its sensor until real time caught up). Beyond the tolerance (a wrong clock) it is counted and warned
+        once per sensor. The clock is read only here, so mostly once per tolerance of stream time."""
+        ts = r.ts_ms
+        if not self._ahead(ts):
+            return ts
+        now = int(self._now_seen)
+        assert self._max_ahead is not None  # _ahead is True only with a wall clock
+        if ts - now > self._max_ahead:
+            self.future_readings += 1
+            if r.ref.key not in self._future_warned:
+                self._future_warned.add(r.ref.key)
+                log.warning("alerts: %s sent a reading stamped %.0f s ahead of this machine's clock; evaluated at "
+                            "its arrival instead (check the clock of the sensor or its gateway; warned once per "
+                            "sensor)", r.ref.key, (ts - now) / 1000)
         return now
 
     def needs_history(self) -> dict[str, int]:
@@ -500,7 +545,7 @@ class Engine:
         from InfluxDB history this way, so that the first averages judged are complete."""
         s = self._sensors[r.ref.index]
         if (s is None or r.quality != "good" or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts
-                or (r.ts_ms > self._future_limit and self._ahead(r.ts_ms))):
+                or (r.ts_ms > self._now_seen and self._ahead(r.ts_ms))):
             return
         v, ts = r.value, r.ts_ms
         if s.roll is not None:
@@ -732,6 +777,8 @@ class Engine:
                 due = s.last_seen + s.nodata_ms
                 self._eval(s.nd, True, False, due, out,
                            f"no reading for more than {s.nodata_ms // 1000} s (3 x interval)")
+            if s.bad_since is not None and not s.bq.active and now - s.bad_since > s.bad_ms:
+                self._bad_quality(s, s.bad_since + s.bad_ms, out)
             if s.bucket is not None and now >= s.bucket[0] + PERIOD_GRACE_MS:
                 self._close_hours(s, now - PERIOD_GRACE_MS, out)
             if s.exc is not None and s.exc_day_end and now >= s.exc_day_end:
@@ -844,7 +891,7 @@ class Engine:
             if s is None:
                 continue
             sensors[s.ref.key] = [s.last_ts, s.last_seen, s.stuck_v, s.stuck_since, list(s.roc_dq), list(s.roll_dq),
-                                  s.exc_count, s.exc_day_end, s.bucket, s.hot]
+                                  s.exc_count, s.exc_day_end, s.bucket, s.hot, s.bad_since, list(s.recent)]
         return {"version": 1, "seq": self._seq, "armed": self._armed, "now": self.clock.now_ms(),
                 "alarms": {a.id: a.dump() for a in self.alarms.values()}, "sensors": sensors,
                 "latest": self._latest, "states": {n: st.active for n, st in self._states.items()}}
@@ -864,7 +911,10 @@ class Engine:
             if s is None:
                 continue
             (s.last_ts, s.last_seen, s.stuck_v, s.stuck_since, roc, roll, s.exc_count, s.exc_day_end, s.bucket,
-             s.hot) = sd
+             s.hot) = sd[:10]
+            if len(sd) >= 12:  # snapshots of earlier versions have neither
+                s.bad_since = sd[10]
+                s.recent.extend(int(t) for t in sd[11])
             s.roc_dq = deque((int(t), float(v)) for t, v in roc)
             s.roll_dq = deque((int(t), float(v)) for t, v in roll)
             s.roll_sum = sum(v for _, v in s.roll_dq)

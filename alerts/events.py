@@ -22,7 +22,7 @@ RAISED, CLEARED, ACKED_EV, SHELVED, UNSHELVED, OUT_OF_SERVICE, IN_SERVICE = (
 EVENTS = (RAISED, CLEARED, ACKED_EV, SHELVED, UNSHELVED, OUT_OF_SERVICE, IN_SERVICE)
 
 PRIORITIES = ("high", "medium", "low")
-HEALTH_RULES = ("no_data", "stuck", "out_of_range")
+HEALTH_RULES = ("no_data", "stuck", "out_of_range", "bad_quality")
 
 
 def default_priority(rule: str) -> str:

@@ -42,7 +42,8 @@ from smartpark.errors import ConfigError
 from smartpark.park import ID_RE, Park, load_yaml_with_lines, locate, validate_document
 
 Name = Annotated[str, Field(pattern=ID_RE.pattern)]
-RESERVED_RULES = frozenset({"ll", "l", "h", "hh", "roc", "no_data", "stuck", "out_of_range", "reg_5min_excursions"})
+RESERVED_RULES = frozenset({"ll", "l", "h", "hh", "roc", "no_data", "stuck", "out_of_range", "bad_quality",
+                            "reg_5min_excursions"})
 
 
 class _Strict(BaseModel):

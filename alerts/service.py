@@ -14,7 +14,9 @@ import logging
 import os
 import random
 import secrets
-from collections import deque
+import sqlite3
+import time
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +36,8 @@ from .api import make_app
 from .clock import EventClock, WallClock
 from .engine import Engine
 from .events import NORM, AlarmEvent
-from .notify import Dispatcher, build_routes
+from .metrics import Metrics
+from .notify import Outbox, build_pipeline
 from .rules import RuleSet
 from .store import StateStore, restore
 
@@ -59,13 +62,18 @@ def api_token(settings: Settings, create: bool = False) -> str | None:
     return token
 
 
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class AlertService:
     """``await AlertService(settings, park, ...).run(stop)`` until ``stop`` is set."""
 
     def __init__(self, settings: Settings, park: Park, *, rules: RuleSet | None = None,
                  webhooks: Iterable[str] = (), notify: Iterable[str] = (), clock: str = "wall",
                  instance: str = "main", api: bool = True, snapshot_s: float = 1.0, tick_s: float = 0.5,
-                 sites: Iterable[str] | None = None) -> None:
+                 sites: Iterable[str] | None = None, notify_expire_s: float = 86_400.0,
+                 public_url: str | None = None, metrics_port: int = 0) -> None:
         self.settings = settings
         self.park = park
         self.rules = rules or RuleSet()
@@ -73,7 +81,14 @@ class AlertService:
         self.event_clock = clock == "event"
         self.engine = Engine(park, self.rules, self.clock, sites=sites)
         self.decoder = Decoder(park)
-        self.dispatcher = Dispatcher(build_routes(webhooks, notify, self.rules.routes), park.park.timezone)
+        # notifications live in real time whatever the engine's clock: expiry and backoff are about delivery
+        self.outbox = Outbox(settings.state_path / "alerts" / "outbox.sqlite")
+        self.notify_expire_s = notify_expire_s
+        self.pipeline = build_pipeline(self.outbox, webhooks, notify, self.rules.routes, tz=park.park.timezone,
+                                       public_url=public_url or settings.public_url, now_ms=wall_ms,
+                                       expire_s=notify_expire_s)
+        self.dispatcher = self.pipeline.dispatcher
+        self.dispatcher.autocommit = False  # committed per batch of messages, before their ack (see _mqtt_in)
         self.instance = instance
         self.api = api
         self.snapshot_s, self.tick_s = snapshot_s, tick_s
@@ -84,7 +99,10 @@ class AlertService:
         self._lines: deque[str] = deque(maxlen=1_000_000)
         self._inflight: list[str] = []
         self._last_tick = 0
-        self.counts = {"received": 0, "readings": 0, "invalid": 0, "events": 0, "written": 0}
+        self.counts = {"received": 0, "readings": 0, "invalid": 0, "events": 0, "written": 0, "errors": 0}
+        self.event_kinds: Counter[str] = Counter()
+        self.metrics = Metrics(self)
+        self.metrics_port = metrics_port
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ one place for every event
@@ -94,6 +112,7 @@ class AlertService:
             return
         self.store.events(self.engine, events)
         self.counts["events"] += len(events)
+        self.event_kinds.update(ev.event for ev in events)
         for ev in events:
             if len(self._lines) == self._lines.maxlen:  # InfluxDB has been away for a million events
                 self.counts["influx_dropped"] = self.counts.get("influx_dropped", 0) + 1
@@ -131,6 +150,7 @@ class AlertService:
         else:
             ev = e.in_service(aid, op, comment)
         self.emit([ev])
+        self.dispatcher.commit()
         return ev
 
     # ------------------------------------------------------------------ the pipeline
@@ -155,7 +175,26 @@ class AlertService:
                 self.dispatcher.tick(now)
         self.emit(events)
 
+    def guarded(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
+        """:meth:`handle`, but an unexpected error in one message is logged, counted and that message skipped:
+        it is acknowledged with the rest, so it cannot come back and stop the engine again and again. A
+        storage error (the journal, the outbox) is not the message's fault: it stops the service, nothing
+        acknowledged."""
+        try:
+            self.handle(topic, payload, received_ms)
+        except (OSError, sqlite3.Error):  # the journal or the outbox: storage, not the message
+            raise
+        except Exception:
+            self.counts["errors"] += 1
+            log.exception("alerts: skipped a message on %s that the engine could not evaluate (payload %r)",
+                          topic[:200], payload[:200])
+
     async def run(self, stop: asyncio.Event) -> None:
+        with self.outbox:
+            async with self.metrics.serve(self.metrics_port):
+                await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         snap, records = self.store.load()
         journaled = restore(self.engine, self.park, snap, records)
         outbox = (snap or {}).get("outbox", []) + [ev.to_line() for ev in journaled]
@@ -172,6 +211,7 @@ class AlertService:
             # events of the last second before a crash may not have reached the notifiers: send them again
             # (at least once: a webhook may see one twice, nobody misses one)
             self.dispatcher.dispatch(journaled)
+            self.dispatcher.commit()
             runner = await self._start_api() if self.api else None
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -180,18 +220,16 @@ class AlertService:
                              tg.create_task(self._influx_loop(db), name="influx"),
                              tg.create_task(self._ticker(), name="ticker"),
                              tg.create_task(self._snapshotter(), name="snapshot")]
-                    tasks += [tg.create_task(w.run(), name=f"notify:{w.notifier.name}")
-                              for w in self.dispatcher.workers]
+                    tasks += [tg.create_task(sn.run(), name=f"notify:{sn.dest}") for sn in self.pipeline.senders]
                     self.ready.set()
                     await stop.wait()
                     # the subscription ends by itself on stop (its session says offline and disconnects);
-                    # then the notifiers get a moment to deliver what is queued; then everything stops
+                    # then the senders get a moment to deliver what is pending (the rest waits in the outbox)
                     await asyncio.wait([tasks[0]], timeout=5)
-                    drains = [asyncio.create_task(w.queue.join()) for w in self.dispatcher.workers]
-                    if drains:
-                        await asyncio.wait(drains, timeout=3)
-                    for d in drains:
-                        d.cancel()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(3):
+                            while self.outbox.depth() and any(not sn.failures for sn in self.pipeline.senders):  # noqa: ASYNC110  # the outbox has no event to await
+                                await asyncio.sleep(0.05)
                     for t in tasks:
                         t.cancel()
                     _, late = await asyncio.wait([*tasks, out], timeout=10)
@@ -229,10 +267,15 @@ class AlertService:
         seen = {(e.id, e.event, e.ts) for e in journaled}
         events: list[AlarmEvent] = []
         for r in readings:
-            events += [e for e in self.engine.process(r) if (e.id, e.event, e.ts) not in seen]
+            try:
+                events += [e for e in self.engine.process(r) if (e.id, e.event, e.ts) not in seen]
+            except Exception:  # as for a live message: one reading never stops the engine's start
+                self.counts["errors"] += 1
+                log.exception("alerts: skipped a reading of InfluxDB history the engine could not evaluate: %r", r)
         if readings:
             log.info("rebuilt windows from %d readings of InfluxDB history", len(readings))
         self.emit(events)
+        self.dispatcher.commit()
 
     async def _warm(self, db: InfluxClient) -> None:
         """First start (no snapshot): rebuild the averaging windows from the readings InfluxDB holds, up to
@@ -292,8 +335,9 @@ class AlertService:
                     if not batch:
                         continue
                     for m in batch:
-                        self.handle(m.topic, m.payload, m.received_ms)
+                        self.guarded(m.topic, m.payload, m.received_ms)
                     self.store.flush()
+                    self.dispatcher.commit()
                     src.ack(batch)
                     await asyncio.sleep(0)  # let the outputs and the API run between batches
                 await run
@@ -340,8 +384,12 @@ class AlertService:
 
     async def _influx_loop(self, db: InfluxClient) -> None:
         delay = 0.5
+        pruned = 0.0
         while True:
-            if not self._lines:
+            if time.monotonic() - pruned > 60:  # outcomes reported a day ago no longer dedupe anything
+                pruned = time.monotonic()
+                self.outbox.prune(wall_ms() - int(self.notify_expire_s * 1000) - 3_600_000)
+            if not self._lines and not self.outbox.unreported(1)[0]:
                 await asyncio.sleep(0.05)
                 continue
             try:
@@ -362,6 +410,17 @@ class AlertService:
             await db.write(self._inflight, precision="ns")
             self.counts["written"] += len(self._inflight)
             self._inflight = []
+        while True:  # final outcomes of notifications: marked reported only once InfluxDB has them
+            seqs, lines = self.outbox.unreported()
+            if not seqs:
+                return
+            try:
+                await db.write(lines, precision="ns")
+            except WriteError as exc:
+                if exc.retryable:
+                    raise
+                log.error("InfluxDB refused %d notification outcomes, not written: %s", len(lines), exc)
+            self.outbox.reported(seqs)
 
     async def _ticker(self) -> None:
         while True:
@@ -374,9 +433,11 @@ class AlertService:
             if not self.event_clock:
                 self.dispatcher.tick(now)
             self.store.flush()
+            self.dispatcher.commit()
 
     def _snapshot(self) -> None:
         state = {"engine": self.engine.dump(), "outbox": self._inflight + list(self._lines)}
+        self.outbox.sync()  # the journal's events made these notifications: durable before it is emptied
         self.store.snapshot(state)
 
     async def _snapshotter(self) -> None:  # every second: the journal to replay after a crash stays short
@@ -391,7 +452,8 @@ class AlertService:
     def status(self) -> dict[str, Any]:
         """Counters of every path (received, readings, invalid, events, written) and of every notifier."""
         return {"instance": self.instance, "clock": "event" if self.event_clock else "wall",
-                "now": self.clock.now_ms(), "counts": dict(self.counts), "notifiers": self.dispatcher.counts(),
+                "now": self.clock.now_ms(), "counts": dict(self.counts), "notifiers": self.pipeline.counts(),
+                "outbox": self.outbox.depth(),
                 "flooding": dict(self.dispatcher.flooding), "influx_backlog": len(self._lines) + len(self._inflight),
                 "mqtt_backlog": self._retained.qsize(),
                 "future_readings": self.engine.future_readings}

@@ -12,7 +12,9 @@ journal then starts afresh.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +24,8 @@ from smartpark.wire import Reading
 from .engine import Engine
 from .events import AlarmEvent
 
+log = logging.getLogger(__name__)
+
 
 class StateStore:
     def __init__(self, directory: Path) -> None:
@@ -30,6 +34,7 @@ class StateStore:
         self.snapshot_path = self.dir / "state.json"
         self.journal_path = self.dir / "journal.jsonl"
         self._journal: IO[str] | None = None
+        self._snapshot_at = time.monotonic()
 
     def load(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         snap = None
@@ -81,6 +86,7 @@ class StateStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.snapshot_path)
+        self._snapshot_at = time.monotonic()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -92,6 +98,14 @@ class StateStore:
         finally:
             os.close(dfd)
 
+    def journal_bytes(self) -> int:
+        """What a crash now would replay: the journal written since the last snapshot."""
+        return self._journal.tell() if self._journal is not None else 0
+
+    def snapshot_age(self) -> float:
+        """Seconds since the last snapshot (or since start)."""
+        return time.monotonic() - self._snapshot_at
+
     def close(self) -> None:
         if self._journal is not None:
             self._journal.close()
@@ -100,23 +114,29 @@ class StateStore:
 
 def restore(engine: Engine, park: Park, snap: dict[str, Any] | None,
             records: list[dict[str, Any]]) -> list[AlarmEvent]:
-    """Snapshot, then the journal replayed in order; returns the journaled events (to re-publish them)."""
+    """Snapshot, then the journal replayed in order; returns the journaled events (to re-publish them).
+
+    A record the engine cannot take (an unexpected error, as when it was first evaluated) is logged and
+    skipped: a journal must never stop the engine at every start."""
     if snap:
         engine.load(snap["engine"])
     events: list[AlarmEvent] = []
     for rec in records:
-        if "r" in rec:
-            key, value, ts, quality = rec["r"]
-            try:
-                ref = park.get(key)
-            except KeyError:
-                continue
-            engine.process(Reading(ref, float(value), int(ts), quality))  # its events are journaled below
-        elif "tick" in rec:
-            engine.tick(int(rec["tick"]))
-        elif "ev" in rec:
-            if rec.get("a") is not None:
-                engine.apply(rec["ev"]["id"], rec["a"])  # operator actions exist only here
-            events.append(AlarmEvent.from_dict(rec["ev"], int(rec.get("seq", 0))))
+        try:
+            if "r" in rec:
+                key, value, ts, quality = rec["r"]
+                try:
+                    ref = park.get(key)
+                except KeyError:
+                    continue
+                engine.process(Reading(ref, float(value), int(ts), quality))  # its events are journaled below
+            elif "tick" in rec:
+                engine.tick(int(rec["tick"]))
+            elif "ev" in rec:
+                if rec.get("a") is not None:
+                    engine.apply(rec["ev"]["id"], rec["a"])  # operator actions exist only here
+                events.append(AlarmEvent.from_dict(rec["ev"], int(rec.get("seq", 0))))
+        except Exception:
+            log.exception("alerts: skipped a journal record the engine could not replay: %.200r", rec)
     engine.resync(max((e.seq for e in events), default=0))
     return events

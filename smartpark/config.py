@@ -22,6 +22,7 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "api_url": ("SMARTPARK_API_URL", "http://127.0.0.1:8765"),
     "api_token": ("SMARTPARK_API_TOKEN", None),
     "mqtt_protocol": ("SMARTPARK_MQTT_PROTOCOL", "auto"),
+    "public_url": ("SMARTPARK_PUBLIC_URL", None),
 }
 
 HELP = {
@@ -34,6 +35,7 @@ HELP = {
     "api_url": "where the alert engine's operator API listens / is called",
     "api_token": "bearer token of the operator API",
     "mqtt_protocol": "MQTT version: 5, 3.1.1, or auto (5, falling back to 3.1.1 when the broker has no 5)",
+    "public_url": "the console's address as on-call staff reach it, for links in notifications",
 }
 
 # --mqtt-protocol values -> protocol level of the CONNECT packet (None: find out)
@@ -82,6 +84,7 @@ class Settings:
     api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]
     api_token: str | None = None
     mqtt_protocol: str = "auto"
+    public_url: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod

@@ -70,8 +70,10 @@ class PartialWriteError(WriteError):
 
 
 class NotifyError(SmartparkError):
-    """A notifier failed. ``recoverable`` says whether a retry may succeed."""
+    """A notifier failed. ``recoverable`` says whether a retry may succeed; ``retry_after`` (seconds) is how long
+    the destination asked to wait (HTTP ``Retry-After``), if it did."""
 
-    def __init__(self, message: str, *, recoverable: bool) -> None:
+    def __init__(self, message: str, *, recoverable: bool, retry_after: float | None = None) -> None:
         self.recoverable = recoverable
+        self.retry_after = retry_after
         super().__init__(message)

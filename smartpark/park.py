@@ -108,6 +108,7 @@ class Sensor(_Strict):
     off_delay_s: float = Field(default=0.0, ge=0)
     rate_per_min: float | None = Field(default=None, gt=0)  # rate-of-change alarm, units per minute
     stuck_s: float | None = Field(default=None, gt=0)  # flat-line window override
+    bad_quality_s: float | None = Field(default=None, gt=0)  # bad-quality alarm after this (default 3 x interval)
     priority: dict[str, Priority] = {}
     regulatory: list[Regulatory] = []
     sim: dict[str, Any] = {}

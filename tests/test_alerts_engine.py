@@ -205,21 +205,62 @@ class TestFutureTimestamps:
         assert caplog.text.count("ahead of this machine's clock") == 1  # once per sensor
         assert "10800 s ahead" in caplog.text
 
-    def test_small_skew_keeps_the_readings_own_time(self) -> None:
+    def test_small_skew_is_evaluated_at_arrival_too(self) -> None:
+        """Within the tolerance a reading is no clock fault (not counted), but it is not judged ahead of now."""
         e, clock = self.wall()
         raised = e.process(R(self.KEY, 85, 120))  # 2 min ahead: within the tolerance
-        assert [(x.rule, x.event, x.ts) for x in raised] == [("h", "raised", T0 + 120_000)]
+        assert [(x.rule, x.event, x.ts) for x in raised] == [("h", "raised", T0)]
         assert e.future_readings == 0
-        clock.set(T0 + 3600_000)  # the limit follows the clock: an hour later, +1 h is no longer the future
-        assert [(x.rule, x.event) for x in e.process(R(self.KEY, 50, 3600))] == [("h", "cleared")]
+        clock.set(T0 + 3600_000)  # an hour later, +1 h is no longer the future
+        assert [(x.rule, x.event, x.ts) for x in e.process(R(self.KEY, 50, 3600))] == [
+            ("h", "cleared", T0 + 3600_000)]
         assert e.future_readings == 0
 
-    def test_event_clock_takes_readings_at_their_word(self) -> None:
-        """The event clock (replays) has no 'ahead': the newest reading is the time."""
+    def test_event_clock_judges_a_late_reading_at_the_newest_time(self) -> None:
+        """The event clock (replays) has no 'ahead': the newest reading is the time, and a reading after it
+        that is older is judged at that time rather than ignored; the same reading again is a redelivery."""
         e = engine()
         assert {x.ts for x in e.process(R(self.KEY, 95, 3 * 3600))} == {T0 + 3 * 3600_000}
-        assert e.process(R(self.KEY, 50, 10)) == []  # older than the sensor's newest: a redelivery
+        assert {(x.rule, x.event, x.ts) for x in e.process(R(self.KEY, 50, 10))} == {
+            ("h", "cleared", T0 + 3 * 3600_000), ("hh", "cleared", T0 + 3 * 3600_000)}
+        assert e.process(R(self.KEY, 95, 10)) == []  # the same timestamp again: a redelivery
+        assert e.process(R(self.KEY, 95, 3 * 3600)) == []
         assert e.future_readings == 0
+
+    @pytest.mark.parametrize("wall", [True, False])
+    def test_a_reading_290_s_ahead_does_not_blind_the_sensor(self, wall: bool) -> None:
+        """One reading stamped 290 s ahead (inside the tolerance), then five real readings above HH: the
+        first of them raises, with either clock, as it does for an engine that never saw the early one."""
+        def feed(e: Engine, clock: ManualClock | None, early: bool) -> list[tuple[str, str]]:
+            got = []
+            for k, t in enumerate(range(0, 100, 10)):
+                if clock is not None:
+                    clock.set(T0 + t * 1000)
+                evs = e.process(R(self.KEY, 50, t))
+                if early and k == 3:
+                    evs += e.process(R(self.KEY, 50, t + 290))
+                got += [(x.rule, x.event) for x in evs]
+            for t in range(100, 150, 10):
+                if clock is not None:
+                    clock.set(T0 + t * 1000)
+                got += [(x.rule, x.event) for x in e.process(R(self.KEY, 95, t))]
+            return got
+
+        def fresh() -> tuple[Engine, ManualClock | None]:
+            return self.wall() if wall else (engine(), None)
+
+        reference = feed(*fresh(), early=False)
+        assert sorted(reference) == [("h", "raised"), ("hh", "raised")]
+        assert feed(*fresh(), early=True) == reference
+
+    def test_redelivered_and_too_late_readings_are_ignored(self) -> None:
+        e = engine()
+        for t in range(0, 400, 10):  # 40 readings: more than the engine remembers per sensor
+            e.process(R(self.KEY, 50, t))
+        assert e.process(R(self.KEY, 95, 390)) == []  # redelivery of the newest
+        assert e.process(R(self.KEY, 95, 200)) == []  # redelivery of one it still remembers
+        assert e.process(R(self.KEY, 95, 15)) == []  # older than all it remembers: too late to judge
+        assert [x.rule for x in e.process(R(self.KEY, 95, 385))] == ["h", "hh"]  # late, new: judged
 
     @pytest.mark.parametrize("wall", [True, False])
     def test_history_from_the_future_does_not_warm_the_averages(self, wall: bool) -> None:
@@ -230,6 +271,55 @@ class TestFutureTimestamps:
         got = [r for r in run(e, key, [(t, 1110.0) for t in range(0, 300, 5)]) if r[1] == "reg_5min"]
         assert [event for *_, event in got] == ([] if wall else ["raised"])  # 0 would drag the mean below 1100
 
+
+class TestBadQuality:
+    """A bad reading is a sign of life for no_data, never judged against limits; bad for longer than
+    3 x interval_s (or bad_quality_s) raises the low-priority health alarm bad_quality."""
+
+    KEY = "plant/tank/level"
+
+    def test_three_hours_of_bad_readings_at_95_raise_bad_quality_only(self) -> None:
+        e = engine()
+        got = []
+        for t in range(0, 3 * 3600, 10):
+            e.clock.set(T0 + t * 1000)  # type: ignore[attr-defined]
+            got += [(x.rule, x.event, x.ts, x.priority) for x in e.process(R(self.KEY, 95, t, "bad"))]
+            got += [(x.rule, x.event, x.ts, x.priority) for x in e.tick(T0 + t * 1000 + 5000)
+                    if x.sensor == "level"]
+        assert got == [("bad_quality", "raised", T0 + 30_000, "low")]  # 3 x 10 s after the first bad one
+        cleared = e.process(R(self.KEY, 50, 3 * 3600))
+        assert [(x.rule, x.event) for x in cleared] == [("bad_quality", "cleared")]
+
+    def test_good_readings_in_between_restart_the_count(self) -> None:
+        e = engine()
+        got = []
+        for t in range(0, 600, 10):
+            q = "good" if t % 30 == 0 else "bad"  # never bad for longer than 20 s
+            got += [x.rule for x in e.process(R(self.KEY, 50, t, q))]
+        assert got == []
+
+    def test_uncertain_is_evaluated(self) -> None:
+        e = engine()
+        assert [x.rule for x in e.process(R(self.KEY, 95, 0, "uncertain"))] == ["h", "hh"]
+
+    def test_bad_quality_s_overrides(self) -> None:
+        p = parse_park(PARK.replace("limits: {hh: 90, h: 80, l: 10, ll: 5}, deadband: 2}",
+                                    "limits: {hh: 90, h: 80, l: 10, ll: 5}, deadband: 2, bad_quality_s: 100}"),
+                       "park.yaml")
+        e = Engine(p, None, ManualClock(T0))
+        ref = p.get(self.KEY)
+        got = []
+        for t in range(0, 200, 10):
+            got += [(x.rule, x.ts) for x in e.process(Reading(ref, 95.0, T0 + t * 1000, "bad"))]
+        assert got == [("bad_quality", T0 + 110_000)]  # first reading after more than 100 s of bad ones
+
+    def test_bad_quality_survives_dump_and_load(self) -> None:
+        e = engine()
+        for t in range(0, 30, 10):
+            e.process(R(self.KEY, 95, t, "bad"))
+        e2 = engine()
+        e2.load(e.dump())
+        assert [x.rule for x in e2.process(R(self.KEY, 95, 40, "bad"))] == ["bad_quality"]
 
 class TestRegulatory:
     """Averages as the standards define them, only when enough valid data exist."""

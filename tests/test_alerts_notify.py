@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import InfluxDB
 
 from alerts.events import AlarmEvent
-from alerts.notify import Dispatcher, Notification, Route, Worker
+from alerts.notify import DELIVERED, Dispatcher, Notification, Outbox, Route, notification_id
 from alerts.report import kpis
+from smartpark.config import Settings
 
 T0 = 1_772_416_800_000
 
@@ -37,82 +41,109 @@ def ev(i: int, t_s: float, event: str = "raised", site: str = "wwtp", priority: 
                       T0 + int(t_s * 1000), f"alarm {i}")
 
 
-def drain(w: Worker) -> list[Notification]:
+def drain(ob: Outbox, dest: str) -> list[Notification]:
+    """What the dispatcher recorded for ``dest``, in order (and taken out of the line)."""
     out = []
-    while not w.queue.empty():
-        out.append(w.queue.get_nowait())
+    while (row := ob.head(dest)) is not None:
+        out.append(row.n)
+        ob.finish(row.seq, dest, DELIVERED, 1, "", T0)
     return out
 
 
-def make(structured: bool = False, **kw: object) -> tuple[Dispatcher, Worker]:
-    async def build() -> tuple[Dispatcher, Worker]:
-        w = Worker(Recorder("r", structured))
-        return Dispatcher([Route(w, **kw)]), w  # type: ignore[arg-type]
-    return asyncio.run(build())
+@pytest.fixture
+def ob(tmp_path: Path) -> Iterator[Outbox]:
+    with Outbox(tmp_path / "outbox.sqlite") as o:
+        yield o
+
+
+def make(ob: Outbox, structured: bool = False, **kw: Any) -> tuple[Dispatcher, str]:
+    return Dispatcher([Route(Recorder("r", structured), **kw)], ob, now_ms=lambda: T0), "r"
 
 
 class TestDispatcher:
     """Routing and the reasons to notify: event, flood, flood_over, repeat, escalation."""
 
-    def test_routing_by_site_and_priority(self) -> None:
+    def test_routing_by_site_and_priority(self, ob: Outbox) -> None:
         """A route with sites and priorities takes only matching events."""
-        d, w = make(sites=frozenset({"wwtp"}), priorities=frozenset({"high"}))
+        d, w = make(ob, sites=frozenset({"wwtp"}), priorities=frozenset({"high"}))
         d.dispatch([ev(1, 0), ev(2, 1, site="hw_center"), ev(3, 2, priority="low")])
-        assert [n.event.id for n in drain(w) if n.event] == ["wwtp/a/s1/hh"]
+        assert [n.event.id for n in drain(ob, w) if n.event] == ["wwtp/a/s1/hh"]
 
-    def test_flood(self) -> None:
+    def test_flood(self, ob: Outbox) -> None:
         """More than 10 alarms in 10 minutes at a site: one summary, then silence until fewer than 5."""
-        d, w = make()
+        d, w = make(ob)
         d.dispatch([ev(i, i * 10) for i in range(15)])
-        got = drain(w)
+        got = drain(ob, w)
         assert [n.reason for n in got] == ["event"] * 10 + ["flood"]
         assert "wwtp" in d.flooding and d.flooding["wwtp"] == 5
         d.tick(T0 + 600_000)  # 9 alarms still within the last 10 minutes: flood continues
-        assert drain(w) == []
+        assert drain(ob, w) == []
         d.tick(T0 + 1_000_000)
-        over = drain(w)
+        over = drain(ob, w)
         assert [n.reason for n in over] == ["flood_over"] and "5" in over[0].body
         d.dispatch([ev(99, 1001)])
-        assert [n.reason for n in drain(w)] == ["event"]
+        assert [n.reason for n in drain(ob, w)] == ["event"]
 
-    def test_structured_webhooks_get_every_event(self) -> None:
+    def test_structured_webhooks_get_every_event(self, ob: Outbox) -> None:
         """Machines (webhooks) receive every event even in a flood; flood summaries are for people."""
-        d, w = make(structured=True)
+        d, w = make(ob, structured=True)
         d.dispatch([ev(i, i) for i in range(15)])
-        assert [n.reason for n in drain(w)] == ["event"] * 15
+        assert [n.reason for n in drain(ob, w)] == ["event"] * 15
 
-    def test_repeat_and_escalation(self) -> None:
-        """Unacknowledged: repeated every repeat_ms, escalated once after escalate_ms; acked: silence."""
-        async def build() -> tuple[Dispatcher, Worker, Worker]:
-            w, boss = Worker(Recorder("oncall")), Worker(Recorder("boss"))
-            return Dispatcher([Route(w, repeat_ms=300_000, escalate_ms=900_000, escalate_to=boss)]), w, boss
-        d, w, boss = asyncio.run(build())
+    def test_repeat_and_escalation(self, ob: Outbox) -> None:
+        """Unacknowledged: repeated every repeat_ms, escalated once after escalate_ms (level 1); acked: silence."""
+        d = Dispatcher([Route(Recorder("oncall"), repeat_ms=300_000, escalate_ms=900_000,
+                              escalate_to=Recorder("boss"))], ob, now_ms=lambda: T0)
         d.dispatch([ev(1, 0)])
-        drain(w)
+        assert [(n.reason, n.level) for n in drain(ob, "oncall")] == [("event", 0)]
         for t in (299, 300, 600, 900):
             d.tick(T0 + t * 1000)
-        assert [n.reason for n in drain(w)] == ["repeat", "repeat", "repeat"]
-        assert [n.reason for n in drain(boss)] == ["escalation"]
+        assert [n.reason for n in drain(ob, "oncall")] == ["repeat", "repeat", "repeat"]
+        assert [(n.reason, n.level) for n in drain(ob, "boss")] == [("escalation", 1)]
         d.dispatch([ev(1, 950, event="acked", state="ACKED")])
-        drain(w)
+        drain(ob, "oncall")
         d.tick(T0 + 2_000_000)
-        assert drain(w) == [] and drain(boss) == []
+        assert drain(ob, "oncall") == [] and drain(ob, "boss") == []
 
-    def test_repeats_resume_after_restart(self) -> None:
-        """Alarms still unacknowledged when the engine restarts keep being repeated."""
-        d, w = make(repeat_ms=300_000)
-        d.resume([ev(1, 0)])
+    def test_repeats_and_escalations_resume_after_restart_without_duplicates(self, ob: Outbox) -> None:
+        """Alarms still unacknowledged when the engine restarts keep being repeated; an escalation due during
+        the restart is sent when it is back; what was sent before has the same id and is not recorded again."""
+        def dispatcher() -> Dispatcher:
+            return Dispatcher([Route(Recorder("oncall"), repeat_ms=300_000, escalate_ms=900_000,
+                                     escalate_to=Recorder("boss"))], ob, now_ms=lambda: T0)
+        d = dispatcher()
+        d.dispatch([ev(1, 0)])
         d.tick(T0 + 300_000)
-        assert [(n.reason, n.event.id if n.event else None) for n in drain(w)] == [("repeat", "wwtp/a/s1/hh")]
+        before = drain(ob, "oncall")
+        assert [n.reason for n in before] == ["event", "repeat"]
+        d = dispatcher()  # the restart: the same event again (journal) and the alarm still unacknowledged
+        d.dispatch([ev(1, 0)])
+        d.resume([ev(1, 0)])
+        d.tick(T0 + 400_000)  # the first repeat again: already recorded
+        assert drain(ob, "oncall") == []
+        d.tick(T0 + 1_000_000)  # escalation fell due at 900 s, while the engine was down
+        assert [n.reason for n in drain(ob, "oncall")] == ["repeat"]
+        assert [n.reason for n in drain(ob, "boss")] == ["escalation"]
 
-    def test_bounded_queue_counts_drops(self) -> None:
-        """A full notifier queue drops with a count (never silently, never blocking evaluation)."""
-        async def run() -> Worker:
-            w = Worker(Recorder("r"), maxsize=3)
-            Dispatcher([Route(w)]).dispatch([ev(i, i) for i in range(5)])
-            return w
-        w = asyncio.run(run())
-        assert w.counts["queued"] == 3 and w.counts["dropped"] == 2
+    def test_ids_are_stable_and_distinct(self, ob: Outbox) -> None:
+        """One id per (event, destination, reason, level): the same inputs give the same id, in the body's last
+        line too; with a public URL the body links to the alarm."""
+        d = Dispatcher([Route(Recorder("a")), Route(Recorder("b"))], ob, public_url="https://scada.example/",
+                       now_ms=lambda: T0)
+        d.dispatch([ev(1, 0), ev(1, 5, event="cleared", state="RTNUN")])
+        a, b = drain(ob, "a"), drain(ob, "b")
+        ids = [n.id for n in a + b]
+        assert len(set(ids)) == 4
+        assert a[0].id == notification_id("a", "event", 0, ev(1, 0))
+        assert all(n.body.splitlines()[-1] == f"notification_id: {n.id}" for n in a + b)
+        assert "https://scada.example/alarm/wwtp/a/s1/hh" in a[0].body
+        assert a[0].to_json()["notification_id"] == a[0].id and a[0].to_json()["reason"] == "event"
+
+    def test_public_url_from_the_environment(self) -> None:
+        """--public-url / SMARTPARK_PUBLIC_URL (CONTRACT §6), default none: no links."""
+        assert Settings.resolve(None, {"SMARTPARK_PUBLIC_URL": "https://scada.example"}).public_url == \
+            "https://scada.example"
+        assert Settings.resolve(None, {}).public_url is None
 
 
 class TestReport:

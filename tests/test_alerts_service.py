@@ -44,8 +44,8 @@ class TestService:
             async with Endpoints("ok", "hang", "fail", "ok") as (ok, hang, fail, app_ep):
                 svc = AlertService(s, PARK, webhooks=[hang.url, fail.url, ok.url],
                                    notify=[f"json://127.0.0.1:{app_ep.port}/apprise"], clock="event")
-                svc.dispatcher.workers[0].timeout = 300  # the hanging one stays hung for the whole test
-                svc.dispatcher.workers[1].backoff = 0.01  # the failing one retries quickly
+                svc.pipeline.senders[0].timeout = 300  # the hanging one stays hung for the whole test
+                svc.pipeline.senders[1].backoff = 0.01  # the failing one retries quickly
                 stop = asyncio.Event()
                 task = asyncio.create_task(svc.run(stop))
                 await asyncio.wait_for(svc.ready.wait(), 30)
@@ -72,11 +72,12 @@ class TestService:
                                       ("h", "raised")]
                 assert hang.hits == 1 and hang.bodies == []
                 assert svc.counts["readings"] == 4 and svc.counts["invalid"] == 1
-                await wait_for(lambda: svc.dispatcher.workers[1].counts["failed"] >= 1)
-                assert fail.hits >= 2  # retried with backoff, then gave up
+                await wait_for(lambda: svc.pipeline.senders[1].counts["retries"] >= 2)
+                assert fail.hits >= 2  # retried with backoff (until accepted or expired)
                 # apprise really sent (json:// schema) a bilingual message
                 await wait_for(lambda: len(app_ep.bodies) >= 1)
                 assert any("液位" in b["message"] and "High" in b["message"] for b in app_ep.bodies)
+                assert all(b["message"].splitlines()[-1].startswith("notification_id: ") for b in app_ep.bodies)
                 # InfluxDB has the events
                 await wait_for(lambda: influx_db.count("alarm") >= 5)
                 # the operator API
@@ -101,7 +102,7 @@ class TestService:
                     async with http.get(base + "/status", headers=hdr) as r:
                         st = await r.json()
                     assert st["counts"]["readings"] == 4
-                    assert st["notifiers"][f"webhook:{ok.url}"]["sent"] >= 5
+                    assert st["notifiers"][f"webhook:{ok.url}"]["delivered"] >= 5
                     async with http.get(base + "/openapi.json") as r:
                         doc = await r.json()
                     for path, ops in doc["paths"].items():
