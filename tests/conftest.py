@@ -70,6 +70,20 @@ def _kill_strays() -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI (``CI`` set, as ``.ci/run`` does) a skipped test is a failure.
+
+    ``make test`` installs every broker, browser and tool the tests need; a test that skips there because one
+    is missing would let a red check pass as green.
+    """
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]  # pluggy's hookwrapper result
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where make test installs every dependency: {report.longrepr}"
+
+
 # --------------------------------------------------------------------------------------------------
 # InfluxDB
 
