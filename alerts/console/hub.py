@@ -1,0 +1,87 @@
+"""Live events for the open consoles: a numbered ring of the latest events and one bounded queue per client.
+
+The service hands every batch of events to :meth:`EventHub.publish` from its one emit point; this never
+blocks and costs one append per event plus one ``put_nowait`` per connected console. A console that
+reconnects sends the number of the last event it saw (SSE ``Last-Event-ID``) and receives what it missed
+from the ring; one that fell further behind than the ring (or whose queue overflowed) is told to reload its
+lists (``reset``), so it never shows a state that misses an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from ..events import AlarmEvent
+
+RESET = "reset"
+
+
+class EventHub:
+    """``publish(events)`` from the engine side; ``async for seq, payload in hub.follow(last_id)`` per console."""
+
+    def __init__(self, keep: int = 10_000, queue_size: int = 5_000) -> None:
+        self._ring: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep)
+        self._seq = itertools.count(1)
+        self._last = 0
+        self._queues: set[asyncio.Queue[tuple[int, dict[str, Any]] | None]] = set()
+        self.queue_size = queue_size
+
+    @property
+    def last_id(self) -> int:
+        return self._last
+
+    @property
+    def clients(self) -> int:
+        return len(self._queues)
+
+    def publish(self, events: Iterable[AlarmEvent]) -> None:
+        for ev in events:
+            seq = next(self._seq)
+            item = (seq, ev.to_dict())
+            self._last = seq
+            self._ring.append(item)
+            for q in self._queues:
+                n = q.qsize()
+                if n < self.queue_size:
+                    q.put_nowait(item)
+                elif n == self.queue_size:  # this console cannot keep up: it reloads instead of missing events
+                    q.put_nowait(None)
+
+    def since(self, last_id: int) -> list[tuple[int, dict[str, Any]]] | None:
+        """Events after ``last_id`` from the ring, or None when some of them have left it."""
+        if last_id >= self._last:
+            return []
+        if not self._ring or self._ring[0][0] > last_id + 1:
+            return None
+        return [item for item in self._ring if item[0] > last_id]
+
+    async def follow(self, last_id: int | None) -> AsyncIterator[tuple[int, dict[str, Any] | str]]:
+        """What a console must see from ``last_id`` on (None: only new events), then live events."""
+        q: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue()  # bounded in publish
+        self._queues.add(q)
+        try:
+            if last_id is not None:
+                missed = self.since(last_id)
+                if missed is None:
+                    yield self._last, RESET
+                else:
+                    for item in missed:
+                        yield item
+            seen = self._last if last_id is None else max(last_id, missed[-1][0] if missed else last_id)
+            while True:
+                got = await q.get()
+                if got is None:
+                    while not q.empty():
+                        q.get_nowait()
+                    yield self._last, RESET  # the console reloads its lists: they include all it skipped
+                    seen = self._last
+                    continue
+                if got[0] > seen:
+                    seen = got[0]
+                    yield got
+        finally:
+            self._queues.discard(q)
