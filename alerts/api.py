@@ -64,6 +64,9 @@ HEADER_READ_S = 10.0  # a connection that has not sent a whole request head by t
 BODY_READ_S = 10.0
 MAX_DEPTH = 4  # nesting of a JSON body: the actions' bodies are flat
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,31}(/[a-z0-9][a-z0-9_.-]{0,63}){1,3}$")
+#: the request's authenticated user (aiohttp >= 3.13 types request keys)
+PRINCIPAL: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
+ROUTES: web.AppKey[list[Route]] = web.AppKey("routes")  # every declared route, for the roles matrix
 STATIC = Path(str(resources.files("alerts.console") / "static"))
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -120,7 +123,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         raise ClientError(f"the body is larger than {MAX_BODY} bytes", 413)
     try:
         async with asyncio.timeout(BODY_READ_S):
-            raw = await request.content.read(MAX_BODY + 1)
+            raw = await request.read()  # the whole body; over client_max_size (MAX_BODY) it answers 413
     except TimeoutError:
         raise ClientError(f"the body did not arrive within {BODY_READ_S:g} s", 408) from None
     if len(raw) > MAX_BODY:
@@ -168,6 +171,10 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = False, limit
         raise ClientError(f"{name} has at most {limit} characters, got {len(value)}")
     if "\x00" in value:
         raise ClientError(f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (\\ud800): no UTF-8 store or webhook could carry it
+        raise ClientError(f"{name} is not valid Unicode text") from None
     return value
 
 
@@ -425,7 +432,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             return error(f"missing or wrong {CSRF_HEADER} header", 403)
         if not who.allows(role):
             return error(f"{who.user} ({who.role}) may not do this: needs {role}", 403)
-        request["principal"] = who
+        request[PRINCIPAL] = who
         return await handler(request)
 
     # ------------------------------------------------------------------ public: the page, login, the document
@@ -464,7 +471,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
     # ------------------------------------------------------------------ any authenticated user
     @route("GET", "/api/session", "viewer")
     async def session(request: web.Request) -> web.Response:
-        who: Principal = request["principal"]
+        who: Principal = request[PRINCIPAL]
         return web.json_response({"user": who.user, "role": who.role, "csrf": who.csrf})
 
     @route("POST", "/api/logout", "viewer")
@@ -613,7 +620,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
 
     # ------------------------------------------------------------------ operator actions
     async def post_action(request: web.Request) -> web.Response:
-        who: Principal = request["principal"]
+        who: Principal = request[PRINCIPAL]
         action = request.match_info["action"]
         aid = alarm_id(request.match_info["id"])
         body = await read_body(request)
@@ -645,7 +652,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
 
     @route("POST", "/api/ack", "operator")
     async def ack_many(request: web.Request) -> web.Response:
-        who: Principal = request["principal"]
+        who: Principal = request[PRINCIPAL]
         body = await read_body(request)
         ids = body.get("ids")
         if not isinstance(ids, list) or len(ids) > MAX_BULK or not all(isinstance(i, str) for i in ids):
@@ -656,7 +663,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
                 aid = alarm_id(raw)
                 await _do(who, "ack", aid, {"comment": body.get("comment")})
                 done.append(aid)
-            except UsageError as exc:
+            except (UsageError, ClientError) as exc:
                 refused[raw[:MAX_ID]] = str(exc)
         return web.json_response({"acked": done, "refused": refused})
 
@@ -669,10 +676,10 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
 
     app = web.Application(middlewares=[guard, auth], client_max_size=MAX_BODY)
     for r in routes:
-        resource_route = app.router.add_route(r.method, r.path, r.handler, name=r.name)
+        resource_route = app.router.add_route(r.method, r.path, r.handler)
         resource_route.smartpark_route = r  # type: ignore[attr-defined]  # the auth middleware reads it
     app.router.add_static("/static", STATIC, name="static")
-    app["routes"] = routes
+    app[ROUTES] = routes
     return app
 
 
@@ -765,5 +772,5 @@ def runner_args() -> dict[str, Any]:
     return {"access_log": None, "keepalive_timeout": HEADER_READ_S, "shutdown_timeout": 1.0}
 
 
-__all__ = ["ACTIONS", "ACTION_ROLE", "MAX_BODY", "MAX_TEXT", "OPENAPI", "GuardedSite", "make_app", "park_model",
+__all__ = ["ACTIONS", "ACTION_ROLE", "MAX_BODY", "MAX_TEXT", "OPENAPI", "ROUTES", "Route", "GuardedSite", "make_app", "park_model",
            "read_body", "runner_args"]

@@ -84,6 +84,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/static/app.js", None, None),
     ("POST", "/api/login", {"user": "nobody", "password": "x" * 8}, None),
     ("GET", "/api/session", None, "viewer"),
+    ("POST", "/api/logout", {}, "viewer"),
     ("GET", "/alarms", None, "viewer"),
     ("GET", "/status", None, "viewer"),
     ("GET", "/api/park", None, "viewer"),
@@ -93,6 +94,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/api/history?format=csv", None, "viewer"),
     ("GET", "/api/handover", None, "viewer"),
     ("GET", "/api/overview", None, "viewer"),
+    ("GET", "/api/events", None, "viewer"),
     ("POST", "/alarms/plant/tank/none/hh/ack", {}, "operator"),
     ("POST", "/alarms/plant/tank/none/hh/shelve", {"duration_s": 60, "comment": "x"}, "operator"),
     ("POST", "/api/ack", {"ids": []}, "operator"),
@@ -109,9 +111,11 @@ class TestRoles:
     def test_matrix_covers_every_route(self) -> None:
         """The matrix names every route the application has, with the role the route declares."""
         app = api.make_app(SimpleNamespace(park=PARK))  # type: ignore[arg-type]
-        declared = {(r.method, r.path): r.role for r in app["routes"]}
-        assert len(declared) == len(app["routes"])
+        declared = {(r.method, r.path): r.role for r in app[api.ROUTES]}
+        assert len(declared) == len(app[api.ROUTES])
         for method, path, _, role in MATRIX:
+            if path.startswith("/static/"):
+                continue  # the static folder: public, not a declared route
             match = [k for k in declared if k[0] == method and _matches(k[1], path.split("?")[0])]
             assert match, (method, path)
             assert declared[match[0]] == role, (method, path)
@@ -127,10 +131,16 @@ class TestRoles:
             assert status in (200, 401 if path == "/api/login" else 200), (status, data)
         else:
             assert status == 401 and "error" in data
-        for role in ROLES:
-            if path.startswith("/api/events"):
-                continue
-            got, data = sessions[role].call(method, path, body)
+        for role in ROLES if path != "/api/login" else ():  # login answers by its body, not by role
+            if path.startswith("/api/events"):  # a stream: only its answer's head is read
+                got, raw = raw_request(engine, f"GET {path} HTTP/1.1\r\nHost: x\r\nCookie: "
+                                       f"{sessions[role].cookie}\r\n\r\n".encode())
+                data = raw.decode(errors="replace")
+            elif path == "/api/logout":  # a session of its own, so that the others stay logged in
+                name = next(n for n, r in USERS.items() if r == role)
+                got, data = engine.login(name).call(method, path, body)
+            else:
+                got, data = sessions[role].call(method, path, body)
             if least is not None and ROLES.index(role) < ROLES.index(least):
                 assert got == 403 and "error" in data, (role, got, data)
             else:
@@ -256,7 +266,7 @@ class TestLogin:
         now[0] = 250
         assert ss.get(sid) is None
         sid, _ = ss.open("otto")
-        for t in (340, 420, 500, 560):
+        for t in (340, 420, 500, 549):
             now[0] = t
             assert ss.get(sid) is not None
         now[0] = 600
@@ -322,7 +332,7 @@ class TestHardening:
 
     @pytest.mark.parametrize("raw", [
         b"\xff\xfe{\"comment\": 1}",  # not UTF-8
-        b"[" * 100_000 + b"]" * 100_000,  # deep nesting (would be a RecursionError)
+        b"[" * 30_000 + b"]" * 30_000,  # deep nesting (would be a RecursionError)
         b"{\"comment\": " + b"[" * 50 + b"]" * 50 + b"}",  # nested inside an object
         b"{\"comment\": \"x\"",  # truncated
         b"[1, 2]",  # not an object
