@@ -391,6 +391,8 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             resp = await handler(request)
         except ClientError as exc:
             resp = error(str(exc), exc.status)
+            if exc.status in (408, 413):  # the rest of that body is not read: the connection cannot go on
+                resp.force_close()
         except UsageError as exc:
             resp = error(str(exc), 400)
         except web.HTTPException as exc:
@@ -503,31 +505,25 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             last = int(raw)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no", "Content-Security-Policy": CSP})
-        await resp.prepare(request)
-        await resp.write(f"retry: 1000\nevent: hello\ndata: {json.dumps({'last': backend.hub.last_id})}\n\n".encode())
-        stream = backend.hub.follow(last)
-        pending = None
-        try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(stream))
-                done, _ = await asyncio.wait([pending], timeout=15)
-                if not done:
-                    await resp.write(b": keep-alive\n\n")
-                    continue
-                seq, item = pending.result()
-                pending = None
-                if item == RESET:
-                    chunk = f"id: {seq}\nevent: reset\ndata: {{}}\n\n"
-                else:
-                    chunk = f"id: {seq}\ndata: {json.dumps(item, ensure_ascii=False)}\n\n"
-                await resp.write(chunk.encode())
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            if pending is not None:
-                pending.cancel()
-            await stream.aclose()
+        with backend.hub.subscribe(last) as sub:  # before the first byte: nothing published meanwhile is missed
+            # the hello carries the current position, so that a reconnect asks for what followed it
+            start = backend.hub.last_id if last is None else last
+            try:
+                await resp.prepare(request)
+                await resp.write(f"retry: 1000\nid: {start}\nevent: hello\ndata: {{}}\n\n".encode())
+                while True:
+                    got = await sub.get(15.0)
+                    if got is None:
+                        await resp.write(b": keep-alive\n\n")
+                        continue
+                    seq, item = got
+                    if item == RESET:
+                        chunk = f"id: {seq}\nevent: reset\ndata: {{}}\n\n"
+                    else:
+                        chunk = f"id: {seq}\ndata: {json.dumps(item, ensure_ascii=False)}\n\n"
+                    await resp.write(chunk.encode())
+            except ConnectionError:
+                pass  # the console went away
         return resp
 
     @route("GET", "/api/alarm", "viewer")
@@ -769,7 +765,8 @@ class GuardedSite(web.TCPSite):
 
 def runner_args() -> dict[str, Any]:
     """Arguments of the :class:`web.AppRunner`: an idle or slow connection is closed after HEADER_READ_S."""
-    return {"access_log": None, "keepalive_timeout": HEADER_READ_S, "shutdown_timeout": 1.0}
+    # lingering_time: how long the unread rest of a refused body is drained before the connection closes
+    return {"access_log": None, "keepalive_timeout": HEADER_READ_S, "lingering_time": 1.0, "shutdown_timeout": 1.0}
 
 
 __all__ = ["ACTIONS", "ACTION_ROLE", "MAX_BODY", "MAX_TEXT", "OPENAPI", "ROUTES", "Route", "GuardedSite", "make_app", "park_model",

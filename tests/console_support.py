@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.publish as mqtt_publish
+from conftest import InfluxDB
 
 from alerts.service import AlertService
 from alerts.users import UserStore
@@ -25,15 +26,16 @@ USERS = {"vera": "viewer", "otto": "operator", "sue": "supervisor", "ada": "admi
 
 
 class RunningEngine:
-    """``with RunningEngine(broker_url, db, state_dir, park) as eng``: ``eng.url``, ``eng.token``, ``eng.svc``,
+    """``with RunningEngine(broker_url, influx_db, state_dir, park) as eng``: ``eng.url``, ``eng.token``, ``eng.svc``,
     ``eng.publish(key, value)``, ``eng.call(method, path, ...)``."""
 
-    def __init__(self, mqtt_url: str, influx_url: str, db: str, state_dir: Path, park: Park,
+    def __init__(self, mqtt_url: str, db: InfluxDB, state_dir: Path, park: Park,
                  users: dict[str, str] | None = None) -> None:
+        self.db = db
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mqtt_port = int(mqtt_url.rsplit(":", 1)[1])
-        self.settings = Settings(mqtt_url=mqtt_url, influx_url=influx_url, influx_db=db, state_dir=str(state_dir),
+        self.settings = Settings(mqtt_url=mqtt_url, influx_url=db.url, influx_db=db.db, state_dir=str(state_dir),
                                  api_url=self.url)
         store = UserStore(state_dir / "users.yaml")
         for name, role in (USERS if users is None else users).items():
@@ -85,9 +87,13 @@ class RunningEngine:
         return self.svc.token
 
     def publish(self, key: str, value: float, ts_ms: int | None = None) -> None:
+        """A reading to the engine through MQTT, and into InfluxDB as the collector would store it (the console's
+        overview and trends read it there; no collector runs in these tests)."""
         ts = int(time.time() * 1000) if ts_ms is None else ts_ms
         mqtt_publish.single(f"park/{key}", json.dumps({"value": value, "ts": ts}), qos=1, hostname="127.0.0.1",
                             port=self.mqtt_port)
+        site, asset, sensor = key.split("/")
+        self.db.write(f"reading,site={site},asset={asset},sensor={sensor} value={float(value)!r} {ts}")
 
     def call(self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None,
              raw: bytes | None = None) -> tuple[int, Any, dict[str, str]]:

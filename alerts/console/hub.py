@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ..events import AlarmEvent
@@ -21,7 +21,7 @@ RESET = "reset"
 
 
 class EventHub:
-    """``publish(events)`` from the engine side; ``async for seq, payload in hub.follow(last_id)`` per console."""
+    """``publish(events)`` from the engine side; ``hub.subscribe(last_id)`` per console."""
 
     def __init__(self, keep: int = 10_000, queue_size: int = 5_000) -> None:
         self._ring: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep)
@@ -59,29 +59,52 @@ class EventHub:
             return None
         return [item for item in self._ring if item[0] > last_id]
 
-    async def follow(self, last_id: int | None) -> AsyncIterator[tuple[int, dict[str, Any] | str]]:
+    def subscribe(self, last_id: int | None) -> Subscription:
         """What a console must see from ``last_id`` on (None: only new events), then live events."""
-        q: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue()  # bounded in publish
-        self._queues.add(q)
+        return Subscription(self, last_id)
+
+
+class Subscription:
+    """One console's stream: ``await sub.get(timeout)`` -> ``(seq, event dict | RESET)`` or None on timeout;
+    ``close()`` (or ``with``) when the console goes away."""
+
+    def __init__(self, hub: EventHub, last_id: int | None) -> None:
+        self._hub = hub
+        self._q: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue()  # bounded in publish
+        hub._queues.add(self._q)
+        self._backlog: deque[tuple[int, dict[str, Any] | str]] = deque()
+        self._seen = hub.last_id
+        if last_id is not None:
+            missed = hub.since(last_id)
+            if missed is None:
+                self._backlog.append((hub.last_id, RESET))
+            else:
+                self._backlog.extend(missed)
+                self._seen = missed[-1][0] if missed else last_id
+
+    async def get(self, timeout: float) -> tuple[int, dict[str, Any] | str] | None:
+        if self._backlog:
+            return self._backlog.popleft()
         try:
-            if last_id is not None:
-                missed = self.since(last_id)
-                if missed is None:
-                    yield self._last, RESET
-                else:
-                    for item in missed:
-                        yield item
-            seen = self._last if last_id is None else max(last_id, missed[-1][0] if missed else last_id)
-            while True:
-                got = await q.get()
-                if got is None:
-                    while not q.empty():
-                        q.get_nowait()
-                    yield self._last, RESET  # the console reloads its lists: they include all it skipped
-                    seen = self._last
-                    continue
-                if got[0] > seen:
-                    seen = got[0]
-                    yield got
-        finally:
-            self._queues.discard(q)
+            async with asyncio.timeout(timeout):
+                while True:
+                    got = await self._q.get()
+                    if got is None:
+                        while not self._q.empty():
+                            self._q.get_nowait()
+                        self._seen = self._hub.last_id
+                        return self._seen, RESET  # the console reloads its lists: they include what it skipped
+                    if got[0] > self._seen:  # published while the backlog was read: already sent
+                        self._seen = got[0]
+                        return got
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self._hub._queues.discard(self._q)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
