@@ -457,3 +457,48 @@ def _matches(pattern: str, path: str) -> bool:
 
     rx = re.sub(r"\{(\w+)(:([^}]+))?\}", lambda m: f"(?P<{m.group(1)}>{m.group(3) or '[^/]+'})", pattern)
     return re.fullmatch(rx, path) is not None
+
+
+class TestLiveStream:
+    """Server-Sent Events: every event reaches a connected console; a reconnecting one gets what it missed."""
+
+    def test_catch_up_after_reconnect(self, engine: RunningEngine) -> None:
+        raise_again(engine, LEVEL_HH)
+        assert engine.svc is not None
+        hub = engine.svc.hub
+        hdr = f"Authorization: Bearer {engine.token}\r\n"
+        before = hub.last_id
+        # events while the console is away
+        engine.publish("plant/tank/level", 50.0)
+        engine.wait_for(lambda: hub.last_id >= before + 2)  # h and hh cleared
+        missed = hub.last_id
+        with socket.create_connection(("127.0.0.1", engine.port), timeout=10) as s:
+            s.sendall(f"GET /api/events HTTP/1.1\r\nHost: x\r\n{hdr}Last-Event-ID: {before}\r\n\r\n".encode())
+            got = b""
+            while got.count(b"\ndata: {\"id\"") < missed - before:
+                got += s.recv(65536)
+            engine.publish("plant/tank/level", 96.0)  # and a live one after the catch-up
+            while got.count(b"\ndata: {\"id\"") < missed - before + 2:
+                got += s.recv(65536)
+        ids = [int(line[4:]) for line in got.decode().splitlines() if line.startswith("id: ")]
+        assert ids[0] == before  # the hello
+        assert ids[1:] == list(range(before + 1, missed + 3))  # every event once, in order, none skipped
+        assert b'"event": "cleared"' in got and b'"event": "raised"' in got
+
+    def test_too_far_behind_is_told_to_reload(self) -> None:
+        """A console whose last event has left the ring gets a reset (reload the lists), never a silent gap."""
+        from alerts.console.hub import RESET, EventHub
+        from alerts.events import AlarmEvent
+
+        hub = EventHub(keep=3)
+        ev = AlarmEvent("a/b/c/h", "a", "b", "c", "h", "medium", "raised", "UNACK", 1.0, 0.5, 1, "")
+        hub.publish([ev] * 5)
+        assert hub.since(1) is None and hub.since(2) is not None
+        import asyncio
+
+        async def first(last: int) -> Any:
+            with hub.subscribe(last) as sub:
+                return await sub.get(0.1)
+
+        assert asyncio.run(first(0))[1] == RESET
+        assert asyncio.run(first(3))[0] == 4
