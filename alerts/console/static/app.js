@@ -82,14 +82,20 @@ function svg(tag, attrs) {
 }
 
 // ------------------------------------------------------------------ formatting
+const formatters = new Map();
 function fmtTime(ms) {
   if (!ms) return "";
-  const tz = (S.park && S.park.timezone) || undefined;
-  try {
-    return new Intl.DateTimeFormat(S.lang === "zh" ? "zh-CN" : "en-GB", {
-      timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-      second: "2-digit", hour12: false }).format(new Date(ms));
-  } catch (e) { return new Date(ms).toISOString(); }
+  const tz = (S.park && S.park.timezone) || undefined, key = `${S.lang}|${tz}`;
+  let f = formatters.get(key);  // one formatter per language and zone: building one costs more than formatting
+  if (!f) {
+    try {
+      f = new Intl.DateTimeFormat(S.lang === "zh" ? "zh-CN" : "en-GB", {
+        timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+        second: "2-digit", hour12: false });
+    } catch (e) { f = { format: (d) => d.toISOString() }; }
+    formatters.set(key, f);
+  }
+  return f.format(new Date(ms));
 }
 function fmtNum(v) {
   if (v === null || v === undefined) return "";
@@ -168,12 +174,13 @@ async function start() {
   $("#who").textContent = `${S.session.user} (${S.session.role})`;
   document.body.dataset.role = S.session.role;
   for (const e of document.querySelectorAll(".op-only")) e.hidden = !allowed("operator");
-  S.park = await api("GET", "/api/park");
+  const [park, alarms] = await Promise.all([api("GET", "/api/park"), api("GET", "/alarms")]);
+  S.park = park;
   S.sensors.clear();
   for (const site of S.park.sites) for (const asset of site.assets) for (const sensor of asset.sensors)
     S.sensors.set(`${site.id}/${asset.id}/${sensor.id}`, { site, asset, sensor });
   fillSiteFilters();
-  await loadAlarms();
+  reconcile(alarms);
   connect();
   // a notification link /alarm/<id> opens that alarm once logged in
   const m = location.pathname.match(/^\/alarm\/(.+)$/);
@@ -233,17 +240,18 @@ function order(a, b) {
   return (PRIO[a.priority] ?? 3) - (PRIO[b.priority] ?? 3) || (b.since || 0) - (a.since || 0) || (a.id < b.id ? -1 : 1);
 }
 function actionButtons(row) {
-  const box = el("span", { class: "acts" });
+  // the buttons name their action; one listener (onActionClick) finds the alarm from the data-id around them
+  const box = el("span", { class: "acts", "data-id": row.id });
   if (allowed("operator") && (row.state === "UNACK" || row.state === "RTNUN"))
-    box.append(el("button", { type: "button", class: "act-ack", onclick: () => act("ack", row) }, t("ack")));
+    box.append(el("button", { type: "button", class: "act-ack", "data-act": "ack" }, t("ack")));
   if (allowed("operator") && row.state !== "SHLVD" && row.state !== "OOSRV")
-    box.append(el("button", { type: "button", class: "act-shelve", onclick: () => act("shelve", row) }, t("shelve")));
+    box.append(el("button", { type: "button", class: "act-shelve", "data-act": "shelve" }, t("shelve")));
   if (allowed("supervisor") && row.state === "SHLVD")
-    box.append(el("button", { type: "button", class: "act-unshelve", onclick: () => act("unshelve", row) }, t("unshelve")));
+    box.append(el("button", { type: "button", class: "act-unshelve", "data-act": "unshelve" }, t("unshelve")));
   if (allowed("supervisor") && row.state !== "OOSRV")
-    box.append(el("button", { type: "button", class: "act-oos", onclick: () => act("out-of-service", row) }, t("oos")));
+    box.append(el("button", { type: "button", class: "act-oos", "data-act": "out-of-service" }, t("oos")));
   if (allowed("supervisor") && row.state === "OOSRV")
-    box.append(el("button", { type: "button", class: "act-ins", onclick: () => act("in-service", row) }, t("ins")));
+    box.append(el("button", { type: "button", class: "act-ins", "data-act": "in-service" }, t("ins")));
   box.append(el("a", { href: `#/alarm/${row.id}`, class: "act-detail" }, t("detail")));
   return box;
 }
@@ -260,24 +268,35 @@ function rowElement(row) {
   row.fresh = false;
   return tr;
 }
+function signature(r) { return `${r.state}|${r.value}|${r.limit}|${r.since}|${S.lang}|${r.priority}`; }
 function renderActive() {
+  // patches the list: rows whose content did not change stay the same DOM nodes
   const body = $("#active-table tbody");
   const rows = [...S.rows.values()].filter(visible).sort(order);
   const want = new Set(rows.map((r) => r.id));
-  for (const tr of [...body.children]) if (!want.has(tr.dataset.id)) tr.remove();
-  let prev = null;
-  for (const r of rows) {
-    let tr = body.querySelector(`tr[data-id="${CSS.escape(r.id)}"]`);
-    const sig = `${r.state}|${r.value}|${r.limit}|${r.since}|${S.lang}|${r.priority}`;
-    if (!tr || tr.dataset.sig !== sig) {
-      const fresh = rowElement(r);
-      fresh.dataset.sig = sig;
-      if (tr) tr.replaceWith(fresh);
-      tr = fresh;
+  const existing = new Map();
+  for (const tr of [...body.children]) {
+    if (want.has(tr.dataset.id)) existing.set(tr.dataset.id, tr); else tr.remove();
+  }
+  if (!existing.size) {  // first render: one fragment, one insertion
+    const frag = document.createDocumentFragment();
+    for (const r of rows) { const tr = rowElement(r); tr.dataset.sig = signature(r); frag.append(tr); }
+    body.append(frag);
+  } else {
+    let prev = null;
+    for (const r of rows) {
+      let tr = existing.get(r.id);
+      const sig = signature(r);
+      if (!tr || tr.dataset.sig !== sig) {
+        const fresh = rowElement(r);
+        fresh.dataset.sig = sig;
+        if (tr) tr.replaceWith(fresh);
+        tr = fresh;
+      }
+      const next = prev ? prev.nextSibling : body.firstChild;
+      if (tr !== next) body.insertBefore(tr, next);
+      prev = tr;
     }
-    const want_after = prev ? prev.nextSibling : body.firstChild;
-    if (tr !== want_after) body.insertBefore(tr, want_after);
-    prev = tr;
   }
   $("#active-empty").hidden = rows.length > 0;
   updateCounts();
@@ -290,7 +309,7 @@ function renderActiveRow(id) {
   if (old) old.remove();
   if (!row || !visible(row)) { $("#active-empty").hidden = body.children.length > 0; return; }
   const tr = rowElement(row);
-  tr.dataset.sig = `${row.state}|${row.value}|${row.limit}|${row.since}|${S.lang}|${row.priority}`;
+  tr.dataset.sig = signature(row);
   let before = null;
   for (const other of body.children) {
     const o = S.rows.get(other.dataset.id);
@@ -343,6 +362,13 @@ function beep() {
 
 // ------------------------------------------------------------------ operator actions
 let pending = null;
+function onActionClick(ev) {
+  const b = ev.target.closest("button[data-act]");
+  if (!b) return;
+  const holder = b.closest("[data-id]");
+  const row = holder && (S.rows.get(holder.dataset.id) || { id: holder.dataset.id });
+  if (row) act(b.dataset.act, row);
+}
 function act(action, row) {
   const dlg = $("#act-dialog");
   pending = { action, row };
@@ -609,6 +635,7 @@ setInterval(() => {  // time in alarm ticks on without re-rendering rows
 
 document.addEventListener("DOMContentLoaded", async () => {
   $("#login-form").addEventListener("submit", login);
+  document.addEventListener("click", onActionClick);
   $("#logout").addEventListener("click", logout);
   $("#lang").addEventListener("click", () => {
     S.lang = S.lang === "zh" ? "en" : "zh"; localStorage.setItem("sp-lang", S.lang); applyLang(); });
