@@ -45,7 +45,7 @@ from .console.auth import (
     csrf_ok,
     service_principal,
 )
-from .console.hub import RESET, EventHub
+from .console.hub import EventHub
 from .events import AlarmEvent
 from .report import kpis
 from .users import MAX_PASSWORD, UserStore
@@ -512,16 +512,8 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
                 await resp.prepare(request)
                 await resp.write(f"retry: 1000\nid: {start}\nevent: hello\ndata: {{}}\n\n".encode())
                 while True:
-                    got = await sub.get(15.0)
-                    if got is None:
-                        await resp.write(b": keep-alive\n\n")
-                        continue
-                    seq, item = got
-                    if item == RESET:
-                        chunk = f"id: {seq}\nevent: reset\ndata: {{}}\n\n"
-                    else:
-                        chunk = f"id: {seq}\ndata: {json.dumps(item, ensure_ascii=False)}\n\n"
-                    await resp.write(chunk.encode())
+                    frames = await sub.get(15.0)
+                    await resp.write(b"".join(f for _, f in frames) if frames else b": keep-alive\n\n")
             except ConnectionError:
                 pass  # the console went away
         return resp

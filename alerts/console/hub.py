@@ -1,33 +1,39 @@
 """Live events for the open consoles: a numbered ring of the latest events and one bounded queue per client.
 
 The service hands every batch of events to :meth:`EventHub.publish` from its one emit point; this never
-blocks and costs one append per event plus one ``put_nowait`` per connected console. A console that
-reconnects sends the number of the last event it saw (SSE ``Last-Event-ID``) and receives what it missed
-from the ring; one that fell further behind than the ring (or whose queue overflowed) is told to reload its
-lists (``reset``), so it never shows a state that misses an event.
+blocks and costs, per event, one JSON encoding into a ready Server-Sent Events frame and one ``put_nowait``
+per connected console (which writes whatever has queued up in one go). A console that reconnects sends the
+number of the last event it saw (SSE ``Last-Event-ID``) and receives what it missed from the ring; one that
+fell further behind than the ring (or whose queue overflowed) is told to reload its lists (``reset``), so it
+never shows a state that misses an event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
 
 from ..events import AlarmEvent
 
 RESET = "reset"
+Frame = tuple[int, bytes]  # (event number, the SSE frame that carries it)
+
+
+def reset_frame(seq: int) -> Frame:
+    return seq, f"id: {seq}\nevent: {RESET}\ndata: {{}}\n\n".encode()
 
 
 class EventHub:
     """``publish(events)`` from the engine side; ``hub.subscribe(last_id)`` per console."""
 
     def __init__(self, keep: int = 10_000, queue_size: int = 5_000) -> None:
-        self._ring: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep)
+        self._ring: deque[Frame] = deque(maxlen=keep)
         self._seq = itertools.count(1)
         self._last = 0
-        self._queues: set[asyncio.Queue[tuple[int, dict[str, Any]] | None]] = set()
+        self._queues: set[asyncio.Queue[Frame | None]] = set()
         self.queue_size = queue_size
 
     @property
@@ -41,7 +47,7 @@ class EventHub:
     def publish(self, events: Iterable[AlarmEvent]) -> None:
         for ev in events:
             seq = next(self._seq)
-            item = (seq, ev.to_dict())
+            item = (seq, f"id: {seq}\ndata: {json.dumps(ev.to_dict(), ensure_ascii=False)}\n\n".encode())
             self._last = seq
             self._ring.append(item)
             for q in self._queues:
@@ -51,7 +57,7 @@ class EventHub:
                 elif n == self.queue_size:  # this console cannot keep up: it reloads instead of missing events
                     q.put_nowait(None)
 
-    def since(self, last_id: int) -> list[tuple[int, dict[str, Any]]] | None:
+    def since(self, last_id: int) -> list[Frame] | None:
         """Events after ``last_id`` from the ring, or None when some of them have left it."""
         if last_id >= self._last:
             return []
@@ -65,40 +71,46 @@ class EventHub:
 
 
 class Subscription:
-    """One console's stream: ``await sub.get(timeout)`` -> ``(seq, event dict | RESET)`` or None on timeout;
+    """One console's stream: ``await sub.get(timeout)`` -> the frames due (oldest first), [] on timeout;
     ``close()`` (or ``with``) when the console goes away."""
 
     def __init__(self, hub: EventHub, last_id: int | None) -> None:
         self._hub = hub
-        self._q: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue()  # bounded in publish
+        self._q: asyncio.Queue[Frame | None] = asyncio.Queue()  # bounded in publish
         hub._queues.add(self._q)
-        self._backlog: deque[tuple[int, dict[str, Any] | str]] = deque()
+        self._backlog: list[Frame] = []
         self._seen = hub.last_id
         if last_id is not None:
             missed = hub.since(last_id)
             if missed is None:
-                self._backlog.append((hub.last_id, RESET))
+                self._backlog.append(reset_frame(hub.last_id))
             else:
                 self._backlog.extend(missed)
                 self._seen = missed[-1][0] if missed else last_id
 
-    async def get(self, timeout: float) -> tuple[int, dict[str, Any] | str] | None:
+    async def get(self, timeout: float, limit: int = 500) -> list[Frame]:
         if self._backlog:
-            return self._backlog.popleft()
+            out, self._backlog = self._backlog, []
+            return out
         try:
             async with asyncio.timeout(timeout):
-                while True:
-                    got = await self._q.get()
-                    if got is None:
-                        while not self._q.empty():
-                            self._q.get_nowait()
-                        self._seen = self._hub.last_id
-                        return self._seen, RESET  # the console reloads its lists: they include what it skipped
-                    if got[0] > self._seen:  # published while the backlog was read: already sent
-                        self._seen = got[0]
-                        return got
+                first = await self._q.get()
         except TimeoutError:
-            return None
+            return []
+        out: list[Frame] = []
+        item: Frame | None = first
+        while True:
+            if item is None:  # overflowed: the console reloads its lists, which include what it skipped
+                while not self._q.empty():
+                    self._q.get_nowait()
+                self._seen = self._hub.last_id
+                return [reset_frame(self._seen)]
+            if item[0] > self._seen:  # an event published while the backlog was read was sent with it
+                self._seen = item[0]
+                out.append(item)
+            if len(out) >= limit or self._q.empty():
+                return out
+            item = self._q.get_nowait()
 
     def close(self) -> None:
         self._hub._queues.discard(self._q)
