@@ -230,21 +230,51 @@ class TestConsole:
 
 
 @pytest.mark.bench
-def test_screenshots(browser: Any, engine: RunningEngine) -> None:
-    """Screenshots of the main pages for the README (run with ``-m bench``): docs/images/console-*.png."""
+def test_screenshots(browser: Any, shared_broker: Broker, influx_server: InfluxServer, tmp_path: Path) -> None:
+    """Screenshots of the main pages for the README (``-m bench -k screenshots``): the bundled park with six
+    hours of simulated history, a few alarms raised, one acknowledged, one shelved: docs/images/console-*.png."""
+    import asyncio
+    import time
+
+    from simulators import backfill
+    from smartpark.influx import InfluxClient
+    from smartpark.park import load_park
+
     out = Path(__file__).resolve().parent.parent / "docs" / "images"
     out.mkdir(parents=True, exist_ok=True)
-    for key, value in (("plant/tank/level", 93.5), ("plant/tank/temp", 84.2), ("other/pump/flow", 88.0)):
-        engine.publish(key, value)
-    engine.wait_for(lambda: len(engine.svc.engine.active()) >= 3)  # type: ignore[union-attr]
-    page = open_console(browser, engine, "sue")
-    page.wait_for_selector("#active-table tbody tr")
-    page.screenshot(path=str(out / "console-active.png"))
-    for view, name in (("overview", "overview"), ("handover", "handover")):
-        page.click(f"#nav a[data-view={view}]")
-        page.wait_for_timeout(800)
-        page.screenshot(path=str(out / f"console-{name}.png"), full_page=True)
-    page.goto(engine.url + "/#/alarm/plant/tank/level/hh")
-    page.wait_for_selector("#trend svg")
-    page.screenshot(path=str(out / "console-detail.png"), full_page=True)
-    page.context.close()
+    park = load_park()
+    db = influx_server.new_db("shots")
+    now = int(time.time() * 1000)
+    with RunningEngine(shared_broker.url, db, tmp_path / "state", park) as eng:
+        async def history() -> None:
+            async with InfluxClient(eng.settings.influx()) as client:
+                await backfill(park, client, now - 6 * 3_600_000, now - 60_000, seed=7)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:  # the browser's own loop runs in this thread
+            pool.submit(asyncio.run, history()).result()
+        hot = [r for r in park if r.sensor.limits.hh is not None][:6]
+        for i, ref in enumerate(hot):
+            lim = ref.sensor.limits
+            value = (lim.hh or 0) * 1.05 if i % 2 == 0 else ((lim.h or lim.hh or 0) + (lim.hh or 0)) / 2
+            eng.publish(ref.key, round(value, 2))
+        eng.wait_for(lambda: len(eng.svc.engine.active()) >= 6)  # type: ignore[union-attr]
+        hdr = {"Authorization": f"Bearer {eng.token}"}
+        first = eng.svc.engine.active()  # type: ignore[union-attr]
+        eng.call("POST", f"/alarms/{first[-1]['id']}/ack", {"comment": "field operator sent"}, headers=hdr)
+        eng.call("POST", f"/alarms/{first[-2]['id']}/shelve", {"comment": "analyser maintenance",
+                                                               "duration_s": 7200}, headers=hdr)
+        page = open_console(browser, eng, "sue")
+        page.wait_for_selector("#active-table tbody tr")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out / "console-active.png"))
+        for view, name in (("overview", "overview"), ("handover", "handover")):
+            page.click(f"#nav a[data-view={view}]")
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / f"console-{name}.png"), full_page=view == "handover")
+        page.goto(eng.url + f"/#/alarm/{first[0]['id']}")
+        page.wait_for_selector("#trend svg polyline")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out / "console-detail.png"))
+        page.context.close()
+    db.drop()
