@@ -247,7 +247,7 @@ _COMMENT = {"comment": {"type": "string", "maxLength": MAX_TEXT,
                         "description": "why (required to shelve and to take out of service)"},
             "operator": {"type": "string", "maxLength": MAX_TEXT,
                          "description": "ignored: the audit names the authenticated user"}}
-_SECURITY = [{"bearer": []}, {"session": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"session": []}]
 
 
 def _responses(ok: dict[str, Any]) -> dict[str, Any]:
@@ -761,5 +761,17 @@ def runner_args() -> dict[str, Any]:
     return {"access_log": None, "keepalive_timeout": HEADER_READ_S, "lingering_time": 1.0, "shutdown_timeout": 1.0}
 
 
-__all__ = ["ACTIONS", "ACTION_ROLE", "MAX_BODY", "MAX_TEXT", "OPENAPI", "ROUTES", "Route", "GuardedSite", "make_app", "park_model",
-           "read_body", "runner_args"]
+__all__ = [
+    "ACTIONS",
+    "ACTION_ROLE",
+    "MAX_BODY",
+    "MAX_TEXT",
+    "OPENAPI",
+    "ROUTES",
+    "GuardedSite",
+    "Route",
+    "make_app",
+    "park_model",
+    "read_body",
+    "runner_args",
+]

@@ -50,8 +50,8 @@ def browser() -> Iterator[Any]:
 
 def open_console(browser: Any, engine: RunningEngine, user: str, path: str = "/") -> Any:
     page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
-    page.errors = []  # type: ignore[attr-defined]
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))  # type: ignore[attr-defined]
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     page.goto(engine.url + path)
     page.fill("#login-user", user)
     page.fill("#login-password", PASSWORD)

@@ -116,7 +116,7 @@ def csrf_ok(principal: Principal, given: str | None) -> bool:
     """Bearer requests carry no cookie a browser could send for an attacker: only sessions need the header."""
     if principal.via != "session":
         return True
-    return bool(given) and hmac.compare_digest(given.encode(), principal.csrf.encode())
+    return given is not None and given.isascii() and hmac.compare_digest(given.encode(), principal.csrf.encode())
 
 
 def service_principal() -> Principal:

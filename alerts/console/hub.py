@@ -71,7 +71,7 @@ class EventHub:
 
 
 class Subscription:
-    """One console's stream: ``await sub.get(timeout)`` -> the frames due (oldest first), [] on timeout;
+    """One console's stream: ``await sub.get(wait_s)`` -> the frames due (oldest first), [] on timeout;
     ``close()`` (or ``with``) when the console goes away."""
 
     def __init__(self, hub: EventHub, last_id: int | None) -> None:
@@ -88,12 +88,12 @@ class Subscription:
                 self._backlog.extend(missed)
                 self._seen = missed[-1][0] if missed else last_id
 
-    async def get(self, timeout: float, limit: int = 500) -> list[Frame]:
+    async def get(self, wait_s: float, limit: int = 500) -> list[Frame]:
         if self._backlog:
-            out, self._backlog = self._backlog, []
-            return out
+            backlog, self._backlog = self._backlog, []
+            return backlog
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait_s):
                 first = await self._q.get()
         except TimeoutError:
             return []
