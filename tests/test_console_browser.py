@@ -164,6 +164,22 @@ class TestConsole:
         assert sup.errors == []
         sup.context.close()
 
+    def test_reconnect_catches_up(self, browser: Any, engine: RunningEngine) -> None:
+        """A console whose stream dropped sees, once reconnected, the events it missed, without a reload."""
+        page = open_console(browser, engine, "vera")
+        page.evaluate("window.__loaded = 1")
+        page.wait_for_function("() => S.lastId !== ''")
+        page.evaluate("() => S.source.close()")  # the connection is gone (a network blip)
+        engine.publish("plant/tank/level", 50.0)
+        engine.publish("plant/tank/level", 92.0)  # raises h and hh while the console is away
+        hh = engine.svc.engine.alarms["plant/tank/level/hh"]  # type: ignore[union-attr]
+        engine.wait_for(lambda: hh.state == "UNACK")
+        assert page.query_selector(row(page, "plant/tank/level/hh")) is None
+        page.evaluate("() => connect()")
+        page.wait_for_selector(f'{row(page, "plant/tank/level/hh")}.UNACK')
+        assert page.evaluate("window.__loaded") == 1
+        page.context.close()
+
     def test_script_in_a_comment_renders_as_text(self, browser: Any, engine: RunningEngine) -> None:
         """A comment with markup is shown literally in the alarm's history and runs nothing."""
         evil = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'

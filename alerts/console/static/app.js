@@ -54,7 +54,7 @@ const MAX_SHELVE = { operator: 28800, supervisor: 604800, admin: 604800 };
 const S = {
   lang: localStorage.getItem("sp-lang") || (navigator.language || "en").startsWith("zh") ? "zh" : "en",
   session: null, park: null, sensors: new Map(), rows: new Map(), view: "active", detailId: null,
-  lastEvent: null, source: null, unacked: new Set(), reconcileTimer: null, audio: null,
+  lastEvent: null, lastId: "", source: null, unacked: new Set(), reconcileTimer: null, audio: null,
 };
 if (localStorage.getItem("sp-lang")) S.lang = localStorage.getItem("sp-lang");
 
@@ -591,17 +591,21 @@ async function loadOverview() {
 // ------------------------------------------------------------------ live events (SSE)
 function connect() {
   if (S.source) S.source.close();
-  // EventSource reconnects by itself and sends Last-Event-ID: the server replays what was missed
-  const src = new EventSource("/api/events");
+  // EventSource reconnects by itself and sends Last-Event-ID: the server replays what was missed; a new
+  // EventSource (after the browser gave up) asks for the same through ?last=
+  const src = new EventSource(S.lastId ? `/api/events?last=${encodeURIComponent(S.lastId)}` : "/api/events");
   S.source = src;
   src.onopen = () => { $("#live").className = "live on"; $("#live").textContent = t("online"); };
   src.onerror = () => {
     $("#live").className = "live off"; $("#live").textContent = t("offline");
     if (src.readyState === EventSource.CLOSED) setTimeout(() => { if (S.session) { connect(); loadAlarms().catch(() => {}); } }, 2000);
   };
-  src.addEventListener("hello", () => loadAlarms().catch(() => {}));
-  src.addEventListener("reset", () => loadAlarms().catch(() => {}));
-  src.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch (e) { console.error(e); } };
+  src.addEventListener("hello", (m) => { S.lastId = m.lastEventId; loadAlarms().catch(() => {}); });
+  src.addEventListener("reset", (m) => { S.lastId = m.lastEventId; loadAlarms().catch(() => {}); });
+  src.onmessage = (m) => {
+    S.lastId = m.lastEventId;
+    try { onEvent(JSON.parse(m.data)); } catch (e) { console.error(e); }
+  };
 }
 
 // ------------------------------------------------------------------ views
