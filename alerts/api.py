@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hmac
 import io
 import json
 import logging
@@ -713,8 +714,6 @@ def _csv_safe(value: Any) -> Any:
 
 
 def _same(given: str, token: str) -> bool:
-    import hmac
-
     return hmac.compare_digest(given.encode(), token.encode())
 
 
