@@ -271,7 +271,9 @@ class AlertService:
         parts = urlsplit(self.settings.api_url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 8765
         assert self.token is not None
-        app = make_app(ServiceBackend(self, db), secure_cookies=parts.scheme == "https")
+        # Secure cookies behind TLS: served over https, or reached through an https public URL (a TLS proxy)
+        public = str(getattr(self.settings, "public_url", None) or "")
+        app = make_app(ServiceBackend(self, db), secure_cookies=parts.scheme == "https" or public.startswith("https:"))
         runner = web.AppRunner(app, **runner_args())
         await runner.setup()
         try:
