@@ -504,3 +504,27 @@ class TestLiveStream:
         [(_, frame)] = asyncio.run(first(0))
         assert b"event: reset" in frame
         assert [seq for seq, _ in asyncio.run(first(3))] == [4, 5]
+
+
+class TestSecureCookie:
+    """Behind TLS the session cookie is also Secure."""
+
+    def test_secure_flag(self, tmp_path: Path) -> None:
+        import asyncio
+
+        from aiohttp.test_utils import TestClient, TestServer
+
+        from alerts.console.hub import EventHub
+
+        store = UserStore(tmp_path / "users.yaml")
+        store.add("sue", "supervisor", PASSWORD)
+        backend = SimpleNamespace(park=PARK, users=store, hub=EventHub(), token="t")
+
+        async def main() -> str:
+            async with TestClient(TestServer(api.make_app(backend, secure_cookies=True))) as client:
+                r = await client.post("/api/login", json={"user": "sue", "password": PASSWORD})
+                assert r.status == 200
+                return r.headers["Set-Cookie"]
+
+        cookie = asyncio.run(main()).lower()
+        assert "; secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
