@@ -97,6 +97,24 @@ class TestConsole:
         assert seen["operator"] == {"act-ack", "act-shelve"}
         assert seen["supervisor"] == seen["admin"] == {"act-ack", "act-shelve", "act-oos"}
 
+    def test_forged_posts_from_the_page_are_refused(self, browser: Any, engine: RunningEngine) -> None:
+        """From a logged-in page: a viewer's POST with its valid CSRF token is 403; an operator's POST without
+        the header is 403; the alarm stays unacknowledged."""
+        engine.publish("other/pump/flow", 91.0)
+        flow = engine.svc.engine.alarms[FLOW_H]  # type: ignore[union-attr]
+        engine.wait_for(lambda: flow.state in ("UNACK", "SHLVD", "OOSRV", "ACKED"))
+        before = flow.state
+        post = """async ([path, header]) => { const h = {"Content-Type": "application/json"};
+          if (header) h["X-CSRF-Token"] = S.session.csrf;
+          const r = await fetch(path, {method: "POST", headers: h, body: "{}"}); return r.status; }"""
+        viewer = open_console(browser, engine, "vera")
+        assert viewer.evaluate(post, [f"/alarms/{FLOW_H}/ack", True]) == 403
+        viewer.context.close()
+        operator = open_console(browser, engine, "otto")
+        assert operator.evaluate(post, [f"/alarms/{FLOW_H}/ack", False]) == 403
+        operator.context.close()
+        assert flow.state == before
+
     def test_wrong_password_shows_an_error(self, browser: Any, engine: RunningEngine) -> None:
         page = browser.new_page()
         page.goto(engine.url + "/")
