@@ -305,7 +305,7 @@ def test_screenshots(browser: Any, shared_broker: Broker, influx_server: InfluxS
         for view, name in (("overview", "overview"), ("handover", "handover")):
             page.click(f"#nav a[data-view={view}]")
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(out / f"console-{name}.png"), full_page=view == "handover")
+            page.screenshot(path=str(out / f"console-{name}.png"))
         page.goto(eng.url + f"/#/alarm/{first[0]['id']}")
         page.wait_for_selector("#trend svg polyline")
         page.wait_for_timeout(500)
