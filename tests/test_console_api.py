@@ -388,6 +388,10 @@ class TestHardening:
                      b"GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + engine.token.encode()
                      + b"\r\nLast-Event-ID: -1\r\n",
                      b"GET /alarms HTTP/1.1\r\nHost: x\r\nno colon here\r\n",
+                     b"POST /alarms/\xff\xfe/a/b/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + engine.token.encode() + b"\r\n",
+                     b"POST /alarms/%ff%fe/a/b/ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + engine.token.encode() + b"\r\n",
                      b"GET /alarms HTTP/1.1\r\nHost: x\r\nCookie: smartpark_session=\xff\r\n"):
             status, body = raw_request(engine, head + b"Connection: close\r\n\r\n")
             assert status in (400, 401), (head, status, body)
