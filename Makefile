@@ -29,6 +29,8 @@ APT_PACKAGES := mosquitto mosquitto-clients influxdb
 # a small font that draws Chinese, for the bilingual titles of the dashboard previews (5 MB)
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 POLICY_RC_D ?= /usr/sbin/policy-rc.d
+# the browser of the console tests (Playwright drives Debian's Chromium: its own download cannot work offline)
+CHROMIUM := /usr/bin/chromium
 LINT_DIRS := smartpark collector alerts dashboards simulators
 # mypy refuses a directory without Python files: lint the packages that have some
 LINT_EXISTING = $(foreach d,$(LINT_DIRS),$(if $(wildcard $(d)/*.py),$(d)))
@@ -56,6 +58,7 @@ system-deps:
 	pkgs=""; \
 	if [ -n "$$missing" ]; then pkgs=" $(APT_PACKAGES)"; fi; \
 	if [ ! -e $(CJK_FONT) ]; then pkgs="$$pkgs fonts-wqy-microhei"; fi; \
+	if [ ! -x $(CHROMIUM) ]; then pkgs="$$pkgs chromium"; fi; \
 	if ! command -v $(PYTHON) >/dev/null 2>&1; then pkgs="$$pkgs python3 python3-venv"; \
 	elif [ ! -x $(PY) ] && ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then pkgs="$$pkgs python3-venv"; fi; \
 	if [ -z "$$pkgs" ]; then echo "system packages: all present"; exit 0; fi; \

@@ -1,29 +1,222 @@
-"""The operator HTTP API (aiohttp.web): the active list and the ISA-18.2 operator actions.
+"""The operator HTTP API and the console (aiohttp.web), with who may do what (CONTRACT §6, §8).
 
-Every route needs ``Authorization: Bearer <token>`` (CONTRACT §6) except ``GET /openapi.json``.
-An alarm id contains slashes (``site/asset/sensor/rule``): it is matched by a path converter, and may be
-URL-encoded too. A bad request (unknown alarm, shelving without a reason) answers 4xx with
-``{"error": ...}``; the CLI turns it into exit code 2.
+Every route is declared once in :data:`ROUTES` with the least role it needs; the ``auth`` middleware
+enforces it for sessions and bearer tokens alike (401 without a valid session or token, 403 for a role that
+does not allow it or a session request without its CSRF header), before any handler runs. An alarm id
+contains slashes (``site/asset/sensor/rule``): it is matched by a path converter, and may be URL-encoded.
+
+Client errors never reach the log as tracebacks: a malformed body, header, id or request line answers
+4xx with ``{"error": ...}`` (:func:`read_body`, the ``guard`` middleware, :class:`_ClientErrors` for what the
+HTTP parser refuses). Reads are bounded in size (:data:`MAX_BODY`) and in time (:data:`HEADER_READ_S` for a
+request's headers, :data:`BODY_READ_S` for its body), so slow clients are dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import hmac
+import io
 import json
+import logging
+import math
+import re
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from smartpark.errors import UsageError
+from smartpark.errors import UsageError, WriteError
+from smartpark.lineproto import quote_literal
+from smartpark.park import Park
 
+from .console.auth import (
+    COOKIE,
+    CSRF_HEADER,
+    MAX_SHELVE_S,
+    LoginThrottle,
+    Principal,
+    Sessions,
+    csrf_ok,
+    service_principal,
+)
+from .console.hub import EventHub
 from .events import AlarmEvent
+from .report import kpis
+from .users import MAX_PASSWORD, UserStore
 
-Action = Callable[[str, dict[str, Any]], Awaitable[AlarmEvent]]
+log = logging.getLogger(__name__)
 
 ACTIONS = ("ack", "shelve", "unshelve", "out-of-service", "in-service")
+#: the least role of each operator action (CONTRACT §8)
+ACTION_ROLE = {"ack": "operator", "shelve": "operator", "unshelve": "supervisor",
+               "out-of-service": "supervisor", "in-service": "supervisor"}
+MAX_BODY = 64 * 1024
+MAX_TEXT = 2000  # characters of a comment or an operator name
+MAX_ID = 200  # characters of an alarm or sensor id
+MAX_BULK = 2000  # alarms acknowledged by one request
+HEADER_READ_S = 10.0  # a connection that has not sent a whole request head by then is closed
+BODY_READ_S = 10.0
+MAX_DEPTH = 4  # nesting of a JSON body: the actions' bodies are flat
+_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}(/[a-z0-9][a-z0-9_.-]{0,63}){1,3}$")
+#: the request's authenticated user (aiohttp >= 3.13 types request keys)
+PRINCIPAL: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
+ROUTES: web.AppKey[list[Route]] = web.AppKey("routes")  # every declared route, for the roles matrix
+STATIC = Path(str(resources.files("alerts.console") / "static"))
 
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; media-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+class Backend(Protocol):
+    """What the API needs from the engine's service (:class:`alerts.service.AlertService`)."""
+
+    park: Park
+    hub: EventHub
+    users: UserStore
+    token: str | None
+
+    def active(self) -> list[dict[str, Any]]: ...
+
+    def has_alarm(self, alarm_id: str) -> bool: ...
+
+    async def act(self, action: str, body: dict[str, Any]) -> AlarmEvent: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def rows(self, q: str) -> list[dict[str, Any]]: ...
+
+
+class ClientError(Exception):
+    """A request the client got wrong: answered ``status`` with ``{"error": message}``, never logged as an error."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error(message: str, status: int) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+# ---------------------------------------------------------------------------------------------- reading input
+def _depth_ok(value: Any, depth: int = 0) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(_depth_ok(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_depth_ok(v, depth + 1) for v in value)
+    return True
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, or :class:`ClientError`: too large, too slow, not UTF-8, not JSON, too deep."""
+    if not request.can_read_body:
+        return {}
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ClientError(f"the body is larger than {MAX_BODY} bytes", 413)
+    try:
+        async with asyncio.timeout(BODY_READ_S):
+            raw = await request.read()  # the whole body; over client_max_size (MAX_BODY) it answers 413
+    except TimeoutError:
+        raise ClientError(f"the body did not arrive within {BODY_READ_S:g} s", 408) from None
+    if len(raw) > MAX_BODY:
+        raise ClientError(f"the body is larger than {MAX_BODY} bytes", 413)
+    if not raw.strip():
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientError(f"the body is not UTF-8 (byte {exc.start})") from None
+    # a flat object needs no deep parse: refuse deep nesting before the parser recurses into it
+    if text.count("[") + text.count("{") > 256 and _nesting(text) > MAX_DEPTH + 1:
+        raise ClientError("the body is nested too deeply")
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ClientError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ClientError("the body is a JSON object")
+    if not _depth_ok(body):
+        raise ClientError("the body is nested too deeply")
+    return body
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def text_field(body: dict[str, Any], name: str, *, required: bool = False, limit: int = MAX_TEXT) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise ClientError(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise ClientError(f"{name} is a string")
+    if len(value) > limit:
+        raise ClientError(f"{name} has at most {limit} characters, got {len(value)}")
+    if "\x00" in value:
+        raise ClientError(f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (\\ud800): no UTF-8 store or webhook could carry it
+        raise ClientError(f"{name} is not valid Unicode text") from None
+    return value
+
+
+def alarm_id(raw: str) -> str:
+    aid = unquote(raw)
+    if len(aid) > MAX_ID:
+        raise ClientError(f"an alarm id has at most {MAX_ID} characters")
+    if not _ID.match(aid):
+        raise ClientError("an alarm id is site/asset/sensor/rule")
+    return aid
+
+
+def _query(request: web.Request, name: str, default: str = "", limit: int = MAX_ID) -> str:
+    value = request.query.get(name, default)
+    if len(value) > limit:
+        raise ClientError(f"parameter {name} has at most {limit} characters")
+    return value
+
+
+def _number(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ClientError(f"parameter {name} is a number") from None
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ClientError(f"parameter {name} lies between {lo:g} and {hi:g}")
+    return value
+
+
+def _header(request: web.Request, name: str) -> str:
+    """A header as text; one that is not ASCII (what aiohttp keeps as surrogates) is malformed."""
+    value = request.headers.get(name, "")
+    if not value.isascii():
+        raise ClientError(f"the {name} header is not ASCII")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- the document
 _EVENT = {
     "type": "object",
     "required": ["id", "site", "asset", "sensor", "rule", "priority", "event", "state", "ts", "message"],
@@ -35,7 +228,8 @@ _EVENT = {
         "state": {"enum": ["NORM", "UNACK", "ACKED", "RTNUN", "SHLVD", "OOSRV"]},
         "value": {"type": ["number", "null"]}, "limit": {"type": ["number", "null"]},
         "ts": {"type": "integer", "description": "epoch milliseconds"},
-        "message": {"type": "string"}, "operator": {"type": ["string", "null"]},
+        "message": {"type": "string"},
+        "operator": {"type": ["string", "null"], "description": "the authenticated user (service: the service token)"},
     },
 }
 _ACTIVE = {
@@ -48,97 +242,535 @@ _ACTIVE = {
         "message": {"type": "string"},
     },
 }
+_ERROR = {"description": "refused", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+_COMMENT = {"comment": {"type": "string", "maxLength": MAX_TEXT,
+                        "description": "why (required to shelve and to take out of service)"},
+            "operator": {"type": "string", "maxLength": MAX_TEXT,
+                         "description": "ignored: the audit names the authenticated user"}}
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"session": []}]
 
 
-def _action(summary: str, body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "post": {
-            "summary": summary,
-            "security": [{"bearer": []}],
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
-                            "description": "site/asset/sensor/rule (slashes allowed, or URL-encoded)"}],
-            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": body}}}},
-            "responses": {"200": {"description": "the event", "content": {"application/json": {"schema": _EVENT}}},
-                          "400": {"description": "bad request (e.g. no reason)"},
-                          "401": {"description": "no or wrong bearer token"},
-                          "404": {"description": "unknown alarm id"}},
-        }
-    }
+def _responses(ok: dict[str, Any]) -> dict[str, Any]:
+    return {"200": ok, "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR, "413": _ERROR}
 
 
-_OPERATOR = {"operator": {"type": "string"}, "comment": {"type": "string"}}
+def _action(summary: str, role: str, body: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"post": {
+        "summary": f"{summary} (role {role} or above)",
+        "security": _SECURITY,
+        "parameters": [{"name": "id", "in": "path", "required": True,
+                        "schema": {"type": "string", "maxLength": MAX_ID},
+                        "description": "site/asset/sensor/rule (slashes allowed, or URL-encoded)"}],
+        "requestBody": {"content": {"application/json": {"schema": {
+            "type": "object", "properties": body, "required": required or [], "maxProperties": 16}}}},
+        "responses": _responses({"description": "the event", "content": {"application/json": {"schema": _EVENT}}}),
+    }}
+
+
+def _get(summary: str, schema: dict[str, Any] | None = None, role: str = "viewer") -> dict[str, Any]:
+    content = {"application/json": {"schema": schema or {"type": "object"}}}
+    return {"get": {"summary": f"{summary} (role {role} or above)", "security": _SECURITY,
+                    "responses": _responses({"description": "ok", "content": content})}}
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "smartpark alarm engine operator API", "version": "1",
-             "description": "ISA-18.2 alarm list and operator actions; every action is audited into the "
-                            "`alarm` measurement (CONTRACT §3, §5)."},
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "info": {"title": "smartpark alarm engine operator API", "version": "2",
+             "description": "ISA-18.2 alarm list and operator actions; every action is audited into the `alarm` "
+                            "measurement with the authenticated user (CONTRACT §3, §5, §8). Bodies are JSON objects "
+                            f"of at most {MAX_BODY} bytes; text fields (comment, operator) have at most {MAX_TEXT} "
+                            "characters. A session request that changes state carries the header X-CSRF-Token."},
+    "components": {"securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "the service token (acts as admin, audited as service) or a personal token"},
+        "session": {"type": "apiKey", "in": "cookie", "name": COOKIE}}},
     "paths": {
-        "/alarms": {"get": {"summary": "Active alarms (every state but NORM), most important first",
-                            "security": [{"bearer": []}],
-                            "responses": {"200": {"description": "the list", "content": {"application/json": {
-                                "schema": {"type": "array", "items": _ACTIVE}}}},
-                                "401": {"description": "no or wrong bearer token"}}}},
-        "/alarms/{id}/ack": _action("Acknowledge (UNACK -> ACKED, RTNUN -> NORM)", _OPERATOR),
-        "/alarms/{id}/shelve": _action("Shelve with a reason for a bounded time (unshelved automatically)",
-                                       {**_OPERATOR, "duration_s": {"type": "number"}}),
-        "/alarms/{id}/unshelve": _action("Unshelve", _OPERATOR),
-        "/alarms/{id}/out-of-service": _action("Take out of service (needs a reason)", _OPERATOR),
-        "/alarms/{id}/in-service": _action("Return to service", _OPERATOR),
-        "/status": {"get": {"summary": "Counters: messages received, readings, invalid, events, written; per notifier "
-                                       "queued/sent/retries/failed/dropped; floods; backlogs",
-                            "security": [{"bearer": []}],
-                            "responses": {"200": {"description": "counters", "content": {"application/json": {
-                                "schema": {"type": "object"}}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/alarms": _get("Active alarms (every state but NORM), most important first",
+                        {"type": "array", "items": _ACTIVE}),
+        "/alarms/{id}/ack": _action("Acknowledge (UNACK -> ACKED, RTNUN -> NORM)", "operator", _COMMENT),
+        "/alarms/{id}/shelve": _action(
+            "Shelve with a reason for a bounded time: operators up to 8 h, supervisors up to 7 days", "operator",
+            {**_COMMENT, "duration_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400}},
+            ["comment", "duration_s"]),
+        "/alarms/{id}/unshelve": _action("Unshelve", "supervisor", _COMMENT),
+        "/alarms/{id}/out-of-service": _action("Take out of service (needs a reason)", "supervisor", _COMMENT,
+                                               ["comment"]),
+        "/alarms/{id}/in-service": _action("Return to service", "supervisor", _COMMENT),
+        "/api/ack": {"post": {
+            "summary": "Acknowledge several alarms (role operator or above)", "security": _SECURITY,
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                "ids": {"type": "array", "items": {"type": "string", "maxLength": MAX_ID}, "maxItems": MAX_BULK},
+                "comment": _COMMENT["comment"]}}}}},
+            "responses": _responses({"description": "acknowledged ids and refused ones with why"})}},
+        "/status": _get("Counters: messages received, readings, invalid, events, written; per notifier; backlogs"),
+        "/api/login": {"post": {
+            "summary": "Log in: sets the session cookie (public)",
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": [
+                "user", "password"], "properties": {"user": {"type": "string", "maxLength": 64},
+                                                    "password": {"type": "string", "maxLength": MAX_PASSWORD}}}}}},
+            "responses": {"200": {"description": "the session, as GET /api/session"}, "400": _ERROR,
+                          "401": _ERROR}}},
+        "/api/logout": {"post": {"summary": "End the session", "security": _SECURITY,
+                                 "responses": _responses({"description": "ok"})}},
+        "/api/session": _get("The session's user, role and CSRF token", {"type": "object", "properties": {
+            "user": {"type": "string"}, "role": {"type": "string"}, "csrf": {"type": "string"}}}),
+        "/api/events": _get("Server-Sent Events: every alarm event as it happens; Last-Event-ID catches up"),
+        "/api/park": _get("The park model: sites, assets, sensors with names (en, zh), units and limits"),
+        "/api/alarm": _get("One alarm (query id): its state and its event history"),
+        "/api/trend": _get("A sensor's readings (query sensor, hours) with its limits and an alarm's events"),
+        "/api/history": _get("Events by site, sensor, time range (since, until: epoch ms), event and operator; "
+                             "format=csv for a CSV file"),
+        "/api/handover": _get("The shift handover (query hours, default 8): active, shelved and out-of-service "
+                              "alarms, the shift's events, operator actions and KPIs"),
+        "/api/overview": _get("Each sensor's latest value against its limits, stale sensors marked"),
+        "/api/users": _get("Users and roles", role="admin"),
+        "/openapi.json": {"get": {"summary": "This document (public)",
+                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     },
 }
 
 
-def make_app(token: str, active: Callable[[], list[dict[str, Any]]], act: Action,
-             status: Callable[[], dict[str, Any]] | None = None) -> web.Application:
-    """The aiohttp application; ``act(action, body)`` performs an operator action and returns its event."""
+# ---------------------------------------------------------------------------------------------- the app
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    role: str | None  # None: public
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    name: str
+
+
+def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessions | None = None,
+             throttle: LoginThrottle | None = None) -> web.Application:
+    """The aiohttp application of the API and the console. ``secure_cookies``: behind TLS."""
+    sessions = sessions or Sessions()
+    throttle = throttle or LoginThrottle()
+    park = backend.park
+    page = (STATIC / "index.html").read_bytes()
+
+    def principal(request: web.Request) -> Principal | None:
+        auth = _header(request, "Authorization")
+        if auth:
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not given:
+                return None
+            if backend.token and _same(given, backend.token):
+                return service_principal()
+            backend.users.refresh()
+            user = backend.users.by_token(given)
+            return Principal(user.name, user.role, "token") if user else None
+        sid = request.cookies.get(COOKIE, "")
+        if not sid or not sid.isascii() or len(sid) > 100:
+            return None
+        s = sessions.get(sid)
+        if s is None:
+            return None
+        backend.users.refresh()
+        user = backend.users.users.get(s.user)
+        if user is None:  # removed meanwhile
+            sessions.close(sid)
+            return None
+        return Principal(user.name, user.role, "session", s.csrf)
+
+    routes: list[Route] = []
+
+    def route(method: str, path: str, role: str | None
+              ) -> Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]],
+                            Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+        def deco(fn: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+            routes.append(Route(method, path, role, fn, fn.__name__))
+            return fn
+        return deco
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        """Client errors as ``{"error"}``, server faults logged once; security headers on every answer."""
+        try:
+            resp = await handler(request)
+        except ClientError as exc:
+            resp = error(str(exc), exc.status)
+            if exc.status in (408, 413):  # the rest of that body is not read: the connection cannot go on
+                resp.force_close()
+        except UsageError as exc:
+            resp = error(str(exc), 400)
+        except web.HTTPException as exc:
+            if exc.status >= 500:
+                raise
+            resp = error(exc.reason, exc.status)
+            for h in ("Allow", "Location"):
+                if h in exc.headers:
+                    resp.headers[h] = exc.headers[h]
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except WriteError as exc:
+            log.warning("InfluxDB not available for %s: %s", request.path[:80], exc)
+            resp = error(f"InfluxDB is not available: {exc}", 503)
+        except Exception:
+            log.exception("fault answering %s %s", request.method, request.path[:80])
+            resp = error("internal error (logged by the engine)", 500)
+        if not resp.prepared:
+            resp.headers.setdefault("Content-Security-Policy", CSP)
+            resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+            resp.headers.setdefault("Referrer-Policy", "no-referrer")
+            resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
 
     @web.middleware
     async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                    ) -> web.StreamResponse:
-        if request.path != "/openapi.json":
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        info = request.match_info.route
+        spec: Route | None = getattr(info, "smartpark_route", None)
+        if spec is None and request.path.startswith("/static/"):
+            return await handler(request)
+        role = spec.role if spec else "viewer"
+        if role is None:
+            return await handler(request)
+        who = principal(request)
+        if who is None:
+            return error("log in, or give a valid bearer token", 401)
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not csrf_ok(who, request.headers.get(CSRF_HEADER)):
+            return error(f"missing or wrong {CSRF_HEADER} header", 403)
+        if not who.allows(role):
+            return error(f"{who.user} ({who.role}) may not do this: needs {role}", 403)
+        request[PRINCIPAL] = who
         return await handler(request)
 
-    async def get_alarms(request: web.Request) -> web.Response:
-        return web.json_response(active())
+    # ------------------------------------------------------------------ public: the page, login, the document
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html", charset="utf-8")
 
-    async def post_action(request: web.Request) -> web.Response:
-        alarm_id = unquote(request.match_info["id"])
-        action = request.match_info["action"]
-        if action not in ACTIONS:
-            return web.json_response({"error": f"unknown action {action!r}"}, status=404)
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except json.JSONDecodeError:
-            return web.json_response({"error": "the body is not JSON"}, status=400)
-        if not isinstance(body, dict):
-            return web.json_response({"error": "the body is a JSON object"}, status=400)
-        body["id"] = alarm_id
-        try:
-            ev = await act(action, body)
-        except UsageError as exc:
-            status = 404 if "unknown alarm" in str(exc) else 400
-            return web.json_response({"error": str(exc)}, status=status)
-        return web.json_response(ev.to_dict())
+    route("GET", "/", None)(index)
+    route("GET", "/alarm/{id:.+}", None)(index)  # notification links: the console opens that alarm after login
 
+    @route("GET", "/openapi.json", None)
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
-    async def get_status(request: web.Request) -> web.Response:
-        return web.json_response(status() if status else {})
+    @route("POST", "/api/login", None)
+    async def login(request: web.Request) -> web.Response:
+        body = await read_body(request)
+        name = text_field(body, "user", required=True, limit=64) or ""
+        password = text_field(body, "password", required=True, limit=MAX_PASSWORD) or ""
+        wait = throttle.delay(name)
+        if wait:
+            await asyncio.sleep(wait)
+        backend.users.refresh()
+        loop = asyncio.get_running_loop()
+        user = await loop.run_in_executor(None, backend.users.authenticate, name, password)  # scrypt off the loop
+        if user is None:
+            throttle.failed(name)
+            log.warning("failed console login for %r from %s", name[:64], request.remote)
+            return error("wrong user or password", 401)
+        throttle.succeeded(name)
+        sid, s = sessions.open(user.name)
+        resp = web.json_response({"user": user.name, "role": user.role, "csrf": s.csrf})
+        resp.set_cookie(COOKIE, sid, httponly=True, samesite="Strict", secure=secure_cookies, path="/")
+        log.info("console login: %s (%s)", user.name, user.role)
+        return resp
 
-    app = web.Application(middlewares=[auth])
-    app.router.add_get("/alarms", get_alarms)
-    app.router.add_post("/alarms/{id:.+}/{action:ack|shelve|unshelve|out-of-service|in-service}", post_action)
-    app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/status", get_status)
+    # ------------------------------------------------------------------ any authenticated user
+    @route("GET", "/api/session", "viewer")
+    async def session(request: web.Request) -> web.Response:
+        who: Principal = request[PRINCIPAL]
+        return web.json_response({"user": who.user, "role": who.role, "csrf": who.csrf})
+
+    @route("POST", "/api/logout", "viewer")
+    async def logout(request: web.Request) -> web.Response:
+        sessions.close(request.cookies.get(COOKIE, ""))
+        resp = web.json_response({"ok": True})
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    @route("GET", "/alarms", "viewer")
+    async def get_alarms(request: web.Request) -> web.Response:
+        return web.json_response(backend.active())
+
+    @route("GET", "/status", "viewer")
+    async def get_status(request: web.Request) -> web.Response:
+        return web.json_response({**backend.status(), "consoles": backend.hub.clients})
+
+    @route("GET", "/api/park", "viewer")
+    async def get_park(request: web.Request) -> web.Response:
+        return web.json_response(park_model(park))
+
+    @route("GET", "/api/events", "viewer")
+    async def events(request: web.Request) -> web.StreamResponse:
+        raw = _header(request, "Last-Event-ID") or request.query.get("last", "")
+        last: int | None = None
+        if raw:
+            if not raw.isdigit() or len(raw) > 18:
+                raise ClientError("Last-Event-ID is the number of an event")
+            last = int(raw)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no", "Content-Security-Policy": CSP})
+        with backend.hub.subscribe(last) as sub:  # before the first byte: nothing published meanwhile is missed
+            # the hello carries the current position, so that a reconnect asks for what followed it
+            start = backend.hub.last_id if last is None else last
+            try:
+                await resp.prepare(request)
+                await resp.write(f"retry: 1000\nid: {start}\nevent: hello\ndata: {{}}\n\n".encode())
+                while True:
+                    frames = await sub.get(15.0)
+                    await resp.write(b"".join(f for _, f in frames) if frames else b": keep-alive\n\n")
+            except ConnectionError:
+                pass  # the console went away
+        return resp
+
+    @route("GET", "/api/alarm", "viewer")
+    async def get_alarm(request: web.Request) -> web.Response:
+        aid = alarm_id(_query(request, "id"))
+        row = next((a for a in backend.active() if a["id"] == aid), None)
+        site, asset, sensor, rule = aid.split("/", 3) if aid.count("/") == 3 else (*aid.split("/"), "")
+        if park.lookup(site, asset, sensor) is None:
+            raise ClientError(f"unknown alarm id {aid!r}", 404)
+        q = (f"SELECT * FROM alarm WHERE site = {quote_literal(site)} AND asset = {quote_literal(asset)} AND "
+             f"sensor = {quote_literal(sensor)} AND rule = {quote_literal(rule)} ORDER BY time DESC LIMIT 500")
+        return web.json_response({"id": aid, "active": row, "events": [_event_row(r) for r in await backend.rows(q)]})
+
+    @route("GET", "/api/trend", "viewer")
+    async def trend(request: web.Request) -> web.Response:
+        key = _query(request, "sensor")
+        if not key:
+            raise ClientError("parameter sensor is required (site/asset/sensor)")
+        parts = key.split("/")
+        ref = park.lookup(*parts) if len(parts) == 3 else None
+        if ref is None:
+            raise ClientError(f"unknown sensor {key!r} (site/asset/sensor)", 404)
+        hours = _number(request, "hours", 6.0, 0.1, 24 * 31)
+        end = int(_number(request, "until", time.time() * 1000, 0, 1e14))
+        start = end - int(hours * 3_600_000)
+        step = max(1, int(hours * 3600 / 600))  # at most ~600 points
+        where = (f"site = {quote_literal(ref.site)} AND asset = {quote_literal(ref.asset)} AND "
+                 f"sensor = {quote_literal(ref.sensor.id)} AND time > {start}ms AND time <= {end}ms")
+        points = await backend.rows(f"SELECT mean(value) AS value, min(value) AS lo, max(value) AS hi FROM reading "
+                                    f"WHERE {where} GROUP BY time({step}s) fill(none)")
+        marks = await backend.rows(f"SELECT * FROM alarm WHERE {where}")
+        s = ref.sensor
+        limits = dict(s.limits.items())
+        limits.update({r.rule: r.limit for r in s.regulatory if isinstance(r.limit, int | float)})
+        return web.json_response({
+            "sensor": key, "unit": s.unit, "start": start, "end": end, "limits": limits, "range": list(s.range),
+            "points": [[int(p["time"]), p.get("value"), p.get("lo"), p.get("hi")] for p in points],
+            "events": [_event_row(r) for r in marks]})
+
+    @route("GET", "/api/history", "viewer")
+    async def history(request: web.Request) -> web.StreamResponse:
+        rows = await backend.rows(_history_query(request))
+        events = [_event_row(r) for r in rows]
+        if request.query.get("format") == "csv":
+            out = io.StringIO()
+            cols = ["time", "id", "site", "asset", "sensor", "rule", "priority", "event", "state", "value", "limit",
+                    "operator", "message"]
+            w = csv.writer(out)
+            w.writerow(cols)
+            for e in events:
+                w.writerow([_csv_safe(e.get(c)) for c in cols])
+            return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+                                headers={"Content-Disposition": 'attachment; filename="alarm-history.csv"'})
+        return web.json_response(events)
+
+    @route("GET", "/api/handover", "viewer")
+    async def handover(request: web.Request) -> web.Response:
+        hours = _number(request, "hours", 8.0, 0.1, 24 * 7)
+        end = int(_number(request, "until", time.time() * 1000, 0, 1e14))
+        start = end - int(hours * 3_600_000)
+        rows = await backend.rows(f"SELECT * FROM alarm WHERE time > {start}ms AND time <= {end}ms")
+        active = backend.active()
+        events = [_event_row(r) for r in rows]
+        return web.json_response({
+            "start": start, "end": end,
+            "active": [a for a in active if a["state"] in ("UNACK", "ACKED", "RTNUN")],
+            "shelved": [a for a in active if a["state"] == "SHLVD"],
+            "out_of_service": [a for a in active if a["state"] == "OOSRV"],
+            "events": events, "actions": [e for e in events if e.get("operator")],
+            "kpis": kpis(rows, start, end)})
+
+    @route("GET", "/api/overview", "viewer")
+    async def overview(request: web.Request) -> web.Response:
+        rows = await backend.rows("SELECT last(value) AS value FROM reading WHERE time > now() - 7d "
+                                  "GROUP BY site, asset, sensor")
+        latest = {(r.get("site"), r.get("asset"), r.get("sensor")): r for r in rows}
+        now = int(time.time() * 1000)
+        alarms: dict[str, list[dict[str, Any]]] = {}
+        for a in backend.active():
+            alarms.setdefault(f"{a['site']}/{a['asset']}/{a['sensor']}", []).append(
+                {"id": a["id"], "rule": a["rule"], "state": a["state"], "priority": a["priority"]})
+        out = []
+        for ref in park:
+            r = latest.get((ref.site, ref.asset, ref.sensor.id))
+            ts = int(r["time"]) if r else None
+            out.append({"key": ref.key, "value": r.get("value") if r else None, "ts": ts,
+                        "stale": ts is None or now - ts > ref.sensor.interval_s * 3000,
+                        "alarms": alarms.get(ref.key, [])})
+        return web.json_response({"now": now, "sensors": out})
+
+    # ------------------------------------------------------------------ operator actions
+    async def post_action(request: web.Request) -> web.Response:
+        who: Principal = request[PRINCIPAL]
+        action = request.match_info["action"]
+        aid = alarm_id(request.match_info["id"])
+        body = await read_body(request)
+        if action == "shelve" and who.allows("operator"):
+            duration = body.get("duration_s")
+            if isinstance(duration, bool) or not isinstance(duration, int | float):
+                raise ClientError("duration_s is a number of seconds")
+            cap = MAX_SHELVE_S.get(who.role, 0.0)
+            if not 0 < duration <= cap:
+                raise ClientError(f"{who.role}s shelve for more than 0 and at most {cap / 3600:g} h", 403
+                                  if duration > 0 else 400)
+        ev = await _do(who, action, aid, body)
+        return web.json_response(ev.to_dict())
+
+    async def _do(who: Principal, action: str, aid: str, body: dict[str, Any]) -> AlarmEvent:
+        if not backend.has_alarm(aid):
+            raise ClientError(f"unknown alarm id {aid!r} (site/asset/sensor/rule)", 404)
+        text_field(body, "operator")  # accepted for older callers, bounded, never audited
+        comment = text_field(body, "comment")
+        clean: dict[str, Any] = {"id": aid, "operator": who.user, "comment": comment}
+        if action == "shelve":
+            clean["duration_s"] = float(body["duration_s"])
+            clean["max_shelve_s"] = MAX_SHELVE_S.get(who.role, 0.0)
+        return await backend.act(action, clean)
+
+    for name in ACTIONS:
+        routes.append(Route("POST", f"/alarms/{{id:.+}}/{{action:{name}}}", ACTION_ROLE[name], post_action,
+                            f"action_{name}"))
+
+    @route("POST", "/api/ack", "operator")
+    async def ack_many(request: web.Request) -> web.Response:
+        who: Principal = request[PRINCIPAL]
+        body = await read_body(request)
+        ids = body.get("ids")
+        if not isinstance(ids, list) or len(ids) > MAX_BULK or not all(isinstance(i, str) for i in ids):
+            raise ClientError(f"ids is a list of at most {MAX_BULK} alarm ids")
+        done, refused = [], {}
+        for raw in ids:
+            try:
+                aid = alarm_id(raw)
+                await _do(who, "ack", aid, {"comment": body.get("comment")})
+                done.append(aid)
+            except (UsageError, ClientError) as exc:
+                refused[raw[:MAX_ID]] = str(exc)
+        return web.json_response({"acked": done, "refused": refused})
+
+    # ------------------------------------------------------------------ admin
+    @route("GET", "/api/users", "admin")
+    async def users(request: web.Request) -> web.Response:
+        backend.users.refresh()
+        return web.json_response([{"name": u.name, "role": u.role, "tokens": len(u.tokens)}
+                                  for u in backend.users.users.values()])
+
+    app = web.Application(middlewares=[guard, auth], client_max_size=MAX_BODY)
+    for r in routes:
+        resource_route = app.router.add_route(r.method, r.path, r.handler)
+        resource_route.smartpark_route = r  # type: ignore[attr-defined]  # the auth middleware reads it
+    app.router.add_static("/static", STATIC, name="static")
+    app[ROUTES] = routes
     return app
+
+
+def park_model(park: Park) -> dict[str, Any]:
+    return {"id": park.park.id, "name": park.park.name, "name_zh": park.park.name_zh,
+            "timezone": park.park.timezone,
+            "sites": [{"id": s.id, "name": s.name, "name_zh": s.name_zh, "assets": [
+                {"id": a.id, "name": a.name, "name_zh": a.name_zh, "sensors": [
+                    {"id": x.id, "name": x.name, "name_zh": x.name_zh, "unit": x.unit, "range": list(x.range),
+                     "interval_s": x.interval_s, "limits": dict(x.limits.items()),
+                     "regulatory": [{"rule": r.rule, "limit": r.limit, "source": r.source} for r in x.regulatory]}
+                    for x in a.sensors]} for a in s.assets]} for s in park.sites]}
+
+
+def _event_row(r: dict[str, Any]) -> dict[str, Any]:
+    out = {k: r.get(k) for k in ("site", "asset", "sensor", "rule", "priority", "event", "state", "value", "limit",
+                                 "operator", "message")}
+    out["time"] = int(r["time"]) if r.get("time") is not None else None
+    out["id"] = f"{r.get('site')}/{r.get('asset')}/{r.get('sensor')}/{r.get('rule')}"
+    return out
+
+
+def _history_query(request: web.Request) -> str:
+    now = int(time.time() * 1000)
+    until = int(_number(request, "until", now, 0, 1e14))
+    since = int(_number(request, "since", until - 24 * 3_600_000, 0, 1e14))
+    if since >= until:
+        raise ClientError("since lies before until")
+    conds = [f"time > {since}ms", f"time <= {until}ms"]
+    for name in ("site", "asset", "sensor", "rule", "event", "operator", "priority"):
+        value = _query(request, name, limit=64)
+        if value:
+            conds.append(f"{name} = {quote_literal(value)}")
+    limit = int(_number(request, "limit", 5000, 1, 50_000))
+    return f"SELECT * FROM alarm WHERE {' AND '.join(conds)} ORDER BY time DESC LIMIT {limit}"
+
+
+def _csv_safe(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula is quoted with a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+class _ClientErrors(RequestHandler):
+    """What the HTTP parser refuses (a request line over 8 KiB, a malformed header) answers 400 with
+    ``{"error"}`` and a debug line, rather than text and an error-level traceback per request."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        self.logger.debug("refused request from %s: %s", request.remote, (message or "")[:200])
+        text = (message or "bad request").split(":", 1)[0][:200]
+        resp = web.json_response({"error": f"malformed request: {text}"}, status=status)
+        resp.force_close()
+        return resp
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP site whose connections answer parser errors as JSON (:class:`_ClientErrors`)."""
+
+    async def start(self) -> None:
+        server = self._runner.server
+        assert server is not None
+
+        def connection() -> RequestHandler:
+            handler = server()
+            handler.__class__ = _ClientErrors
+            return handler
+
+        real = self._runner._server
+        self._runner._server = connection  # type: ignore[assignment]  # TCPSite.start reads it once
+        try:
+            await super().start()
+        finally:
+            self._runner._server = real
+
+
+def runner_args() -> dict[str, Any]:
+    """Arguments of the :class:`web.AppRunner`: an idle or slow connection is closed after HEADER_READ_S."""
+    # lingering_time: how long the unread rest of a refused body is drained before the connection closes
+    return {"access_log": None, "keepalive_timeout": HEADER_READ_S, "lingering_time": 1.0, "shutdown_timeout": 1.0}
+
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_ROLE",
+    "MAX_BODY",
+    "MAX_TEXT",
+    "OPENAPI",
+    "ROUTES",
+    "GuardedSite",
+    "Route",
+    "make_app",
+    "park_model",
+    "read_body",
+    "runner_args",
+]

@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            ("in-service", "return to service")):
         a = s.add_parser(name, help=helptext)
         a.add_argument("id", help="site/asset/sensor/rule")
-        a.add_argument("--operator", default=None, help="who does it (default: $USER)")
+        a.add_argument("--operator", default=None,
+                       help="ignored by the engine: the audit names the token's user (the service token: service; "
+                            "a personal token from `smartpark users token NAME`: NAME)")
         a.add_argument("--comment", default=None, help="why (required to shelve or take out of service)")
         if name == "shelve":
             a.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 8h (at most the rules' max)")

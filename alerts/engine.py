@@ -811,13 +811,14 @@ class Engine:
         return self._event(a, ACKED_EV, self._now(now_ms), self._audit("acknowledged", operator, comment), operator)
 
     def shelve(self, alarm_id: str, operator: str, comment: str | None, duration_s: float,
-               now_ms: int | None = None) -> AlarmEvent:
+               now_ms: int | None = None, max_s: float | None = None) -> AlarmEvent:
+        """``max_s``: the operator's own bound (by role), instead of the rules file's ``max_shelve_h``."""
         a = self.get(alarm_id)
         if not comment or not comment.strip():
             raise UsageError("shelving needs a reason (--comment)")
-        if not 0 < duration_s <= self.rules.max_shelve_s:
-            raise UsageError(f"shelving lasts more than 0 and at most {self.rules.max_shelve_s / 3600:g} h, "
-                             f"got {duration_s:g} s")
+        cap = self.rules.max_shelve_s if max_s is None else max_s
+        if not 0 < duration_s <= cap:
+            raise UsageError(f"shelving lasts more than 0 and at most {cap / 3600:g} h, got {duration_s:g} s")
         if a.oos:
             raise UsageError(f"alarm {alarm_id} is out of service")
         now = self._now(now_ms)

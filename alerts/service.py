@@ -32,14 +32,16 @@ from smartpark.mqtt import MqttSource, reason
 from smartpark.park import Park
 from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
 
-from .api import make_app
+from .api import GuardedSite, make_app, runner_args
 from .clock import EventClock, WallClock
+from .console import EventHub, ServiceBackend
 from .engine import Engine
 from .events import NORM, AlarmEvent
 from .metrics import Metrics
 from .notify import Outbox, build_pipeline
 from .rules import RuleSet
 from .store import StateStore, restore
+from .users import UserStore
 
 log = logging.getLogger(__name__)
 SERVICE = "alerts"
@@ -95,6 +97,8 @@ class AlertService:
         self.store = StateStore(settings.state_path / "alerts")
         self.mqtt = settings.mqtt()
         self.token = api_token(settings, create=api)
+        self.users = UserStore(settings.state_path / "users.yaml")  # the console's users, checked at start
+        self.hub = EventHub()  # live events for the open consoles
         self._retained: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(100_000)
         self._lines: deque[str] = deque(maxlen=1_000_000)
         self._inflight: list[str] = []
@@ -121,6 +125,7 @@ class AlertService:
             self._lines.append(ev.to_line())
             self._publish_state(ev)
         self.dispatcher.dispatch(events)
+        self.hub.publish(events)
 
     def _publish_state(self, ev: AlarmEvent) -> None:
         topic = alarm_topic(ev.site, ev.asset, ev.sensor, ev.rule)
@@ -142,7 +147,7 @@ class AlertService:
                 duration = float(body.get("duration_s") or 0)
             except (TypeError, ValueError):
                 raise UsageError("duration_s is a number of seconds") from None
-            ev = e.shelve(aid, op, comment, duration)
+            ev = e.shelve(aid, op, comment, duration, max_s=body.get("max_shelve_s"))
         elif action == "unshelve":
             ev = e.unshelve(aid, op, comment)
         elif action == "out-of-service":
@@ -212,7 +217,7 @@ class AlertService:
             # (at least once: a webhook may see one twice, nobody misses one)
             self.dispatcher.dispatch(journaled)
             self.dispatcher.commit()
-            runner = await self._start_api() if self.api else None
+            runner = await self._start_api(db) if self.api else None
             try:
                 async with asyncio.TaskGroup() as tg:
                     out = tg.create_task(self._mqtt_out(stop), name="mqtt-out")
@@ -305,14 +310,17 @@ class AlertService:
         if readings:
             log.info("averaging windows rebuilt from %d readings of InfluxDB history", len(readings))
 
-    async def _start_api(self) -> web.AppRunner:
+    async def _start_api(self, db: InfluxClient) -> web.AppRunner:
         parts = urlsplit(self.settings.api_url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 8765
         assert self.token is not None
-        runner = web.AppRunner(make_app(self.token, self.engine.active, self.act, self.status), access_log=None)
+        # Secure cookies behind TLS: served over https, or reached through an https public URL (a TLS proxy)
+        public = str(getattr(self.settings, "public_url", None) or "")
+        app = make_app(ServiceBackend(self, db), secure_cookies=parts.scheme == "https" or public.startswith("https:"))
+        runner = web.AppRunner(app, **runner_args())
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await GuardedSite(runner, host, port).start()
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", key="api_url") from None

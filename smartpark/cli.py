@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "replay": "simulators.cli",
     "dashboards": "dashboards.cli",
     "demo": "smartpark.demo",
+    "users": "alerts.userscli",
 }
 
 

@@ -77,7 +77,7 @@ class Outcome:
     alarms: list[dict[str, Any]] = field(default_factory=list)  # raised events from the alarm measurement
     acked: str | None = None
     acked_state: str | None = None
-    acked_events: int = 0  # 'acked' events with the demo operator in the alarm measurement (the audit trail)
+    acked_events: int = 0  # 'acked' events of the console user demo in the alarm measurement (the audit trail)
     notifications: int = 0
     previews: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
@@ -230,6 +230,19 @@ class Demo:
             self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
             self._say(f"started {name} (pid {self.procs[name].pid}): smartpark {' '.join(cmd[3:6])} …")
+        self._say(f"operator console: http://127.0.0.1:{self.api_port}/  user [b]demo[/], password "
+                  f"[b]{self._demo_user()}[/] (supervisor) while the scenario plays")
+
+    def _demo_user(self) -> str:
+        """A console user for the newcomer (``smartpark users`` in the demo's state dir), new password each run."""
+        from alerts.users import UserStore
+
+        store, password = UserStore(self.root / "users.yaml"), secrets.token_urlsafe(9)
+        if "demo" in store.users:
+            store.remove("demo")
+        store.add("demo", "supervisor", password)
+        self.demo_token = store.issue_token("demo")  # the scripted acknowledgement acts as demo too
+        return password
 
     async def _wait_services(self) -> None:
         deadline = time.monotonic() + 30.0
@@ -360,8 +373,9 @@ class Demo:
             if alarm.get("state") == "UNACK":
                 alarm_id = alarm["id"]
                 async with aiohttp.ClientSession() as http, http.post(
-                        f"http://127.0.0.1:{self.api_port}/alarms/{alarm_id}/ack", headers=self._auth(),
-                        json={"operator": "demo-operator", "comment": "seen in the control room"}) as resp:
+                        f"http://127.0.0.1:{self.api_port}/alarms/{alarm_id}/ack",
+                        headers={"Authorization": f"Bearer {self.demo_token}"},  # acts as the user demo
+                        json={"comment": "seen in the control room"}) as resp:
                     if resp.status < 300:
                         outcome.acked = alarm_id
                         self._say(f"operator acknowledged {alarm_id}")
@@ -425,7 +439,7 @@ class Demo:
                 "GROUP BY site, asset, sensor, rule")
         outcome.notifications = len(self.notes.events)
         async with InfluxClient(target) as db:
-            acks = await db.rows("SELECT count(state) FROM alarm WHERE event = 'acked' AND operator = 'demo-operator'")
+            acks = await db.rows("SELECT count(state) FROM alarm WHERE event = 'acked' AND operator = 'demo'")
             outcome.acked_events = int(acks[0]["count"]) if acks else 0
         if outcome.acked:
             active = await self._active()

@@ -126,7 +126,8 @@ class TestService:
                     assert {a["id"]: a["state"] for a in json.loads(out)}["plant/tank/level/h"] == "ACKED"
                 stop.set()
                 await asyncio.wait_for(task, 30)
-            rows = influx_db.query("SELECT * FROM alarm WHERE operator = 'alice'", epoch="ns")
+            # the audit names the authenticated caller (the service token), not the operator name it typed
+            rows = influx_db.query("SELECT * FROM alarm WHERE operator = 'service'", epoch="ns")
             assert [(r["event"], r["state"], r["rule"]) for r in rows] == [("acked", "ACKED", "h")]
             assert "on it" in rows[0]["message"]
             assert retained  # alarm states were published live
