@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,14 +181,44 @@ PASSWORDS = {"smartpark": "svc-" + uuid.uuid4().hex, "simulator": "sim-" + uuid.
              "wwtp": "dev-" + uuid.uuid4().hex, "hw_center": "dev-" + uuid.uuid4().hex}
 
 
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA and a server certificate it signed for 127.0.0.1 / localhost (openssl, PEM)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {name: directory / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")}
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(paths["ca.key"]), "-out",
+            str(paths["ca.crt"]), "-days", "2", "-subj", "/CN=smartpark test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(paths["server.key"]), "-out",
+            str(paths["server.csr"]), "-subj", "/CN=localhost")
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", str(paths["server.csr"]), "-CA", str(paths["ca.crt"]), "-CAkey",
+            str(paths["ca.key"]), "-CAcreateserial", "-out", str(paths["server.crt"]), "-days", "2",
+            "-extfile", str(ext))
+    return paths
+
+
+@dataclass(frozen=True)
+class SecuredBroker:
+    port: int
+    tls_port: int
+    ca: Path
+
+
 @pytest.fixture(scope="module")
-def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """mosquitto run by docker/mosquitto/entrypoint.sh with the repository's mosquitto.conf and acl."""
+def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """mosquitto run by docker/mosquitto/entrypoint.sh with the repository's mosquitto.conf and acl, and the
+    TLS listener that MQTT_TLS adds."""
     find_binary("mosquitto")
     if not shutil.which("mosquitto_passwd"):
         pytest.fail("mosquitto_passwd is missing (Debian package mosquitto)")
     tmp = tmp_path_factory.mktemp("secured_broker")
+    certs = make_certificates(tmp / "tls")
     port = free_port()
+    tls_port = free_port()
     conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8")
     conf = (conf.replace("/mosquitto/auth/passwd", str(tmp / "auth" / "passwd"))
                 .replace("/mosquitto/config/acl", str(MOSQUITTO_DIR / "acl"))
@@ -200,18 +231,20 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     env = {**os.environ, "MOSQUITTO_AUTH_DIR": str(tmp / "auth"), "MOSQUITTO_CONF": str(tmp / "mosquitto.conf"),
            "MQTT_SERVICE_PASSWORD": PASSWORDS["smartpark"], "MQTT_SIMULATOR_PASSWORD": PASSWORDS["simulator"],
            "MQTT_DEVICE_PASSWORDS": f"wwtp:{PASSWORDS['wwtp']} hw_center:{PASSWORDS['hw_center']}",
+           "MQTT_TLS": "on", "MQTT_TLS_LISTENER": f"{tls_port} 127.0.0.1",
+           "MQTT_TLS_CERTFILE": str(certs["server.crt"]), "MQTT_TLS_KEYFILE": str(certs["server.key"]),
            "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
     log = open(tmp / "mosquitto.log", "wb")  # closed in the finalizer
     proc = subprocess.Popen(["/bin/sh", str(MOSQUITTO_DIR / "entrypoint.sh")], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
-        while not port_in_use(port):
+        while not (port_in_use(port) and port_in_use(tls_port)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"mosquitto did not start: {(tmp / 'mosquitto.log').read_text(errors='replace')}")
             time.sleep(0.05)
         assert oct((tmp / "auth" / "passwd").stat().st_mode & 0o777) == "0o600"
-        yield port
+        yield SecuredBroker(port, tls_port, certs["ca.crt"])
     finally:
         proc.terminate()
         try:
@@ -243,23 +276,23 @@ def _connect_rc(port: int, user: str | None, password: str | None) -> int:
 
 
 class TestBrokerAcl:
-    def test_anonymous_and_wrong_passwords_are_refused(self, secured_broker: int) -> None:
+    def test_anonymous_and_wrong_passwords_are_refused(self, secured_broker: SecuredBroker) -> None:
         """allow_anonymous false and the generated password file: no credentials, no connection."""
-        assert _connect_rc(secured_broker, None, None) != 0
-        assert _connect_rc(secured_broker, "wwtp", "not-the-password") != 0
-        assert _connect_rc(secured_broker, "wwtp", PASSWORDS["wwtp"]) == 0
+        assert _connect_rc(secured_broker.port, None, None) != 0
+        assert _connect_rc(secured_broker.port, "wwtp", "not-the-password") != 0
+        assert _connect_rc(secured_broker.port, "wwtp", PASSWORDS["wwtp"]) == 0
 
-    def test_site_devices_publish_only_under_their_site(self, secured_broker: int) -> None:
+    def test_site_devices_publish_only_under_their_site(self, secured_broker: SecuredBroker) -> None:
         """A wwtp device's reading reaches the services; its message for another site or for the alarm
         tree does not."""
-        watcher = _Watcher(secured_broker, PASSWORDS["smartpark"])
+        watcher = _Watcher(secured_broker.port, PASSWORDS["smartpark"])
         try:
-            _publish(secured_broker, "wwtp", "park/hw_center/scc/temp")
-            _publish(secured_broker, "wwtp", "park/alarms/wwtp/effluent/cod/hh")
-            _publish(secured_broker, "wwtp", "park/_sys/collector/x")
-            _publish(secured_broker, "hw_center", "park/hw_center/scc/temp")
-            _publish(secured_broker, "wwtp", "park/wwtp/effluent")  # a snapshot
-            _publish(secured_broker, "wwtp", "park/wwtp/effluent/cod")
+            _publish(secured_broker.port, "wwtp", "park/hw_center/scc/temp")
+            _publish(secured_broker.port, "wwtp", "park/alarms/wwtp/effluent/cod/hh")
+            _publish(secured_broker.port, "wwtp", "park/_sys/collector/x")
+            _publish(secured_broker.port, "hw_center", "park/hw_center/scc/temp")
+            _publish(secured_broker.port, "wwtp", "park/wwtp/effluent")  # a snapshot
+            _publish(secured_broker.port, "wwtp", "park/wwtp/effluent/cod")
             watcher.wait_for("park/wwtp/effluent/cod")
             watcher.wait_for("park/hw_center/scc/temp")
             got = [t for t, _ in watcher.messages]
@@ -269,32 +302,104 @@ class TestBrokerAcl:
         finally:
             watcher.close()
 
-    def test_services_write_alarms_and_status_but_no_readings(self, secured_broker: int) -> None:
+    def test_services_write_alarms_and_status_but_no_readings(self, secured_broker: SecuredBroker) -> None:
         """The services' user publishes alarm state and service status, never readings."""
-        watcher = _Watcher(secured_broker, PASSWORDS["smartpark"])
+        watcher = _Watcher(secured_broker.port, PASSWORDS["smartpark"])
         try:
-            _publish(secured_broker, "smartpark", "park/wwtp/effluent/cod")
-            _publish(secured_broker, "smartpark", "park/_sys/collector/c1", '{"status": "online"}')
-            _publish(secured_broker, "smartpark", "park/alarms/wwtp/effluent/cod/hh", "{}")
+            _publish(secured_broker.port, "smartpark", "park/wwtp/effluent/cod")
+            _publish(secured_broker.port, "smartpark", "park/_sys/collector/c1", '{"status": "online"}')
+            _publish(secured_broker.port, "smartpark", "park/alarms/wwtp/effluent/cod/hh", "{}")
             watcher.wait_for("park/alarms/wwtp/effluent/cod/hh")
             assert "park/_sys/collector/c1" in watcher.topics()
             assert "park/wwtp/effluent/cod" not in watcher.topics()
         finally:
             watcher.close()
 
-    def test_simulator_publishes_readings_of_every_site_and_nothing_else(self, secured_broker: int) -> None:
+    def test_simulator_publishes_readings_of_every_site_and_nothing_else(self, secured_broker: SecuredBroker) -> None:
         """The simulator's user publishes readings of any site but neither alarm state nor service status."""
-        watcher = _Watcher(secured_broker, PASSWORDS["smartpark"])
+        watcher = _Watcher(secured_broker.port, PASSWORDS["smartpark"])
         try:
-            _publish(secured_broker, "simulator", "park/_sys/collector/c9")
-            _publish(secured_broker, "simulator", "park/alarms/hw_center/scc/temp/ll")
-            _publish(secured_broker, "simulator", "park/wwtp/influent/flow")
-            _publish(secured_broker, "simulator", "park/energy_hub/gt1/power")
+            _publish(secured_broker.port, "simulator", "park/_sys/collector/c9")
+            _publish(secured_broker.port, "simulator", "park/alarms/hw_center/scc/temp/ll")
+            _publish(secured_broker.port, "simulator", "park/wwtp/influent/flow")
+            _publish(secured_broker.port, "simulator", "park/energy_hub/gt1/power")
             watcher.wait_for("park/energy_hub/gt1/power")
             watcher.wait_for("park/wwtp/influent/flow")
             assert not {"park/_sys/collector/c9", "park/alarms/hw_center/scc/temp/ll"} & watcher.topics()
         finally:
             watcher.close()
+
+
+class TestBrokerTls:
+    def test_devices_connect_over_tls_with_the_same_users_and_acl(self, secured_broker: SecuredBroker) -> None:
+        """MQTT_TLS adds a listener with the certificate from the environment: a device that verifies the
+        server against the CA publishes its site's readings over it, under the same ACL."""
+        watcher = _Watcher(secured_broker.port, PASSWORDS["smartpark"])
+        try:
+            base = ["mosquitto_pub", "-h", "localhost", "-p", str(secured_broker.tls_port), "--cafile",
+                    str(secured_broker.ca), "-u", "wwtp", "-P", PASSWORDS["wwtp"], "-q", "1", "-m", "1"]
+            for topic in ("park/alarms/wwtp/effluent/cod/hh", "park/wwtp/effluent/nh3_n"):
+                subprocess.run([*base, "-t", topic], check=True, timeout=15, capture_output=True)
+            watcher.wait_for("park/wwtp/effluent/nh3_n")
+            assert "park/alarms/wwtp/effluent/cod/hh" not in watcher.topics()
+        finally:
+            watcher.close()
+
+    def test_the_tls_listener_refuses_plain_mqtt_and_unverified_servers(self, secured_broker: SecuredBroker) -> None:
+        """Plain MQTT to the TLS port, and TLS without the CA that signed the server, do not connect."""
+        plain = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(secured_broker.tls_port), "-u", "wwtp", "-P",
+                 PASSWORDS["wwtp"], "-t", "park/wwtp/effluent/cod", "-m", "1"]
+        assert subprocess.run(plain, timeout=15, capture_output=True).returncode != 0
+        other_ca = subprocess.run([*plain[:5], "--capath", "/nonexistent", *plain[5:]], timeout=15,
+                                  capture_output=True)
+        assert other_ca.returncode != 0
+
+    def test_tls_without_readable_certificate_files_is_refused(self, tmp_path: Path) -> None:
+        """MQTT_TLS with a missing key file: exit 2 naming the file, before the broker starts."""
+        proc = _entrypoint(tmp_path, {"MQTT_DEVICE_PASSWORDS": "wwtp:pw", "MQTT_TLS": "on",
+                                      "MQTT_TLS_CERTFILE": str(tmp_path / "none.crt"),
+                                      "MQTT_TLS_KEYFILE": str(tmp_path / "none.key")})
+        assert proc.returncode == 2, proc.stderr
+        assert "none.crt is not a readable file" in proc.stderr
+
+
+def _entrypoint(tmp: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The entrypoint with a configuration that does not exist: whatever it accepts, mosquitto then fails
+    (exit 3: no configuration file), never exit 2."""
+    full = {"PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin", "MQTT_SERVICE_PASSWORD": "svc",
+            "MOSQUITTO_AUTH_DIR": str(tmp / "auth"), "MOSQUITTO_CONF": str(tmp / "absent.conf"), **env}
+    return subprocess.run(["/bin/sh", str(MOSQUITTO_DIR / "entrypoint.sh")], env=full, capture_output=True,
+                          text=True, timeout=30, cwd=tmp)
+
+
+class TestEntrypointDeviceUsers:
+    """A device user name is substituted into the ACL's park/%u/+ patterns: anything but a site id could reach
+    the alarm tree (park/alarms/...), service status or another site, so it is refused before the broker runs."""
+
+    @pytest.mark.parametrize("user", ["alarms/wwtp/effluent", "wwtp/effluent", "+", "#", "wwtp+", "ww#tp",
+                                      "*", "Wwtp", "_sys", "1site", "wwtp-2", "wwtp.x", "w" * 33, "smartpark",
+                                      "simulator", "alarms", "wwtp\u00e9"])
+    def test_refuses_a_device_user_that_is_not_a_site_id(self, tmp_path: Path, user: str) -> None:
+        """Exit 2 with the offending name on stderr; no password file is written."""
+        (tmp_path / "somefile").write_text("")  # a name like '*' must not be expanded by the shell
+        proc = _entrypoint(tmp_path, {"MQTT_DEVICE_PASSWORDS": f"wwtp:pw1 {user}:pw2"})
+        assert proc.returncode == 2, (proc.returncode, proc.stderr)
+        assert f"'{user}'" in proc.stderr
+        assert not (tmp_path / "auth" / "passwd").exists()
+
+    def test_refuses_a_site_listed_twice_and_an_entry_without_password(self, tmp_path: Path) -> None:
+        """A second password for one site would silently replace the first; 'site' alone has none."""
+        twice = _entrypoint(tmp_path, {"MQTT_DEVICE_PASSWORDS": "wwtp:pw1 wwtp:pw2"})
+        assert twice.returncode == 2 and "appears twice" in twice.stderr
+        bare = _entrypoint(tmp_path, {"MQTT_DEVICE_PASSWORDS": "wwtp"})
+        assert bare.returncode == 2 and "no password" in bare.stderr
+
+    def test_accepts_site_ids_up_to_32_characters(self, tmp_path: Path) -> None:
+        """Valid site ids get a password entry (mosquitto itself then fails on the absent configuration: 3)."""
+        proc = _entrypoint(tmp_path, {"MQTT_DEVICE_PASSWORDS": f"wwtp:pw1 {'h' * 32}:pw2 energy_hub_2:pw3"})
+        assert proc.returncode == 3, proc.stderr
+        users = {line.split(":")[0] for line in (tmp_path / "auth" / "passwd").read_text().splitlines()}
+        assert users == {"smartpark", "wwtp", "h" * 32, "energy_hub_2"}
 
 
 def test_the_image_gets_every_package_and_runs_smartpark() -> None:
