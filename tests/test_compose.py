@@ -138,6 +138,17 @@ class TestComposeFile:
         assert home.startswith(path + "/") and (ROOT / "dashboards/generated" / Path(home).name).exists()
 
 
+def test_the_compose_broker_saves_as_the_local_stack_does() -> None:
+    """docker/mosquitto/mosquitto.conf has the measured persistence settings of smartpark.stack.PERSISTENCE,
+    whose behaviour under SIGKILL tests/test_stack.py::TestBrokerDurability states."""
+    from smartpark.stack import PERSISTENCE
+
+    conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8").splitlines()
+    for line in PERSISTENCE.conf().splitlines():
+        assert line in conf, line
+    assert not [c for c in conf if c.startswith("autosave") and c not in PERSISTENCE.conf().splitlines()]
+
+
 # --------------------------------------------------------------------------------------------------
 # the broker's password file and ACL, on a real mosquitto
 
@@ -414,3 +425,64 @@ def test_the_image_gets_every_package_and_runs_smartpark() -> None:
     assert re.search(r'^ENTRYPOINT \["smartpark"\]$', dockerfile, re.M)
     assert "USER smartpark" in dockerfile  # not root
     assert pyproject["project"]["scripts"]["smartpark"] == "smartpark.cli:main"
+
+
+class TestConsoleHttps:
+    """The operator console and API over HTTPS: ``--api-url https://...`` with the certificate and key from
+    SMARTPARK_TLS_CERT / SMARTPARK_TLS_KEY (what the compose file sets when SMARTPARK_TLS is on)."""
+
+    def test_the_engine_serves_https_and_the_cli_calls_it(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """The API answers over TLS to a client that verifies the server, plain HTTP on that port gets no
+        answer, `smartpark alerts list` works with the CA in SSL_CERT_FILE, SIGTERM exits 0."""
+        import ssl
+        import sys
+        import urllib.request
+
+        certs = make_certificates(tmp_path / "tls")
+        api = f"https://localhost:{free_port()}"
+        env = {**os.environ, "SMARTPARK_MQTT_URL": broker.url, "SMARTPARK_INFLUX_URL": influx_db.url,
+               "SMARTPARK_INFLUX_DB": influx_db.db, "SMARTPARK_STATE_DIR": str(tmp_path / "state"),
+               "SMARTPARK_API_URL": api, "SMARTPARK_TLS_CERT": str(certs["server.crt"]),
+               "SMARTPARK_TLS_KEY": str(certs["server.key"]), "SSL_CERT_FILE": str(certs["ca.crt"])}
+        log = tmp_path / "alerts.log"
+        proc = subprocess.Popen([sys.executable, "-m", "smartpark", "alerts", "run"], env=env, cwd=ROOT,
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        ctx = ssl.create_default_context(cafile=str(certs["ca.crt"]))
+        try:
+            token_file = tmp_path / "state" / "api-token"
+            deadline = time.monotonic() + 60
+            while True:  # polls until the engine answers over TLS with its generated token
+                try:
+                    req = urllib.request.Request(api + "/alarms", headers={
+                        "Authorization": f"Bearer {token_file.read_text().strip()}"})
+                    with urllib.request.urlopen(req, timeout=2, context=ctx) as r:
+                        assert r.status == 200
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"no HTTPS API: {log.read_text(errors='replace')[-2000:]}")
+                    time.sleep(0.2)
+            with pytest.raises(OSError):  # the same port in plain HTTP
+                urllib.request.urlopen(api.replace("https:", "http:") + "/alarms", timeout=5)
+            listed = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "list"], env=env, cwd=ROOT,
+                                    capture_output=True, text=True, timeout=60)
+            assert listed.returncode == 0, listed.stderr
+        finally:
+            proc.terminate()
+            rc = proc.wait(30)
+        assert rc == 0, log.read_text(errors="replace")[-2000:]
+
+    def test_https_without_a_key_is_a_configuration_error(self, broker: Any, influx_db: Any,
+                                                          tmp_path: Path) -> None:
+        """--api-url https:// with no key: exit 2 and one line naming the options, before serving anything."""
+        import sys
+
+        env = {**os.environ, "SMARTPARK_MQTT_URL": broker.url, "SMARTPARK_INFLUX_URL": influx_db.url,
+               "SMARTPARK_INFLUX_DB": influx_db.db, "SMARTPARK_STATE_DIR": str(tmp_path / "state"),
+               "SMARTPARK_API_URL": f"https://127.0.0.1:{free_port()}"}
+        env.pop("SMARTPARK_TLS_KEY", None)
+        env.pop("SMARTPARK_TLS_CERT", None)
+        r = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "run"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "--tls-cert" in r.stderr and "Traceback" not in r.stderr
