@@ -21,6 +21,8 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "state_dir": ("SMARTPARK_STATE_DIR", "./.smartpark"),
     "api_url": ("SMARTPARK_API_URL", "http://127.0.0.1:8765"),
     "api_token": ("SMARTPARK_API_TOKEN", None),
+    "tls_cert": ("SMARTPARK_TLS_CERT", None),
+    "tls_key": ("SMARTPARK_TLS_KEY", None),
 }
 
 HELP = {
@@ -32,6 +34,8 @@ HELP = {
     "state_dir": "directory for the spool, alarm state and the local stack",
     "api_url": "where the alert engine's operator API listens / is called",
     "api_token": "bearer token of the operator API",
+    "tls_cert": "PEM certificate (chain) the operator API serves when --api-url is https://",
+    "tls_key": "PEM private key of --tls-cert",
 }
 
 
@@ -75,6 +79,8 @@ class Settings:
     state_dir: str = OPTIONS["state_dir"][1]  # type: ignore[assignment]
     api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]
     api_token: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod

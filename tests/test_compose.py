@@ -138,6 +138,82 @@ class TestComposeFile:
         assert home.startswith(path + "/") and (ROOT / "dashboards/generated" / Path(home).name).exists()
 
 
+_INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?+])([^}]*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation: ${VAR}, ${VAR:-default}, ${VAR:?error}, ${VAR:+replacement}
+    (and their forms without ':', which test only whether VAR is set), then $$ -> $."""
+
+    def sub(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
+        value = env.get(name)
+        present = value is not None and (value != "" or not op.startswith(":"))
+        if op.endswith("+"):
+            return arg if present else ""
+        if op.endswith("?") and not present:
+            raise KeyError(f"{name}: {arg}")
+        return value if present and value is not None else (arg if op.endswith("-") else "")
+
+    return _INTERPOLATION.sub(sub, text).replace("$$", "$")
+
+
+def _resolved(tls: str) -> dict[str, Any]:
+    """The compose file as `docker compose config` would resolve it with .env.example, secrets filled in."""
+    env = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+               if line and not line.startswith("#"))
+    env = {k: (f"secret-{k.lower()}" if SECRET.search(k) else v) for k, v in env.items()}
+    env["MQTT_DEVICE_PASSWORDS"] = "wwtp:pw1 hw_center:pw2"
+    env["SMARTPARK_TLS"] = tls
+
+    def walk(node: Any) -> Any:  # Compose interpolates the parsed file's strings, not the YAML text
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return interpolate(node, env) if isinstance(node, str) else node
+
+    return walk(yaml.safe_load(COMPOSE.read_text(encoding="utf-8")))  # type: ignore[no-any-return]
+
+
+class TestComposeTls:
+    """TLS is one setting of .env (SMARTPARK_TLS): MQTT over TLS on 8883, HTTPS for the console/API and
+    Grafana, certificate paths from the environment (TLS_DIR, TLS_CERT_FILE, TLS_KEY_FILE)."""
+
+    @pytest.mark.parametrize("tls", ["", "on"])
+    def test_both_resolved_forms_are_valid_compose(self, tls: str) -> None:
+        """With TLS off and on, the interpolated file validates against the Compose Specification."""
+        jsonschema.Draft7Validator(_schema()).validate(_resolved(tls))
+
+    def test_off_keeps_plain_mqtt_and_http(self) -> None:
+        """Empty SMARTPARK_TLS: no TLS listener, http:// for the engine and Grafana."""
+        svc = _resolved("")["services"]
+        assert svc["mosquitto"]["environment"]["MQTT_TLS"] == ""
+        assert svc["alerts"]["environment"]["SMARTPARK_API_URL"] == "http://0.0.0.0:8765"
+        assert svc["grafana"]["environment"]["GF_SERVER_PROTOCOL"] == "http"
+        assert "'http://127.0.0.1:8765/alarms'" in " ".join(svc["alerts"]["healthcheck"]["test"])
+
+    def test_on_serves_tls_everywhere_operators_and_devices_connect(self) -> None:
+        """SMARTPARK_TLS=on: mosquitto's entrypoint adds the 8883 listener, the engine serves https, Grafana
+        https, each from the same certificate and key under the mounted TLS_DIR; health checks follow."""
+        svc = _resolved("on")["services"]
+        mq, al, gf = svc["mosquitto"]["environment"], svc["alerts"]["environment"], svc["grafana"]["environment"]
+        assert mq["MQTT_TLS"] == "on"
+        assert mq["MQTT_TLS_CERTFILE"] == al["SMARTPARK_TLS_CERT"] == gf["GF_SERVER_CERT_FILE"] == "/tls/server.crt"
+        assert mq["MQTT_TLS_KEYFILE"] == al["SMARTPARK_TLS_KEY"] == gf["GF_SERVER_CERT_KEY"] == "/tls/server.key"
+        assert al["SMARTPARK_API_URL"] == "https://0.0.0.0:8765" and gf["GF_SERVER_PROTOCOL"] == "https"
+        assert "127.0.0.1:8883:8883" in svc["mosquitto"]["ports"]
+        for name in ("mosquitto", "alerts", "grafana"):
+            assert "./docker/tls:/tls:ro" in svc[name]["volumes"], name
+        assert "'https://127.0.0.1:8765/alarms'" in " ".join(svc["alerts"]["healthcheck"]["test"])
+        assert "https://127.0.0.1:3000/api/health" in svc["grafana"]["healthcheck"]["test"][1]
+        assert (ROOT / "docker" / "tls").is_dir()  # the default TLS_DIR exists, so the mount never fails
+        # the engine's options exist in the CLI: --tls-cert / --tls-key with these variables
+        from smartpark.config import OPTIONS
+
+        assert OPTIONS["tls_cert"][0] == "SMARTPARK_TLS_CERT" and OPTIONS["tls_key"][0] == "SMARTPARK_TLS_KEY"
+
+
 def test_the_compose_broker_saves_as_the_local_stack_does() -> None:
     """docker/mosquitto/mosquitto.conf has the measured persistence settings of smartpark.stack.PERSISTENCE,
     whose behaviour under SIGKILL tests/test_stack.py::TestBrokerDurability states."""
