@@ -93,7 +93,7 @@ def _grid_s(interval_s: float) -> int:
     return step if step == interval_s and step >= 1 and ROLL_MS["5min"] % (step * 1000) == 0 else 1
 
 
-def regulatory_query(site: str, asset: str, s: Sensor, reg: Regulatory, tz: str) -> str:
+def regulatory_query(site: str, asset: str, s: Sensor, reg: Regulatory, tz: str, *, provisional: bool = False) -> str:
     """The average that ``reg`` is judged on, as the alert engine computes it, one point per value it judges.
 
     - ``5min`` (GB 18484 furnace temperature): the engine's mean of the readings in the 5 minutes up to each
@@ -103,7 +103,8 @@ def regulatory_query(site: str, asset: str, s: Sensor, reg: Regulatory, tz: str)
       Tumbling ``GROUP BY time(5m)`` blocks hide a breach that straddles two blocks.
     - ``1h``: the clock-hour mean, only for valid hours (``min_valid`` of the expected readings, HJ 75).
     - ``24h``: the mean of the valid hours' means of each natural day in the park's time zone (not the mean of
-      its readings), only for days with 20 valid hours (GB 18484-2020 3.18/3.19).
+      its readings), only for days with 20 valid hours (GB 18484-2020 3.18/3.19). With ``provisional`` the
+      days that have fewer (today, or a day cut by the time range): where the day is heading, not a verdict.
 
     Points are at the start of their bucket (the hour, the day, the interval holding the reading); the engine
     stamps a period's event at its end. ``valid`` leaves out what the collector stored as out of range.
@@ -128,7 +129,8 @@ def regulatory_query(site: str, asset: str, s: Sensor, reg: Regulatory, tz: str)
     need_d = math.ceil(reg.min_valid * 24) if reg.min_valid else DAY_VALID_HOURS
     days = (f'SELECT mean("mean") AS "mean", count("mean") AS "hours" FROM ({hours}) WHERE "n" >= {need_h} '
             f"AND $timeFilter GROUP BY time(1d) fill(none){zone}")
-    return f'SELECT "mean" FROM ({days}) WHERE "hours" >= {need_d} AND $timeFilter'
+    keep = f'"hours" < {need_d}' if provisional else f'"hours" >= {need_d}'
+    return f'SELECT "mean" FROM ({days}) WHERE {keep} AND $timeFilter'
 
 
 def last_state_subquery(where: str, group: str) -> str:
@@ -320,11 +322,14 @@ def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
         if reg.averaging not in REG_AVERAGES:
             continue  # instant limits are in the description and the alarm; monthly is a report, not a plot
         zh, en = REG_LABEL[reg.averaging]
-        q = regulatory_query(site.id, asset.id, s, reg, tz)
+        targets = [g.target(regulatory_query(site.id, asset.id, s, reg, tz), "A", alias=en)]
+        if reg.averaging == "24h":
+            targets.append(g.target(regulatory_query(site.id, asset.id, s, reg, tz, provisional=True), "B",
+                                    alias=f"{en} so far (fewer than {DAY_VALID_HOURS} valid hours: no verdict)"))
         limits = reg.limit if isinstance(reg.limit, tuple) else (reg.limit,)
         p = g.timeseries(
             bilingual(f"{s.name_zh or s.name} {zh}", f"{s.name} {en}") + " vs limit",
-            [g.target(q, "A", alias=en)], unit=grafana_unit(s.unit), thresholds=regulatory_thresholds(reg),
+            targets, unit=grafana_unit(s.unit), thresholds=regulatory_thresholds(reg),
             description=f"{reg.rule}: the {en} the standard evaluates ({reg.comparator} {reg.limit}); "
                         f"source {reg.source}. Daily means are calendar days in {tz}.",
             threshold_style="line+area", bars=reg.averaging == "24h",

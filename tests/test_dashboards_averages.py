@@ -42,9 +42,10 @@ def _run(db: Any, dash: dict[str, Any], panel: dict[str, Any], tr: TimeRange) ->
     return asyncio.run(go())
 
 
-def _points(res: PanelResult) -> list[tuple[int, float]]:
-    assert len(res.series) == 1, res.queries
-    return [(int(t), float(v)) for t, v in res.series[0].values if v is not None]
+def _points(res: PanelResult, ref_id: str = "A") -> list[tuple[int, float]]:
+    series = [x for x in res.series if x.ref_id == ref_id]
+    assert len(series) == 1, res.queries
+    return [(int(t), float(v)) for t, v in series[0].values if v is not None]
 
 
 class TestFurnaceFiveMinuteMean:
@@ -128,8 +129,13 @@ class TestHourlyAndDailyMeans:
         assert all(math.isclose(shown[t], v, rel_tol=1e-9) for t, v in hourly.items())
 
         dash, panel = _panel(park, "plant", "daily mean")
-        days = _points(_run(influx_db, dash, panel, tr))
+        res = _run(influx_db, dash, panel, tr)
+        days = _points(res)
         assert [t for t, _ in days] == [day0]  # the second day has 14 valid hours: no daily mean
+        so_far = _points(res, "B")  # ... only its provisional mean, in a series of its own
+        second = [v for t, v in sorted(shown.items()) if t >= day0 + 86_400_000]
+        assert [t for t, _ in so_far] == [day0 + 86_400_000]
+        assert math.isclose(so_far[0][1], sum(second) / len(second), rel_tol=1e-9)
         valid_means = [v for t, v in sorted(shown.items()) if t < day0 + 86_400_000]
         assert math.isclose(days[0][1], sum(valid_means) / len(valid_means), rel_tol=1e-9)
         all_readings = [r.value for r in readings if r.ts_ms < day0 + 86_400_000]
