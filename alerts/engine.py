@@ -46,6 +46,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from smartpark.errors import UsageError
+from smartpark.numbers import beside_limit
 from smartpark.park import LIMIT_KEYS, Park, Regulatory, SensorRef
 from smartpark.wire import Reading
 
@@ -236,6 +237,13 @@ class _Sensor:
         self.asset_states: list[PlantStateRt] = []
 
 
+def _beside(value: float | None, limit: float | None) -> tuple[str, str]:
+    """Value and limit with the digits that show the side (1099.6 beside 1100 never reads as 1100)."""
+    if value is None or limit is None:
+        return _fmt(value), _fmt(limit)
+    return beside_limit(value, limit)
+
+
 def _fmt(v: float | None) -> str:
     if v is None:
         return "-"
@@ -348,8 +356,9 @@ class Engine:
         if a.rule in ("no_data", "stuck", "out_of_range", "bad_quality", "reg_5min_excursions") or a.custom:
             what_en, what_zh = detail, detail
         else:
-            what_en = what_zh = f"{_fmt(a.value)} {unit} (limit {_fmt(a.limit)})" + (f", {detail}" if detail else "")
-            what_zh = f"{_fmt(a.value)} {unit} (限值 {_fmt(a.limit)})" + (f", {detail}" if detail else "")
+            value, limit = _beside(a.value, a.limit)
+            what_en = f"{value} {unit} (limit {limit})" + (f", {detail}" if detail else "")
+            what_zh = f"{value} {unit} (限值 {limit})" + (f", {detail}" if detail else "")
         name_zh = s.name_zh or s.name
         if kind == RAISED:
             return f"【{zh}】{name_zh} {what_zh} | {en}: {s.name} {what_en} [{a.id}]"

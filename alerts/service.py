@@ -15,6 +15,7 @@ import os
 import random
 import secrets
 import sqlite3
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -320,11 +321,27 @@ class AlertService:
         runner = web.AppRunner(app, **runner_args())
         await runner.setup()
         try:
-            await GuardedSite(runner, host, port).start()
+            await GuardedSite(runner, host, port, ssl_context=self._api_tls(parts.scheme)).start()
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", key="api_url") from None
         return runner
+
+    def _api_tls(self, scheme: str) -> ssl.SSLContext | None:
+        """HTTPS for the operator API and console when ``--api-url`` is https:// (``--tls-cert``/``--tls-key``)."""
+        if scheme != "https":
+            return None
+        cert, key = self.settings.tls_cert, self.settings.tls_key
+        if not cert or not key:
+            raise ConfigError("--api-url is https:// but --tls-cert / --tls-key (SMARTPARK_TLS_CERT, "
+                              "SMARTPARK_TLS_KEY) are not both set", key="tls_cert")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the TLS certificate {cert} / key {key}: {exc}", key="tls_cert") from None
+        return ctx
 
     async def _mqtt_in(self, stop: asyncio.Event) -> None:
         """Readings in, through the collector's lean subscriber (QoS 1, persistent session, batched acks):

@@ -13,9 +13,11 @@ Measurements and fields are those of CONTRACT §3: ``reading`` (site, asset, sen
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from alerts.engine import DAY_VALID_HOURS, DEFAULT_MIN_VALID, ROLL_MS
 from smartpark.lineproto import quote_ident, quote_literal
 from smartpark.park import Asset, Park, Regulatory, Sensor, Site
 
@@ -34,8 +36,8 @@ KEY_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("hw_center/rotary_kiln/outlet_temp", "回转窑出口温度", "Rotary kiln outlet temperature"),
 )
 
-# Regulatory averages drawn as their own panels, with the GROUP BY interval each standard defines.
-REG_BUCKETS = {"5min": "5m", "1h": "1h", "24h": "1d"}
+# Regulatory averages drawn as their own panels (regulatory_query), those the alert engine judges.
+REG_AVERAGES = ("5min", "1h", "24h")
 REG_LABEL = {"5min": ("5分钟均值", "5-min mean"), "1h": ("小时均值", "hourly mean"), "24h": ("日均值", "daily mean")}
 
 ACTIVE_STATES = ("UNACK", "ACKED", "RTNUN")  # ISA-18.2 states that still need the operator
@@ -80,6 +82,55 @@ def reading_query(site: str, asset: str, sensor: str, *, agg: str = "mean", buck
     q = (f'SELECT {agg}("value") FROM "reading" WHERE {where_sensor(site, asset, sensor)}{rng} AND $timeFilter '
          f"GROUP BY time({bucket}) fill({fill})")
     return q + (f" tz({quote_literal(tz)})" if tz else "")
+
+
+# --------------------------------------------------------------------------------------------------
+# regulatory averages: the numbers the alert engine judges (alerts/engine.py), in InfluxQL
+
+def _grid_s(interval_s: float) -> int:
+    """The GROUP BY step of the rolling window: the sensor's interval when it divides 5 minutes, else 1 s."""
+    step = int(interval_s)
+    return step if step == interval_s and step >= 1 and ROLL_MS["5min"] % (step * 1000) == 0 else 1
+
+
+def regulatory_query(site: str, asset: str, s: Sensor, reg: Regulatory, tz: str, *, provisional: bool = False) -> str:
+    """The average that ``reg`` is judged on, as the alert engine computes it, one point per value it judges.
+
+    - ``5min`` (GB 18484 furnace temperature): the engine's mean of the readings in the 5 minutes up to each
+      reading, judged only with ``min_valid`` (75 %) of the expected readings. Here: sums and counts on a grid
+      of the sensor's interval, their ``moving_average`` over 5 minutes divided (the exact mean of the
+      window, also across gaps), shown at the buckets that hold a reading and have enough in their window.
+      Tumbling ``GROUP BY time(5m)`` blocks hide a breach that straddles two blocks.
+    - ``1h``: the clock-hour mean, only for valid hours (``min_valid`` of the expected readings, HJ 75).
+    - ``24h``: the mean of the valid hours' means of each natural day in the park's time zone (not the mean of
+      its readings), only for days with 20 valid hours (GB 18484-2020 3.18/3.19). With ``provisional`` the
+      days that have fewer (today, or a day cut by the time range): where the day is heading, not a verdict.
+
+    Points are at the start of their bucket (the hour, the day, the interval holding the reading); the engine
+    stamps a period's event at its end. ``valid`` leaves out what the collector stored as out of range.
+    """
+    where = f'"reading" WHERE {where_sensor(site, asset, s.id)}'
+    where += f' AND "value" >= {s.range[0]:g} AND "value" <= {s.range[1]:g}'
+    min_valid = reg.min_valid or DEFAULT_MIN_VALID
+    zone = f" tz({quote_literal(tz)})"
+    if reg.averaging == "5min":
+        step = _grid_s(s.interval_s)
+        width = ROLL_MS["5min"] // (step * 1000)
+        need = max(1, math.ceil(min_valid * ROLL_MS["5min"] / 1000 / s.interval_s))
+        inner = (f'SELECT moving_average(sum("value"), {width}) / moving_average(count("value"), {width}) AS "mean", '
+                 f'moving_average(count("value"), {width}) * {width} AS "n", count("value") AS "here" '
+                 f"FROM {where} AND $timeFilter GROUP BY time({step}s) fill(0)")
+        return f'SELECT "mean" FROM ({inner}) WHERE "here" > 0 AND "n" > {need - 0.5} AND $timeFilter'
+    need_h = math.ceil(min_valid * 3600 / s.interval_s)
+    hours = (f'SELECT mean("value") AS "mean", count("value") AS "n" FROM {where} AND $timeFilter '
+             f"GROUP BY time(1h) fill(none){zone}")
+    if reg.averaging == "1h":
+        return f'SELECT "mean" FROM ({hours}) WHERE "n" >= {need_h} AND $timeFilter'
+    need_d = math.ceil(reg.min_valid * 24) if reg.min_valid else DAY_VALID_HOURS
+    days = (f'SELECT mean("mean") AS "mean", count("mean") AS "hours" FROM ({hours}) WHERE "n" >= {need_h} '
+            f"AND $timeFilter GROUP BY time(1d) fill(none){zone}")
+    keep = f'"hours" < {need_d}' if provisional else f'"hours" >= {need_d}'
+    return f'SELECT "mean" FROM ({days}) WHERE {keep} AND $timeFilter'
 
 
 def last_state_subquery(where: str, group: str) -> str:
@@ -128,6 +179,43 @@ def regulatory_thresholds(reg: Regulatory) -> Json:
     if reg.comparator == "min":
         return g.threshold_steps([(reg.limit, CLEAR)], RED)
     return g.threshold_steps([(reg.limit, RED)], CLEAR)
+
+
+def _decimals(x: float) -> int:
+    """Decimal places of a limit as the park model writes it (1100 -> 0, 0.5 -> 1, 7.1 -> 1)."""
+    text = f"{x:g}"
+    return len(text.split(".")[1]) if "." in text and "e" not in text else 0
+
+
+def near_limit_display(limits: list[float]) -> tuple[int, list[Json]]:
+    """Decimals for a panel, and value mappings so that no value is rounded onto a limit.
+
+    Grafana rounds to the panel's decimals: with one decimal, 1099.96 shows as "1100.0" beside a limit of 1100.
+    One digit more than the most precise limit is shown; the values that would still round onto a limit
+    (within half a step of it, the limit itself excluded) are shown as "<1100.0" or ">1100.0" instead."""
+    d = max((_decimals(x) for x in limits), default=0) + 1
+    half = 0.5 * 10.0 ** -d
+    mappings: list[Json] = []
+    for lim in sorted(set(limits)):
+        tiny = 1e-9 * max(1.0, abs(lim))
+        shown = f"{lim:.{d}f}"
+        for lo, hi, text in ((lim - half, lim - tiny, f"<{shown}"), (lim + tiny, lim + half, f">{shown}")):
+            mappings.append({"type": "range", "options": {"from": lo, "to": hi, "result": {"text": text}}})
+    return d, mappings
+
+
+def _show_limits_exactly(panel: Json, limits: list[float]) -> Json:
+    d, mappings = near_limit_display(limits)
+    panel["fieldConfig"]["defaults"]["decimals"] = d
+    panel["fieldConfig"]["defaults"]["mappings"] = mappings
+    return panel
+
+
+def _sensor_limits(s: Sensor) -> list[float]:
+    out = [float(v) for _, v in s.limits.items()]
+    for reg in s.regulatory:
+        out += [float(x) for x in (reg.limit if isinstance(reg.limit, tuple) else (reg.limit,))]
+    return out
 
 
 def limits_text(s: Sensor) -> str:
@@ -205,7 +293,7 @@ def overview(park: Park) -> Json:
                    min_interval=fmt_interval(s.interval_s) if s.interval_s > 10 else None)
         p["options"]["graphMode"] = "area"
         p["_w"], p["_h"] = 4, 5
-        panels.append(p)
+        panels.append(_show_limits_exactly(p, _sensor_limits(s)))
     for site in park.sites:
         panels.append(g.row(bilingual(site.name_zh, site.name)))
         n = sum(len(a.sensors) for a in site.assets)
@@ -229,17 +317,19 @@ def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
         + limits_text(s), min_interval=fmt_interval(s.interval_s) if s.interval_s > 10 else None,
         soft_min=s.normal[0], soft_max=s.normal[1],
     )
-    out = [panel]
+    out = [_show_limits_exactly(panel, _sensor_limits(s))]
     for reg in s.regulatory:
-        if reg.averaging not in REG_BUCKETS:
+        if reg.averaging not in REG_AVERAGES:
             continue  # instant limits are in the description and the alarm; monthly is a report, not a plot
         zh, en = REG_LABEL[reg.averaging]
-        q = reading_query(site.id, asset.id, s.id, bucket=REG_BUCKETS[reg.averaging], fill="none",
-                          tz=tz if reg.averaging == "24h" else None, valid=s.range)
+        targets = [g.target(regulatory_query(site.id, asset.id, s, reg, tz), "A", alias=en)]
+        if reg.averaging == "24h":
+            targets.append(g.target(regulatory_query(site.id, asset.id, s, reg, tz, provisional=True), "B",
+                                    alias=f"{en} so far (fewer than {DAY_VALID_HOURS} valid hours: no verdict)"))
         limits = reg.limit if isinstance(reg.limit, tuple) else (reg.limit,)
         p = g.timeseries(
             bilingual(f"{s.name_zh or s.name} {zh}", f"{s.name} {en}") + " vs limit",
-            [g.target(q, "A", alias=en)], unit=grafana_unit(s.unit), thresholds=regulatory_thresholds(reg),
+            targets, unit=grafana_unit(s.unit), thresholds=regulatory_thresholds(reg),
             description=f"{reg.rule}: the {en} the standard evaluates ({reg.comparator} {reg.limit}); "
                         f"source {reg.source}. Daily means are calendar days in {tz}.",
             threshold_style="line+area", bars=reg.averaging == "24h",
@@ -247,7 +337,7 @@ def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
             soft_min=min(s.normal[0], *limits), soft_max=max(s.normal[1], *limits) * 1.05,
         )
         p["fieldConfig"]["defaults"]["custom"]["showPoints"] = "always"
-        out.append(p)
+        out.append(_show_limits_exactly(p, [float(x) for x in limits]))
     return out
 
 

@@ -23,6 +23,8 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "api_token": ("SMARTPARK_API_TOKEN", None),
     "mqtt_protocol": ("SMARTPARK_MQTT_PROTOCOL", "auto"),
     "public_url": ("SMARTPARK_PUBLIC_URL", None),
+    "tls_cert": ("SMARTPARK_TLS_CERT", None),
+    "tls_key": ("SMARTPARK_TLS_KEY", None),
 }
 
 HELP = {
@@ -36,6 +38,8 @@ HELP = {
     "api_token": "bearer token of the operator API",
     "mqtt_protocol": "MQTT version: 5, 3.1.1, or auto (5, falling back to 3.1.1 when the broker has no 5)",
     "public_url": "the console's address as on-call staff reach it, for links in notifications",
+    "tls_cert": "PEM certificate (chain) the operator API serves when --api-url is https://",
+    "tls_key": "PEM private key of --tls-cert",
 }
 
 # --mqtt-protocol values -> protocol level of the CONNECT packet (None: find out)
@@ -85,6 +89,8 @@ class Settings:
     api_token: str | None = None
     mqtt_protocol: str = "auto"
     public_url: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod

@@ -43,6 +43,7 @@ from rich.table import Table
 from .config import InfluxTarget, Settings
 from .errors import UsageError
 from .influx import InfluxClient
+from .numbers import beside_limit, number
 from .park import Park, load_park
 from .stack import Stack, StackError, free_port, port_in_use
 from .wire import SYS_ROOT, status_topic
@@ -421,12 +422,12 @@ class Demo:
         for a in active[:12]:
             colour = STATE_COLOURS.get(str(a.get("state")), "")
             state = f"[{colour}]{a.get('state')}[/]" if colour else str(a.get("state"))
-            alarms.add_row(a.get("id", ""), a.get("priority", ""), state, _num(a.get("value")),
-                           _num(a.get("limit")), str(a.get("message", ""))[:60])
+            alarms.add_row(a.get("id", ""), a.get("priority", ""), state, *_value_and_limit(a),
+                           str(a.get("message", ""))[:60])
         notes = Table(title="notifications to on-call staff (webhook)", expand=True)
         notes.add_column("event")
         for ev in self.notes.events[-5:]:
-            notes.add_row(f"{ev.get('event', '?')} {ev.get('id', '')} {ev.get('state', '')} {_num(ev.get('value'))}")
+            notes.add_row(f"{ev.get('event', '?')} {ev.get('id', '')} {ev.get('state', '')} {_plain(ev.get('value'))}")
         log = "\n".join(self.log_lines[-5:])
         live.update(Panel(Group(head, alarms, notes, log), title="smartpark demo — Ctrl-C stops"))
 
@@ -485,7 +486,7 @@ class Demo:
         for a in sorted(o.alarms, key=lambda r: r.get("time", 0)):
             when = time.strftime("%H:%M:%S", time.localtime(a["time"] / 1000)) if a.get("time") else ""
             t.add_row(f"{a.get('site')}/{a.get('asset')}/{a.get('sensor')}/{a.get('rule')}", when,
-                      _num(a.get("value")), _num(a.get("limit")), str(a.get("message", ""))[:70])
+                      *_value_and_limit(a), str(a.get("message", ""))[:70])
         c.print(t)
         c.print(f"notifications delivered to the webhook: [b]{o.notifications}[/]; "
                 f"acknowledged by the operator: [b]{o.acked or '-'}[/] (now {o.acked_state or '-'})")
@@ -527,7 +528,14 @@ def _kpi_table(report: dict[str, Any]) -> Table:
     return t
 
 
-def _num(v: Any) -> str:
-    if isinstance(v, (int, float)):
-        return f"{v:.4g}"
-    return "" if v is None else str(v)
+def _plain(v: Any) -> str:
+    return number(float(v)) if isinstance(v, (int, float)) else "" if v is None else str(v)
+
+
+def _value_and_limit(a: dict[str, Any]) -> tuple[str, str]:
+    """An alarm's value and limit with the digits that show on which side of the limit the value is."""
+    value, limit = a.get("value"), a.get("limit")
+    num = (int, float)
+    if isinstance(value, num) and isinstance(limit, num):
+        return beside_limit(float(value), float(limit))
+    return _plain(value), _plain(limit)

@@ -147,11 +147,45 @@ class TestFromTheParkModel:
         assert _steps(hourly_ph["fieldConfig"]["defaults"]["thresholds"]) == [(None, "red"), (6.0, "transparent"),
                                                                               (9.0, "red")]
         five = next(p for p in iter_panels(dashboards["smartpark-site-plant"]) if "5-min" in p["title"])
-        assert "GROUP BY time(5m)" in five["targets"][0]["query"]
+        assert "moving_average(sum(\"value\")" in five["targets"][0]["query"]  # rolling, as the engine's
+        assert "GROUP BY time(5m)" not in five["targets"][0]["query"]  # not tumbling blocks
         assert _steps(five["fieldConfig"]["defaults"]["thresholds"]) == [(None, "red"), (1100.0, "transparent")]
         assert not any("instant" in p["title"] for p in wwtp)  # instant limits: description and alarm only
         cod = next(p for p in wwtp if p["title"].startswith("化学需氧量 ·"))
         assert "reg_instant max 60" in cod["description"]
+
+    def test_no_value_is_rounded_onto_a_limit(self) -> None:
+        """Every panel with limits shows one digit more than its limits, and values within half a step of a
+        limit show as <limit or >limit: rendered as Grafana does, a value never reads as its limit."""
+        from dashboards.build import near_limit_display
+
+        def grafana_text(v: float, field: dict[str, Any]) -> str:
+            for m in field.get("mappings", []):
+                o = m["options"]
+                if m["type"] == "range" and o["from"] <= v <= o["to"]:
+                    return str(o["result"]["text"])
+            return f"{v:.{field['decimals']}f}"
+
+        hw = next(d for d in build_all(load_park()) if d["uid"] == "smartpark-site-hw_center")
+        five = next(p for p in iter_panels(hw) if "5-min mean" in p["title"])
+        field = five["fieldConfig"]["defaults"]
+        assert field["decimals"] == 1
+        for v in (1099.96, 1099.951, 1099.99999, 1100.04, 1099.94, 1100.0):
+            text = grafana_text(v, field)
+            if v == 1100.0:
+                assert text == "1100.0"
+            elif text.startswith(("<", ">")):
+                assert (text[0] == "<") == (v < 1100) and float(text[1:]) == 1100
+            else:
+                assert (float(text) < 1100) == (v < 1100) and float(text) != 1100, (v, text)
+        assert grafana_text(1099.96, field) == "<1100.0"  # what "1100.0" would have hidden
+        assert near_limit_display([0.5, 50])[0] == 2  # the most precise limit decides
+        for d in build_all(load_park()):
+            for p in iter_panels(d):
+                steps = p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps", [])
+                if p["type"] in ("timeseries", "stat") and any(st.get("value") is not None for st in steps) \
+                        and "reading" in json.dumps(p.get("targets")):
+                    assert "decimals" in p["fieldConfig"]["defaults"], (d["uid"], p["title"])
 
     def test_alarm_events_are_annotations_of_the_site(self, small_park: Any) -> None:
         dash = next(d for d in build_all(small_park) if d["uid"] == "smartpark-site-wwtp")

@@ -91,3 +91,13 @@ def test_demo_runs_the_park_end_to_end(tmp_path: Path) -> None:
     assert o["exit_codes"] == {"collector": 0, "alerts": 0}
     _assert_nothing_left(state)
     assert "summary" in proc.stdout
+
+
+def test_the_summary_never_rounds_a_value_onto_its_limit() -> None:
+    """The summary's value and limit columns: a 5-minute mean of 1099.6 degC beside a minimum of 1100 reads
+    1099.6, and a breach just above a maximum keeps the digits that show it."""
+    from smartpark.demo import _value_and_limit
+
+    assert _value_and_limit({"value": 1099.6, "limit": 1100}) == ("1099.6", "1100")
+    assert _value_and_limit({"value": 50.0004, "limit": 50}) == ("50.0004", "50")
+    assert _value_and_limit({"value": 41.7, "limit": None}) == ("41.7", "")

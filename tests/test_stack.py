@@ -18,8 +18,19 @@ from conftest import Broker, InfluxDB
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from test_collector_support import (
+    CollectorThread,
+    Publisher,
+    readings,
+    settings_for,
+    wait_connected,
+    wait_for,
+    write_park,
+)
+from test_collector_support import stored as stored_readings
 
 from smartpark import cli
+from smartpark.park import load_park
 from smartpark.stack import Stack, find_binary, free_port, influx_answers, mqtt_answers, pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
@@ -313,3 +324,80 @@ def test_fixtures(influx_db: InfluxDB, shared_broker: Broker) -> None:
     assert influx_db.count("nothing") == 0
     assert mqtt_answers(shared_broker.port)
     assert shutil.which("mosquitto_pub"), "mosquitto-clients is part of the test set-up"
+
+
+# --------------------------------------------------------------------------------------------------
+# what survives a broker failure (README, "What survives a broker failure")
+
+
+class TestBrokerDurability:
+    """QoS 1 readings acknowledged by the local stack's mosquitto and queued for the offline collector's
+    persistent session: a clean stop keeps all; a SIGKILL keeps all that the last autosave (every second,
+    smartpark.stack.PERSISTENCE) took in; losing the broker's disk loses what it held."""
+
+    def test_queued_readings_across_clean_stop_sigkill_and_disk_loss(self, stack_factory: Callable[..., Stack],
+                                                                     tmp_path: Path) -> None:
+        """500 readings survive a clean stop, 500 more a SIGKILL after the next autosave, 500 sent before the
+        data directory is lost are lost (and nothing else): the collector then stores exactly 1,500 + the
+        500 published after it."""
+        stack = stack_factory()
+        conf = stack.config_path("mosquitto").read_text()
+        assert "autosave_interval 1\n" in conf and "autosave_on_changes false" in conf
+        park_path = write_park(tmp_path / "park.yaml", assets=2, per_asset=10)
+        park = load_park(park_path)
+        db = InfluxDB(stack.influx_url, "durability")
+        db.create()
+        settings = settings_for(stack.mqtt_url, stack.influx_url, "durability", park_path, tmp_path / "state")
+        batches = [readings(park, 2000, seed=7)[i * 500:(i + 1) * 500] for i in range(4)]
+        db_file = stack.service_dir("mosquitto") / "data" / "mosquitto.db"
+
+        def stored() -> int:
+            return db.count("reading", "value")
+
+        def collect_until(expected: int) -> None:
+            """Run the collector until it stored ``expected`` readings, and stop it (its session stays)."""
+            with CollectorThread(settings, park) as collector:
+                wait_connected(collector)
+                wait_for(lambda: stored() >= expected, 60, lambda: f"{stored()} of {expected} readings stored")
+
+        def queue(batch: list[tuple[str, bytes, str, int, float]]) -> None:
+            """Publish at QoS 1 while the collector is away; return once mosquitto acknowledged each."""
+            pub = Publisher(stack.mqtt_port)
+            try:
+                pub.publish((topic, payload) for topic, payload, *_ in batch)
+                pub.wait_acked(60)
+            finally:
+                pub.close()
+
+        collect_until(0)                       # the collector's persistent session exists, then it is away
+        queue(batches[0])
+        stack.stop_mosquitto()                 # clean stop (SIGTERM): mosquitto saves everything
+        stack.start_mosquitto()
+        collect_until(500)
+
+        queue(batches[1])
+        before = _identity(db_file)
+        wait_for(lambda: _identity(db_file) != before, 20, "an autosave after the last PUBACK")
+        stack.stop_mosquitto(kill=True)        # SIGKILL after the autosave: all 500 are in mosquitto.db
+        stack.start_mosquitto()
+        collect_until(1000)
+
+        queue(batches[2])
+        stack.stop_mosquitto(kill=True)        # the broker's disk is lost: sessions and queues with it
+        shutil.rmtree(db_file.parent)
+        stack.start_mosquitto()
+        with CollectorThread(settings, park) as collector:
+            wait_connected(collector)
+            queue(batches[3])
+            wait_for(lambda: stored() >= 1500, 60, lambda: f"{stored()} of 1500 readings stored")
+        expected = {(key, ts, value) for i in (0, 1, 3) for _, _, key, ts, value in batches[i]}
+        assert stored_readings(db) == expected  # exactly: batch 2 (queued on the lost disk) is gone
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of mosquitto.db: each save writes a new file and renames it over the old one."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns

@@ -1,0 +1,144 @@
+"""The regulatory panels show the averages the alert engine judges, computed by InfluxDB from the stored
+readings: the rolling 5-minute mean of GB 18484 furnace temperature (scenario sc01, where tumbling 5-minute
+blocks never went below 1100 degC while the engine's rolling mean did), and valid clock-hour and daily means."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from alerts import Engine, EventClock
+from dashboards import build_all, iter_panels, run_panel
+from dashboards.macros import TimeRange
+from dashboards.query import PanelResult
+from smartpark.influx import InfluxClient
+from smartpark.park import load_park, parse_park
+from smartpark.wire import Decoder, Reading
+
+PARK = load_park()
+START = 1_764_201_600_000  # a multiple of every interval: readings fall at the start of their bucket
+
+
+def _write(db: Any, readings: list[Reading]) -> None:
+    lines = [f"reading,site={r.ref.site},asset={r.ref.asset},sensor={r.ref.sensor.id} value={r.value!r} {r.ts_ms}"
+             for r in readings]
+    for i in range(0, len(lines), 5000):
+        db.write(lines[i:i + 5000])
+
+
+def _panel(park: Any, site: str, words: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    dash = next(d for d in build_all(park) if d["uid"] == f"smartpark-site-{site}")
+    return dash, next(p for p in iter_panels(dash) if words in p["title"])
+
+
+def _run(db: Any, dash: dict[str, Any], panel: dict[str, Any], tr: TimeRange) -> PanelResult:
+    from smartpark.config import Settings
+
+    async def go() -> PanelResult:
+        async with InfluxClient(Settings(influx_url=db.url, influx_db=db.db).influx(), timeout=60) as client:
+            return await run_panel(client, dash["uid"], panel, tr, {})
+
+    return asyncio.run(go())
+
+
+def _points(res: PanelResult, ref_id: str = "A") -> list[tuple[int, float]]:
+    series = [x for x in res.series if x.ref_id == ref_id]
+    assert len(series) == 1, res.queries
+    return [(int(t), float(v)) for t, v in series[0].values if v is not None]
+
+
+class TestFurnaceFiveMinuteMean:
+    def test_the_panel_shows_the_engines_rolling_mean_at_the_breach(self, influx_db: Any) -> None:
+        """sc01: the first point of the panel below 1100 degC is the reading at which the engine raised
+        reg_5min, with the engine's mean to 1e-9; at every earlier reading both are at or above the limit."""
+        from simulators import Simulator, load_scenario
+
+        scenario = load_scenario("sc01_scc_temp_drop_on_feed", PARK)
+        engine = Engine(PARK, clock=EventClock(), sites=[scenario.site])
+        decoder = Decoder(PARK)
+        readings = [r for m in Simulator(PARK, scenario, seed=1, start_ms=START).messages()
+                    for r in decoder.decode(m.topic, m.payload, m.ts_ms).readings
+                    if r.ref.key == "hw_center/scc/temp"]
+        events = [e for r in readings for e in engine.process(r)]
+        raised = [e for e in events if e.rule == "reg_5min" and e.event == "raised"]
+        assert raised, "sc01 raised no reg_5min: the scenario is its fixture"
+        breach = raised[0]
+        assert breach.value < 1100
+        _write(influx_db, readings)
+
+        dash, panel = _panel(PARK, "hw_center", "5-min mean")
+        points = _points(_run(influx_db, dash, panel, TimeRange(readings[0].ts_ms, readings[-1].ts_ms)))
+        first_below = next((t, v) for t, v in points if v < 1100)
+        assert first_below[0] == breach.ts // 5000 * 5000
+        assert math.isclose(first_below[1], breach.value, rel_tol=1e-9), (first_below, breach.value)
+
+
+PARK_HOURLY = """
+park: {id: t, name: Test park, timezone: Asia/Shanghai}
+sites:
+  - id: plant
+    name: Plant
+    assets:
+      - id: stack
+        name: Stack CEMS
+        sensors:
+          - id: so2
+            name: SO2
+            unit: mg/m3
+            range: [0, 500]
+            normal: [0, 80]
+            interval_s: 60
+            regulatory:
+              - {limit: 100, averaging: 1h, source: "GB 18484-2020"}
+              - {limit: 80, averaging: 24h, source: "GB 18484-2020"}
+"""
+
+
+class TestHourlyAndDailyMeans:
+    def test_valid_hours_and_the_mean_of_hourly_means(self, influx_db: Any) -> None:
+        """Two days of SO2 where some hours are short of readings: the hourly panel shows exactly the engine's
+        valid hourly means; the daily panel the engine's mean of valid hours (not the mean of the readings),
+        and nothing for a day with fewer than 20 valid hours."""
+        park = parse_park(PARK_HOURLY, "park.yaml")
+        ref = park.get("plant/stack/so2")
+        engine = Engine(park, clock=EventClock())
+        day0 = 1_764_172_800_000  # 2025-11-27 00:00 Asia/Shanghai
+        readings: list[Reading] = []
+        valid = 0
+        for h in range(48):
+            n = 60 if h % 8 else 30  # every eighth hour has half its readings: invalid (needs 45)
+            if h >= 30:
+                n = 60 if h % 2 else 20  # the second day: 14 valid hours only
+            if n >= 45:  # valid hours alternate above and below 100: each is a raise or a clear
+                level, valid = (130.0 if valid % 2 == 0 else 60.0), valid + 1
+            else:
+                level = 300.0  # the short hours run high: counted in, they would move every mean
+            readings += [Reading(ref, level + (i % 3), day0 + h * 3_600_000 + i * 60_000, "good") for i in range(n)]
+        readings.append(Reading(ref, 40.0, day0 + 48 * 3_600_000 + 60_000, "good"))  # closes the last period
+        events = [e for r in readings for e in engine.process(r)]
+        hourly = {e.ts - 3_600_000: e.value for e in events if e.rule == "reg_1h"}
+        judged_days = {e.ts - 86_400_000: e.value for e in events if e.rule == "reg_24h"}
+        _write(influx_db, readings)
+        tr = TimeRange(day0, day0 + 48 * 3_600_000 - 1)
+
+        dash, panel = _panel(park, "plant", "hourly mean")
+        shown = dict(_points(_run(influx_db, dash, panel, tr)))
+        assert len(shown) == valid == 21 + 14  # short hours are not plotted: the engine does not judge them
+        assert set(shown) == set(hourly)  # every valid hour raised or cleared: the engine's judged means
+        assert all(math.isclose(shown[t], v, rel_tol=1e-9) for t, v in hourly.items())
+
+        dash, panel = _panel(park, "plant", "daily mean")
+        res = _run(influx_db, dash, panel, tr)
+        days = _points(res)
+        assert [t for t, _ in days] == [day0]  # the second day has 14 valid hours: no daily mean
+        so_far = _points(res, "B")  # ... only its provisional mean, in a series of its own
+        second = [v for t, v in sorted(shown.items()) if t >= day0 + 86_400_000]
+        assert [t for t, _ in so_far] == [day0 + 86_400_000]
+        assert math.isclose(so_far[0][1], sum(second) / len(second), rel_tol=1e-9)
+        valid_means = [v for t, v in sorted(shown.items()) if t < day0 + 86_400_000]
+        assert math.isclose(days[0][1], sum(valid_means) / len(valid_means), rel_tol=1e-9)
+        all_readings = [r.value for r in readings if r.ts_ms < day0 + 86_400_000]
+        assert not math.isclose(days[0][1], sum(all_readings) / len(all_readings), rel_tol=1e-3)
+        assert list(judged_days) == [day0]  # the engine judged the first day only, on the same number
+        assert math.isclose(judged_days[day0], days[0][1], rel_tol=1e-9)
