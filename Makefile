@@ -25,12 +25,14 @@ else
 PYTEST_MARKS ?= not slow and not bench and not ci
 endif
 PYTEST_ARGS ?=
-APT_PACKAGES := mosquitto mosquitto-clients influxdb
-# a small font that draws Chinese, for the bilingual titles of the dashboard previews (5 MB)
-CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+# What the services and tests run, as "binary or file:Debian package", each installed only when missing:
+# the broker and database every test starts; a small font that draws Chinese (dashboard previews, reports);
+# Chromium for the console's browser tests (Playwright drives Debian's: its own download cannot work offline);
+# Node.js and npm for the aedes broker, RabbitMQ for the interoperability tests; pdftoppm for report pages.
+SYSTEM_NEEDS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients influxd:influxdb \
+  /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei /usr/bin/chromium:chromium \
+  node:nodejs npm:npm /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server pdftoppm:poppler-utils
 POLICY_RC_D ?= /usr/sbin/policy-rc.d
-# the browser of the console tests (Playwright drives Debian's Chromium: its own download cannot work offline)
-CHROMIUM := /usr/bin/chromium
 LINT_DIRS := smartpark collector alerts dashboards simulators
 # mypy refuses a directory without Python files: lint the packages that have some
 LINT_EXISTING = $(foreach d,$(LINT_DIRS),$(if $(wildcard $(d)/*.py),$(d)))
@@ -38,11 +40,11 @@ LINT_EXISTING = $(foreach d,$(LINT_DIRS),$(if $(wildcard $(d)/*.py),$(d)))
 .PHONY: test demo lint bench clean distclean setup system-deps
 
 # the aedes MQTT broker (npm) of the interoperability tests, into the git-ignored tests/brokers/node_modules,
-# only when missing; without npm those tests are skipped and say why
+# only when missing (npm comes with the system packages)
 AEDES := tests/brokers/node_modules/aedes
-$(AEDES): tests/brokers/package.json tests/brokers/package-lock.json
-	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/brokers --no-audit --no-fund --loglevel=error; \
-	else echo "make: npm not found: the aedes interoperability tests will be skipped"; fi
+$(AEDES): tests/brokers/package.json tests/brokers/package-lock.json | system-deps
+	npm ci --prefix tests/brokers --no-audit --no-fund --loglevel=error
+	touch $@
 
 setup: system-deps $(STAMP) $(AEDES)
 
@@ -51,14 +53,13 @@ setup: system-deps $(STAMP) $(AEDES)
 # install time: a temporary policy-rc.d (the standard Debian way) forbids that, so the only brokers
 # and databases on this machine are the ones smartpark starts itself.
 system-deps:
-	@missing=""; \
-	for bin in mosquitto mosquitto_pub influxd; do \
-	  if ! command -v $$bin >/dev/null 2>&1 && [ ! -x /usr/sbin/$$bin ]; then missing="$$missing $$bin"; fi; \
+	@missing=""; pkgs=""; \
+	for need in $(SYSTEM_NEEDS); do \
+	  what=$${need%%:*}; pkg=$${need#*:}; \
+	  case $$what in /*) [ -e $$what ] && continue;; \
+	    *) { command -v $$what >/dev/null 2>&1 || [ -x /usr/sbin/$$what ]; } && continue;; esac; \
+	  missing="$$missing $$what"; pkgs="$$pkgs $$pkg"; \
 	done; \
-	pkgs=""; \
-	if [ -n "$$missing" ]; then pkgs=" $(APT_PACKAGES)"; fi; \
-	if [ ! -e $(CJK_FONT) ]; then pkgs="$$pkgs fonts-wqy-microhei"; fi; \
-	if [ ! -x $(CHROMIUM) ]; then pkgs="$$pkgs chromium"; fi; \
 	if ! command -v $(PYTHON) >/dev/null 2>&1; then pkgs="$$pkgs python3 python3-venv"; \
 	elif [ ! -x $(PY) ] && ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then pkgs="$$pkgs python3-venv"; fi; \
 	if [ -z "$$pkgs" ]; then echo "system packages: all present"; exit 0; fi; \
