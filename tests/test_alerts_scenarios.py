@@ -26,6 +26,8 @@ from smartpark.wire import Decoder
 
 PARK = load_park()
 SCENARIOS = {sc.id: sc for sc in list_scenarios()}
+# every scenario runs in process; through a real broker two by default and all ten under CI
+BROKER_DEFAULT = ("sc01", "sc05")
 
 
 def golden_violations(sc: Scenario, events: Iterable[AlarmEvent]) -> list[str]:
@@ -91,7 +93,8 @@ class TestGolden:
         sc = SCENARIOS[name]
         assert golden_violations(sc, run_in_process(sc)) == []
 
-    @pytest.mark.parametrize("name", sorted(SCENARIOS))
+    @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n.startswith(BROKER_DEFAULT) else pytest.mark.ci)
+                                      for n in sorted(SCENARIOS)])
     def test_scenario_through_broker(self, name: str, broker: Broker, influx_db: InfluxDB, tmp_path: object) -> None:
         """Published as fast as possible through a real broker into the service (event clock): the same
         golden outcome, and the same events as in-process."""

@@ -69,6 +69,7 @@ class TestThroughputAndExactness:
 
 
 class TestFailures:
+    @pytest.mark.ci
     def test_influxdb_stopped_15s_mid_run_loses_nothing(self, stack_factory: Any, tmp_path: Path) -> None:
         """InfluxDB stopped for 15 s mid-run, then restarted: every reading arrives and the spool drains."""
         stack = stack_factory()
@@ -98,6 +99,7 @@ class TestFailures:
         assert not list((tmp_path / "state" / "spool" / "default").glob("*.seg")) or \
             collector.spool.pending_bytes == 0
 
+    @pytest.mark.ci
     def test_broker_restart_mid_run_loses_nothing(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
         """The broker restarted mid-run (publisher at QoS 1, persistent session): every reading arrives."""
         park_path, park = big_park(tmp_path)
@@ -117,6 +119,7 @@ class TestFailures:
             assert collector.source is not None and collector.source.connects >= 2
         assert stored(influx_db) == {(k, ts, v) for _, _, k, ts, v in sent}
 
+    @pytest.mark.ci
     def test_kill_9_and_restart_loses_nothing_and_duplicates_collapse(self, broker: Any, influx_db: Any,
                                                                        tmp_path: Path) -> None:
         """``kill -9`` of a real ``smartpark collect`` mid-run, started again: all arrive, once; SIGTERM exits 0."""

@@ -271,6 +271,7 @@ def test_tiles_show_the_active_alarms_of_their_asset(loaded: Loaded) -> None:
     assert {e.priority for e in active} == set(counts)
 
 
+@pytest.mark.ci
 def test_preview_renders_every_dashboard(loaded: Loaded) -> None:
     """`dashboards preview` draws one PNG per dashboard from the same queries; wwtp's goes to the README."""
     out = loaded.tmp / "previews"

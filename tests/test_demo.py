@@ -45,6 +45,7 @@ def _assert_nothing_left(state: Path) -> None:
 
 
 @pytest.mark.timeout(480)
+@pytest.mark.ci
 def test_demo_runs_the_park_end_to_end(tmp_path: Path) -> None:
     """Ctrl-C stops a first run cleanly; a second run ingests every published reading, raises exactly the
     scenario's alarms, notifies, acks one, and leaves nothing running."""

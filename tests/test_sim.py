@@ -254,7 +254,8 @@ def _incident_sensors(scn: Scenario) -> list[str]:
     return keys + [k for c in scn.checks for k in resolve_sensors(PARK, c.sensor) if k not in keys]
 
 
-@pytest.mark.parametrize("scn", SCENARIOS, ids=[s.id[:4] for s in SCENARIOS])
+@pytest.mark.parametrize("scn", [pytest.param(s, marks=() if s.id.startswith(("sc01", "sc05")) else pytest.mark.ci)
+                                 for s in SCENARIOS], ids=[s.id[:4] for s in SCENARIOS])
 def test_scenario_through_broker_and_collector_shows_its_shape(scn: Scenario, broker: Any, influx_db: Any,
                                                                 tmp_path: Path) -> None:
     """The scenario's incident sensors, published accelerated (whole run in ~2 s) through a real Mosquitto
