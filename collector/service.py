@@ -13,7 +13,8 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
 from smartpark.config import Settings
 from smartpark.errors import PartialWriteError, WriteError
@@ -53,13 +54,24 @@ class Counters:
     retries: int = 0
 
 
+class Source(Protocol):
+    """An input of the collector: messages are taken in batches and acked once their points are durable."""
+
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+    async def run(self, stop: asyncio.Event) -> None: ...
+    async def take(self, max_n: int, wait: float) -> list[Any]: ...
+    def ack(self, messages: list[Any]) -> int: ...
+
+
 @dataclass(slots=True)
 class Batch:
     """Lines of one flush: readings (ms precision), events (dead letters + status, ns) and what to ack."""
 
     readings: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)  # what the source hands out: MQTT messages, or packets
 
     def records(self) -> list[Record]:
         return [r for r in (Record("ms", self.readings), Record("ns", self.events)) if r.lines]
@@ -94,7 +106,7 @@ class Collector:
         self._retry_at = 0.0  # loop time of the next write attempt after a failure (backoff, Retry-After)
         self._db_checked = False
         self._next_status = 0.0
-        self.source: MqttSource | None = None  # while running, for observation (tests, status)
+        self.source: Any = None  # while running, for observation (tests, status): the MqttSource, or a subclass's input
         self.spool: Spool | None = None
 
     @property
@@ -110,10 +122,7 @@ class Collector:
         spool, then ack) and, in this coroutine, the pipeline that feeds the sink.
         """
         spool_dir = self.settings.state_path / "spool" / self.instance
-        source = MqttSource(self.settings.mqtt(), self.client_id, share_subscription(self.share_group, SUBSCRIPTION),
-                            receive_maximum=self.receive_maximum, protocol=self.protocol,
-                            status_topic=status_topic("collector", self.instance),
-                            on_reconnect=self.metrics.reconnects.inc)
+        source = self._source()
         async with (InfluxClient(self.settings.influx(), timeout=self.write_timeout) as db,
                     Spool(spool_dir, self.spool_max_bytes) as spool, source,
                     self.metrics.serve(self.metrics_port)):
@@ -136,7 +145,14 @@ class Collector:
                 mqtt_stop.set()
         log.info("collector %s stopped: %s", self.instance, asdict(self.counters))
 
-    async def _pipeline(self, source: MqttSource, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
+    def _source(self) -> Source:
+        """Where messages come from: the MQTT subscription (another input, such as HJ 212, gives its own)."""
+        return MqttSource(self.settings.mqtt(), self.client_id, share_subscription(self.share_group, SUBSCRIPTION),
+                          receive_maximum=self.receive_maximum, protocol=self.protocol,
+                          status_topic=status_topic("collector", self.instance),
+                          on_reconnect=self.metrics.reconnects.inc)
+
+    async def _pipeline(self, source: Source, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
         """The one pipeline: take messages, decode each into points or dead letters, hand full batches on."""
         loop = asyncio.get_running_loop()
         batch, opened = Batch(), loop.time()
@@ -179,7 +195,7 @@ class Collector:
                            self._unique.next("collector", time.time_ns()))
 
     # ------------------------------------------------------------------ durability
-    async def _sink(self, db: InfluxClient, spool: Spool, source: MqttSource,
+    async def _sink(self, db: InfluxClient, spool: Spool, source: Source,
                     queue: asyncio.Queue[Batch | None]) -> None:
         """Make batches durable, ``write_concurrency`` at a time (InfluxDB ingests on several cores)."""
         slots = asyncio.Semaphore(self.write_concurrency)
@@ -188,7 +204,7 @@ class Collector:
                 await slots.acquire()
                 tg.create_task(self._deliver(db, spool, source, batch, slots), name="deliver")
 
-    async def _deliver(self, db: InfluxClient, spool: Spool, source: MqttSource, batch: Batch,
+    async def _deliver(self, db: InfluxClient, spool: Spool, source: Source, batch: Batch,
                        slots: asyncio.Semaphore) -> None:
         """One batch into InfluxDB, else the spool; then its messages are acked in one write."""
         try:
@@ -204,13 +220,23 @@ class Collector:
                         log.warning("collector: InfluxDB write failed (%s); spooling until it answers", exc)
                 pending.append(rec)
             if pending:
-                await spool.append(pending)
+                try:
+                    await spool.append(pending)
+                except OSError as exc:
+                    self._undelivered(batch, exc)
+                    return
                 n = sum(len(r.lines) for r in pending)
                 self.counters.spooled += n
                 self.metrics.spooled.inc(n)
             source.ack(batch.messages)
         finally:
             slots.release()
+
+    def _undelivered(self, batch: Batch, exc: OSError) -> None:
+        """The spool cannot be written and InfluxDB did not take the batch. MQTT messages are never acked
+        without durability, so the collector stops (the broker keeps them); an input that can refuse
+        (HJ 212: no 9014) overrides this and carries on."""
+        raise exc
 
     def _defer(self, exc: BaseException, backoff: float = 0.0) -> float:
         """Hold the next write attempt ``backoff`` seconds, or longer if InfluxDB's ``Retry-After`` says so

@@ -21,6 +21,7 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "state_dir": ("SMARTPARK_STATE_DIR", "./.smartpark"),
     "api_url": ("SMARTPARK_API_URL", "http://127.0.0.1:8765"),
     "api_token": ("SMARTPARK_API_TOKEN", None),
+    "hj212_listen": ("SMARTPARK_HJ212_LISTEN", "127.0.0.1:9212"),
 }
 
 HELP = {
@@ -32,6 +33,7 @@ HELP = {
     "state_dir": "directory for the spool, alarm state and the local stack",
     "api_url": "where the alert engine's operator API listens / is called",
     "api_token": "bearer token of the operator API",
+    "hj212_listen": "HOST:PORT where 'smartpark hj212 serve' takes data-logger connections",
 }
 
 
@@ -75,6 +77,7 @@ class Settings:
     state_dir: str = OPTIONS["state_dir"][1]  # type: ignore[assignment]
     api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]
     api_token: str | None = None
+    hj212_listen: str = OPTIONS["hj212_listen"][1]  # type: ignore[assignment]
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -94,6 +97,7 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         settings.mqtt()  # validate early: before any I/O
         settings.influx()
+        settings.hj212_address()
         return settings
 
     @property
@@ -105,6 +109,9 @@ class Settings:
 
     def influx(self) -> InfluxTarget:
         return parse_influx_url(self.influx_url, self.influx_db, self.influx_token)
+
+    def hj212_address(self) -> tuple[str, int]:
+        return parse_host_port(self.hj212_listen, "hj212_listen")
 
 
 def parse_mqtt_url(url: str) -> MqttTarget:
@@ -138,3 +145,12 @@ def parse_influx_url(url: str, db: str, token: str | None) -> InfluxTarget:
         raise ConfigError("InfluxDB database name is empty", key="influx_db")
     return InfluxTarget(base, unquote(parts.username) if parts.username else None,
                         unquote(parts.password) if parts.password else None, token or None, db)
+
+
+def parse_host_port(text: str, key: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}", key=key)
+    return host, int(port)
