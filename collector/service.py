@@ -185,6 +185,9 @@ class Collector:
         batch.messages.append(m)
         lines, rejected = self.decoder.lines(m.topic, m.payload, m.received_ms)
         batch.readings += lines
+        self._dead_letters(batch, rejected)
+
+    def _dead_letters(self, batch: Batch, rejected: list[Rejected]) -> None:
         for rej in rejected:
             batch.events.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
             self.metrics.dead_letters.labels(rej.reason).inc()

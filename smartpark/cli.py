@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "replay": "simulators.cli",
     "dashboards": "dashboards.cli",
     "demo": "smartpark.demo",
+    "hj212": "hj212.cli",
 }
 
 
