@@ -160,9 +160,11 @@ class Spool:
         if self._fd is None or self._seg_size >= self.segment_bytes:
             if self._fd is not None:
                 os.close(self._fd)
-            self._seg += 1
-            self._fd = os.open(self._path(self._seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            self._seg_size = 0
+                self._fd = None
+            # the state moves on only once the new segment is open: a failed open (disk full, a path that
+            # cannot be created) leaves the spool as it was, and the next append tries the same segment again
+            fd = os.open(self._path(self._seg + 1), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._seg, self._fd, self._seg_size = self._seg + 1, fd, 0
             dfd = os.open(self.dir, os.O_RDONLY)
             try:
                 os.fsync(dfd)

@@ -152,7 +152,7 @@ async def _first(*aws: Any) -> None:
             task.cancel()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Connection:
     writer: asyncio.StreamWriter
     peer: str
@@ -435,6 +435,7 @@ class Hj212Collector(Collector):
         self.feed = EngineFeed(settings.mqtt(), f"smartpark-hj212-{instance}") if engine_feed else None
         self.stopping = asyncio.Event()
         self.listener: Listener | None = None
+        self.undelivered = 0  # packets that could not be made durable (no 9014 for them)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.stopping = stop
@@ -459,9 +460,11 @@ class Hj212Collector(Collector):
         self._dead_letters(batch, m.rejected)
 
     def _undelivered(self, batch: Batch, exc: OSError) -> None:
-        log.error("hj212: InfluxDB unavailable and the spool cannot be written (%s): %d packets not "
-                  "acknowledged, their loggers resend", exc, len(batch.messages))
+        if batch.messages:
+            log.error("hj212: InfluxDB unavailable and the spool cannot be written (%s): %d packets not "
+                      "acknowledged, their loggers resend", exc, len(batch.messages))
         assert self.listener is not None
+        self.undelivered += len(batch.messages)
         self.listener.refuse(batch.messages)
 
     def set_time(self, p: Packet, logger: Logger) -> bytes:

@@ -15,7 +15,8 @@ from hj212.packet import Packet, PacketError, datatime_ms, encode, parse
 from smartpark.hj212wire import HJ212_CRC, HJ212_DECRYPT, HJ212_FRAME
 
 DATA = Path(__file__).parent / "data" / "hj212_packets.txt"
-EXAMPLE = b"##0101QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&1C80\r\n"
+EXAMPLE = (b"##0101QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;"
+           b"CP=&&RtdInterval=30&&1C80\r\n")
 
 
 def captured() -> list[tuple[str, bytes]]:
