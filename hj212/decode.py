@@ -24,7 +24,17 @@ from smartpark.hj212wire import (
     with_flag,
 )
 from smartpark.park import Hj212Code, Hj212Logger, Park, SensorRef
-from smartpark.wire import BAD_TS, BAD_VALUE, TS_MAX_MS, TS_MIN_MS, Decoder, Rejected, reading_line, reading_prefix
+from smartpark.wire import (
+    BAD_TS,
+    BAD_VALUE,
+    TS_MAX_MS,
+    TS_MIN_MS,
+    Decoder,
+    Rejected,
+    reading_line,
+    reading_prefix,
+    snapshot_topic,
+)
 
 from .packet import NUMBER, Packet, PacketError, datatime_ms
 
@@ -66,8 +76,8 @@ class LoggerMap:
 
 @dataclass(slots=True)
 class Points:
-    """What one packet becomes: lines at millisecond precision, dead letters, readings for the alarm engine
-    (topic, payload as MQTT would carry them) and the codes nobody mapped."""
+    """What one packet becomes: lines at millisecond precision, dead letters, the readings for the alarm
+    engine as MQTT snapshots (topic, payload) and the codes nobody mapped."""
 
     lines: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
@@ -82,7 +92,10 @@ class PacketDecoder:
     def __init__(self, park: Park) -> None:
         self.tz = ZoneInfo(park.park.timezone)
         self.decoder = Decoder(park)
-        self._prefix = {ref.key: reading_prefix(ref) for ref in park}
+        refs = park.sensors()
+        self._prefix = [reading_prefix(ref) for ref in refs]  # by sensor index: built once, not per reading
+        self._topic = [ref.topic for ref in refs]
+        self._asset_topic = [snapshot_topic(ref.site, ref.asset) for ref in refs]
 
     def decode(self, p: Packet, logger: Logger, raw: bytes, received_ms: int | None = None) -> Points:
         out = Points()
@@ -96,6 +109,7 @@ class PacketDecoder:
         if not TS_MIN_MS <= ts < TS_MAX_MS:
             out.rejected.append(Rejected(BAD_TS, f"DataTime {text} is outside 2000..2100", topic, raw))
             return out
+        snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]] = {}
         for code, fields in p.data().items():
             target = logger.codes.get(code)
             if target is None:
@@ -103,13 +117,22 @@ class PacketDecoder:
                 continue
             ref, how = target
             if p.cn == REALTIME:
-                self._realtime(out, code, fields, ref, how, ts, topic, raw, received_ms)
+                self._realtime(out, snapshots, code, fields, ref, how, ts, topic, raw, received_ms)
             else:
                 self._period(out, p.cn, code, fields, ref, how, ts, topic, raw)
+        # for the alarm engine: one snapshot per asset and quality (CONTRACT §2), usually one per packet
+        for (asset_topic, quality), (values, flags) in snapshots.items():
+            doc: dict[str, object] = {"ts": ts, "values": values}
+            if quality != "good":
+                doc["quality"] = quality
+            if flags:
+                doc["flags"] = flags
+            out.feed.append((asset_topic, orjson.dumps(doc)))
         return out
 
-    def _realtime(self, out: Points, code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, ts: int,
-                  topic: str, raw: bytes, received_ms: int | None) -> None:
+    def _realtime(self, out: Points, snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]],
+                  code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, ts: int, topic: str,
+                  raw: bytes, received_ms: int | None) -> None:
         name = "ZsRtd" if how.value == "converted" else "Rtd"
         text = fields.get(name)
         if text is None:
@@ -122,14 +145,16 @@ class PacketDecoder:
                                          topic, raw))
             return
         flag = fields.get("Flag") or None
-        reading = {"value": value, "ts": ts, "quality": flag_quality(flag)}
-        decoded = self.decoder.decode(ref.topic, orjson.dumps(reading), received_ms)
-        prefix = self._prefix[ref.key]
+        quality = flag_quality(flag)
+        decoded = self.decoder.decode(self._topic[ref.index], orjson.dumps({"value": value, "ts": ts,
+                                                                             "quality": quality}), received_ms)
+        prefix = self._prefix[ref.index]
         for r in decoded.readings:
             out.lines.append(with_flag(reading_line(prefix, r), flag))
-            if flag is not None:
-                reading["flag"] = flag
-            out.feed.append((ref.topic, orjson.dumps(reading)))
+            values, flags = snapshots.setdefault((self._asset_topic[ref.index], quality), ({}, {}))
+            values[ref.sensor.id] = value
+            if flag is not None and flag != "N":
+                flags[ref.sensor.id] = flag
         for rej in decoded.rejected:
             out.rejected.append(Rejected(rej.reason, f"{code}: {rej.detail}", topic, raw))
 

@@ -86,7 +86,7 @@ class Hj212Metrics:
 
 
 class EngineFeed:
-    """Accepted real-time readings to MQTT (QoS 1, ``park/{site}/{asset}/{sensor}``) for the alarm engine.
+    """Accepted real-time readings to MQTT (QoS 1, snapshots on ``park/{site}/{asset}``) for the alarm engine.
 
     ``publish`` returns True once the broker has PUBACKed every message, False when it could not (broker
     away, timeout); the connection is re-established with full-jitter backoff.
