@@ -127,6 +127,7 @@ async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str) -
     park = parse_park(park_yaml)
     loggers = list(LoggerMap(park).by_mn.values())
     lat: dict[str, list[float]] = {"steady": [], "burst": []}
+    missing: list[str] = []
     conns = []
     for i in range(0, n, 500):  # open in waves (the listen backlog)
         conns += await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(min(500, n - i))))
@@ -148,15 +149,22 @@ async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str) -
             sent = time.monotonic()
             writer.write(data)
             got = False
-            while not got:
-                chunk = await reader.read(4096)
-                if not chunk:
-                    raise ConnectionError("server closed")
-                got = any(not isinstance(f, Exception) and b"CN=9014" in f.segment for f in frames.feed(chunk))
+            try:
+                async with asyncio.timeout(60):
+                    while not got:
+                        chunk = await reader.read(4096)
+                        if not chunk:
+                            raise ConnectionError("server closed")
+                        got = any(not isinstance(f, Exception) and b"CN=9014" in f.segment
+                                  for f in frames.feed(chunk))
+            except (TimeoutError, ConnectionError):
+                missing.append(lg.mn)
+                continue
             lat[kind].append(time.monotonic() - sent)
         writer.close()
 
     await asyncio.gather(*(logger(i) for i in range(len(conns))))
+    print(f"  packets without a 9014 within 60 s: {len(missing)}")
     return lat
 
 

@@ -22,10 +22,8 @@ most one packet, an idle connection is closed, and so is one that does not read 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,17 +32,17 @@ from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.service import Batch, Collector
-from smartpark.config import MqttTarget, Settings
+from smartpark.config import Settings
 from smartpark.hj212wire import HJ212_AUTH, UNKNOWN_MN, dead_letter_topic
 from smartpark.park import Park
 from smartpark.wire import DEAD_LETTER_PAYLOAD_BYTES, Rejected
 
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import Logger, LoggerMap, PacketDecoder, Points
+from .feed import EngineFeed
 from .frame import Frame, FrameError, FrameReader, frame
 from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, encode, encode_cp, parse, parse_cp
 
@@ -83,64 +81,6 @@ class Hj212Metrics:
         self.unmapped = Counter("smartpark_hj212_unmapped_codes", "values of pollutant codes no sensor maps",
                                 ("mn", "code"), registry=r)
         self.connections = Gauge("smartpark_hj212_connections", "open logger connections", registry=r)
-
-
-class EngineFeed:
-    """Accepted real-time readings to MQTT (QoS 1, snapshots on ``park/{site}/{asset}``) for the alarm engine.
-
-    ``publish`` returns True once the broker has PUBACKed every message, False when it could not (broker
-    away, timeout); the connection is re-established with full-jitter backoff.
-    """
-
-    def __init__(self, target: MqttTarget, client_id: str, *, timeout: float = 10.0) -> None:
-        self.target = target
-        self.client_id = client_id
-        self.timeout = timeout
-        self._client: aiomqtt.Client | None = None
-        self._up = asyncio.Event()
-        self._lost = asyncio.Event()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        t = self.target
-        while not stop.is_set():
-            client = aiomqtt.Client(t.host, t.port, username=t.username, password=t.password,
-                                    identifier=self.client_id, tls_params=aiomqtt.TLSParameters() if t.tls else None,
-                                    max_inflight_messages=2000, max_queued_outgoing_messages=200_000)
-            client.pending_calls_threshold = 1_000_000  # a burst of loggers is many publishes in flight, on purpose
-            try:
-                async with client:
-                    self._client, attempt = client, 0
-                    self._lost.clear()
-                    self._up.set()
-                    await _first(stop.wait(), self._lost.wait())
-            except aiomqtt.MqttError as exc:
-                attempt += 1
-                delay = random.uniform(0, min(15.0, 0.2 * 2 ** min(attempt, 8)))
-                log.warning("hj212: MQTT broker for the alarm engine unavailable (%s); retry in %.1f s", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
-            finally:
-                self._up.clear()
-                self._client = None
-
-    async def publish(self, messages: list[tuple[str, bytes]]) -> bool:
-        if not messages:
-            return True
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._up.wait()
-                client = self._client
-                if client is None:
-                    return False
-                await asyncio.gather(*(client.publish(topic, payload, qos=1) for topic, payload in messages))
-            return True
-        except (aiomqtt.MqttError, TimeoutError) as exc:
-            log.warning("hj212: %d readings not accepted by the broker (%s); no 9014 for their packet",
-                        len(messages), exc or "timeout")
-            self._lost.set()
-            return False
 
 
 async def _first(*aws: Any) -> None:
@@ -423,7 +363,7 @@ class Hj212Collector(Collector):
 
     def __init__(self, settings: Settings, park: Park, *, listen: tuple[str, int] | None = None,
                  engine_feed: bool = True, idle_timeout: float = 600.0, max_pending: int = 20_000,
-                 instance: str = "hj212", **kw: Any) -> None:
+                 feed_timeout: float = 10.0, instance: str = "hj212", **kw: Any) -> None:
         super().__init__(settings, park, instance=instance, **kw)
         self.listen = listen or settings.hj212_address()
         self.idle_timeout = idle_timeout
@@ -432,7 +372,8 @@ class Hj212Collector(Collector):
         self.packets = PacketDecoder(park)
         self.tz = ZoneInfo(park.park.timezone)
         self.hj212_metrics = Hj212Metrics(self.metrics.registry)
-        self.feed = EngineFeed(settings.mqtt(), f"smartpark-hj212-{instance}") if engine_feed else None
+        self.feed = (EngineFeed(settings.mqtt(), f"smartpark-hj212-{instance}", timeout=feed_timeout)
+                     if engine_feed else None)
         self.stopping = asyncio.Event()
         self.listener: Listener | None = None
         self.undelivered = 0  # packets that could not be made durable (no 9014 for them)

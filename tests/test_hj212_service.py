@@ -247,6 +247,34 @@ class TestDurability:
         assert [r["value"] for r in rows] == [30.0, 31.0, 32.0]
 
 
+    def test_broker_down_no_ack(self, broker: Broker, influx_db: InfluxDB, tmp_path: Path) -> None:
+        """The engine feed's broker away: the reading is stored but not acknowledged, since the engine did not
+        get it; the resent packet is acknowledged once the broker is back."""
+        s = settings_for(broker.url, influx_db.url, influx_db.db, tmp_path)
+        ts = now_s()
+
+        async def main() -> None:
+            async with serving(s, feed_timeout=1.0) as svc:
+                assert svc.feed is not None
+                logger = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]
+                broker.stop()
+                packet_ = realtime(CEMS, ts, {"a21026": (40.0, "N")})
+                await logger.send(packet_)
+                await until(lambda: svc.feed is not None and svc.feed.failed >= 1, what="the failed publish")
+                await logger.no_answer()
+                assert svc.counters.written == 1  # stored all the same
+                broker.start()
+                while True:  # the logger resends until it gets its 9014 (the feed reconnects with backoff)
+                    await logger.send(packet_)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(3):
+                            assert (await logger.answer()).cn == "9014"
+                            break
+                logger.close()
+
+        asyncio.run(main())
+
+
 class TestPackets:
     """Each kind of packet over real TCP: stored, refused with its reason, or answered as the standard says."""
 
