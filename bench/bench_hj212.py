@@ -118,6 +118,12 @@ def load_park_yaml(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -201,8 +207,10 @@ def load(n: int, cycles: int, period: float) -> None:
             print(f"load: {n:,} loggers, a packet every {period:g} s for {cycles} periods, then a burst; "
                   "server on core 0, loggers on core 1")
             started = time.monotonic()
+            cpu0 = cpu_seconds(serve.pid)
             lat = asyncio.run(drive(port, n, cycles, period, load_park_yaml(n)))
             took = time.monotonic() - started
+            cpu1 = cpu_seconds(serve.pid)
             serve.terminate()
             serve.wait(60)
             db = InfluxDB(stack.influx_url, "bench_hj212")
@@ -212,6 +220,9 @@ def load(n: int, cycles: int, period: float) -> None:
                 print(f"  {kind:6s}: {len(xs):6,} packets acked  p50 {statistics.median(xs) * 1000:7.1f} ms  "
                       f"p99 {pct(xs, 0.99) * 1000:7.1f} ms  max {max(xs) * 1000:7.1f} ms")
             print(f"  all    : p99 {pct(lat['steady'] + lat['burst'], 0.99) * 1000:.1f} ms over {took:.0f} s")
+            print(f"  server CPU: {cpu1 - cpu0:.1f} s for {packets:,} packets = {(cpu1 - cpu0) / packets * 1e6:.0f} us "
+                  f"per packet (connections, parse, validate, write, feed, 9014); load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"  stored : {stored:,} reading points for {packets:,} packets x {len(CODES)} codes = "
                   f"{packets * len(CODES):,}  -> {'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
         finally:

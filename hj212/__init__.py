@@ -2,8 +2,8 @@
 
 Path of a packet: :mod:`hj212.frame` (``##`` length, CRC, CRLF on the TCP stream) -> :mod:`hj212.packet`
 (fields) -> :mod:`hj212.crypto` (SM4 CP) -> :mod:`hj212.decode` (points, validated like MQTT readings) ->
-:mod:`hj212.service` (the collector's write path, then the 9014 acknowledgement); :mod:`hj212.simulate`
-drives the park's loggers from the simulators.
+:mod:`hj212.service` (the collector's write path, :mod:`hj212.feed` to the alarm engine, then the 9014
+acknowledgement); :mod:`hj212.simulate` drives the park's loggers from the simulators.
 """
 
 from .decode import Logger, LoggerMap, PacketDecoder, Points
