@@ -72,7 +72,8 @@ def cpu(n: int) -> None:
         by_sensor = {logger.codes[c][0].sensor.id: v for c, v in values.items()}
         snaps.append(("park/hw_center/stack_cems", b'{"ts": %d, "values": {%s}}' % (
             ts, ", ".join(f'"{k}": {v!r}' for k, v in by_sensor.items()).encode())))
-        singles += [(f"park/hw_center/stack_cems/{k}", b'{"value": %r, "ts": %d}' % (v, ts)) for k, v in by_sensor.items()]
+        singles += [(f"park/hw_center/stack_cems/{k}", b'{"value": %r, "ts": %d}' % (v, ts))
+                    for k, v in by_sensor.items()]
     per_packet = len(logger.codes)
     stream = b"".join(packets)
 
@@ -175,7 +176,7 @@ async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str) -
 
 
 def load(n: int, cycles: int, period: float) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < n + 200:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} < {n + 200}")
@@ -224,7 +225,8 @@ def load(n: int, cycles: int, period: float) -> None:
                   f"per packet (connections, parse, validate, write, feed, 9014); load average "
                   f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"  stored : {stored:,} reading points for {packets:,} packets x {len(CODES)} codes = "
-                  f"{packets * len(CODES):,}  -> {'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
+                  f"{packets * len(CODES):,}  -> "
+                  f"{'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
         finally:
             stack.down()
 
