@@ -1,10 +1,12 @@
 """A data logger's packet -> the points it carries, validated against the park model like an MQTT reading.
 
 :class:`LoggerMap` finds a logger by MN (CONTRACT §4). :class:`PacketDecoder` turns real-time data (2011)
-into ``reading`` points: each mapped code's value goes through :class:`smartpark.wire.Decoder` as the reading
-``{"value", "ts", "quality"}`` of its sensor, so range checks, ``out_of_range`` (stored with quality bad and
-dead-lettered), ``bad_ts`` and quality have one definition for both inputs; the code's ``-Flag`` is then
-added as the ``flag`` field. Minute, hour and day data (2051, 2061, 2031) become ``hj212`` points.
+into ``reading`` points: the mapped codes' values become the MQTT snapshot ``{"ts", "values", "quality",
+"flags"}`` of their asset (one per quality), which :class:`smartpark.wire.Decoder` validates as it would any
+snapshot, so range checks, ``out_of_range`` (stored with quality bad and dead-lettered), ``bad_ts`` and
+quality have one definition for both inputs; each code's ``-Flag`` is then added as the ``flag`` field, and
+the same snapshot is what the alarm engine receives. Minute, hour and day data (2051, 2061, 2031) become
+``hj212`` points.
 """
 
 from __future__ import annotations
@@ -94,7 +96,6 @@ class PacketDecoder:
         self.decoder = Decoder(park)
         refs = park.sensors()
         self._prefix = [reading_prefix(ref) for ref in refs]  # by sensor index: built once, not per reading
-        self._topic = [ref.topic for ref in refs]
         self._asset_topic = [snapshot_topic(ref.site, ref.asset) for ref in refs]
 
     def decode(self, p: Packet, logger: Logger, raw: bytes, received_ms: int | None = None) -> Points:
@@ -117,22 +118,30 @@ class PacketDecoder:
                 continue
             ref, how = target
             if p.cn == REALTIME:
-                self._realtime(out, snapshots, code, fields, ref, how, ts, topic, raw, received_ms)
+                self._realtime(out, snapshots, code, fields, ref, how, topic, raw)
             else:
                 self._period(out, p.cn, code, fields, ref, how, ts, topic, raw)
-        # for the alarm engine: one snapshot per asset and quality (CONTRACT §2), usually one per packet
+        # one snapshot per asset and quality (CONTRACT §2), usually one per packet: validated by the MQTT
+        # path's decoder as it stands, and the very message that the alarm engine receives
         for (asset_topic, quality), (values, flags) in snapshots.items():
             doc: dict[str, object] = {"ts": ts, "values": values}
             if quality != "good":
                 doc["quality"] = quality
             if flags:
                 doc["flags"] = flags
-            out.feed.append((asset_topic, orjson.dumps(doc)))
+            payload = orjson.dumps(doc)
+            decoded = self.decoder.decode(asset_topic, payload, received_ms)
+            for r in decoded.readings:
+                out.lines.append(with_flag(reading_line(self._prefix[r.ref.index], r), flags.get(r.ref.sensor.id)))
+            out.rejected += [Rejected(rej.reason, rej.detail, topic, raw) for rej in decoded.rejected]
+            if decoded.readings:
+                out.feed.append((asset_topic, payload))
         return out
 
     def _realtime(self, out: Points, snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]],
-                  code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, ts: int, topic: str,
-                  raw: bytes, received_ms: int | None) -> None:
+                  code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, topic: str,
+                  raw: bytes) -> None:
+        """A code's value into the snapshot of its asset and quality (validated there, by the decoder)."""
         name = "ZsRtd" if how.value == "converted" else "Rtd"
         text = fields.get(name)
         if text is None:
@@ -145,18 +154,10 @@ class PacketDecoder:
                                          topic, raw))
             return
         flag = fields.get("Flag") or None
-        quality = flag_quality(flag)
-        decoded = self.decoder.decode(self._topic[ref.index], orjson.dumps({"value": value, "ts": ts,
-                                                                             "quality": quality}), received_ms)
-        prefix = self._prefix[ref.index]
-        for r in decoded.readings:
-            out.lines.append(with_flag(reading_line(prefix, r), flag))
-            values, flags = snapshots.setdefault((self._asset_topic[ref.index], quality), ({}, {}))
-            values[ref.sensor.id] = value
-            if flag is not None and flag != "N":
-                flags[ref.sensor.id] = flag
-        for rej in decoded.rejected:
-            out.rejected.append(Rejected(rej.reason, f"{code}: {rej.detail}", topic, raw))
+        values, flags = snapshots.setdefault((self._asset_topic[ref.index], flag_quality(flag)), ({}, {}))
+        values[ref.sensor.id] = value
+        if flag is not None and flag != "N":
+            flags[ref.sensor.id] = flag
 
     def _period(self, out: Points, cn: str, code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code,
                 ts: int, topic: str, raw: bytes) -> None:
