@@ -20,6 +20,7 @@ import asyncio
 import os
 import random
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -194,41 +195,50 @@ def load(n: int, cycles: int, period: float) -> None:
             serve = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "smartpark", "hj212", "serve"],
                                      env=env, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
                                                                                    (hard, hard)))
-            os.sched_setaffinity(0, {1})
-            deadline = time.monotonic() + 60
-            import socket
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), 1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or serve.poll() is not None:
-                        raise SystemExit("hj212 serve did not come up") from None
-                    time.sleep(0.2)
-            print(f"load: {n:,} loggers, a packet every {period:g} s for {cycles} periods, then a burst; "
-                  "server on core 0, loggers on core 1")
-            started = time.monotonic()
-            cpu0 = cpu_seconds(serve.pid)
-            lat = asyncio.run(drive(port, n, cycles, period, load_park_yaml(n)))
-            took = time.monotonic() - started
-            cpu1 = cpu_seconds(serve.pid)
-            serve.terminate()
-            serve.wait(60)
-            db = InfluxDB(stack.influx_url, "bench_hj212")
-            stored = db.count("reading")
-            packets = sum(len(v) for v in lat.values())
-            for kind, xs in lat.items():
-                print(f"  {kind:6s}: {len(xs):6,} packets acked  p50 {statistics.median(xs) * 1000:7.1f} ms  "
-                      f"p99 {pct(xs, 0.99) * 1000:7.1f} ms  max {max(xs) * 1000:7.1f} ms")
-            print(f"  all    : p99 {pct(lat['steady'] + lat['burst'], 0.99) * 1000:.1f} ms over {took:.0f} s")
-            print(f"  server CPU: {cpu1 - cpu0:.1f} s for {packets:,} packets = {(cpu1 - cpu0) / packets * 1e6:.0f} us "
-                  f"per packet (connections, parse, validate, write, feed, 9014); load average "
-                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-            print(f"  stored : {stored:,} reading points for {packets:,} packets x {len(CODES)} codes = "
-                  f"{packets * len(CODES):,}  -> "
-                  f"{'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
+            try:
+                run_load(serve, stack, port, n, cycles, period)
+            finally:
+                if serve.poll() is None:
+                    serve.kill()
+                    serve.wait(30)
         finally:
             stack.down()
+
+
+def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cycles: int, period: float) -> None:
+    """Wait for the server, drive the loggers, then report latencies, CPU and what was stored."""
+    os.sched_setaffinity(0, {1})
+    deadline = time.monotonic() + 300  # loading a park of 5,000 assets is slow on a busy machine
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or serve.poll() is not None:
+                raise SystemExit("hj212 serve did not come up") from None
+            time.sleep(0.2)
+    print(f"load: {n:,} loggers, a packet every {period:g} s for {cycles} periods, then a burst; "
+          "server on core 0, loggers on core 1")
+    started = time.monotonic()
+    cpu0 = cpu_seconds(serve.pid)
+    lat = asyncio.run(drive(port, n, cycles, period, load_park_yaml(n)))
+    took = time.monotonic() - started
+    cpu1 = cpu_seconds(serve.pid)
+    serve.terminate()
+    serve.wait(60)
+    db = InfluxDB(stack.influx_url, "bench_hj212")
+    stored = db.count("reading")
+    packets = sum(len(v) for v in lat.values())
+    for kind, xs in lat.items():
+        print(f"  {kind:6s}: {len(xs):6,} packets acked  p50 {statistics.median(xs) * 1000:7.1f} ms  "
+              f"p99 {pct(xs, 0.99) * 1000:7.1f} ms  max {max(xs) * 1000:7.1f} ms")
+    print(f"  all    : p99 {pct(lat['steady'] + lat['burst'], 0.99) * 1000:.1f} ms over {took:.0f} s")
+    print(f"  server CPU: {cpu1 - cpu0:.1f} s for {packets:,} packets = {(cpu1 - cpu0) / packets * 1e6:.0f} us "
+          f"per packet (connections, parse, validate, write, feed, 9014); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"  stored : {stored:,} reading points for {packets:,} packets x {len(CODES)} codes = "
+          f"{packets * len(CODES):,}  -> "
+          f"{'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
 
 
 def main() -> None:
