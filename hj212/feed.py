@@ -53,6 +53,7 @@ class EngineFeed:
         self._room.set()
         self._topics: dict[str, bytes] = {}
         self.failed = 0  # publishes the broker did not acknowledge in time
+        self._out: list[bytes] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0
@@ -171,7 +172,16 @@ class EngineFeed:
         while pid in self._pending:
             pid = pid % 65535 + 1
         self._pid = pid
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._pending[pid] = fut
-        writer.write(b"\x32" + _varint(len(t) + 2 + len(payload)) + t + pid.to_bytes(2, "big") + payload)
+        # PUBLISHes of one loop iteration (a burst of loggers) leave in one write, not one system call each
+        if not self._out:
+            loop.call_soon(self._flush, writer)
+        self._out.append(b"\x32" + _varint(len(t) + 2 + len(payload)) + t + pid.to_bytes(2, "big") + payload)
         return fut
+
+    def _flush(self, writer: asyncio.StreamWriter) -> None:
+        out, self._out = self._out, []
+        if not writer.is_closing():
+            writer.write(b"".join(out))

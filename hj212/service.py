@@ -81,6 +81,15 @@ class Hj212Metrics:
         self.unmapped = Counter("smartpark_hj212_unmapped_codes", "values of pollutant codes no sensor maps",
                                 ("mn", "code"), registry=r)
         self.connections = Gauge("smartpark_hj212_connections", "open logger connections", registry=r)
+        self._of: dict[str, tuple[Any, Any, Any]] = {}
+
+    def of(self, mn: str) -> tuple[Any, Any, Any]:
+        """(packets, last packet, acks) of one logger: labelled once, not per packet (labels() takes a lock
+        and builds a key every call)."""
+        children = self._of.get(mn)
+        if children is None:
+            children = self._of[mn] = (self.packets.labels(mn), self.last_packet.labels(mn), self.acks.labels(mn))
+        return children
 
 
 async def _first(*aws: Any) -> None:
@@ -259,8 +268,9 @@ class Listener:
             await self._refuse(exc.reason, exc.detail, p.mn, fr.raw)
             return
         metrics = self.service.hj212_metrics
-        metrics.packets.labels(p.mn).inc()
-        metrics.last_packet.labels(p.mn).set(time.time())
+        packets, last_packet, _acks = metrics.of(p.mn)
+        packets.inc()
+        last_packet.set(time.time())
         parts = [p]
         if p.split:
             whole = self._reassemble(conn, p)
@@ -329,7 +339,7 @@ class Listener:
     def _answer_now(self, conn: _Connection, acks: list[Packet]) -> None:
         if acks:
             conn.send(b"".join(data_ack(a) for a in acks))
-            self.service.hj212_metrics.acks.labels(acks[0].mn).inc(len(acks))
+            self.service.hj212_metrics.of(acks[0].mn)[2].inc(len(acks))
 
     async def _answer(self, conn: _Connection, item: Item, points: Points, acks: list[Packet]) -> None:
         """The 9014 once the points are durable and the alarm engine's readings are with the broker."""
