@@ -226,13 +226,13 @@ def packets(draw: st.DrawFn) -> Packet:
 class TestProperties:
     """Generated packets round-trip; arbitrary bytes never raise anything but the parser's own errors."""
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=200, deadline=None)
     @given(packets())
     def test_parse_encode_round_trip(self, p: Packet) -> None:
         f = check(frame(encode(p)))
         assert parse(f.segment) == p
 
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=300, deadline=None)
     @given(st.binary(max_size=300))
     def test_parser_is_total_on_bytes(self, data: bytes) -> None:
         try:
@@ -240,7 +240,7 @@ class TestProperties:
         except PacketError:
             pass
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=200, deadline=None)
     @given(st.lists(st.binary(max_size=200) | st.sampled_from([EXAMPLE, b"##", b"##0101", b"\r\n", b"&&"]),
                     max_size=12))
     def test_frame_reader_is_total_on_streams(self, chunks: list[bytes]) -> None:

@@ -376,6 +376,28 @@ class TestPackets:
         asyncio.run(main())
 
 
+    def test_slow_logger_delays_no_other_and_idle_is_closed(self, broker: Broker, influx_db: InfluxDB,
+                                                            tmp_path: Path) -> None:
+        """A logger stuck half-way through a packet (and one sending endless garbage) does not hold back
+        another logger's 9014; the stuck one is closed after the idle timeout, the garbage one at once."""
+        s = settings_for(broker.url, influx_db.url, influx_db.db, tmp_path)
+
+        async def main() -> None:
+            async with serving(s, engine_feed=False, idle_timeout=1.0) as svc:
+                port = svc.listener.port  # type: ignore[union-attr]
+                stuck, noisy, good = [await LoggerConn.open(port) for _ in range(3)]
+                await stuck.send(realtime(CEMS, now_s(), {"a21026": (5.0, "N")})[:50])
+                await noisy.send(b"x" * 12_000)
+                await good.send(realtime(CEMS, now_s(), {"a21026": (6.0, "N")}))
+                assert (await good.answer()).cn == "9014"
+                async with asyncio.timeout(30):
+                    assert await noisy.reader.read(100) == b""  # closed: no '##' in over 10,000 bytes
+                    assert await stuck.reader.read(100) == b""  # closed after the idle timeout
+                good.close()
+
+        asyncio.run(main())
+
+
 class TestCommandLine:
     """``smartpark hj212 serve`` as a process, fed by ``smartpark hj212 simulate``; SIGTERM exits 0."""
 
