@@ -65,8 +65,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         asyncio.run(main())
-    except OSError as exc:  # the address is taken, or not ours
-        sys.stderr.write(f"smartpark: hj212 serve: cannot listen on {settings.hj212_listen}: {exc}\n")
+    except (OSError, BaseExceptionGroup) as exc:  # the address is taken, or not ours (raised in a task group)
+        found = exc.subgroup(OSError) if isinstance(exc, BaseExceptionGroup) else exc
+        if found is None:
+            raise
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        sys.stderr.write(f"smartpark: hj212 serve: cannot listen on {settings.hj212_listen}: {found}\n")
         return 1
     return 0
 

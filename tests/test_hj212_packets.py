@@ -226,7 +226,7 @@ def packets(draw: st.DrawFn) -> Packet:
 class TestProperties:
     """Generated packets round-trip; arbitrary bytes never raise anything but the parser's own errors."""
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(packets())
     def test_parse_encode_round_trip(self, p: Packet) -> None:
         f = check(frame(encode(p)))

@@ -428,3 +428,16 @@ class TestCommandLine:
         assert serve.returncode == 0, err
         sensors = {r["sensor"] for r in influx_db.query("SELECT count(value) FROM reading GROUP BY sensor")}
         assert {"so2", "nox", "pm", "cod", "ph"} <= sensors
+
+    def test_address_in_use_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
+        """A taken --hj212-listen address: exit 1 with one line naming it, no traceback."""
+        import socket
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            r = subprocess.run([sys.executable, "-m", "smartpark", "hj212", "serve", "--no-engine-feed",
+                                "--hj212-listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path)],
+                               capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in r.stderr.strip().splitlines()[-1]
