@@ -139,20 +139,21 @@ class Hj212Logger(_Strict):
     mn: str = Field(pattern=r"^[0-9A-Za-z\-_]{1,32}$")
     pw: str | None = Field(default=None, pattern=r"^[!-~]{0,9}$")
     sm4_key: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{32}$")
-    codes: dict[str, Id | Hj212Code] = Field(min_length=1)
+    codes: dict[str, Hj212Code] = Field(min_length=1)  # ``code: sensor`` is short for ``{sensor: ...}``
 
     @field_validator("codes", mode="before")
     @classmethod
     def _string_codes(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            for code in v:
-                if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,16}", code):
-                    raise ValueError(f"pollutant code {code!r} must be a string of letters and digits "
-                                     "(quote codes such as \"011\")")
-        return v
+        if not isinstance(v, dict):
+            return v
+        for code in v:
+            if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,16}", code):
+                raise ValueError(f"pollutant code {code!r} must be a string of letters and digits "
+                                 "(quote codes such as \"011\")")
+        return {code: {"sensor": t} if isinstance(t, str) else t for code, t in v.items()}
 
     def code_map(self) -> dict[str, Hj212Code]:
-        return {c: Hj212Code(sensor=t) if isinstance(t, str) else t for c, t in self.codes.items()}
+        return dict(self.codes)
 
 
 class Asset(_Strict):

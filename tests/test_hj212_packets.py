@@ -250,3 +250,60 @@ class TestProperties:
             for event in reader.feed(chunk):
                 assert isinstance(event, (Frame, FrameError))
             assert reader.pending <= MAX_PACKET + 200
+
+
+class TestParkModel:
+    """The park model's ``hj212`` entries (CONTRACT §4): checked at load, one clear line per mistake."""
+
+    BASE = """\
+park: {id: p, name: P}
+sites:
+  - id: s
+    name: S
+    assets:
+      - id: a
+        name: A
+        hj212:
+          - {mn: "%s", codes: {a21026: %s}}
+        sensors:
+          - {id: so2, name: SO2, unit: mg/m3, range: [0, 500], normal: [5, 40], interval_s: 30}
+"""
+
+    def test_bundled_park_maps_cems_and_outfall(self) -> None:
+        from hj212.decode import LoggerMap
+        from smartpark.park import load_park
+        loggers = LoggerMap(load_park())
+        by_asset = {(lg.site, lg.asset): lg for lg in loggers.by_mn.values()}
+        assert {("hw_center", "stack_cems"), ("energy_hub", "aux_boiler1"), ("wwtp", "effluent")} <= set(by_asset)
+        cems = by_asset[("hw_center", "stack_cems")]
+        assert len(cems.mn) == 24 and cems.codes["a21026"][0].sensor.id == "so2"
+        assert cems.codes["a34013"][1].value == "converted"
+        outfall = by_asset[("wwtp", "effluent")]
+        assert len(outfall.mn) == 14
+        assert {c: r.sensor.id for c, (r, _) in outfall.codes.items()}.items() >= {
+            "w01018": "cod", "w21003": "nh3n", "w21011": "tp", "w21001": "tn", "w01001": "ph", "w00000": "flow"}.items()
+        assert by_asset[("energy_hub", "aux_boiler1")].config.sm4_key
+
+    @pytest.mark.parametrize(("mn", "target", "words"), [
+        ("MN1", "nox", "names sensor 'nox'"),
+        ("MN 1", "so2", "mn"),
+        ("MN1", "{sensor: so2, value: zs}", "value"),
+    ])
+    def test_mistakes(self, mn: str, target: str, words: str) -> None:
+        from smartpark.errors import ConfigError
+        from smartpark.park import parse_park
+        with pytest.raises(ConfigError) as err:
+            parse_park(self.BASE % (mn, target), "p.yaml")
+        assert words in str(err.value) and "p.yaml" in str(err.value)
+
+    def test_an_mn_appears_once(self) -> None:
+        from smartpark.errors import ConfigError
+        from smartpark.park import parse_park
+        text = self.BASE % ("MN1", "so2")
+        twice = text.replace("      - id: a\n", "      - id: b\n        name: B\n        hj212:\n"
+                             "          - {mn: \"MN1\", codes: {a21026: so2}}\n        sensors:\n"
+                             "          - {id: so2, name: SO2, unit: mg/m3, range: [0, 500], normal: [5, 40], "
+                             "interval_s: 30}\n      - id: a\n", 1)
+        with pytest.raises(ConfigError) as err:
+            parse_park(twice, "p.yaml")
+        assert "appears twice" in str(err.value)
