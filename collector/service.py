@@ -15,7 +15,8 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
 from smartpark.config import Settings
 from smartpark.errors import PartialWriteError, WriteError
@@ -57,13 +58,24 @@ class Counters:
     retries: int = 0
 
 
+class Source(Protocol):
+    """An input of the collector: messages are taken in batches and acked once their points are durable."""
+
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+    async def run(self, stop: asyncio.Event) -> None: ...
+    async def take(self, max_n: int, wait: float) -> list[Any]: ...
+    def ack(self, messages: list[Any]) -> int: ...
+
+
 @dataclass(slots=True)
 class Batch:
     """Lines of one flush: readings (ms precision), events (dead letters + status, ns) and what to ack."""
 
     readings: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)  # what the source hands out: MQTT messages, or packets
     held: int = 0  # QoS 1 messages of the current connection: the part of the broker's window it holds
 
     def records(self) -> list[Record]:
@@ -102,7 +114,7 @@ class Collector:
         self._retry_at = 0.0  # loop time of the next write attempt after a failure (backoff, Retry-After)
         self._db_checked = False
         self._next_status = 0.0
-        self.source: MqttSource | None = None  # while running, for observation (tests, status)
+        self.source: Any = None  # while running, for observation (tests, status): the MqttSource, or a subclass's input
         self.spool: Spool | None = None
 
     @property
@@ -118,11 +130,7 @@ class Collector:
         spool, then ack) and, in this coroutine, the pipeline that feeds the sink.
         """
         spool_dir = self.settings.state_path / "spool" / self.instance
-        source = MqttSource(self.settings.mqtt(), self.client_id, share_subscription(self.share_group, SUBSCRIPTION),
-                            receive_maximum=self.receive_maximum, protocol=self.protocol,
-                            status_topic=status_topic("collector", self.instance),
-                            status_extra={"share_group": self.share_group} if self.share_group else None,
-                            on_reconnect=self.metrics.reconnects.inc, on_session_lost=self.metrics.sessions_lost.inc)
+        source = self._source()
         async with (InfluxClient(self.settings.influx(), timeout=self.write_timeout) as db,
                     Spool(spool_dir, self.spool_max_bytes) as spool, source,
                     self.metrics.serve(self.metrics_port)):
@@ -149,7 +157,15 @@ class Collector:
                     peers.cancel()
         log.info("collector %s stopped: %s", self.instance, asdict(self.counters))
 
-    async def _pipeline(self, source: MqttSource, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
+    def _source(self) -> Source:
+        """Where messages come from: the MQTT subscription (another input, such as HJ 212, gives its own)."""
+        return MqttSource(self.settings.mqtt(), self.client_id, share_subscription(self.share_group, SUBSCRIPTION),
+                          receive_maximum=self.receive_maximum, protocol=self.protocol,
+                          status_topic=status_topic("collector", self.instance),
+                          status_extra={"share_group": self.share_group} if self.share_group else None,
+                          on_reconnect=self.metrics.reconnects.inc, on_session_lost=self.metrics.sessions_lost.inc)
+
+    async def _pipeline(self, source: Source, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
         """The one pipeline: take messages, decode each into points or dead letters, hand full batches on."""
         loop = asyncio.get_running_loop()
         batch, opened = Batch(), loop.time()
@@ -216,6 +232,14 @@ class Collector:
             events = [dead_letter_line(rejected[0], self._unique.next(BAD_VALUE, time.time_ns()))]
         batch.readings += lines
         batch.events += events
+        self._count_dead_letters(rejected)
+
+    def _dead_letters(self, batch: Batch, rejected: list[Rejected]) -> None:
+        """Dead letters that an input found before the decoder (HJ 212 frames): into the batch, counted."""
+        batch.events += [dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())) for rej in rejected]
+        self._count_dead_letters(rejected)
+
+    def _count_dead_letters(self, rejected: list[Rejected]) -> None:
         for rej in rejected:
             self.metrics.dead_letters.labels(rej.reason).inc()
         self.counters.invalid += len(rejected)
@@ -317,7 +341,7 @@ class Collector:
                            self._unique.next("collector", time.time_ns()))
 
     # ------------------------------------------------------------------ durability
-    async def _sink(self, db: InfluxClient, spool: Spool, source: MqttSource,
+    async def _sink(self, db: InfluxClient, spool: Spool, source: Source,
                     queue: asyncio.Queue[Batch | None]) -> None:
         """Make batches durable, ``write_concurrency`` at a time (InfluxDB ingests on several cores)."""
         slots = asyncio.Semaphore(self.write_concurrency)
@@ -326,7 +350,7 @@ class Collector:
                 await slots.acquire()
                 tg.create_task(self._deliver(db, spool, source, batch, slots), name="deliver")
 
-    async def _deliver(self, db: InfluxClient, spool: Spool, source: MqttSource, batch: Batch,
+    async def _deliver(self, db: InfluxClient, spool: Spool, source: Source, batch: Batch,
                        slots: asyncio.Semaphore) -> None:
         """One batch into InfluxDB, else the spool; then its messages are acked in one write.
 
@@ -358,6 +382,8 @@ class Collector:
                 except SpoolError as exc:
                     failures += 1
                     self.metrics.spool_errors.inc()
+                    if self._refuse(batch, exc):
+                        return
                     delay = random.uniform(0.5, 1.0) * min(5.0, 0.25 * 2 ** min(failures, 5))
                     if failures == 1:
                         log.error("collector: the spool cannot take a batch of %d messages (%s); not acking them "
@@ -371,6 +397,13 @@ class Collector:
             source.ack(batch.messages)
         finally:
             slots.release()
+
+    def _refuse(self, batch: Batch, exc: SpoolError) -> bool:
+        """The spool cannot be written and InfluxDB did not take the batch: may the input take it back?
+
+        MQTT messages cannot be handed back, so the batch is held and tried again (False); an input that can
+        refuse (HJ 212: no 9014, the logger resends) overrides this, refuses the batch and returns True."""
+        return False
 
     def _defer(self, exc: BaseException, backoff: float = 0.0) -> float:
         """Hold the next write attempt ``backoff`` seconds, or longer if InfluxDB's ``Retry-After`` says so

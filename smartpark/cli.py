@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "dashboards": "dashboards.cli",
     "demo": "smartpark.demo",
     "users": "alerts.userscli",
+    "hj212": "hj212.cli",
 }
 
 

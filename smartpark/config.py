@@ -25,6 +25,7 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "public_url": ("SMARTPARK_PUBLIC_URL", None),
     "tls_cert": ("SMARTPARK_TLS_CERT", None),
     "tls_key": ("SMARTPARK_TLS_KEY", None),
+    "hj212_listen": ("SMARTPARK_HJ212_LISTEN", "127.0.0.1:9212"),
 }
 
 HELP = {
@@ -40,6 +41,7 @@ HELP = {
     "public_url": "the console's address as on-call staff reach it, for links in notifications",
     "tls_cert": "PEM certificate (chain) the operator API serves when --api-url is https://",
     "tls_key": "PEM private key of --tls-cert",
+    "hj212_listen": "HOST:PORT where 'smartpark hj212 serve' takes data-logger connections",
 }
 
 # --mqtt-protocol values -> protocol level of the CONNECT packet (None: find out)
@@ -91,6 +93,7 @@ class Settings:
     public_url: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    hj212_listen: str = OPTIONS["hj212_listen"][1]  # type: ignore[assignment]
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -110,6 +113,7 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         settings.mqtt()  # validate early: before any I/O
         settings.influx()
+        settings.hj212_address()
         return settings
 
     @property
@@ -124,6 +128,9 @@ class Settings:
 
     def influx(self) -> InfluxTarget:
         return parse_influx_url(self.influx_url, self.influx_db, self.influx_token)
+
+    def hj212_address(self) -> tuple[str, int]:
+        return parse_host_port(self.hj212_listen, "hj212_listen")
 
 
 def parse_mqtt_url(url: str) -> MqttTarget:
@@ -157,3 +164,12 @@ def parse_influx_url(url: str, db: str, token: str | None) -> InfluxTarget:
         raise ConfigError("InfluxDB database name is empty", key="influx_db")
     return InfluxTarget(base, unquote(parts.username) if parts.username else None,
                         unquote(parts.password) if parts.password else None, token or None, db)
+
+
+def parse_host_port(text: str, key: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}", key=key)
+    return host, int(port)

@@ -139,10 +139,41 @@ class Sensor(_Strict):
         return self.sample_cycle_s or self.interval_s
 
 
+class Hj212Code(_Strict):
+    """A pollutant code's sensor, and which of the packet's values it takes (CONTRACT §4, §7)."""
+
+    sensor: Id
+    value: Literal["measured", "converted"] = "measured"
+
+
+class Hj212Logger(_Strict):
+    """An HJ 212 data logger that reports for the asset, found by its MN (CONTRACT §7)."""
+
+    mn: str = Field(pattern=r"^[0-9A-Za-z\-_]{1,32}$")
+    pw: str | None = Field(default=None, pattern=r"^[!-~]{0,9}$")
+    sm4_key: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{32}$")
+    codes: dict[str, Hj212Code] = Field(min_length=1)  # ``code: sensor`` is short for ``{sensor: ...}``
+
+    @field_validator("codes", mode="before")
+    @classmethod
+    def _string_codes(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        for code in v:
+            if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,16}", code):
+                raise ValueError(f"pollutant code {code!r} must be a string of letters and digits "
+                                 "(quote codes such as \"011\")")
+        return {code: {"sensor": t} if isinstance(t, str) else t for code, t in v.items()}
+
+    def code_map(self) -> dict[str, Hj212Code]:
+        return dict(self.codes)
+
+
 class Asset(_Strict):
     id: Id
     name: str
     name_zh: str | None = None
+    hj212: list[Hj212Logger] = []
     sensors: list[Sensor] = Field(min_length=1)
 
     @field_validator("sensors")
@@ -150,6 +181,16 @@ class Asset(_Strict):
     def _unique(cls, v: list[Sensor]) -> list[Sensor]:
         _check_unique([s.id for s in v], "sensor")
         return v
+
+    @model_validator(mode="after")
+    def _hj212_sensors(self) -> Asset:
+        ids = {s.id for s in self.sensors}
+        for logger in self.hj212:
+            for code, target in logger.code_map().items():
+                if target.sensor not in ids:
+                    raise ValueError(f"hj212 logger {logger.mn}: code {code} names sensor {target.sensor!r}, "
+                                     f"which asset {self.id} does not have")
+        return self
 
 
 class Site(_Strict):
@@ -202,6 +243,18 @@ class Park(_Strict):
         if any(s.id in RESERVED_SITES for s in v):
             raise ValueError(f"site ids {sorted(RESERVED_SITES)} are reserved by the contract")
         return v
+
+    @model_validator(mode="after")
+    def _mn_once(self) -> Park:
+        seen: dict[str, str] = {}
+        for site in self.sites:
+            for asset in site.assets:
+                for logger in asset.hj212:
+                    where = f"{site.id}/{asset.id}"
+                    if logger.mn in seen:
+                        raise ValueError(f"hj212 MN {logger.mn} appears twice ({seen[logger.mn]} and {where})")
+                    seen[logger.mn] = where
+        return self
 
     # --- lookups (built once, the model is frozen) ---
     @functools.cached_property

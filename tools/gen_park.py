@@ -399,11 +399,46 @@ def convert(catalog: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], di
                 sensors_out.append(out)
                 if comments:
                     comments_all[gid] = dict(comments)
-            assets_out.append({"id": asset["id"], "name": asset["name"], "name_zh": asset["name_zh"],
-                               "sensors": sensors_out})
+            asset_out: dict[str, Any] = {"id": asset["id"], "name": asset["name"], "name_zh": asset["name_zh"]}
+            if (site["id"], asset["id"]) in HJ212_LOGGERS:
+                asset_out["hj212"] = HJ212_LOGGERS[(site["id"], asset["id"])]
+            asset_out["sensors"] = sensors_out
+            assets_out.append(asset_out)
         sites_out.append({"id": site["id"], "name": site["name"], "name_zh": site["name_zh"],
                           "assets": assets_out})
     return {"park": dict(PARK), "sites": sites_out}, address, comments_all, issues, notes
+
+
+# --------------------------------------------------------------------------------------------------
+# HJ 212 data loggers (CONTRACT §4, §7)
+# --------------------------------------------------------------------------------------------------
+
+# The online monitoring systems that report to the ministry's platform through a data logger: the
+# incinerator's and the auxiliary boiler's stack CEMS and the wastewater outfall analysers. MNs follow the
+# 2017 edition's 24-character form for the CEMS and the older 14-digit form for the outfall station, as
+# fielded loggers of both generations do; the auxiliary boiler's logger speaks HJ 212-2025 with an SM4 key.
+# Emission limits apply to converted (折算) concentrations, so those codes map to the ZsRtd/ZsAvg values.
+HJ212_LOGGERS: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("hw_center", "stack_cems"): [{
+        "mn": "32058300HW01CEMS00000001", "pw": "123456",
+        "codes": {"a34013": {"sensor": "pm", "value": "converted"},
+                  "a21005": {"sensor": "co", "value": "converted"},
+                  "a21026": {"sensor": "so2", "value": "converted"},
+                  "a21002": {"sensor": "nox", "value": "converted"},
+                  "a21024": {"sensor": "hcl", "value": "converted"},
+                  "a21022": {"sensor": "hf", "value": "converted"},
+                  "a19001": "o2", "a00000": "flow", "a01012": "temp"},
+    }],
+    ("energy_hub", "aux_boiler1"): [{
+        "mn": "32058300EH01CEMS00000002", "pw": "123456", "sm4_key": "5a3c9e21f07b46d88c1e02a4b6f3d975",
+        "codes": {"a21002": {"sensor": "nox", "value": "converted"}, "a19001": "o2", "a01012": "flue_temp"},
+    }],
+    ("wwtp", "effluent"): [{
+        "mn": "32058300000103", "pw": "123456",
+        "codes": {"w00000": "flow", "w01018": "cod", "w21003": "nh3n", "w21001": "tn", "w21011": "tp",
+                  "w01001": "ph", "w01012": "ss", "w01010": "temp"},
+    }],
+}
 
 
 # --------------------------------------------------------------------------------------------------

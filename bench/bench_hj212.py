@@ -1,0 +1,261 @@
+"""Benchmarks of the HJ 212 input (docs/benchmarks/hj212.md).
+
+    .venv/bin/python bench/bench_hj212.py [--loggers 5000] [--cycles 2] [--period 30] [--skip-load] [--skip-cpu]
+
+(1) CPU, one core: real-time packets (2011, the bundled CEMS logger's nine codes) through frame -> parse ->
+validate -> points, per packet and per reading, against the MQTT path for the same readings in the same run
+(``smartpark.wire.Decoder.lines`` of one snapshot message per packet, and of nine single-reading messages).
+
+(2) Load: ``smartpark hj212 serve`` as a process pinned to one core (``taskset -c 0``, RLIMIT_NOFILE raised)
+with a real Mosquitto and InfluxDB; ``--loggers`` connections from this process (the other core), each
+sending a 2011 packet every ``--period`` seconds at its own phase for ``--cycles`` periods, then a burst
+where all send at once. Reported: the ack latency (send -> 9014 received) p50/p99/max per phase, and that
+every packet is stored (points in InfluxDB = packets x codes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from conftest import InfluxDB  # noqa: E402
+
+from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
+from hj212.frame import FrameReader  # noqa: E402
+from hj212.packet import parse  # noqa: E402
+from hj212.simulate import realtime_packet  # noqa: E402
+from smartpark.park import load_park, parse_park  # noqa: E402
+from smartpark.stack import Stack, free_port  # noqa: E402
+from smartpark.wire import Decoder  # noqa: E402
+
+TZ = ZoneInfo("Asia/Shanghai")
+CODES = {"a21026": "so2", "a21002": "nox", "a19001": "o2"}
+
+
+def best(fn, n: int, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
+    """Best CPU seconds per item over ``repeat`` runs (process time: the other core's load does not count)."""
+    out = []
+    for _ in range(repeat):
+        t = time.process_time()
+        fn()
+        out.append((time.process_time() - t) / n)
+    return min(out)
+
+
+def cpu(n: int) -> None:
+    park = load_park()
+    loggers = LoggerMap(park)
+    logger = loggers.get("32058300HW01CEMS00000001")
+    assert logger is not None
+    dec = PacketDecoder(park)
+    mqtt = Decoder(park)
+    rnd = random.Random(1)
+    t0 = 1_764_201_600_000
+    packets, snaps, singles = [], [], []
+    for i in range(n):
+        values = {code: round(rnd.uniform(*ref.sensor.normal), 3) for code, (ref, _) in logger.codes.items()}
+        ts = t0 + i * 1000
+        packets.append(realtime_packet(logger, ts, values, TZ))
+        by_sensor = {logger.codes[c][0].sensor.id: v for c, v in values.items()}
+        snaps.append(("park/hw_center/stack_cems", b'{"ts": %d, "values": {%s}}' % (
+            ts, ", ".join(f'"{k}": {v!r}' for k, v in by_sensor.items()).encode())))
+        singles += [(f"park/hw_center/stack_cems/{k}", b'{"value": %r, "ts": %d}' % (v, ts))
+                    for k, v in by_sensor.items()]
+    per_packet = len(logger.codes)
+    stream = b"".join(packets)
+
+    def hj212_path() -> None:
+        reader = FrameReader()
+        lines = 0
+        for f in reader.feed(stream):
+            p = parse(f.segment, cp_plain=False)  # type: ignore[union-attr]
+            lg = loggers.get(p.mn)
+            assert lg is not None
+            lines += len(dec.decode(p, lg, f.raw).lines)  # type: ignore[union-attr]
+        assert lines == n * per_packet, lines
+
+    def mqtt_snapshot() -> None:
+        assert sum(len(mqtt.lines(t, p, 0)[0]) for t, p in snaps) == n * per_packet
+
+    def mqtt_singles() -> None:
+        assert sum(len(mqtt.lines(t, p, 0)[0]) for t, p in singles) == n * per_packet
+
+    a = best(hj212_path, n)
+    b = best(mqtt_snapshot, n)
+    c = best(mqtt_singles, n)
+    print(f"CPU, one core, {n:,} packets of {per_packet} readings (best of 5, process time):")
+    print(f"  hj212 frame->parse->validate->points: {1 / a:10,.0f} packets/s  {per_packet / a:10,.0f} readings/s"
+          f"  ({a * 1e6:.1f} us/packet)")
+    print(f"  MQTT snapshot (Decoder.lines)       : {1 / b:10,.0f} messages/s {per_packet / b:10,.0f} readings/s"
+          f"  -> hj212 = {b / a:.2f} x")
+    print(f"  MQTT single readings (Decoder.lines): {per_packet / c:10,.0f} readings/s"
+          f"                         -> hj212 = {c / a:.2f} x")
+
+
+def load_park_yaml(n: int) -> str:
+    lines = ["park: {id: bench, name: HJ 212 bench park, timezone: Asia/Shanghai}", "sites:", "  - id: plant",
+             "    name: Plant", "    assets:"]
+    for i in range(n):
+        lines += [f"      - id: s{i:05d}", f"        name: Stack {i}",
+                  f'        hj212: [{{mn: "BENCH{i:019d}", pw: "123456", '
+                  f'codes: {{a21026: so2, a21002: nox, a19001: o2}}}}]',
+                  "        sensors:"]
+        for sid in ("so2", "nox", "o2"):
+            lines.append(f"          - {{id: {sid}, name: {sid}, unit: mg/m3, range: [0, 1000], normal: [1, 100], "
+                         "interval_s: 30}")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str) -> dict[str, list[float]]:
+    park = parse_park(park_yaml)
+    loggers = list(LoggerMap(park).by_mn.values())
+    lat: dict[str, list[float]] = {"steady": [], "burst": []}
+    missing: list[str] = []
+    conns = []
+    for i in range(0, n, 500):  # open in waves (the listen backlog)
+        conns += await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(min(500, n - i))))
+    print(f"  {len(conns):,} connections open")
+    t0_ms = (int(time.time()) - 3600) * 1000
+
+    async def logger(i: int) -> None:
+        reader, writer = conns[i]
+        lg = loggers[i]
+        frames = FrameReader()
+        phase = random.Random(i).uniform(0, period)
+        start = time.monotonic()
+        plan = [("steady", start + phase + k * period) for k in range(cycles)]
+        plan.append(("burst", start + cycles * period + 2.0))
+        for k, (kind, at) in enumerate(plan):
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            ts = t0_ms + k * 30_000
+            data = realtime_packet(lg, ts, {c: 10.0 + k for c in CODES}, TZ)
+            sent = time.monotonic()
+            writer.write(data)
+            got = False
+            try:
+                async with asyncio.timeout(60):
+                    while not got:
+                        chunk = await reader.read(4096)
+                        if not chunk:
+                            raise ConnectionError("server closed")
+                        got = any(not isinstance(f, Exception) and b"CN=9014" in f.segment
+                                  for f in frames.feed(chunk))
+            except (TimeoutError, ConnectionError):
+                missing.append(lg.mn)
+                continue
+            lat[kind].append(time.monotonic() - sent)
+        writer.close()
+
+    await asyncio.gather(*(logger(i) for i in range(len(conns))))
+    print(f"  packets without a 9014 within 60 s: {len(missing)}")
+    return lat
+
+
+def load(n: int, cycles: int, period: float) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < n + 200:
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} < {n + 200}")
+    with tempfile.TemporaryDirectory(prefix="bench-hj212-") as tmp:
+        stack = Stack(Path(tmp) / "stack", mqtt_port=free_port(), influx_port=free_port())
+        stack.up()
+        try:
+            park_file = Path(tmp) / "park.yaml"
+            park_file.write_text(load_park_yaml(n))
+            port = free_port()
+            env = {**os.environ, "SMARTPARK_MQTT_URL": stack.mqtt_url, "SMARTPARK_INFLUX_URL": stack.influx_url,
+                   "SMARTPARK_INFLUX_DB": "bench_hj212", "SMARTPARK_STATE_DIR": str(Path(tmp) / "state"),
+                   "SMARTPARK_PARK": str(park_file), "SMARTPARK_HJ212_LISTEN": f"127.0.0.1:{port}",
+                   "PYTHONPATH": str(ROOT)}
+            serve = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "smartpark", "hj212", "serve"],
+                                     env=env, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                                   (hard, hard)))
+            try:
+                run_load(serve, stack, port, n, cycles, period)
+            finally:
+                if serve.poll() is None:
+                    serve.kill()
+                    serve.wait(30)
+        finally:
+            stack.down()
+
+
+def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cycles: int, period: float) -> None:
+    """Wait for the server, drive the loggers, then report latencies, CPU and what was stored."""
+    os.sched_setaffinity(0, {1})
+    deadline = time.monotonic() + 300  # loading a park of 5,000 assets is slow on a busy machine
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or serve.poll() is not None:
+                raise SystemExit("hj212 serve did not come up") from None
+            time.sleep(0.2)
+    print(f"load: {n:,} loggers, a packet every {period:g} s for {cycles} periods, then a burst; "
+          "server on core 0, loggers on core 1")
+    started = time.monotonic()
+    cpu0 = cpu_seconds(serve.pid)
+    lat = asyncio.run(drive(port, n, cycles, period, load_park_yaml(n)))
+    took = time.monotonic() - started
+    cpu1 = cpu_seconds(serve.pid)
+    serve.terminate()
+    serve.wait(60)
+    db = InfluxDB(stack.influx_url, "bench_hj212")
+    stored = db.count("reading")
+    packets = sum(len(v) for v in lat.values())
+    for kind, xs in lat.items():
+        print(f"  {kind:6s}: {len(xs):6,} packets acked  p50 {statistics.median(xs) * 1000:7.1f} ms  "
+              f"p99 {pct(xs, 0.99) * 1000:7.1f} ms  max {max(xs) * 1000:7.1f} ms")
+    print(f"  all    : p99 {pct(lat['steady'] + lat['burst'], 0.99) * 1000:.1f} ms over {took:.0f} s")
+    print(f"  server CPU: {cpu1 - cpu0:.1f} s for {packets:,} packets = {(cpu1 - cpu0) / packets * 1e6:.0f} us "
+          f"per packet (connections, parse, validate, write, feed, 9014); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"  stored : {stored:,} reading points for {packets:,} packets x {len(CODES)} codes = "
+          f"{packets * len(CODES):,}  -> "
+          f"{'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--loggers", type=int, default=5000)
+    ap.add_argument("--cycles", type=int, default=2)
+    ap.add_argument("--period", type=float, default=30.0)
+    ap.add_argument("--packets", type=int, default=20_000, help="packets for the CPU benchmark")
+    ap.add_argument("--skip-cpu", action="store_true")
+    ap.add_argument("--skip-load", action="store_true")
+    args = ap.parse_args()
+    if not args.skip_cpu:
+        os.sched_setaffinity(0, {1})
+        cpu(args.packets)
+    if not args.skip_load:
+        load(args.loggers, args.cycles, args.period)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""A data logger's packet -> the points it carries, validated against the park model like an MQTT reading.
+
+:class:`LoggerMap` finds a logger by MN (CONTRACT §4). :class:`PacketDecoder` turns real-time data (2011)
+into ``reading`` points: the mapped codes' values become the MQTT snapshot ``{"ts", "values", "quality",
+"flags"}`` of their asset (one per quality), which :class:`smartpark.wire.Decoder` validates as it would any
+snapshot, so range checks, ``out_of_range`` (stored with quality bad and dead-lettered), ``bad_ts`` and
+quality have one definition for both inputs; each code's ``-Flag`` is then added as the ``flag`` field, and
+the same snapshot is what the alarm engine receives. Minute, hour and day data (2051, 2061, 2031) become
+``hj212`` points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from smartpark.hj212wire import (
+    HJ212_FRAME,
+    PERIOD_CNS,
+    dead_letter_topic,
+    flag_quality,
+    period_line,
+    with_flag,
+)
+from smartpark.park import Hj212Code, Hj212Logger, Park, SensorRef
+from smartpark.wire import (
+    BAD_TS,
+    BAD_VALUE,
+    TS_MAX_MS,
+    TS_MIN_MS,
+    Decoder,
+    Rejected,
+    reading_line,
+    reading_prefix,
+    snapshot_topic,
+)
+
+from .packet import NUMBER, Packet, PacketError, datatime_ms
+
+REALTIME = "2011"
+
+
+@dataclass(frozen=True, slots=True)
+class Logger:
+    """A logger of the park: its configuration and, per pollutant code, the sensor and which value it takes."""
+
+    site: str
+    asset: str
+    config: Hj212Logger
+    codes: dict[str, tuple[SensorRef, Hj212Code]]
+
+    @property
+    def mn(self) -> str:
+        return self.config.mn
+
+
+class LoggerMap:
+    """MN -> :class:`Logger`, built once from the park."""
+
+    def __init__(self, park: Park) -> None:
+        self.by_mn: dict[str, Logger] = {}
+        for site in park.sites:
+            for asset in site.assets:
+                for cfg in asset.hj212:
+                    codes = {code: (park.get(f"{site.id}/{asset.id}/{t.sensor}"), t)
+                             for code, t in cfg.code_map().items()}
+                    self.by_mn[cfg.mn] = Logger(site.id, asset.id, cfg, codes)
+
+    def get(self, mn: str) -> Logger | None:
+        return self.by_mn.get(mn)
+
+    def __len__(self) -> int:
+        return len(self.by_mn)
+
+
+@dataclass(slots=True)
+class Points:
+    """What one packet becomes: lines at millisecond precision, dead letters, the readings for the alarm
+    engine as MQTT snapshots (topic, payload) and the codes nobody mapped."""
+
+    lines: list[str] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    feed: list[tuple[str, bytes]] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)
+
+
+class PacketDecoder:
+    """``decode(packet, logger, raw)`` -> :class:`Points`; raises :class:`PacketError` for a packet without a
+    usable ``DataTime``. ``raw`` (the whole packet) is the payload of its dead letters."""
+
+    def __init__(self, park: Park) -> None:
+        self.tz = ZoneInfo(park.park.timezone)
+        self.decoder = Decoder(park)
+        refs = park.sensors()
+        self._prefix = [reading_prefix(ref) for ref in refs]  # by sensor index: built once, not per reading
+        self._asset_topic = [snapshot_topic(ref.site, ref.asset) for ref in refs]
+
+    def decode(self, p: Packet, logger: Logger, raw: bytes, received_ms: int | None = None) -> Points:
+        out = Points()
+        if p.cn != REALTIME and p.cn not in PERIOD_CNS:
+            return out
+        text = p.items().get("DataTime")
+        if text is None:
+            raise PacketError(HJ212_FRAME, f"CN={p.cn} without DataTime", p.mn)
+        ts = datatime_ms(text, self.tz)
+        topic = dead_letter_topic(p.mn)
+        if not TS_MIN_MS <= ts < TS_MAX_MS:
+            out.rejected.append(Rejected(BAD_TS, f"DataTime {text} is outside 2000..2100", topic, raw))
+            return out
+        snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]] = {}
+        for code, fields in p.data().items():
+            target = logger.codes.get(code)
+            if target is None:
+                out.unmapped.append(code)
+                continue
+            ref, how = target
+            if p.cn == REALTIME:
+                self._realtime(out, snapshots, code, fields, ref, how, topic, raw)
+            else:
+                self._period(out, p.cn, code, fields, ref, how, ts, topic, raw)
+        # one snapshot per asset and quality (CONTRACT §2), usually one per packet: validated by the MQTT
+        # path's decoder as it stands, and the very message that the alarm engine receives
+        for (asset_topic, quality), (values, flags) in snapshots.items():
+            doc: dict[str, object] = {"ts": ts, "values": values}
+            if quality != "good":
+                doc["quality"] = quality
+            if flags:
+                doc["flags"] = flags
+            payload = orjson.dumps(doc)
+            decoded = self.decoder.decode(asset_topic, payload, received_ms)
+            for r in decoded.readings:
+                out.lines.append(with_flag(reading_line(self._prefix[r.ref.index], r), flags.get(r.ref.sensor.id)))
+            out.rejected += [Rejected(rej.reason, rej.detail, topic, raw) for rej in decoded.rejected]
+            if decoded.readings:
+                out.feed.append((asset_topic, payload))
+        return out
+
+    def _realtime(self, out: Points, snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]],
+                  code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, topic: str,
+                  raw: bytes) -> None:
+        """A code's value into the snapshot of its asset and quality (validated there, by the decoder)."""
+        name = "ZsRtd" if how.value == "converted" else "Rtd"
+        text = fields.get(name)
+        if text is None:
+            out.rejected.append(Rejected(BAD_VALUE, f"{code} has no -{name} ({ref.key} takes its {how.value} "
+                                         "value)", topic, raw))
+            return
+        value = _number(text)
+        if value is None:
+            out.rejected.append(Rejected(BAD_VALUE, f"{code}-{name}={text[:32]!r} is not a finite number",
+                                         topic, raw))
+            return
+        flag = fields.get("Flag") or None
+        values, flags = snapshots.setdefault((self._asset_topic[ref.index], flag_quality(flag)), ({}, {}))
+        values[ref.sensor.id] = value
+        if flag is not None and flag != "N":
+            flags[ref.sensor.id] = flag
+
+    def _period(self, out: Points, cn: str, code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code,
+                ts: int, topic: str, raw: bytes) -> None:
+        zs = how.value == "converted"
+        values: dict[str, float] = {}
+        for key in ("Avg", "Min", "Max", "Cou"):
+            name = "Zs" + key if zs and (key != "Cou" or "ZsCou" in fields) else key
+            text = fields.get(name)
+            if text is None:
+                continue
+            value = _number(text)
+            if value is None:
+                out.rejected.append(Rejected(BAD_VALUE, f"{code}-{name}={text[:32]!r} is not a finite number",
+                                             topic, raw))
+                return
+            values[key.lower()] = value
+        if values:
+            out.lines.append(period_line(ref, cn, values, fields.get("Flag") or None, ts))
+
+
+def _number(text: str) -> float | None:
+    if not NUMBER.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,439 @@
+"""``smartpark hj212 serve``: data loggers over TCP -> frame -> packet -> points -> the collector's write path
+-> the 9014 acknowledgement.
+
+The path of a packet, stage by stage:
+
+1. :class:`Listener` (one asyncio server, one coroutine per logger connection) cuts the byte stream into
+   frames (:mod:`hj212.frame`), parses each (:mod:`hj212.packet`), finds the logger by MN, checks PW,
+   decrypts an SM4 CP (:mod:`hj212.crypto`) and reassembles split packets; the first failure refuses the
+   packet as a dead letter (CONTRACT §7, in that order).
+2. :class:`hj212.decode.PacketDecoder` turns it into points, validating each reading with the MQTT path's
+   :class:`~smartpark.wire.Decoder`.
+3. The points go to :class:`Hj212Collector`, which *is* the collector (:class:`collector.Collector`): its
+   batcher, InfluxDB writer, fsync'd spool and replay, with the listener as its input instead of MQTT.
+4. When the batch is durable (InfluxDB or spool) the collector acks it, which resolves the packet's future;
+   for real-time data the readings were also published to MQTT at QoS 1 for the alarm engine. The 9014 is
+   written only when both are done; a packet that did not become durable gets none, and the logger resends.
+
+One slow or hostile logger holds only its own coroutine: reads are per connection, the frame reader holds at
+most one packet, an idle connection is closed, and so is one that does not read its answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from collector.service import Batch, Collector
+from collector.spool import SpoolError
+from smartpark.config import Settings
+from smartpark.hj212wire import HJ212_AUTH, UNKNOWN_MN, dead_letter_topic
+from smartpark.park import Park
+from smartpark.wire import DEAD_LETTER_PAYLOAD_BYTES, Rejected
+
+from .crypto import decrypt_cp, encrypt_cp
+from .decode import Logger, LoggerMap, PacketDecoder, Points
+from .feed import EngineFeed
+from .frame import Frame, FrameError, FrameReader, frame
+from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, encode, encode_cp, parse, parse_cp
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65_536
+MAX_UNREAD_ANSWERS = 1 << 20  # bytes of answers a logger leaves unread before it is disconnected
+MAX_SPLIT_SETS = 8  # split packets being reassembled per connection
+MAX_SPLIT_BYTES = 1 << 20
+TIME_CALIBRATION_REQUEST, SET_TIME = "1013", "1012"
+DATA_ACK = "9014"
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One packet on its way to durability: its lines, its dead letters, and the future the collector
+    resolves (True: durable, False: could not be made durable)."""
+
+    mn: str
+    lines: list[str]
+    rejected: list[Rejected]
+    done: asyncio.Future[bool] | None = None
+
+
+class Hj212Metrics:
+    """Per logger (label ``mn``; ``-`` for packets of no known logger), in the collector's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.packets = Counter("smartpark_hj212_packets", "packets accepted", ("mn",), registry=r)
+        self.refused = Counter("smartpark_hj212_refused", "packets refused (dead-lettered)", ("mn", "reason"),
+                               registry=r)
+        self.acks = Counter("smartpark_hj212_acks", "9014 acknowledgements sent", ("mn",), registry=r)
+        self.last_packet = Gauge("smartpark_hj212_last_packet_timestamp_seconds", "time of the last packet",
+                                 ("mn",), registry=r)
+        self.unmapped = Counter("smartpark_hj212_unmapped_codes", "values of pollutant codes no sensor maps",
+                                ("mn", "code"), registry=r)
+        self.connections = Gauge("smartpark_hj212_connections", "open logger connections", registry=r)
+        self._of: dict[str, tuple[Any, Any, Any]] = {}
+
+    def of(self, mn: str) -> tuple[Any, Any, Any]:
+        """(packets, last packet, acks) of one logger: labelled once, not per packet (labels() takes a lock
+        and builds a key every call)."""
+        children = self._of.get(mn)
+        if children is None:
+            children = self._of[mn] = (self.packets.labels(mn), self.last_packet.labels(mn), self.acks.labels(mn))
+        return children
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+@dataclass(slots=True, eq=False)
+class _Connection:
+    writer: asyncio.StreamWriter
+    peer: str
+    parts: dict[tuple[str, str | None, str], dict[int, Packet]] = field(default_factory=dict)
+    part_bytes: int = 0
+    answers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def send(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() > MAX_UNREAD_ANSWERS:
+            log.warning("hj212: %s does not read its answers; closing the connection", self.peer)
+            self.writer.close()
+
+
+class Listener:
+    """The collector's input for HJ 212: a TCP server whose packets are taken in batches and acked once
+    durable. ``async with``, once; :meth:`run` serves until its stop event (or the service's) is set."""
+
+    def __init__(self, service: Hj212Collector, host: str, port: int, *, max_pending: int = 20_000) -> None:
+        self.service = service
+        self.host, self.port = host, port
+        self.max_pending = max_pending
+        self.ready = asyncio.Event()  # set once listening; ``port`` is then the bound port
+        self._inbox: deque[Item] = deque()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._waiter: asyncio.Future[None] | None = None
+        self._conns: set[_Connection] = set()
+        self._entered = False
+        self.connects = 0
+
+    async def __aenter__(self) -> Listener:
+        if self._entered:
+            raise RuntimeError("Listener cannot be entered twice")
+        self._entered = True
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for conn in list(self._conns):
+            conn.writer.close()
+
+    # ------------------------------------------------------------------ the collector's side
+    async def take(self, max_n: int, wait: float) -> list[Item]:
+        """Up to ``max_n`` packets, waiting at most ``wait`` seconds for the first one."""
+        if not self._inbox and wait > 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._waiter
+            except TimeoutError:
+                pass
+            finally:
+                self._waiter = None
+        inbox = self._inbox
+        out = [inbox.popleft() for _ in range(min(max_n, len(inbox)))]
+        if len(inbox) < self.max_pending:
+            self._space.set()
+        return out
+
+    def ack(self, messages: list[Any]) -> int:
+        """The packets' points are durable: their 9014 may go out."""
+        return self._settle(messages, True)
+
+    def refuse(self, messages: list[Any]) -> int:
+        return self._settle(messages, False)
+
+    @staticmethod
+    def _settle(items: list[Item], ok: bool) -> int:
+        n = 0
+        for item in items:
+            if item.done is not None and not item.done.done():
+                item.done.set_result(ok)
+                n += 1
+        return n
+
+    async def _put(self, item: Item) -> None:
+        while len(self._inbox) >= self.max_pending:  # the collector is behind (InfluxDB down, spool full)
+            self._space.clear()
+            await self._space.wait()
+        self._inbox.append(item)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # ------------------------------------------------------------------ the loggers' side
+    async def run(self, stop: asyncio.Event) -> None:
+        server = await asyncio.start_server(self._serve, self.host, self.port, backlog=4096)
+        self.port = server.sockets[0].getsockname()[1]
+        log.info("hj212: listening for data loggers on %s:%d (%d loggers in the park model)", self.host,
+                 self.port, len(self.service.loggers))
+        self.ready.set()
+        try:
+            await _first(stop.wait(), self.service.stopping.wait())
+        finally:
+            server.close()
+            for conn in list(self._conns):
+                conn.writer.close()
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = writer.get_extra_info("peername")[:2]
+        peer = f"{host}:{port}"
+        conn = _Connection(writer, peer)
+        self._conns.add(conn)
+        self.connects += 1
+        metrics = self.service.hj212_metrics
+        metrics.connections.inc()
+        frames = FrameReader()
+        try:
+            while not self.service.stopping.is_set():
+                try:
+                    async with asyncio.timeout(self.service.idle_timeout):
+                        data = await reader.read(READ_SIZE)
+                except TimeoutError:
+                    log.info("hj212: %s idle for %.0f s; closing", peer, self.service.idle_timeout)
+                    break
+                if not data:
+                    break
+                for event in frames.feed(data):
+                    if isinstance(event, FrameError):
+                        await self._refuse(event.reason, event.detail, None, event.raw)
+                        if event.fatal:
+                            log.warning("hj212: %s sends no HJ 212 packets (%s); closing", peer, event.detail)
+                            return
+                        continue
+                    await self._packet(conn, event)
+        except (ConnectionError, OSError) as exc:
+            log.info("hj212: %s: connection lost (%s)", peer, exc)
+        finally:
+            self._conns.discard(conn)
+            metrics.connections.dec()
+            writer.close()
+            for task in conn.answers:
+                task.cancel()
+
+    async def _refuse(self, reason: str, detail: str, mn: str | None, raw: bytes) -> None:
+        known = mn if mn is not None and self.service.loggers.get(mn) is not None else "-"
+        self.service.hj212_metrics.refused.labels(known, reason).inc()
+        log.info("hj212: refused a packet of %s: %s: %s", mn or "-", reason, detail)
+        rej = Rejected(reason, detail, dead_letter_topic(mn), raw[:DEAD_LETTER_PAYLOAD_BYTES])
+        await self._put(Item(mn or "-", [], [rej]))
+
+    async def _packet(self, conn: _Connection, fr: Frame) -> None:
+        """Check in the contract's order (frame, CRC: done; MN, PW, decryption), then store and answer."""
+        received_ms = time.time_ns() // 1_000_000
+        try:
+            p = parse(fr.segment, cp_plain=False)
+        except PacketError as exc:
+            await self._refuse(exc.reason, exc.detail, exc.mn, fr.raw)
+            return
+        logger = self.service.loggers.get(p.mn)
+        if logger is None:
+            await self._refuse(UNKNOWN_MN, f"MN {p.mn} is not a logger of the park model", p.mn, fr.raw)
+            return
+        if logger.config.pw is not None and p.pw != logger.config.pw:
+            await self._refuse(HJ212_AUTH, f"PW of {p.mn} differs from the park model's", p.mn, fr.raw)
+            return
+        try:
+            p = self._plain(p, logger)
+        except PacketError as exc:
+            await self._refuse(exc.reason, exc.detail, p.mn, fr.raw)
+            return
+        metrics = self.service.hj212_metrics
+        packets, last_packet, _acks = metrics.of(p.mn)
+        packets.inc()
+        last_packet.set(time.time())
+        parts = [p]
+        if p.split:
+            whole = self._reassemble(conn, p)
+            if whole is None:
+                return
+            p, parts = whole
+        if p.cn == TIME_CALIBRATION_REQUEST:
+            conn.send(self.service.set_time(p, logger))
+            return
+        try:
+            points = self.service.packets.decode(p, logger, fr.raw, received_ms)
+        except PacketError as exc:
+            await self._refuse(exc.reason, exc.detail, p.mn, fr.raw)
+            return
+        for code in points.unmapped:
+            metrics.unmapped.labels(p.mn, code).inc()
+        acks = [a for a in parts if a.wants_ack]
+        if not points.lines and not points.rejected:  # heartbeats, status, commands: nothing to store
+            self._answer_now(conn, acks)
+            return
+        item = Item(p.mn, points.lines, points.rejected,
+                    asyncio.get_running_loop().create_future() if acks or points.feed else None)
+        await self._put(item)
+        task = asyncio.create_task(self._answer(conn, item, points, acks), name=f"hj212-answer-{p.mn}")
+        conn.answers.add(task)
+        task.add_done_callback(conn.answers.discard)
+
+    def _plain(self, p: Packet, logger: Logger) -> Packet:
+        """The packet with a readable CP: decrypted with the logger's SM4 key, or refused."""
+        if p.cp_text is None:
+            return p
+        key = logger.config.sm4_key
+        if key is None:
+            parse_cp(p.cp_text, p.mn)  # not KEY=VALUE and no key to decrypt it: raises hj212_frame
+        else:
+            return dataclasses.replace(p, cp=parse_cp(decrypt_cp(p.cp_text, key, p.mn), p.mn), cp_text=None)
+        return p
+
+    def _reassemble(self, conn: _Connection, p: Packet) -> tuple[Packet, list[Packet]] | None:
+        """Hold the parts of a split packet (PNUM/PNO) until all are in; then one packet of all their CP."""
+        key = (p.mn, p.qn, p.cn)
+        held = conn.parts.get(key)
+        if held is None:
+            if len(conn.parts) >= MAX_SPLIT_SETS:
+                conn.parts.clear()
+                conn.part_bytes = 0
+            held = conn.parts[key] = {}
+        assert p.pno is not None and p.pnum is not None
+        held[p.pno] = p
+        conn.part_bytes += len(encode(p))
+        if conn.part_bytes > MAX_SPLIT_BYTES:
+            conn.parts.clear()
+            conn.part_bytes = 0
+            log.warning("hj212: %s: split packets over %d bytes; dropped the parts held", conn.peer, MAX_SPLIT_BYTES)
+            return None
+        if len(held) < p.pnum:
+            return None
+        del conn.parts[key]
+        parts = [held[i] for i in sorted(held)]
+        conn.part_bytes -= sum(len(encode(x)) for x in parts)
+        cp = tuple(group for part in parts for group in part.cp)
+        first = parts[0]
+        whole = dataclasses.replace(first, cp=cp, flag=(first.flag or 0) & ~FLAG_SPLIT, pnum=None, pno=None)
+        return whole, parts
+
+    def _answer_now(self, conn: _Connection, acks: list[Packet]) -> None:
+        if acks:
+            conn.send(b"".join(data_ack(a) for a in acks))
+            self.service.hj212_metrics.of(acks[0].mn)[2].inc(len(acks))
+
+    async def _answer(self, conn: _Connection, item: Item, points: Points, acks: list[Packet]) -> None:
+        """The 9014 once the points are durable and the alarm engine's readings are with the broker."""
+        feed = self.service.feed
+        published = asyncio.ensure_future(feed.publish(points.feed)) if feed is not None and points.feed else None
+        try:
+            ok = await item.done if item.done is not None else True
+            if published is not None:
+                ok = await published and ok
+        finally:
+            if published is not None and not published.done():
+                published.cancel()
+        if ok:
+            self._answer_now(conn, acks)
+        elif acks:
+            log.warning("hj212: a packet of %s was not made durable; no 9014 (the logger resends)", item.mn)
+
+
+def data_ack(p: Packet) -> bytes:
+    """``QN=<its QN>;ST=91;CN=9014;PW=<its PW>;MN=<its MN>;Flag=<its version bits>;CP=&&&&`` (CONTRACT §7)."""
+    return frame(encode(Packet(st="91", cn=DATA_ACK, pw=p.pw, mn=p.mn, qn=p.qn, flag=p.version_bits)))
+
+
+class Hj212Collector(Collector):
+    """The collector with HJ 212 data loggers as its input: ``await Hj212Collector(settings, park).run(stop)``.
+
+    Everything after the packet (batch, InfluxDB, spool, replay, the ``collector`` status points as
+    instance ``hj212``) is the collector's own code; only the input (:meth:`_source`), what a taken item
+    adds to a batch (:meth:`_add`) and what happens when nothing could be made durable differ.
+    """
+
+    def __init__(self, settings: Settings, park: Park, *, listen: tuple[str, int] | None = None,
+                 engine_feed: bool = True, idle_timeout: float = 600.0, max_pending: int = 20_000,
+                 feed_timeout: float = 10.0, instance: str = "hj212", **kw: Any) -> None:
+        super().__init__(settings, park, instance=instance, **kw)
+        self.listen = listen or settings.hj212_address()
+        self.idle_timeout = idle_timeout
+        self.max_pending = max_pending
+        self.loggers = LoggerMap(park)
+        self.packets = PacketDecoder(park)
+        self.tz = ZoneInfo(park.park.timezone)
+        self.hj212_metrics = Hj212Metrics(self.metrics.registry)
+        self.feed = (EngineFeed(settings.mqtt(), f"smartpark-hj212-{instance}", timeout=feed_timeout)
+                     if engine_feed else None)
+        self.stopping = asyncio.Event()
+        self.listener: Listener | None = None
+        self.undelivered = 0  # packets that could not be made durable (no 9014 for them)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.stopping = stop
+        if self.feed is None:
+            await super().run(stop)
+            return
+        feed_stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.feed.run(feed_stop), name="engine-feed")
+            try:
+                await super().run(stop)
+            finally:
+                feed_stop.set()
+
+    def _source(self) -> Listener:
+        self.listener = Listener(self, *self.listen, max_pending=self.max_pending)
+        return self.listener
+
+    def _add(self, batch: Batch, m: Any) -> None:  # an Item of the listener, not an MQTT message
+        batch.messages.append(m)
+        batch.readings += m.lines
+        self._dead_letters(batch, m.rejected)
+
+    def _refuse(self, batch: Batch, exc: SpoolError) -> bool:
+        if batch.messages:
+            log.error("hj212: InfluxDB unavailable and the spool cannot be written (%s): %d packets not "
+                      "acknowledged, their loggers resend", exc, len(batch.messages))
+        assert self.listener is not None
+        self.undelivered += len(batch.messages)
+        self.listener.refuse(batch.messages)
+        return True
+
+    def set_time(self, p: Packet, logger: Logger) -> bytes:
+        """The answer to a time calibration request (1013): set the logger's clock (1012) to ours."""
+        now = datetime.now(self.tz)
+        cp: tuple[tuple[tuple[str, str], ...], ...] = ((("SystemTime", now.strftime("%Y%m%d%H%M%S")),),)
+        key = logger.config.sm4_key if p.version_bits >= 8 else None
+        reply = Packet(st=p.st, cn=SET_TIME, pw=p.pw, mn=p.mn, qn=now.strftime("%Y%m%d%H%M%S%f")[:17],
+                       flag=p.version_bits | FLAG_ACK, cp=() if key else cp,
+                       cp_text=encrypt_cp(encode_cp(cp), key) if key else None)
+        return frame(encode(reply))
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out["connections"] = self.listener.connects if self.listener is not None else 0
+        return out
+
+
+__all__ = ["EngineFeed", "Hj212Collector", "Item", "Listener", "data_ack"]
