@@ -59,7 +59,18 @@ class Counters:
 
 
 class Source(Protocol):
-    """An input of the collector: messages are taken in batches and acked once their points are durable."""
+    """An input of the collector: messages are taken in batches and acked once their points are durable.
+
+    ``gen`` (the connection a message came on), ``window`` (the broker's in-flight window, when it said) and
+    ``in_flight`` (unacked messages of the current connection) drive the window flush; an input without a
+    broker window has ``window = None``, ``in_flight = 0`` and hands out items with ``qos = 0``."""
+
+    @property
+    def gen(self) -> int: ...
+    @property
+    def window(self) -> int | None: ...
+    @property
+    def in_flight(self) -> int: ...
 
     async def __aenter__(self) -> Any: ...
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -204,7 +215,7 @@ class Collector:
                 break
         await queue.put(None)
 
-    def _gap(self, source: MqttSource, batch: Batch) -> float:
+    def _gap(self, source: Source, batch: Batch) -> float:
         """How long to wait for more before flushing what the batch holds.
 
         The idle timer (50 ms) lets a batch grow while messages keep coming. But when every message the

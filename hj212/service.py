@@ -66,6 +66,8 @@ class Item:
     lines: list[str]
     rejected: list[Rejected]
     done: asyncio.Future[bool] | None = None
+    qos: int = 0  # a packet holds no place in a broker's in-flight window (collector.service.Source)
+    gen: int = 0
 
 
 class Hj212Metrics:
@@ -122,6 +124,11 @@ class _Connection:
 class Listener:
     """The collector's input for HJ 212: a TCP server whose packets are taken in batches and acked once
     durable. ``async with``, once; :meth:`run` serves until its stop event (or the service's) is set."""
+
+    # no broker window to fill (collector.service.Source)
+    gen: int = 0
+    window: int | None = None
+    in_flight: int = 0
 
     def __init__(self, service: Hj212Collector, host: str, port: int, *, max_pending: int = 20_000) -> None:
         self.service = service
