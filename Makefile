@@ -29,7 +29,7 @@ APT_PACKAGES := mosquitto mosquitto-clients influxdb
 # a small font that draws Chinese, for the bilingual titles of the dashboard previews (5 MB)
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 POLICY_RC_D ?= /usr/sbin/policy-rc.d
-LINT_DIRS := smartpark collector alerts dashboards simulators
+LINT_DIRS := smartpark collector alerts dashboards simulators rollups reports
 # mypy refuses a directory without Python files: lint the packages that have some
 LINT_EXISTING = $(foreach d,$(LINT_DIRS),$(if $(wildcard $(d)/*.py),$(d)))
 

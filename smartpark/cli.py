@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "replay": "simulators.cli",
     "dashboards": "dashboards.cli",
     "demo": "smartpark.demo",
+    "rollup": "rollups.cli",
+    "report": "reports.cli",
 }
 
 

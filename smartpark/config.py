@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,8 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "state_dir": ("SMARTPARK_STATE_DIR", "./.smartpark"),
     "api_url": ("SMARTPARK_API_URL", "http://127.0.0.1:8765"),
     "api_token": ("SMARTPARK_API_TOKEN", None),
+    "raw_retention": ("SMARTPARK_RAW_RETENTION", "400d"),
+    "rollup_retention": ("SMARTPARK_ROLLUP_RETENTION", "INF"),
 }
 
 HELP = {
@@ -32,6 +36,8 @@ HELP = {
     "state_dir": "directory for the spool, alarm state and the local stack",
     "api_url": "where the alert engine's operator API listens / is called",
     "api_token": "bearer token of the operator API",
+    "raw_retention": "how long readings and events are kept (retention policy raw; INF keeps forever)",
+    "rollup_retention": "how long the rollups are kept (retention policy rollup; INF keeps forever)",
 }
 
 
@@ -63,6 +69,8 @@ class InfluxTarget:
     password: str | None
     token: str | None
     db: str
+    raw_retention: str = "400d"  # InfluxQL durations (CONTRACT §10), checked by parse_retention
+    rollup_retention: str = "INF"
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class Settings:
     state_dir: str = OPTIONS["state_dir"][1]  # type: ignore[assignment]
     api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]
     api_token: str | None = None
+    raw_retention: str = OPTIONS["raw_retention"][1]  # type: ignore[assignment]
+    rollup_retention: str = OPTIONS["rollup_retention"][1]  # type: ignore[assignment]
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -93,7 +103,7 @@ class Settings:
                 values[name] = default
         settings = cls(**values)  # type: ignore[arg-type]
         settings.mqtt()  # validate early: before any I/O
-        settings.influx()
+        settings.influx()  # includes the retentions
         return settings
 
     @property
@@ -104,7 +114,14 @@ class Settings:
         return parse_mqtt_url(self.mqtt_url)
 
     def influx(self) -> InfluxTarget:
-        return parse_influx_url(self.influx_url, self.influx_db, self.influx_token)
+        target = parse_influx_url(self.influx_url, self.influx_db, self.influx_token)
+        return dataclasses.replace(target, raw_retention=parse_retention(self.raw_retention, "raw_retention"),
+                                   rollup_retention=parse_retention(self.rollup_retention, "rollup_retention"))
+
+    @property
+    def raw_retention_ms(self) -> int | None:
+        """The raw retention in milliseconds; None for INF (kept forever)."""
+        return retention_ms(parse_retention(self.raw_retention, "raw_retention"))
 
 
 def parse_mqtt_url(url: str) -> MqttTarget:
@@ -138,3 +155,27 @@ def parse_influx_url(url: str, db: str, token: str | None) -> InfluxTarget:
         raise ConfigError("InfluxDB database name is empty", key="influx_db")
     return InfluxTarget(base, unquote(parts.username) if parts.username else None,
                         unquote(parts.password) if parts.password else None, token or None, db)
+
+
+_DURATION = re.compile(r"(\d+)(w|d|h|m|s)")
+_UNIT_MS = {"w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000}
+
+
+def parse_retention(text: str, key: str) -> str:
+    """A retention as InfluxQL writes it (``400d``, ``52w``, ``12h30m``, ``INF``); at least one hour, as
+    InfluxDB requires. Returns the canonical text (``INF`` upper case)."""
+    value = text.strip()
+    if value.upper() == "INF":
+        return "INF"
+    if not value or _DURATION.sub("", value) != "":
+        raise ConfigError(f"{key} must be a duration such as 400d, 52w, 720h or INF, got {text!r}", key=key)
+    if retention_ms(value) is not None and (retention_ms(value) or 0) < _UNIT_MS["h"]:
+        raise ConfigError(f"{key} must be at least 1h (InfluxDB's minimum), got {text!r}", key=key)
+    return value
+
+
+def retention_ms(duration: str) -> int | None:
+    """``400d`` -> milliseconds; ``INF`` -> None."""
+    if duration.upper() == "INF":
+        return None
+    return sum(int(n) * _UNIT_MS[u] for n, u in _DURATION.findall(duration))
