@@ -82,6 +82,23 @@ def reading_query(site: str, asset: str, sensor: str, *, agg: str = "mean", buck
     return q + (f" tz({quote_literal(tz)})" if tz else "")
 
 
+# Ranges up to two days read raw; from three days on, the hourly rollups (CONTRACT §10); in between the
+# split point moves from the range's start to its end: raw after it, the hours that begin up to it before (the
+# hour holding the split point is drawn from both).
+RAW_MAX_RANGE_MS = 2 * 86_400_000
+_SPLIT = "${__from}ms" + f" + ${{__range_ms}}ms - {RAW_MAX_RANGE_MS}ms" * 3
+
+
+def tiered_targets(site: str, asset: str, sensor: str, alias: str, valid: tuple[float, float] | None = None
+                   ) -> list[Json]:
+    """A sensor's trend: raw readings after the split point, ``rollup.reading_1h`` means before it."""
+    raw = reading_query(site, asset, sensor, valid=valid).replace(
+        "$timeFilter", f"$timeFilter AND time > {_SPLIT}")
+    rollup = (f'SELECT mean("mean") FROM "rollup"."reading_1h" WHERE {where_sensor(site, asset, sensor)} '
+              f"AND $timeFilter AND time <= {_SPLIT} GROUP BY time($__interval) fill(none)")
+    return [g.target(raw, "A", alias=alias), g.target(rollup, "B", alias=alias)]
+
+
 def last_state_subquery(where: str, group: str) -> str:
     """The latest state of every alarm (one series per alarm id) within the time range."""
     return f'SELECT last("state") AS "state" FROM "alarm" WHERE {where}$timeFilter GROUP BY {group}'
@@ -224,7 +241,7 @@ def overview(park: Park) -> Json:
 def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
     title = bilingual(s.name_zh, s.name)
     panel = g.timeseries(
-        title, [g.target(reading_query(site.id, asset.id, s.id, valid=s.range), "A", alias=s.id)],
+        title, tiered_targets(site.id, asset.id, s.id, s.id, valid=s.range),
         unit=grafana_unit(s.unit), thresholds=sensor_thresholds(s), description=f"{site.id}/{asset.id}/{s.id}: "
         + limits_text(s), min_interval=fmt_interval(s.interval_s) if s.interval_s > 10 else None,
         soft_min=s.normal[0], soft_max=s.normal[1],

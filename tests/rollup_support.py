@@ -123,7 +123,8 @@ def a_day(seed: int = 7, start: int = DAY0 - 2 * HOUR, end: int = DAY0 + 26 * HO
         out.append(Point("wwtp", "effluent", "flow", ts, round(500 + rng.uniform(-100, 100), 2)))
         dip = 3 * HOUR <= ts - DAY0 < 3 * HOUR + 20 * 60_000
         out.append(Point("hw_center", "scc", "temp", ts, round((1060 if dip else 1150) + rng.uniform(-20, 20), 1)))
-        out.append(Point("hw_center", "stack_cems", "so2", ts, round(40 + rng.uniform(-10, 10) + (90 if h == 14 else 0), 2)))
+        so2 = 40 + rng.uniform(-10, 10) + (90 if h == 14 else 0)
+        out.append(Point("hw_center", "stack_cems", "so2", ts, round(so2, 2)))
     return out
 
 

@@ -249,3 +249,66 @@ class TestJournal:
         j.done()
         assert j.take() == set()
         assert touched_periods(["m value=1 299999", "m value=1 300000"]) == {0, 1}
+
+
+class TestDashboards:
+    """Sensor panels read raw up to two days, the hourly rollups from three, and split the range in between."""
+
+    def test_panel_reads_rollups_for_long_ranges(self, influx_server: Any, tmp_path: Path) -> None:
+        """Ten days of a 60 s sensor: a 10-day range reads only rollup points (1/60 of raw), a day only raw,
+        2.5 days both, overlapping by the split point's hour at most; the queries are run as Grafana expands them."""
+        from dashboards.build import site_dashboard
+        from dashboards.grafana import iter_panels
+        from dashboards.macros import TimeRange
+        from dashboards.query import run_panel
+        from tests.rollup_support import Point
+
+        park = load_park()
+        site = park.site("wwtp")
+        assert site is not None
+        ref = next(r for r in park if r.site == "wwtp" and r.sensor.interval_s == 60)
+        panel = next(p for p in iter_panels(site_dashboard(park, site))
+                     if any(f"'{ref.sensor.id}'" in t["query"] and "reading_1h" in t["query"]
+                            and f"'{ref.asset}'" in t["query"] for t in p.get("targets", [])))
+        name = f"dash_{uuid.uuid4().hex[:10]}"
+        s = settings(influx_server.url, name, tmp_path)
+        end = int(time.time() * 1000) // HOUR * HOUR
+        start = end - 10 * 86_400_000
+        lo, hi = ref.sensor.normal
+        points = [Point(ref.site, ref.asset, ref.sensor.id, ts, lo + (hi - lo) * ((ts // 60_000) % 97) / 97)
+                  for ts in range(start, end, 60_000)]
+
+        async def go() -> dict[str, tuple[int, int, int, int]]:
+            async with InfluxClient(s.influx()) as db:
+                await db.ensure_database()
+                await db.write([p.line() for p in points])
+                await Rollups(db, await db.ensure_retention(), park.park.timezone).rebuild(start, end)
+                out = {}
+                for label, days in (("10d", 10), ("1d", 1), ("2.5d", 2.5)):
+                    tr = TimeRange(end - int(days * 86_400_000), end)
+                    res = await run_panel(db, "site", panel, tr, {})
+                    a = [r for ser in res.series if ser.ref_id == "A" for r in ser.values if r[1] is not None]
+                    b = [r for ser in res.series if ser.ref_id == "B" for r in ser.values if r[1] is not None]
+                    raw_read = (await db.rows(res.queries["A"].replace('mean("value")', 'count("value")', 1)
+                                              .split(" GROUP BY")[0]))
+                    roll_read = (await db.rows(res.queries["B"].replace('mean("mean")', 'count("mean")', 1)
+                                               .split(" GROUP BY")[0]))
+                    out[label] = (len(a), len(b), raw_read[0]["count"] if raw_read else 0,
+                                  roll_read[0]["count"] if roll_read else 0)
+                    if a and b:
+                        assert max(r[0] for r in b) <= min(r[0] for r in a)  # the split point's hour is in both
+                return out
+
+        try:
+            got = run(go())
+        finally:
+            probe = influx_server.new_db()
+            probe.raw_query(f'DROP DATABASE "{name}"', epoch=None)
+            probe.drop()
+        a10, b10, raw10, roll10 = got["10d"]
+        assert a10 == 0 and raw10 == 0 and b10 > 0 and roll10 == 10 * 24
+        assert roll10 * 50 <= len(points)  # at most 1/50 of the raw points of the range
+        a1, b1, raw1, roll1 = got["1d"]
+        assert b1 == 0 and roll1 == 0 and a1 > 0 and raw1 == 24 * 60
+        a25, b25, raw25, roll25 = got["2.5d"]
+        assert a25 > 0 and b25 > 0 and 0 <= raw25 + roll25 * 60 - int(2.5 * 24 * 60) <= 60
