@@ -182,5 +182,14 @@ def _merge(starts: list[int], size: int) -> Iterator[tuple[int, int]]:
 
 
 def _lines(measurement: str, aggs: dict[tuple[Key, int], Agg]) -> Iterator[str]:
-    for ((site, asset, sensor), ts), agg in aggs.items():
-        yield encode_line(measurement, {"site": site, "asset": asset, "sensor": sensor}, agg.fields(), ts)
+    """The points, with each series' tag prefix built once (ids need no escaping, CONTRACT §1, but the
+    prefix goes through :func:`encode_line` all the same); floats as ``repr`` keeps them exact."""
+    prefixes: dict[Key, str] = {}
+    for (key, ts), agg in aggs.items():
+        prefix = prefixes.get(key)
+        if prefix is None:
+            site, asset, sensor = key
+            prefix = prefixes[key] = encode_line(measurement, {"site": site, "asset": asset, "sensor": sensor},
+                                                 {"count": 0}).rsplit(" ", 1)[0]
+        yield (f"{prefix} count={agg.count}i,good={agg.good}i,max={float(agg.max)!r},mean={float(agg.mean)!r},"
+               f"min={float(agg.min)!r} {ts}")

@@ -148,8 +148,10 @@ class TestLateData:
                     hour = [p.line() for p in on_time if DAY0 + h * HOUR <= p.ts < DAY0 + (h + 1) * HOUR]
                     await db.write(hour)
                     journal.note_lines(hour)  # what the collector does once InfluxDB answered 204
-                    if h % 3 == 0:
-                        await runner.turn(rollups)
+                    if h % 3 == 0:  # the hour's last five minutes are still open at its end: they wait
+                        hour_end = DAY0 + (h + 1) * HOUR
+                        await runner.turn(rollups, now_ms=hour_end - 1)
+                        assert journal.take() == ({hour_end // 300_000 - 1} if hour else set())
                 await runner.turn(rollups)
                 late_lines = [p.line() for p in late]
                 await db.write(late_lines)
