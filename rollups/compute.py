@@ -11,6 +11,7 @@ its five-minute periods, then its hours, then the day, so that a rebuild of a ye
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -73,8 +74,9 @@ def ranges(periods: Iterable[int]) -> Iterator[tuple[int, int]]:
 class Rollups:
     """``await Rollups(db, retention, tz).recompute(periods)``: rewrite every rollup point those periods touch."""
 
-    def __init__(self, db: InfluxClient, retention: Retention, tz: str) -> None:
+    def __init__(self, db: InfluxClient, retention: Retention, tz: str, *, concurrency: int = 2) -> None:
         self.db = db
+        self.concurrency = max(1, concurrency)
         self.retention = retention
         self.tz = ZoneInfo(tz)
         self.points_written = 0
@@ -85,22 +87,29 @@ class Rollups:
         by_day: dict[int, set[int]] = {}
         for p in set(periods):
             by_day.setdefault(day_start(p * PERIOD_MS, self.tz), set()).add(p)
-        written = 0
-        for start in sorted(by_day):
-            written += await self._day(start, by_day[start])
-        return written
+        return await self._days(sorted(by_day.items()))
 
     async def rebuild(self, since_ms: int, until_ms: int) -> int:
         """Every rollup point of ``[since, until)`` (widened to whole five-minute periods) from ``raw``."""
         first, last = since_ms // PERIOD_MS, -(-until_ms // PERIOD_MS)
-        written = 0
+        days: list[tuple[int, set[int]]] = []
         day = day_start(first * PERIOD_MS, self.tz)
         while day < last * PERIOD_MS:
             end = next_day(day, self.tz)
-            lo, hi = max(first, day // PERIOD_MS), min(last, end // PERIOD_MS)
-            written += await self._day(day, set(range(lo, hi)))
+            days.append((day, set(range(max(first, day // PERIOD_MS), min(last, end // PERIOD_MS)))))
             day = end
-        return written
+        return await self._days(days)
+
+    async def _days(self, days: list[tuple[int, set[int]]]) -> int:
+        """Days are independent: ``concurrency`` of them at a time, so that InfluxDB aggregates on as many
+        cores (one query runs on one)."""
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(start: int, periods: set[int]) -> int:
+            async with slots:
+                return await self._day(start, periods)
+
+        return sum(await asyncio.gather(*(one(d, p) for d, p in days)))
 
     async def _day(self, start: int, periods: set[int]) -> int:
         end = next_day(start, self.tz)
