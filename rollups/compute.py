@@ -1,6 +1,6 @@
 """The rollups of CONTRACT §10: ``reading_5m``, ``reading_1h``, ``reading_1d`` recomputed for touched periods.
 
-Five-minute points come from ``raw`` by InfluxQL (``mean``, ``min``, ``max``, ``count`` of ``value``;
+Five-minute points come from ``raw`` by InfluxQL (``sum`` / ``count``, ``min``, ``max`` of ``value``;
 ``good`` is ``count(value) - count(quality)``, since ``quality`` is written only when it is not good). Hours
 and days are combined from the five-minute points of the same recompute or already stored: ``min``,
 ``max``, ``count`` and ``good`` combine exactly, and ``mean`` as the count-weighted mean, which equals the
@@ -145,7 +145,9 @@ class Rollups:
         return len(lines)
 
     def _raw_statement(self, start: int, end: int) -> str:
-        return (f"SELECT mean(value), min(value), max(value), count(value), count(quality) "
+        # sum rather than mean: 1.45x faster in InfluxDB 1.x (docs/benchmarks/rollups.md), and sum / count is
+        # the mean InfluxQL computes, up to the last bit
+        return (f"SELECT sum(value), min(value), max(value), count(value), count(quality) "
                 f"FROM {self.retention.measurement(RAW_MEASUREMENT)} WHERE time >= {start}ms AND time < {end}ms "
                 f'GROUP BY time(5m), "site", "asset", "sensor" fill(none)')
 
@@ -165,10 +167,10 @@ def _series_rows(result: dict[str, object], *, raw: bool) -> Iterator[tuple[Key,
         key = (tags.get("site", ""), tags.get("asset", ""), tags.get("sensor", ""))
         for row in series["values"]:
             if raw:
-                ts, mean, lo, hi, count, bad = row
+                ts, total, lo, hi, count, bad = row
                 if not count:
                     continue
-                yield key, ts, Agg(mean, lo, hi, int(count), int(count) - int(bad or 0))
+                yield key, ts, Agg(total / count, lo, hi, int(count), int(count) - int(bad or 0))
             else:
                 ts, mean, lo, hi, count, good = row
                 if count:
