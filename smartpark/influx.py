@@ -198,6 +198,7 @@ class InfluxClient:
             return self._retention[name]
         raw_d, rollup_d = self.target.raw_retention, self.target.rollup_retention
         qdb = quote_ident(name)
+        policies: dict[str, dict[str, Any]] = {}
         try:
             policies = {row["name"]: row for row in await self.rows(f"SHOW RETENTION POLICIES ON {qdb}", db=name)}
             default = next((p for p, row in policies.items() if row.get("default")), None)
@@ -215,7 +216,12 @@ class InfluxClient:
                     log.warning("retention policy %r on %r set to %s%s", rp, name, duration, make_default.lower())
         except ValueError as exc:
             if _RP_UNSUPPORTED.search(str(exc)) is None:
-                raise
+                # not allowed (a user without admin rights) or refused: the data keep flowing to the default
+                rollup = ROLLUP_RP if ROLLUP_RP in policies else None
+                log.warning("could not set the retention policies of %r (%s): writing to its default policy%s",
+                            name, exc, "" if rollup is None else ", rollups to 'rollup'")
+                self._retention[name] = Retention(supported=True, raw=None, rollup=rollup)
+                return self._retention[name]
             log.warning("InfluxDB at %s has no retention policies (%s): everything goes to the default of %r, "
                         "kept as long as that bucket's retention says", self.target.base_url, exc, name)
             self._retention[name] = Retention(supported=False, raw=None, rollup=None)

@@ -86,6 +86,26 @@ class TestBasicAuth:
         assert asyncio.run(go()).status == 401
 
 
+    def test_a_user_without_admin_rights_writes_to_the_default(self, secured_influx: str) -> None:
+        """Retention policies need an admin: without one the database check warns and the data keep flowing."""
+        admin = secured_influx.replace("http://", "http://admin:s3cr3t@")
+        user = secured_influx.replace("http://", "http://writer:w@")
+
+        async def go() -> tuple[object, list[dict[str, object]]]:
+            async with _client(admin, "rpdb") as db:
+                await db.query("CREATE DATABASE rpdb", db=False, method="POST")  # type: ignore[arg-type]
+                await db.query("CREATE USER writer WITH PASSWORD 'w'", db=False, method="POST")  # type: ignore[arg-type]
+                await db.query('GRANT ALL ON "rpdb" TO writer', db=False, method="POST")  # type: ignore[arg-type]
+            async with _client(user, "rpdb") as db:
+                assert await db.ensure_database() is False
+                retention = await db.ensure_retention()
+                await db.write(["reading,asset=a,sensor=s,site=x value=2.5 1764201600123"])
+                return retention, await db.rows("SELECT value FROM reading")
+
+        retention, rows = asyncio.run(go())
+        assert retention.raw is None and rows == [{"time": 1764201600123, "value": 2.5}]  # type: ignore[attr-defined]
+
+
 class TestAnswers:
     def test_partial_write_names_the_bad_lines(self, influx_db) -> None:  # type: ignore[no-untyped-def]
         """A 400 partial write keeps the good lines and names the rejected ones by index."""
