@@ -8,3 +8,4 @@ $py bench/bench_collector.py --n 200000 --repeat 3
 $py bench/bench_alerts.py --eval-readings 300000 --seconds 60 --probe-hz 4
 $py bench/bench_simulators.py
 $py bench/bench_dashboards.py --repeat 5
+$py bench/bench_rollups.py --days 30 --year-days 365 --repeat 3
