@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reports.compute import hour_need
 from smartpark.lineproto import quote_ident, quote_literal
-from smartpark.park import Asset, Park, Regulatory, Sensor, Site
+from smartpark.park import Asset, Park, Regulatory, Sensor, SensorRef, Site
 
 from . import grafana as g
 from .grafana import CLEAR, GREEN, ORANGE, RED, Json
@@ -97,6 +98,38 @@ def tiered_targets(site: str, asset: str, sensor: str, alias: str, valid: tuple[
     rollup = (f'SELECT mean("mean") FROM "rollup"."reading_1h" WHERE {where_sensor(site, asset, sensor)} '
               f"AND $timeFilter AND time <= {_SPLIT} GROUP BY time($__interval) fill(none)")
     return [g.target(raw, "A", alias=alias), g.target(rollup, "B", alias=alias)]
+
+
+def park_ref(site: Site, asset: Asset, s: Sensor) -> SensorRef:
+    return SensorRef(site=site.id, asset=asset.id, sensor=s, index=0)
+
+
+def valid_mean_query(ref: SensorRef, averaging: str, tz: str) -> str:
+    """The means the compliance report prints (reports/compute.py), in InfluxQL: over valid readings only.
+
+    InfluxQL cannot test a field that is absent (``quality`` and ``flag`` usually are), so the valid readings'
+    sum and count are all readings' minus those of quality ``bad``, minus those flagged other than N and S,
+    plus those that are both (each a condition on a present field), in subqueries added up by the outer query.
+    Daily means are the mean of the valid hours' means (enough valid readings, ``hour_need``): the report's
+    daily mean on every day it has one; the panel also shows it for the day in progress and for days short of
+    the 20 valid hours the report requires (``reports.compute.day_need``), where the report leaves it empty.
+    """
+    where = f"{where_sensor(ref.site, ref.asset, ref.sensor.id)} AND $timeFilter"
+    bucket = "5m" if averaging == "5min" else "1h"
+    # a regex that needs a character: where no reading ever had a flag, InfluxDB takes "flag" for a tag whose
+    # value is empty, which != 'N' would match
+    not_ns = '"flag" =~ /^[^NS]/'
+    parts = ", ".join(
+        f'(SELECT sum("value"){sign} AS "s", count("value"){sign} AS "c" FROM "reading" WHERE {where}{cond} '
+        f"GROUP BY time({bucket}) fill(none))"
+        for sign, cond in (("", ""), (" * -1", " AND \"quality\" = 'bad'"), (" * -1", f" AND {not_ns}"),
+                           ("", f" AND \"quality\" = 'bad' AND {not_ns}")))
+    means = (f'SELECT sum("s") / sum("c") AS "mean", sum("c") AS "n" FROM {parts} WHERE $timeFilter '
+             f"GROUP BY time({bucket}) fill(none)")
+    if averaging != "24h":
+        return f'SELECT "mean" FROM ({means}) WHERE $timeFilter'
+    return (f'SELECT mean("mean") AS "mean" FROM ({means}) WHERE "n" >= {hour_need(ref)} AND $timeFilter '
+            f"GROUP BY time(1d) fill(none) tz({quote_literal(tz)})")
 
 
 def last_state_subquery(where: str, group: str) -> str:
@@ -251,8 +284,7 @@ def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
         if reg.averaging not in REG_BUCKETS:
             continue  # instant limits are in the description and the alarm; monthly is a report, not a plot
         zh, en = REG_LABEL[reg.averaging]
-        q = reading_query(site.id, asset.id, s.id, bucket=REG_BUCKETS[reg.averaging], fill="none",
-                          tz=tz if reg.averaging == "24h" else None, valid=s.range)
+        q = valid_mean_query(park_ref(site, asset, s), reg.averaging, tz)
         limits = reg.limit if isinstance(reg.limit, tuple) else (reg.limit,)
         p = g.timeseries(
             bilingual(f"{s.name_zh or s.name} {zh}", f"{s.name} {en}") + " vs limit",

@@ -155,12 +155,25 @@ async def _alarms(db: InfluxClient, site: str, start: int, end: int) -> list[dic
         return []
 
 
-def sensor_day(ref: SensorRef, readings: list[tuple[int, float, bool]], start: int, end: int) -> SensorReport:
-    hour_reg, day_reg, five_reg = entry(ref, "1h"), entry(ref, "24h"), entry(ref, "5min")
+def hour_need(ref: SensorRef) -> int:
+    """Valid readings that make a valid hour: ``min_valid`` (of the 1 h entry, else the 24 h one, else any)
+    of the hour's expected readings, 75 % by default."""
+    hour_reg, day_reg = entry(ref, "1h"), entry(ref, "24h")
     share = next((r.min_valid for r in (hour_reg, day_reg, *ref.sensor.regulatory) if r and r.min_valid),
                  DEFAULT_MIN_VALID)
+    return max(1, math.ceil(share * 3600 / ref.sensor.interval_s - 1e-9))
+
+
+def day_need(ref: SensorRef, hours: int = 24) -> int:
+    """Valid hours that make a valid day: 20, or ``min_valid`` of the 24 h entry."""
+    day_reg = entry(ref, "24h")
+    return math.ceil(day_reg.min_valid * hours) if day_reg and day_reg.min_valid else DAY_MIN_HOURS
+
+
+def sensor_day(ref: SensorRef, readings: list[tuple[int, float, bool]], start: int, end: int) -> SensorReport:
+    hour_reg, day_reg, five_reg = entry(ref, "1h"), entry(ref, "24h"), entry(ref, "5min")
     expected = 3600 / ref.sensor.interval_s
-    need = max(1, math.ceil(share * expected - 1e-9))
+    need = hour_need(ref)
     buckets: dict[int, list[float]] = {}
     counts: dict[int, int] = {}
     fives: dict[int, list[float]] = {}
@@ -178,7 +191,7 @@ def sensor_day(ref: SensorRef, readings: list[tuple[int, float, bool]], start: i
         hours.append(Period(h, "1h", mean, len(vals), valid, limit_text(hour_reg),
                             valid and exceeds(hour_reg, mean), counts.get(h, 0)))
     valid_hours = [h for h in hours if h.valid and h.mean is not None]
-    need_hours = math.ceil(day_reg.min_valid * len(hours)) if day_reg and day_reg.min_valid else DAY_MIN_HOURS
+    need_hours = day_need(ref, len(hours))
     day_ok = len(valid_hours) >= need_hours
     day_mean = sum(h.mean for h in valid_hours) / len(valid_hours) if day_ok else None  # type: ignore[misc]
     total = Period(start, "24h", day_mean, len(valid_hours), day_ok, limit_text(day_reg), exceeds(day_reg, day_mean))

@@ -177,3 +177,68 @@ class TestMonthly:
         day20 = next(r for r in expected_rows(points) if r[2] == "so2" and r[3] == "24h")
         assert so2[19] == day20
         assert so2[-1][4:8] == ["2026-11-01T00:00:00+08:00", "", "1", "false"]
+
+
+class TestDashboardsShowTheReportsMeans:
+    """The regulatory panels' hourly and daily means are the report's, valid readings only."""
+
+    def test_regulatory_panels_equal_the_report(self, day_db: Any, tmp_path: Path) -> None:
+        """so2's 1 h and 24 h panels and nh3_n's 24 h panel (with readings flagged M and D added to 11:00, which
+        neither may count), run as Grafana expands them, give the CSV's means; for cod's day, short of 20 valid
+        hours, the panel shows the mean of its 19 valid hours where the report prints none."""
+        db, _, park_path = day_db
+        series = "reading,asset=effluent,sensor=nh3_n,site=wwtp"
+        at = DAY0 + 11 * HOUR
+        db.write([f'{series} value=50,flag="M" {at + 1}', f'{series} value=70,flag="D",quality="bad" {at + 2}',
+                  f'{series} value=2.5,flag="S" {at + 3}'])
+        try:
+            self._compare(db, park_path, tmp_path)
+        finally:  # the module's other tests see the day as it was
+            db.raw_query(f"DELETE FROM reading WHERE time >= {at + 1}ms AND time <= {at + 3}ms", epoch=None)
+
+    def _compare(self, db: Any, park_path: Path, tmp_path: Path) -> None:
+        import asyncio
+
+        from dashboards.build import site_dashboard
+        from dashboards.grafana import iter_panels
+        from dashboards.macros import TimeRange
+        from dashboards.query import run_panel
+        from smartpark.influx import InfluxClient
+
+        park = load_park(park_path)
+        s = settings(db.url, db.db, tmp_path, park_path)
+        report = {(r["sensor"], r["period"], r["start"]): r for r in csv.DictReader(io.StringIO(
+            build_daily(s, park, date(2026, 11, 20), fmt="csv").decode()))}
+        assert report["nh3_n", "1h", "2026-11-20T11:00:00+08:00"]["valid_count"] == "61"  # S counts, M and D not
+        tr = TimeRange(DAY0, DAY0 + 24 * HOUR - 1)
+
+        async def panels() -> dict[str, list[list[Any]]]:
+            out: dict[str, list[list[Any]]] = {}
+            async with InfluxClient(s.influx()) as client:
+                for site_id in ("wwtp", "hw_center"):
+                    site = park.site(site_id)
+                    assert site is not None
+                    for p in iter_panels(site_dashboard(park, site)):
+                        if "vs limit" in str(p.get("title")):
+                            res = await run_panel(client, site_id, p, tr, {})
+                            out[str(p["title"])] = [row for ser in res.series for row in ser.values]
+            return out
+
+        got = asyncio.run(panels())
+
+        def panel(sensor_name: str, what: str) -> list[list[Any]]:
+            return next(v for k, v in got.items() if sensor_name in k and what in k)
+
+        hourly = {datetime.fromtimestamp(t / 1000, TZ).isoformat(): m for t, m in panel("Sulphur dioxide", "hourly")}
+        assert len(hourly) == 24
+        for start, mean in hourly.items():
+            assert f"{mean:.4f}" == report["so2", "1h", start]["mean"], start
+        for name, key in (("Sulphur dioxide", "so2"), ("Ammonia nitrogen", "nh3_n")):
+            (t, mean), = panel(name, "daily")
+            assert t == DAY0 and f"{mean:.4f}" == report[key, "24h", "2026-11-20T00:00:00+08:00"]["mean"]
+        # 19 valid hours: the report has no daily mean, the panel shows the mean of those hours
+        cod_hours = [float(r["mean"]) for k, r in report.items()
+                     if k[0] == "cod" and k[1] == "1h" and r["valid"] == "true"]
+        (t, mean), = panel("Chemical oxygen demand", "daily")
+        assert report["cod", "24h", "2026-11-20T00:00:00+08:00"]["mean"] == ""
+        assert math.isclose(mean, sum(cod_hours) / 19, rel_tol=1e-4) and len(cod_hours) == 19
