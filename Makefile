@@ -49,6 +49,7 @@ system-deps:
 	pkgs=""; \
 	if [ -n "$$missing" ]; then pkgs=" $(APT_PACKAGES)"; fi; \
 	if [ ! -e $(CJK_FONT) ]; then pkgs="$$pkgs fonts-wqy-microhei"; fi; \
+	if ! command -v pdftoppm >/dev/null 2>&1; then pkgs="$$pkgs poppler-utils"; fi; \
 	if ! command -v $(PYTHON) >/dev/null 2>&1; then pkgs="$$pkgs python3 python3-venv"; \
 	elif [ ! -x $(PY) ] && ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then pkgs="$$pkgs python3-venv"; fi; \
 	if [ -z "$$pkgs" ]; then echo "system packages: all present"; exit 0; fi; \
