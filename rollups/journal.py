@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,23 @@ class Journal:
 
     def note(self, periods: Iterable[int]) -> None:
         """Append the periods; survives the process being killed (written before return, not fsync'd)."""
-        text = ",".join(str(p) for p in sorted(set(periods)))
-        if not text:
+        ordered = sorted(set(periods))
+        if not ordered:
             return
-        self._dirs()
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with open(self.path, "a", encoding="ascii") as f:
-                f.write(text + "\n")
-        finally:
-            os.close(fd)  # releases the lock
+            self._dirs()
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                with open(self.path, "a", encoding="ascii") as f:
+                    f.write(",".join(map(str, ordered)) + "\n")
+            finally:
+                os.close(fd)  # releases the lock
+        except OSError as exc:  # a full or read-only disk must not stop the readings: say what to rebuild
+            first = datetime.fromtimestamp(ordered[0] * PERIOD_MS / 1000, UTC).isoformat()
+            last = datetime.fromtimestamp((ordered[-1] + 1) * PERIOD_MS / 1000, UTC).isoformat()
+            log.error("rollup journal %s not written (%s): run 'smartpark rollup rebuild --since %s --until %s'",
+                      self.path, exc, first, last)
 
     def take(self) -> set[int]:
         """Every period noted and not yet :meth:`done` (also those of a take that did not finish)."""

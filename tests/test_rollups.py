@@ -314,3 +314,15 @@ class TestDashboards:
         assert b1 == 0 and roll1 == 0 and a1 > 0 and raw1 == 24 * 60
         a25, b25, raw25, roll25 = got["2.5d"]
         assert a25 > 0 and b25 > 0 and 0 <= raw25 + roll25 * 60 - int(2.5 * 24 * 60) <= 60
+
+
+class TestJournalFailure:
+    """The journal's failures never reach the readings' write path."""
+
+    def test_an_unwritable_journal_says_what_to_rebuild(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        """A journal that cannot be written (here its directory is a file) logs the rebuild to run, and raises
+        nothing into the collector's write path."""
+        (tmp_path / "rollups").write_text("not a directory")
+        with caplog.at_level("ERROR", logger="rollups.journal"):
+            Journal(tmp_path / "rollups").note({5983763})
+        assert "rollup rebuild --since 2026-11-19T22:55:00+00:00 --until 2026-11-19T23:00:00+00:00" in caplog.text
