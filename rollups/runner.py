@@ -65,6 +65,10 @@ class RollupRunner:
                     self.stats.failures += 1
                     log.warning("rollups: InfluxDB did not answer (%s); the periods stay in the journal, "
                                 "next try in %.0f s", exc, self.interval)
+                except OSError as exc:  # the journal's directory (full disk, permissions): say it, keep turning
+                    self.stats.failures += 1
+                    log.error("rollups: journal %s unreadable (%s); next try in %.0f s", self.journal.dir, exc,
+                              self.interval)
                 if stop.is_set():
                     return
                 try:
