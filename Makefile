@@ -33,7 +33,7 @@ SYSTEM_NEEDS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients influxd:infl
   /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei /usr/bin/chromium:chromium \
   node:nodejs npm:npm /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server pdftoppm:poppler-utils
 POLICY_RC_D ?= /usr/sbin/policy-rc.d
-LINT_DIRS := smartpark collector alerts dashboards simulators hj212
+LINT_DIRS := smartpark collector alerts dashboards simulators hj212 rollups reports
 # mypy refuses a directory without Python files: lint the packages that have some
 LINT_EXISTING = $(foreach d,$(LINT_DIRS),$(if $(wildcard $(d)/*.py),$(d)))
 

@@ -10,3 +10,4 @@ $py bench/bench_simulators.py
 $py bench/bench_dashboards.py --repeat 5
 $py bench/bench_mqtt_window.py --n 3000 --repeat 3
 $py bench/bench_console.py --seconds 20 --eval-seconds 8 --eval-repeat 3
+$py bench/bench_rollups.py --days 30 --year-days 365 --repeat 3

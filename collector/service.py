@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
+from rollups.runner import journal_for
 from smartpark.config import Settings
 from smartpark.errors import PartialWriteError, WriteError
 from smartpark.influx import InfluxClient
@@ -119,7 +120,8 @@ class Collector:
         self.write_concurrency = max(1, write_concurrency)
         self.counters = Counters()
         self.metrics = Metrics(instance)
-        self.decoder = Decoder(park)
+        self.decoder = Decoder(park, max_age_ms=settings.raw_retention_ms)
+        self.rollup_journal = journal_for(settings)  # the periods each written batch touched (rollups/)
         self._unique = UniqueNs()
         self._influx_ok = True
         self._retry_at = 0.0  # loop time of the next write attempt after a failure (backoff, Retry-After)
@@ -508,6 +510,7 @@ class Collector:
 
     def _written(self, rec: Record, n: int) -> None:
         if rec.precision == "ms":
+            self.rollup_journal.note_lines(rec.lines)  # durable in InfluxDB, not yet acked or committed
             self.counters.written += n
             self.metrics.written.inc(n)
 

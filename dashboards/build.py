@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from alerts.engine import DAY_VALID_HOURS, DEFAULT_MIN_VALID, ROLL_MS
+from reports.compute import hour_need
 from smartpark.lineproto import quote_ident, quote_literal
-from smartpark.park import Asset, Park, Regulatory, Sensor, Site
+from smartpark.park import Asset, Park, Regulatory, Sensor, SensorRef, Site
 
 from . import grafana as g
 from .grafana import CLEAR, GREEN, ORANGE, RED, Json
@@ -131,6 +132,53 @@ def regulatory_query(site: str, asset: str, s: Sensor, reg: Regulatory, tz: str,
             f"AND $timeFilter GROUP BY time(1d) fill(none){zone}")
     keep = f'"hours" < {need_d}' if provisional else f'"hours" >= {need_d}'
     return f'SELECT "mean" FROM ({days}) WHERE {keep} AND $timeFilter'
+# Ranges up to two days read raw; from three days on, the hourly rollups (CONTRACT §10); in between the
+# split point moves from the range's start to its end: raw after it, the hours that begin up to it before (the
+# hour holding the split point is drawn from both).
+RAW_MAX_RANGE_MS = 2 * 86_400_000
+_SPLIT = "${__from}ms" + f" + ${{__range_ms}}ms - {RAW_MAX_RANGE_MS}ms" * 3
+
+
+def tiered_targets(site: str, asset: str, sensor: str, alias: str, valid: tuple[float, float] | None = None
+                   ) -> list[Json]:
+    """A sensor's trend: raw readings after the split point, ``rollup.reading_1h`` means before it."""
+    raw = reading_query(site, asset, sensor, valid=valid).replace(
+        "$timeFilter", f"$timeFilter AND time > {_SPLIT}")
+    rollup = (f'SELECT mean("mean") FROM "rollup"."reading_1h" WHERE {where_sensor(site, asset, sensor)} '
+              f"AND $timeFilter AND time <= {_SPLIT} GROUP BY time($__interval) fill(none)")
+    return [g.target(raw, "A", alias=alias), g.target(rollup, "B", alias=alias)]
+
+
+def park_ref(site: Site, asset: Asset, s: Sensor) -> SensorRef:
+    return SensorRef(site=site.id, asset=asset.id, sensor=s, index=0)
+
+
+def valid_mean_query(ref: SensorRef, averaging: str, tz: str) -> str:
+    """The means the compliance report prints (reports/compute.py), in InfluxQL: over valid readings only.
+
+    InfluxQL cannot test a field that is absent (``quality`` and ``flag`` usually are), so the valid readings'
+    sum and count are all readings' minus those of quality ``bad``, minus those flagged other than N and S,
+    plus those that are both (each a condition on a present field), in subqueries added up by the outer query.
+    Daily means are the mean of the valid hours' means (enough valid readings, ``hour_need``): the report's
+    daily mean on every day it has one; the panel also shows it for the day in progress and for days short of
+    the 20 valid hours the report requires (``reports.compute.day_need``), where the report leaves it empty.
+    """
+    where = f"{where_sensor(ref.site, ref.asset, ref.sensor.id)} AND $timeFilter"
+    bucket = "5m" if averaging == "5min" else "1h"
+    # a regex that needs a character: where no reading ever had a flag, InfluxDB takes "flag" for a tag whose
+    # value is empty, which != 'N' would match
+    not_ns = '"flag" =~ /^[^NS]/'
+    parts = ", ".join(
+        f'(SELECT sum("value"){sign} AS "s", count("value"){sign} AS "c" FROM "reading" WHERE {where}{cond} '
+        f"GROUP BY time({bucket}) fill(none))"
+        for sign, cond in (("", ""), (" * -1", " AND \"quality\" = 'bad'"), (" * -1", f" AND {not_ns}"),
+                           ("", f" AND \"quality\" = 'bad' AND {not_ns}")))
+    means = (f'SELECT sum("s") / sum("c") AS "mean", sum("c") AS "n" FROM {parts} WHERE $timeFilter '
+             f"GROUP BY time({bucket}) fill(none)")
+    if averaging != "24h":
+        return f'SELECT "mean" FROM ({means}) WHERE $timeFilter'
+    return (f'SELECT mean("mean") AS "mean" FROM ({means}) WHERE "n" >= {hour_need(ref)} AND $timeFilter '
+            f"GROUP BY time(1d) fill(none) tz({quote_literal(tz)})")
 
 
 def last_state_subquery(where: str, group: str) -> str:
@@ -312,7 +360,7 @@ def overview(park: Park) -> Json:
 def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
     title = bilingual(s.name_zh, s.name)
     panel = g.timeseries(
-        title, [g.target(reading_query(site.id, asset.id, s.id, valid=s.range), "A", alias=s.id)],
+        title, tiered_targets(site.id, asset.id, s.id, s.id, valid=s.range),
         unit=grafana_unit(s.unit), thresholds=sensor_thresholds(s), description=f"{site.id}/{asset.id}/{s.id}: "
         + limits_text(s), min_interval=fmt_interval(s.interval_s) if s.interval_s > 10 else None,
         soft_min=s.normal[0], soft_max=s.normal[1],

@@ -113,6 +113,9 @@ def expand(query: str, tr: TimeRange, interval_ms: int, variables: Mapping[str, 
     for name, value in sorted((variables or {}).items(), key=lambda kv: -len(kv[0])):
         query = query.replace(f"${{{name}}}", value).replace(f"${name}", value)
     text = format_interval(interval_ms)
+    # Grafana's global variables of the time range (epoch ms), used by the raw/rollup split of long ranges
+    query = query.replace("${__from}", str(tr.from_ms)).replace("${__to}", str(tr.to_ms))
+    query = query.replace("${__range_ms}", str(tr.to_ms - tr.from_ms))
     query = query.replace("$timeFilter", f"time >= {tr.from_ms}ms and time <= {tr.to_ms}ms")
     query = query.replace("$interval", text)  # the legacy name; '$__interval' is untouched by this
     query = query.replace("$__interval_ms", str(interval_ms))

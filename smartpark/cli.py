@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "demo": "smartpark.demo",
     "users": "alerts.userscli",
     "hj212": "hj212.cli",
+    "rollup": "rollups.cli",
+    "report": "reports.cli",
 }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +28,8 @@ OPTIONS: dict[str, tuple[str, str | None]] = {
     "tls_cert": ("SMARTPARK_TLS_CERT", None),
     "tls_key": ("SMARTPARK_TLS_KEY", None),
     "hj212_listen": ("SMARTPARK_HJ212_LISTEN", "127.0.0.1:9212"),
+    "raw_retention": ("SMARTPARK_RAW_RETENTION", "400d"),
+    "rollup_retention": ("SMARTPARK_ROLLUP_RETENTION", "INF"),
 }
 
 HELP = {
@@ -42,6 +46,8 @@ HELP = {
     "tls_cert": "PEM certificate (chain) the operator API serves when --api-url is https://",
     "tls_key": "PEM private key of --tls-cert",
     "hj212_listen": "HOST:PORT where 'smartpark hj212 serve' takes data-logger connections",
+    "raw_retention": "how long readings and events are kept (retention policy raw; INF keeps forever)",
+    "rollup_retention": "how long the rollups are kept (retention policy rollup; INF keeps forever)",
 }
 
 # --mqtt-protocol values -> protocol level of the CONNECT packet (None: find out)
@@ -77,6 +83,8 @@ class InfluxTarget:
     password: str | None
     token: str | None
     db: str
+    raw_retention: str = "400d"  # InfluxQL durations (CONTRACT §10), checked by parse_retention
+    rollup_retention: str = "INF"
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     hj212_listen: str = OPTIONS["hj212_listen"][1]  # type: ignore[assignment]
+    raw_retention: str = OPTIONS["raw_retention"][1]  # type: ignore[assignment]
+    rollup_retention: str = OPTIONS["rollup_retention"][1]  # type: ignore[assignment]
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -114,6 +124,7 @@ class Settings:
         settings.mqtt()  # validate early: before any I/O
         settings.influx()
         settings.hj212_address()
+        settings.influx()  # includes the retentions
         return settings
 
     @property
@@ -127,7 +138,14 @@ class Settings:
         return replace(parse_mqtt_url(self.mqtt_url), protocol=MQTT_PROTOCOLS[self.mqtt_protocol])
 
     def influx(self) -> InfluxTarget:
-        return parse_influx_url(self.influx_url, self.influx_db, self.influx_token)
+        target = parse_influx_url(self.influx_url, self.influx_db, self.influx_token)
+        return dataclasses.replace(target, raw_retention=parse_retention(self.raw_retention, "raw_retention"),
+                                   rollup_retention=parse_retention(self.rollup_retention, "rollup_retention"))
+
+    @property
+    def raw_retention_ms(self) -> int | None:
+        """The raw retention in milliseconds; None for INF (kept forever)."""
+        return retention_ms(parse_retention(self.raw_retention, "raw_retention"))
 
     def hj212_address(self) -> tuple[str, int]:
         return parse_host_port(self.hj212_listen, "hj212_listen")
@@ -173,3 +191,25 @@ def parse_host_port(text: str, key: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"expected HOST:PORT, got {text!r}", key=key)
     return host, int(port)
+_DURATION = re.compile(r"(\d+)(w|d|h|m|s)")
+_UNIT_MS = {"w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000}
+
+
+def parse_retention(text: str, key: str) -> str:
+    """A retention as InfluxQL writes it (``400d``, ``52w``, ``12h30m``, ``INF``); at least one hour, as
+    InfluxDB requires. Returns the canonical text (``INF`` upper case)."""
+    value = text.strip()
+    if value.upper() == "INF":
+        return "INF"
+    if not value or _DURATION.sub("", value) != "":
+        raise ConfigError(f"{key} must be a duration such as 400d, 52w, 720h or INF, got {text!r}", key=key)
+    if retention_ms(value) is not None and (retention_ms(value) or 0) < _UNIT_MS["h"]:
+        raise ConfigError(f"{key} must be at least 1h (InfluxDB's minimum), got {text!r}", key=key)
+    return value
+
+
+def retention_ms(duration: str) -> int | None:
+    """``400d`` -> milliseconds; ``INF`` -> None."""
+    if duration.upper() == "INF":
+        return None
+    return sum(int(n) * _UNIT_MS[u] for n, u in _DURATION.findall(duration))

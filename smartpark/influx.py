@@ -14,13 +14,14 @@ import gzip
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from .config import InfluxTarget
+from .config import InfluxTarget, retention_ms
 from .errors import PartialWriteError, WriteError
 from .lineproto import quote_ident
 
@@ -53,6 +54,7 @@ class InfluxClient:
             basic = base64.b64encode(f"{target.username}:{target.password or ''}".encode()).decode()
             headers["Authorization"] = f"Basic {basic}"
         self._headers = headers
+        self._retention: dict[str, Retention] = {}
 
     async def __aenter__(self) -> InfluxClient:
         if self._entered:
@@ -80,15 +82,19 @@ class InfluxClient:
         return self._session
 
     # ------------------------------------------------------------------ write
-    async def write(self, lines: Sequence[str] | bytes, precision: str = "ms", db: str | None = None) -> None:
-        """Write a batch. Raises :class:`WriteError` (``retryable`` tells whether to try again) or
-        :class:`PartialWriteError` with the indexes of rejected lines."""
+    async def write(self, lines: Sequence[str] | bytes, precision: str = "ms", db: str | None = None,
+                    rp: str | None = None) -> None:
+        """Write a batch (to retention policy ``rp``, else the database's default). Raises :class:`WriteError`
+        (``retryable`` tells whether to try again) or :class:`PartialWriteError` with the indexes of rejected
+        lines."""
         body = lines if isinstance(lines, bytes) else "\n".join(lines).encode()
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if len(body) >= self._gzip_min:
             body = gzip.compress(body, compresslevel=self._gzip_level)
             headers["Content-Encoding"] = "gzip"
         params = {"db": db or self.target.db, "precision": precision}
+        if rp:
+            params["rp"] = rp
         try:
             async with self.session.post(self.target.base_url + "/write", params=params, data=body,
                                          headers=headers) as resp:
@@ -171,10 +177,102 @@ class InfluxClient:
         results = await self.query("SHOW DATABASES", db=False, method="GET")  # type: ignore[arg-type]
         existing = {v[0] for r in results for s in r.get("series", []) for v in s.get("values", [])}
         if name in existing:
+            await self.ensure_retention(name)
             return False
         await self.query(f"CREATE DATABASE {quote_ident(name)}", db=False, method="POST")  # type: ignore[arg-type]
         log.warning("created InfluxDB database %r (it was missing)", name)
+        await self.ensure_retention(name)
         return True
+
+    async def ensure_retention(self, db: str | None = None) -> Retention:
+        """The retention policies of CONTRACT §10: ``raw`` (the database's default) and ``rollup``, created or
+        brought to the configured durations.
+
+        A database that already holds data in another default policy (one made before smartpark managed
+        retention) keeps that default, so that no reading disappears from the queries; the warning says how
+        to move it. A server without retention policies (the v1 compatibility API of InfluxDB 2.x/3.x)
+        gets everything in its default, and that is said once.
+        """
+        name = db or self.target.db
+        if name in self._retention:
+            return self._retention[name]
+        raw_d, rollup_d = self.target.raw_retention, self.target.rollup_retention
+        qdb = quote_ident(name)
+        policies: dict[str, dict[str, Any]] = {}
+        try:
+            policies = {row["name"]: row for row in await self.rows(f"SHOW RETENTION POLICIES ON {qdb}", db=name)}
+            default = next((p for p, row in policies.items() if row.get("default")), None)
+            keep_default = default not in (None, RAW_RP) and await self._has_data(name, default)
+            for rp, duration in ((RAW_RP, raw_d), (ROLLUP_RP, rollup_d)):
+                make_default = " DEFAULT" if rp == RAW_RP and not keep_default else ""
+                if rp not in policies:
+                    q = f"CREATE RETENTION POLICY {quote_ident(rp)} ON {qdb} DURATION {duration} REPLICATION 1"
+                    await self.query(q + make_default, db=name, method="POST")
+                    log.warning("created retention policy %r on %r (%s%s)", rp, name, duration, make_default.lower())
+                elif _duration_differs(policies[rp].get("duration", ""), duration) or (
+                        make_default and not policies[rp].get("default")):
+                    q = f"ALTER RETENTION POLICY {quote_ident(rp)} ON {qdb} DURATION {duration}"
+                    await self.query(q + make_default, db=name, method="POST")
+                    log.warning("retention policy %r on %r set to %s%s", rp, name, duration, make_default.lower())
+        except ValueError as exc:
+            if _RP_UNSUPPORTED.search(str(exc)) is None:
+                # not allowed (a user without admin rights) or refused: the data keep flowing to the default
+                rollup = ROLLUP_RP if ROLLUP_RP in policies else None
+                log.warning("could not set the retention policies of %r (%s): writing to its default policy%s",
+                            name, exc, "" if rollup is None else ", rollups to 'rollup'")
+                self._retention[name] = Retention(supported=True, raw=None, rollup=rollup)
+                return self._retention[name]
+            log.warning("InfluxDB at %s has no retention policies (%s): everything goes to the default of %r, "
+                        "kept as long as that bucket's retention says", self.target.base_url, exc, name)
+            self._retention[name] = Retention(supported=False, raw=None, rollup=None)
+            return self._retention[name]
+        if keep_default:
+            log.warning("database %r keeps %r as its default retention policy because it already holds data "
+                        "there; to move to %r: SELECT * INTO %s.:MEASUREMENT FROM %s./.*/ GROUP BY *, then "
+                        "ALTER RETENTION POLICY %s ON %s DEFAULT", name, default, RAW_RP, RAW_RP, default,
+                        RAW_RP, name)
+        self._retention[name] = Retention(supported=True, raw=None if keep_default else RAW_RP, rollup=ROLLUP_RP)
+        return self._retention[name]
+
+    async def _has_data(self, db: str, rp: str | None) -> bool:
+        """Whether retention policy ``rp`` of ``db`` holds any shard (cheap: no data is read)."""
+        try:
+            for result in await self.query("SHOW SHARDS", db=False):  # type: ignore[arg-type]
+                for series in result.get("series", []):
+                    if series.get("name") != db:
+                        continue
+                    cols = series["columns"]
+                    at = cols.index("retention_policy")
+                    if any(v[at] == rp for v in series.get("values", [])):
+                        return True
+        except ValueError:  # not an admin: assume the worst and leave the default alone
+            return True
+        return False
+
+
+RAW_RP = "raw"
+ROLLUP_RP = "rollup"
+# what 2.x/3.x's v1 compatibility API answers to retention-policy statements
+_RP_UNSUPPORTED = re.compile(r"not (?:implemented|supported)|unsupported|not allowed", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Where the data goes: ``raw`` and ``rollup`` are the policies to name (None: the database's default)."""
+
+    supported: bool
+    raw: str | None
+    rollup: str | None
+
+    def measurement(self, name: str, rollup: bool = False) -> str:
+        """``name`` qualified with its retention policy, for FROM and INTO clauses."""
+        rp = self.rollup if rollup else self.raw
+        return f"{quote_ident(rp)}.{quote_ident(name)}" if rp else quote_ident(name)
+
+
+def _duration_differs(shown: str, wanted: str) -> bool:
+    """InfluxDB shows ``400d`` as ``9600h0m0s`` and INF as ``0s``."""
+    return (retention_ms(shown) or 0) != (retention_ms(wanted) or 0)
 
 
 def _is_loopback(url: str) -> bool:

@@ -304,8 +304,11 @@ class Decoder:
     below is one dead letter (``bad_value``, naming the exception), so one device cannot stop a service.
     """
 
-    def __init__(self, park: Park) -> None:
+    def __init__(self, park: Park, *, max_age_ms: int | None = None) -> None:
         self.park = park
+        if max_age_ms is not None:  # readings older than the raw retention (CONTRACT §10)
+            self._max_age_ms = max_age_ms
+            self.lines = self._lines_within_retention  # type: ignore[method-assign]  # only when bounded
         self._sensors: dict[str, _Known] = {}
         self._assets: dict[str, dict[str, _Known]] = {}
         self._prefix: list[str] = [""] * len(park)
@@ -415,6 +418,26 @@ class Decoder:
                     return [f"{known.line}{text} {ts}"]
                 return [f'{known.line}{text},quality="{quality}" {ts}']
         return None
+
+    def _lines_within_retention(self, topic: str, payload: bytes,
+                                received_ms: int | None = None) -> tuple[list[str], list[Rejected]]:
+        """:meth:`lines`, with readings older than the raw retention dead-lettered ``bad_ts`` instead of being
+        written (InfluxDB would drop them without saying which)."""
+        lines, rejected = Decoder.lines(self, topic, payload, received_ms)
+        oldest = now_ms() - self._max_age_ms
+        if lines and any(int(line[line.rindex(" ") + 1:]) < oldest for line in lines):
+            kept: list[str] = []
+            days = self._max_age_ms / 86_400_000
+            rejected = list(rejected)
+            for line in lines:
+                ts = int(line[line.rindex(" ") + 1:])
+                if ts >= oldest:
+                    kept.append(line)
+                else:
+                    rejected.append(Rejected(BAD_TS, f"reading at {ts} ms is older than the raw retention "
+                                             f"({days:g} days): InfluxDB would not keep it", topic, payload))
+            lines = kept
+        return lines, rejected
 
     def _reading(self, known: _Known, doc: Any, received_ms: int | None, out: Decoded, payload: bytes) -> None:
         if type(doc) is dict:

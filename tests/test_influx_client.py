@@ -16,7 +16,7 @@ from aiohttp import web
 
 from smartpark.config import Settings
 from smartpark.errors import PartialWriteError, WriteError
-from smartpark.influx import InfluxClient
+from smartpark.influx import InfluxClient, Retention
 from smartpark.stack import INFLUXDB_CONF, find_binary, free_port, influx_answers
 
 
@@ -84,6 +84,26 @@ class TestBasicAuth:
                 return info.value
 
         assert asyncio.run(go()).status == 401
+
+
+    def test_a_user_without_admin_rights_writes_to_the_default(self, secured_influx: str) -> None:
+        """Retention policies need an admin: without one the database check warns and the data keep flowing."""
+        admin = secured_influx.replace("http://", "http://admin:s3cr3t@")
+        user = secured_influx.replace("http://", "http://writer:w@")
+
+        async def go() -> tuple[object, list[dict[str, object]]]:
+            async with _client(admin, "rpdb") as db:
+                await db.query("CREATE DATABASE rpdb", db=False, method="POST")  # type: ignore[arg-type]
+                await db.query("CREATE USER writer WITH PASSWORD 'w'", db=False, method="POST")  # type: ignore[arg-type]
+                await db.query('GRANT ALL ON "rpdb" TO writer', db=False, method="POST")  # type: ignore[arg-type]
+            async with _client(user, "rpdb") as db:
+                assert await db.ensure_database() is False
+                retention = await db.ensure_retention()
+                await db.write(["reading,asset=a,sensor=s,site=x value=2.5 1764201600123"])
+                return retention, await db.rows("SELECT value FROM reading")
+
+        retention, rows = asyncio.run(go())
+        assert retention.raw is None and rows == [{"time": 1764201600123, "value": 2.5}]  # type: ignore[attr-defined]
 
 
 class TestAnswers:
@@ -159,3 +179,45 @@ class TestToken:
         err = asyncio.run(go())
         assert seen == [("/query", "Token tok-123"), ("/write", "Token tok-123")]
         assert err.status == 429 and err.retryable and err.retry_after == 7.0
+
+    def test_a_server_without_retention_policies_is_said_once(self, caplog: pytest.LogCaptureFixture) -> None:
+        """2.x's v1 API answers CREATE RETENTION POLICY with 'not implemented': everything goes to the default,
+        with one warning; nothing is retried and the rollups write without an rp."""
+        statements: list[str] = []
+
+        async def query(request: web.Request) -> web.Response:
+            q = request.query.get("q") or (await request.post()).get("q", "")
+            statements.append(str(q))
+            if str(q).startswith("SHOW DATABASES"):
+                return web.json_response({"results": [{"statement_id": 0, "series": [
+                    {"name": "databases", "columns": ["name"], "values": [["authdb"]]}]}]})
+            if str(q).startswith("SHOW RETENTION POLICIES"):
+                return web.json_response({"results": [{"statement_id": 0, "series": [{"columns": [
+                    "name", "duration", "shardGroupDuration", "replicaN", "default"],
+                    "values": [["autogen", "0s", "168h0m0s", 1, True]]}]}]})
+            word = " ".join(str(q).split()[:3]).upper()
+            return web.json_response({"results": [{"statement_id": 0, "error": f"not implemented: {word}"}]})
+
+        async def go() -> Retention:
+            app = web.Application()
+            app.router.add_get("/query", query)
+            app.router.add_post("/query", query)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                async with _client(f"http://127.0.0.1:{port}", token="tok") as db:
+                    assert await db.ensure_database() is False
+                    assert await db.ensure_database() is False
+                    return await db.ensure_retention()
+            finally:
+                await runner.cleanup()
+
+        with caplog.at_level("WARNING", logger="smartpark.influx"):
+            retention = asyncio.run(go())
+        assert retention == Retention(supported=False, raw=None, rollup=None)
+        said = [r for r in caplog.records if "no retention policies" in r.getMessage()]
+        assert len(said) == 1
+        assert sum(s.startswith("CREATE RETENTION POLICY") for s in statements) == 1
+        assert retention.measurement("reading_1h", rollup=True) == '"reading_1h"'

@@ -1,0 +1,151 @@
+"""Rollup and report benchmarks (CONTRACT §10, §11), on a private influxd, every figure a ratio within one run.
+
+1. Rollup path: 24 sensors x ``--days`` days at 60 s written to ``raw``; ceiling = InfluxDB's own write rate of
+   those points (5,000-point batches, the collector's batch size); then ``Rollups.rebuild`` over the whole range
+   (the recompute the runner does for touched periods, at its largest) -> readings/s, as a ratio to the
+   ceiling and to the collector's (d) figure (0.63 x the same ceiling, docs/benchmarks/collector.md).
+   Also a live turn: the last 5 minutes touched, recomputed with their hour and day.
+2. A 30-day panel of the 24 sensors: the site dashboards' tiered query (rollups over two days) against the raw
+   query the panels had before, points read (count over the same WHERE) and time, median of ``--repeat``.
+3. A daily report for one site (hw_center's regulated sensors, 60 s readings) on ``--year-days`` of data:
+   pdf and csv time for one day, median of ``--repeat``; target <= 5 s.
+
+    .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from dashboards.build import reading_query, tiered_targets
+from dashboards.macros import TimeRange, expand
+from reports import daily
+from rollups import PERIOD_MS, Rollups
+from smartpark.config import Settings
+from smartpark.influx import InfluxClient
+from smartpark.park import load_park
+from smartpark.stack import Stack, free_port
+
+MIN = 60_000
+
+
+async def _write(db: InfluxClient, lines: list[str]) -> float:
+    t = time.perf_counter()
+    for i in range(0, len(lines), 5000):
+        await db.write(lines[i:i + 5000])
+    return time.perf_counter() - t
+
+
+def _lines(refs, start: int, end: int) -> list[str]:  # type: ignore[no-untyped-def]
+    out = []
+    for ref in refs:
+        lo, hi = ref.sensor.normal
+        prefix = f"reading,asset={ref.asset},sensor={ref.sensor.id},site={ref.site} value="
+        for k, ts in enumerate(range(start, end, MIN)):
+            out.append(f"{prefix}{lo + (hi - lo) * ((k * 37) % 101) / 101!r} {ts}")
+    return out
+
+
+async def _median(f, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+    times, result = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = await f()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+async def main(args: argparse.Namespace) -> None:
+    park = load_park()
+    tz = ZoneInfo(park.park.timezone)
+    with tempfile.TemporaryDirectory(prefix="bench-rollups-") as tmp:
+        stack = Stack(Path(tmp) / "stack", mqtt_port=0, influx_port=free_port())
+        stack.start_influxd()
+        try:
+            async with InfluxClient(Settings(influx_url=stack.influx_url, influx_db="bench").influx(),
+                                    timeout=600) as db:
+                await db.ensure_database()
+                retention = await db.ensure_retention()
+                refs = [r for r in park if r.sensor.interval_s <= 60][:24]
+                end = int(time.time() * 1000) // 3_600_000 * 3_600_000
+                start = end - args.days * 86_400_000
+                lines = _lines(refs, start, end)
+                secs = await _write(db, lines)
+                ceiling = len(lines) / secs
+                print(f"ceiling: InfluxDB wrote {len(lines):,} readings in {secs:.1f} s = {ceiling:,.0f}/s")
+                rollups = Rollups(db, retention, park.park.timezone)
+                t = time.perf_counter()
+                points = await rollups.rebuild(start, end)
+                secs = time.perf_counter() - t
+                rate = len(lines) / secs
+                print(f"rollup rebuild: {len(lines):,} readings -> {points:,} rollup points in {secs:.1f} s = "
+                      f"{rate:,.0f} readings/s = {rate / ceiling:.2f} x the write ceiling = "
+                      f"{rate / (0.63 * ceiling):.2f} x the collector's (d) (0.63 x ceiling)")
+                live = set(range((end - 5 * MIN) // PERIOD_MS, end // PERIOD_MS))
+                t_live, _ = await _median(lambda: rollups.recompute(live), args.repeat)
+                per_turn = len(refs) * 5
+                print(f"live turn (last 5 min touched, with its hour and day): {t_live * 1000:.0f} ms for "
+                      f"{per_turn} readings of 24 sensors")
+
+                tr = TimeRange(end - 30 * 86_400_000, end)
+                interval = 3_600_000  # what Grafana picks for 30 days at the panels' 500 points: 1 h
+                raw_q = [expand(reading_query(r.site, r.asset, r.sensor.id, valid=r.sensor.range), tr, interval)
+                         for r in refs]
+                tiered = [[expand(t["query"], tr, interval) for t in tiered_targets(r.site, r.asset, r.sensor.id,
+                                                                                    r.sensor.id, r.sensor.range)]
+                          for r in refs]
+
+                async def run_raw() -> None:
+                    for q in raw_q:
+                        await db.query(q)
+
+                async def run_tiered() -> None:
+                    for qs in tiered:
+                        for q in qs:
+                            await db.query(q)
+
+                async def count(q: str, field: str) -> int:
+                    rows = await db.rows(q.replace(f'mean("{field}")', f'count("{field}")', 1).split(" GROUP BY")[0])
+                    return int(rows[0]["count"]) if rows else 0
+
+                t_raw, _ = await _median(run_raw, args.repeat)
+                t_tier, _ = await _median(run_tiered, args.repeat)
+                n_raw = sum([await count(q, "value") for q in raw_q])
+                n_tier = sum([await count(qs[0], "value") + await count(qs[1], "mean") for qs in tiered])
+                print(f"30-day panel of 24 sensors: raw {n_raw:,} points in {t_raw * 1000:.0f} ms; rollups "
+                      f"{n_tier:,} points in {t_tier * 1000:.0f} ms: {n_tier / n_raw:.4f} of the points "
+                      f"(1/{n_raw / max(1, n_tier):.0f}), {t_tier / t_raw:.3f} x the time")
+
+                site = "hw_center"
+                regulated = [r for r in park if r.site == site and r.sensor.regulatory]
+                yend = int(datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
+                ystart = yend - args.year_days * 86_400_000
+                total = 0
+                t = time.perf_counter()
+                for chunk in range(ystart, yend, 30 * 86_400_000):
+                    part = _lines(regulated, chunk, min(yend, chunk + 30 * 86_400_000))
+                    total += len(part)
+                    await _write(db, part)
+                print(f"a year for {site}: {len(regulated)} regulated sensors, {total:,} readings written in "
+                      f"{time.perf_counter() - t:.0f} s")
+                day = date.fromtimestamp(yend / 1000) - timedelta(days=1)
+                for fmt in ("csv", "pdf"):
+                    t_rep, data = await _median(lambda fmt=fmt: daily(db, park, day, site, fmt), args.repeat)
+                    print(f"daily report {site} {day} {fmt}: {t_rep:.2f} s ({len(data):,} bytes)")  # type: ignore[arg-type]
+        finally:
+            stack.stop_influxd()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--year-days", type=int, default=365)
+    ap.add_argument("--repeat", type=int, default=3)
+    asyncio.run(main(ap.parse_args()))

@@ -1,0 +1,79 @@
+"""``smartpark report daily | monthly`` (CONTRACT §11)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from smartpark.config import Settings
+from smartpark.errors import UsageError
+from smartpark.park import load_park
+
+from .build import build_daily, build_monthly
+from .render import RENDERERS
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("report", help="compliance reports: hourly means, valid hours, daily/monthly means",
+                              description="Compliance reports of the regulated sensors (CONTRACT §11).")
+    sub = p.add_subparsers(dest="report_command", metavar="KIND")
+    sub.required = True
+    d = sub.add_parser("daily", help="one day (default: yesterday in the park's time zone)")
+    d.add_argument("--date", metavar="YYYY-MM-DD")
+    m = sub.add_parser("monthly", help="one month (default: last month)")
+    m.add_argument("--month", metavar="YYYY-MM")
+    for q in (d, m):
+        q.add_argument("--site", metavar="S", help="one site [every site]")
+        q.add_argument("--format", choices=list(RENDERERS), default="pdf", help="[pdf]")
+        q.add_argument("--out", metavar="FILE", help="where to write it [csv: standard output; others: "
+                       "smartpark-<kind>-<period>.<format> in the current directory]")
+    d.set_defaults(func=_daily)
+    m.set_defaults(func=_monthly)
+
+
+def _today(tz: str) -> date:
+    return datetime.now(ZoneInfo(tz)).date()
+
+
+def _write(data: bytes, args: argparse.Namespace, name: str) -> int:
+    if args.out:
+        Path(args.out).write_bytes(data)
+    elif args.format == "csv":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(name).write_bytes(data)
+        sys.stderr.write(f"report written to {name}\n")
+    return 0
+
+
+def _daily(args: argparse.Namespace, settings: Settings) -> int:
+    park = load_park(settings.park)
+    if args.date:
+        try:
+            day = date.fromisoformat(args.date)
+        except ValueError:
+            raise UsageError(f"--date must be YYYY-MM-DD, got {args.date!r}") from None
+    else:
+        day = _today(park.park.timezone) - timedelta(days=1)
+    data = build_daily(settings, park, day, args.site, args.format)
+    suffix = f"-{args.site}" if args.site else ""
+    return _write(data, args, f"smartpark-daily-{day.isoformat()}{suffix}.{args.format}")
+
+
+def _monthly(args: argparse.Namespace, settings: Settings) -> int:
+    park = load_park(settings.park)
+    if args.month:
+        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", args.month):
+            raise UsageError(f"--month must be YYYY-MM, got {args.month!r}")
+        year, month = int(args.month[:4]), int(args.month[5:])
+    else:
+        first = _today(park.park.timezone).replace(day=1) - timedelta(days=1)
+        year, month = first.year, first.month
+    data = build_monthly(settings, park, year, month, args.site, args.format)
+    suffix = f"-{args.site}" if args.site else ""
+    return _write(data, args, f"smartpark-monthly-{year:04d}-{month:02d}{suffix}.{args.format}")
