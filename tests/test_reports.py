@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rollup_support import DAY0, HOUR, TZ, Point, a_day, settings, write_park
 
 from alerts.events import AlarmEvent
 from reports import CSV_COLUMNS, build_daily
 from smartpark.park import load_park
-from tests.rollup_support import DAY0, HOUR, TZ, Point, a_day, settings, write_park
 
 REPO = Path(__file__).parent.parent
 IMAGES = REPO / "docs" / "images"

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rollup_support import DAY0, HOUR, a_day, run, settings, write_park, write_points
+from test_collector_support import CollectorThread, Publisher, wait_connected, wait_for
 
 from rollups import Journal, RollupRunner, Rollups, touched_periods
 from rollups.runner import journal_for
@@ -20,8 +22,6 @@ from smartpark.errors import ConfigError
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
 from smartpark.wire import BAD_TS, Decoder
-from tests.rollup_support import DAY0, HOUR, a_day, run, settings, write_park, write_points
-from tests.test_collector_support import CollectorThread, Publisher, wait_connected, wait_for
 
 PERIOD_SQL = {"5m": "time(5m)", "1h": "time(1h)", "1d": "time(1d) tz('Asia/Shanghai')"}
 
@@ -199,7 +199,7 @@ class TestLateData:
         done = subprocess.run([sys.executable, "-m", "smartpark", "rollup", "run", "--once"], env=env,
                               capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
         assert done.returncode == 0, done.stderr
-        from tests.conftest import InfluxDB
+        from conftest import InfluxDB
 
         db = InfluxDB(stack.influx_url, "plant")
         assert db.count("reading") == len(sent)
@@ -259,11 +259,12 @@ class TestDashboards:
     def test_panel_reads_rollups_for_long_ranges(self, influx_server: Any, tmp_path: Path) -> None:
         """Ten days of a 60 s sensor: a 10-day range reads only rollup points (1/60 of raw), a day only raw,
         2.5 days both, overlapping by the split point's hour at most; the queries are run as Grafana expands them."""
+        from rollup_support import Point
+
         from dashboards.build import site_dashboard
         from dashboards.grafana import iter_panels
         from dashboards.macros import TimeRange
         from dashboards.query import run_panel
-        from tests.rollup_support import Point
 
         park = load_park()
         site = park.site("wwtp")
