@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from epochs import RECENT_MIDNIGHT_MS
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector import Collector
 from smartpark.config import Settings
 from smartpark.park import Park, load_park
 
-TS0 = 1_764_201_600_000  # 2025-11-27T00:00:00Z
+TS0 = RECENT_MIDNIGHT_MS  # inside the raw retention (tests/epochs.py)
 
 
 def write_park(path: Path, assets: int = 10, per_asset: int = 50, site: str = "plant") -> Path:

@@ -8,6 +8,8 @@ import asyncio
 import math
 from typing import Any
 
+from epochs import RECENT_LOCAL_MIDNIGHT_MS, RECENT_MIDNIGHT_MS
+
 from alerts import Engine, EventClock
 from dashboards import build_all, iter_panels, run_panel
 from dashboards.macros import TimeRange
@@ -17,7 +19,7 @@ from smartpark.park import load_park, parse_park
 from smartpark.wire import Decoder, Reading
 
 PARK = load_park()
-START = 1_764_201_600_000  # a multiple of every interval: readings fall at the start of their bucket
+START = RECENT_MIDNIGHT_MS  # a multiple of every interval: readings fall at the start of their bucket
 
 
 def _write(db: Any, readings: list[Reading]) -> None:
@@ -103,7 +105,7 @@ class TestHourlyAndDailyMeans:
         park = parse_park(PARK_HOURLY, "park.yaml")
         ref = park.get("plant/stack/so2")
         engine = Engine(park, clock=EventClock())
-        day0 = 1_764_172_800_000  # 2025-11-27 00:00 Asia/Shanghai
+        day0 = RECENT_LOCAL_MIDNIGHT_MS  # 00:00 Asia/Shanghai
         readings: list[Reading] = []
         valid = 0
         for h in range(48):

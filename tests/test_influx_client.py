@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from epochs import RECENT_MIDNIGHT_MS
 
 from smartpark.config import Settings
 from smartpark.errors import PartialWriteError, WriteError
 from smartpark.influx import InfluxClient, Retention
 from smartpark.stack import INFLUXDB_CONF, find_binary, free_port, influx_answers
+
+T = RECENT_MIDNIGHT_MS + 123  # a reading's ms timestamp inside the raw retention
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +62,10 @@ class TestBasicAuth:
             async with _client(url) as db:
                 assert await db.ensure_database() is True
                 assert await db.ensure_database() is False
-                await db.write(["reading,asset=a,sensor=s,site=x value=1.5 1764201600123"])
+                await db.write([f"reading,asset=a,sensor=s,site=x value=1.5 {T}"])
                 return await db.rows("SELECT value FROM reading")
 
-        assert asyncio.run(go()) == [{"time": 1764201600123, "value": 1.5}]
+        assert asyncio.run(go()) == [{"time": T, "value": 1.5}]
 
     def test_without_credentials_a_write_is_refused_not_retried(self, secured_influx: str) -> None:
         """A 401 is not retryable: retrying cannot fix a missing password, it must be reported."""
@@ -70,7 +73,7 @@ class TestBasicAuth:
         async def go() -> WriteError:
             async with _client(secured_influx) as db:
                 with pytest.raises(WriteError) as info:
-                    await db.write(["reading,asset=a,sensor=s,site=x value=1.5 1764201600123"])
+                    await db.write([f"reading,asset=a,sensor=s,site=x value=1.5 {T}"])
                 return info.value
 
         err = asyncio.run(go())
@@ -99,11 +102,11 @@ class TestBasicAuth:
             async with _client(user, "rpdb") as db:
                 assert await db.ensure_database() is False
                 retention = await db.ensure_retention()
-                await db.write(["reading,asset=a,sensor=s,site=x value=2.5 1764201600123"])
+                await db.write([f"reading,asset=a,sensor=s,site=x value=2.5 {T}"])
                 return retention, await db.rows("SELECT value FROM reading")
 
         retention, rows = asyncio.run(go())
-        assert retention.raw is None and rows == [{"time": 1764201600123, "value": 2.5}]  # type: ignore[attr-defined]
+        assert retention.raw is None and rows == [{"time": T, "value": 2.5}]  # type: ignore[attr-defined]
 
 
 class TestAnswers:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from epochs import RECENT_MIDNIGHT_MS
 from test_collector_support import CollectorThread, settings_for, wait_connected, wait_for
 
 from simulators import Message, Scenario, Simulator, list_scenarios, load_scenario, publish, read_recording, record
@@ -30,7 +31,7 @@ from smartpark.park import load_park
 from smartpark.wire import Decoder
 
 PARK = load_park()
-START = 1_764_201_600_000  # 2026-11-27T00:00Z
+START = RECENT_MIDNIGHT_MS  # UTC midnight, inside the raw retention (tests/epochs.py)
 SCENARIOS = list_scenarios(PARK)
 
 
