@@ -64,6 +64,8 @@ MAX_BULK = 2000  # alarms acknowledged by one request
 HEADER_READ_S = 10.0  # a connection that has not sent a whole request head by then is closed
 BODY_READ_S = 10.0
 MAX_DEPTH = 4  # nesting of a JSON body: the actions' bodies are flat
+REPORT_TYPES = {"pdf": "application/pdf", "csv": "text/csv", "html": "text/html",
+                "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,31}(/[a-z0-9][a-z0-9_.-]{0,63}){1,3}$")
 #: the request's authenticated user (aiohttp >= 3.13 types request keys)
 PRINCIPAL: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
@@ -91,6 +93,10 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     async def rows(self, q: str) -> list[dict[str, Any]]: ...
+
+    async def report(self, kind: str, period: str, site: str | None, fmt: str) -> tuple[str, bytes]:
+        """The compliance report (reports/): its file name and its bytes; ``kind`` daily or monthly."""
+        ...
 
 
 class ClientError(Exception):
@@ -325,6 +331,10 @@ OPENAPI: dict[str, Any] = {
                               "alarms, the shift's events, operator actions and KPIs"),
         "/api/overview": _get("Each sensor's latest value against its limits, stale sensors marked"),
         "/api/users": _get("Users and roles", role="admin"),
+        "/api/reports/daily": _get("The compliance report of a day (query date YYYY-MM-DD, default yesterday in the "
+                                   "park's time zone; site; format pdf|xlsx|csv|html, default pdf), CONTRACT §11"),
+        "/api/reports/monthly": _get("The compliance report of a month (query month YYYY-MM, default last month; "
+                                     "site; format pdf|xlsx|csv|html, default pdf), CONTRACT §11"),
         "/openapi.json": {"get": {"summary": "This document (public)",
                                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     },
@@ -655,6 +665,24 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             except (UsageError, ClientError) as exc:
                 refused[raw[:MAX_ID]] = str(exc)
         return web.json_response({"acked": done, "refused": refused})
+
+    # ------------------------------------------------------------------ compliance reports (reports/)
+    async def report(request: web.Request, kind: str, period_key: str) -> web.Response:
+        fmt = _query(request, "format", "pdf", 8)
+        site = _query(request, "site", "", 32) or None
+        name, data = await backend.report(kind, _query(request, period_key, "", 10), site, fmt)
+        disposition = "inline" if fmt in ("pdf", "html") else "attachment"
+        return web.Response(body=data, content_type=REPORT_TYPES.get(fmt, "application/octet-stream"),
+                            charset="utf-8" if fmt in ("csv", "html") else None,
+                            headers={"Content-Disposition": f'{disposition}; filename="{name}"'})
+
+    @route("GET", "/api/reports/daily", "viewer")
+    async def report_daily(request: web.Request) -> web.Response:
+        return await report(request, "daily", "date")
+
+    @route("GET", "/api/reports/monthly", "viewer")
+    async def report_monthly(request: web.Request) -> web.Response:
+        return await report(request, "monthly", "month")
 
     # ------------------------------------------------------------------ admin
     @route("GET", "/api/users", "admin")

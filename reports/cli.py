@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from datetime import date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from smartpark.config import Settings
-from smartpark.errors import UsageError
 from smartpark.park import load_park
 
-from .build import build_daily, build_monthly
+from .build import build_daily, build_monthly, report_day, report_month, report_name
 from .render import RENDERERS
 
 
@@ -35,10 +31,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     m.set_defaults(func=_monthly)
 
 
-def _today(tz: str) -> date:
-    return datetime.now(ZoneInfo(tz)).date()
-
-
 def _write(data: bytes, args: argparse.Namespace, name: str) -> int:
     if args.out:
         Path(args.out).write_bytes(data)
@@ -53,27 +45,13 @@ def _write(data: bytes, args: argparse.Namespace, name: str) -> int:
 
 def _daily(args: argparse.Namespace, settings: Settings) -> int:
     park = load_park(settings.park)
-    if args.date:
-        try:
-            day = date.fromisoformat(args.date)
-        except ValueError:
-            raise UsageError(f"--date must be YYYY-MM-DD, got {args.date!r}") from None
-    else:
-        day = _today(park.park.timezone) - timedelta(days=1)
+    day = report_day(args.date, park.park.timezone)
     data = build_daily(settings, park, day, args.site, args.format)
-    suffix = f"-{args.site}" if args.site else ""
-    return _write(data, args, f"smartpark-daily-{day.isoformat()}{suffix}.{args.format}")
+    return _write(data, args, report_name("daily", day.isoformat(), args.site, args.format))
 
 
 def _monthly(args: argparse.Namespace, settings: Settings) -> int:
     park = load_park(settings.park)
-    if args.month:
-        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", args.month):
-            raise UsageError(f"--month must be YYYY-MM, got {args.month!r}")
-        year, month = int(args.month[:4]), int(args.month[5:])
-    else:
-        first = _today(park.park.timezone).replace(day=1) - timedelta(days=1)
-        year, month = first.year, first.month
+    year, month = report_month(args.month, park.park.timezone)
     data = build_monthly(settings, park, year, month, args.site, args.format)
-    suffix = f"-{args.site}" if args.site else ""
-    return _write(data, args, f"smartpark-monthly-{year:04d}-{month:02d}{suffix}.{args.format}")
+    return _write(data, args, report_name("monthly", f"{year:04d}-{month:02d}", args.site, args.format))

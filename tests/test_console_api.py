@@ -21,6 +21,7 @@ from conftest import Broker, InfluxDB, InfluxServer
 from console_support import PASSWORD, USERS, RunningEngine, Session
 
 import alerts.api as api
+import reports
 from alerts.console.auth import LoginThrottle, Sessions
 from alerts.users import UserStore, verify_password
 from smartpark.errors import UsageError
@@ -101,7 +102,35 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("POST", "/alarms/plant/tank/none/hh/out-of-service", {"comment": "x"}, "supervisor"),
     ("POST", "/alarms/plant/tank/none/hh/in-service", {}, "supervisor"),
     ("GET", "/api/users", None, "admin"),
+    ("GET", "/api/reports/daily?format=csv", None, "viewer"),
+    ("GET", "/api/reports/monthly?format=csv", None, "viewer"),
 ]
+
+
+class TestReports:
+    """The console serves the compliance officer's reports (CONTRACT §11) as `smartpark report` writes them."""
+
+    def test_daily_csv_is_the_reports_own(self, engine: RunningEngine, sessions: dict[str, Session]) -> None:
+        """A viewer gets yesterday's CSV (the default day) byte for byte as reports.build_daily makes it."""
+        tz = engine.park.park.timezone
+        day = reports.report_day(None, tz)
+        status, data = sessions["viewer"].call("GET", "/api/reports/daily?format=csv")
+        assert status == 200, data
+        expected = reports.build_daily(engine.settings, engine.park, day, None, "csv").decode()
+        assert data == expected and data.startswith(",".join(reports.CSV_COLUMNS))
+
+    def test_pdf_inline_and_named(self, engine: RunningEngine) -> None:
+        """The PDF of a given day is a PDF, shown in the browser, named as the CLI names it."""
+        status, _, headers = engine.call("GET", "/api/reports/daily?date=2026-11-20",
+                                         headers={"Authorization": f"Bearer {engine.token}"})
+        assert status == 200 and headers["Content-Type"] == "application/pdf"
+        assert headers["Content-Disposition"] == 'inline; filename="smartpark-daily-2026-11-20.pdf"'
+
+    @pytest.mark.parametrize("query", ["daily?date=2026-13-01", "daily?format=docx", "monthly?month=2026-1",
+                                       "daily?site=nowhere"])
+    def test_bad_parameters_are_400(self, sessions: dict[str, Session], query: str) -> None:
+        status, data = sessions["viewer"].call("GET", f"/api/reports/{query}")
+        assert status == 400 and "error" in data, data
 
 
 class TestRoles:

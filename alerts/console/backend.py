@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import reports
 from smartpark.influx import InfluxClient
 
 if TYPE_CHECKING:
@@ -36,3 +37,13 @@ class ServiceBackend:
 
     async def rows(self, q: str) -> list[dict[str, Any]]:
         return await self._db.rows(q)
+
+    async def report(self, kind: str, period: str, site: str | None, fmt: str) -> tuple[str, bytes]:
+        tz = self.park.park.timezone
+        if kind == "daily":
+            day = reports.report_day(period, tz)
+            data = await reports.daily(self._db, self.park, day, site, fmt)
+            return reports.report_name(kind, day.isoformat(), site, fmt), data
+        year, month = reports.report_month(period, tz)
+        data = await reports.monthly(self._db, self.park, year, month, site, fmt)
+        return reports.report_name(kind, f"{year:04d}-{month:02d}", site, fmt), data
