@@ -150,7 +150,8 @@ class Engine(Persistence, Averaging):
     # ------------------------------------------------------------------ readings
     def process(self, r: Reading) -> list[AlarmEvent]:
         """Evaluate one accepted reading at its time (see the module's docstring: early and late readings)."""
-        s = self._sensors[r.ref.index]
+        i = r.ref.index
+        s = self._sensors[i]
         if s is None:
             return []
         ts = r.ts_ms
@@ -176,7 +177,7 @@ class Engine(Persistence, Averaging):
             return out
         if s.oor.active or s.bad_since is not None:
             self._usable_again(s, r, ts, out)
-        self._latest[r.ref.index] = v
+        self._latest[i] = v
         if s.asset_states:
             self._plant_states(s, ts, out)
         if v == s.stuck_v and v != 0 and v != s.lo and v != s.hi:  # a flat line
