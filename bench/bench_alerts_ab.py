@@ -21,23 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_alerts import park_readings  # this folder: run as bench/bench_alerts_ab.py
+
 from alerts import Engine, EventClock
-from simulators import Simulator
 from smartpark.park import load_park
-from smartpark.wire import Decoder, Reading
-
-
-def readings(n: int) -> list[Reading]:
-    park = load_park()
-    dec = Decoder(park)
-    out: list[Reading] = []
-    dur = 600
-    while len(out) < n:
-        out = []
-        for m in Simulator(park, seed=1).messages(dur):
-            out += dec.decode(m.topic, m.payload, m.ts_ms).readings
-        dur *= 2
-    return out[:n]
 
 
 def before_engine(tree: Path, tmp: Path) -> tuple[Any, Any]:
@@ -55,7 +42,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     a = ap.parse_args()
     park = load_park()
-    rs = readings(a.readings)
+    rs = park_readings(park, a.readings)
     with tempfile.TemporaryDirectory() as tmp:
         old_engine, old_clock = before_engine(a.before, Path(tmp))
         makers = {"before": lambda: old_engine(park, None, old_clock()),
