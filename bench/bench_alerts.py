@@ -128,7 +128,7 @@ def bench_eval(n: int) -> dict[str, float]:
             "ratio": best / ceiling, "active_alarms_after": events}
 
 
-async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[str, float]:
+async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[str, float | list[float]]:
     park = load_park()
     root = Path(tempfile.mkdtemp(prefix="bench_alerts_"))
     stack = Stack(root / "stack", mqtt_port=free_port(), influx_port=free_port())
