@@ -6,8 +6,9 @@ notification pipeline (:mod:`alerts.notify`). :class:`AlertService` wires them; 
 its command line.
 """
 
+from .alarm import Alarm
 from .clock import CLOCKS, Clock, EventClock, ManualClock, WallClock
-from .engine import Alarm, Engine
+from .engine import Engine
 from .events import AlarmEvent, default_priority
 from .notify import NOTIFIERS, Dispatcher, Notification, Notifier, Outbox, Route, Sender
 from .report import kpis

@@ -32,9 +32,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts import Engine, EventClock
 from simulators import Simulator
-from smartpark.park import load_park
+from smartpark.park import Park, load_park
 from smartpark.stack import Stack, free_port
-from smartpark.wire import Decoder
+from smartpark.wire import Decoder, Reading
 
 PROBE = "hw_center/quench_tower/outlet_temp"  # h 200, hh 230
 LOADGEN = r"""
@@ -77,17 +77,22 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
-def bench_eval(n: int) -> dict[str, float]:
-    park = load_park()
+def park_readings(park: Park, n: int) -> list[Reading]:
+    """``n`` decoded readings of the whole park in normal operation (the simulator, seed 1)."""
     dec = Decoder(park)
-    readings = []
+    readings: list[Reading] = []
     dur = 600
     while len(readings) < n:
         readings = []
         for m in Simulator(park, seed=1).messages(dur):
             readings += dec.decode(m.topic, m.payload, m.ts_ms).readings
         dur *= 2
-    readings = readings[:n]
+    return readings[:n]
+
+
+def bench_eval(n: int) -> dict[str, float]:
+    park = load_park()
+    readings = park_readings(park, n)
 
     class Ceiling:
         def __init__(self) -> None:
@@ -123,7 +128,7 @@ def bench_eval(n: int) -> dict[str, float]:
             "ratio": best / ceiling, "active_alarms_after": events}
 
 
-async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[str, float]:
+async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[str, float | list[float]]:
     park = load_park()
     root = Path(tempfile.mkdtemp(prefix="bench_alerts_"))
     stack = Stack(root / "stack", mqtt_port=free_port(), influx_port=free_port())

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from alerts.engine import DAY_VALID_HOURS, DEFAULT_MIN_VALID, ROLL_MS
+from alerts.averages import DAY_VALID_HOURS, DEFAULT_MIN_VALID, ROLL_MS
 from reports.compute import hour_need
 from smartpark.lineproto import quote_ident, quote_literal
 from smartpark.park import Asset, Park, Regulatory, Sensor, SensorRef, Site
@@ -86,7 +86,7 @@ def reading_query(site: str, asset: str, sensor: str, *, agg: str = "mean", buck
 
 
 # --------------------------------------------------------------------------------------------------
-# regulatory averages: the numbers the alert engine judges (alerts/engine.py), in InfluxQL
+# regulatory averages: the numbers the alert engine judges (alerts/averages.py), in InfluxQL
 
 def _grid_s(interval_s: float) -> int:
     """The GROUP BY step of the rolling window: the sensor's interval when it divides 5 minutes, else 1 s."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -367,6 +368,26 @@ class TestRegulatory:
         assert [(x.rule, x.event) for x in regs] == expected
         if regs:
             assert regs[0].ts == T0 + 3_600_000 and f"{n_valid} values" in regs[0].message
+
+    def test_snapshot_keeps_the_layout_of_the_buckets(self) -> None:
+        """A snapshot holds a sensor's averaging buckets as the list [hour end, hour sum, hour n, day end, day
+        sum, day n, month end, month sum, month n, hours of the month] (what is on disk), and an hour begun
+        before a restart is judged whole after it."""
+        key = "plant/cems/nox"
+        e = engine()
+        run(e, key, [(60 * i, 320.0) for i in range(60)] + [(60 * i, 290.0) for i in range(60, 90)])
+        snap = json.loads(json.dumps(e.dump()))
+        day_end = int(datetime(2026, 3, 3, 0, 0, tzinfo=TZ).timestamp() * 1000)
+        month_end = int(datetime(2026, 4, 1, 0, 0, tzinfo=TZ).timestamp() * 1000)
+        assert snap["sensors"][key][8] == [T0 + 7_200_000, 8700.0, 30, day_end, 320.0, 1, month_end, 320.0, 1, 744.0]
+        again = engine()
+        again.load(snap)
+        got = run_events(again, key, [(60 * i, 290.0) for i in range(90, 120)])
+        got += again.process(R(key, 200, 7200))
+        hourly = [x for x in got if x.rule == "reg_1h"]
+        assert [(x.event, x.value, x.ts) for x in hourly] == [("cleared", 290.0, T0 + 7_200_000)]
+        assert "hourly mean of 60 values" in hourly[0].message
+        assert again.dump()["sensors"][key][8][:6] == [T0 + 10_800_000, 200.0, 1, day_end, 610.0, 2]
 
     def test_hour_closes_on_the_clock_without_readings(self) -> None:
         """When the sensor falls silent, the hour is judged by tick after its end."""

@@ -15,10 +15,10 @@ import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .. import texts
 from ..events import ACKED_EV, CLEARED, IN_SERVICE, OUT_OF_SERVICE, RAISED, SHELVED, AlarmEvent
 from .notifiers import Notification, Notifier, make_notifier
 from .outbox import Outbox
@@ -87,13 +87,7 @@ class Dispatcher:
         return list(seen.values())
 
     def text(self, ev: AlarmEvent, reason: str = "event") -> tuple[str, str]:
-        when = datetime.fromtimestamp(ev.ts / 1000, self.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
-        tag = {"event": "", "repeat": "[未确认 unacknowledged] ", "escalation": "[升级 escalated] "}[reason]
-        title = f"{tag}[{ev.priority.upper()}] {ev.event} {ev.id}"
-        body = f"{ev.message}\n{ev.state} · {when}" + (f" · {ev.operator}" if ev.operator else "")
-        if self.public_url:
-            body += f"\n{self.public_url}/alarm/{ev.id}"
-        return title, body
+        return texts.notification(ev, reason, self.tz, self.public_url)
 
     def _offer(self, dest: Notifier, reason: str, ev: AlarmEvent | None, *, level: int = 0, k: int = 0,
                site: str = "", title: str = "", body: str = "", ts: int = 0) -> None:
@@ -139,11 +133,8 @@ class Dispatcher:
                     self._offer(r.dest, "event", ev)
                     continue
                 if flood_n:
-                    self._offer(r.dest, "flood", None, site=ev.site, ts=ev.ts,
-                                title=f"[FLOOD] 报警泛滥 alarm flood at {ev.site}",
-                                body=f"站点 {ev.site} 10分钟内 {flood_n} 条报警, 暂停逐条通知 | {flood_n} alarms in 10 "
-                                     f"minutes at {ev.site}: individual notifications are held until fewer than "
-                                     f"{FLOOD_OFF} in 10 minutes.")
+                    title, body = texts.flood(ev.site, flood_n, FLOOD_OFF)
+                    self._offer(r.dest, "flood", None, site=ev.site, ts=ev.ts, title=title, body=body)
                 if ev.site in self.flooding:
                     continue
                 if ev.event in (RAISED, CLEARED, SHELVED, OUT_OF_SERVICE, IN_SERVICE) or ev.priority == "high":
@@ -171,10 +162,8 @@ class Dispatcher:
                 held = self.flooding.pop(site)
                 for r in self.routes:
                     if not r.dest.structured and r.matches(site, "high"):
-                        self._offer(r.dest, "flood_over", None, site=site, ts=now,
-                                    title=f"[FLOOD OVER] 报警泛滥结束 {site}",
-                                    body=f"站点 {site} 报警泛滥结束, 期间暂停通知 {held} 条 | alarm flood at {site} is "
-                                         f"over; {held} notifications were held, see the alarm list.")
+                        title, body = texts.flood_over(site, held)
+                        self._offer(r.dest, "flood_over", None, site=site, ts=now, title=title, body=body)
         for u in self._unacked.values():
             ev = u.event
             for i, r in enumerate(self.routes):
