@@ -45,6 +45,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from smartpark.averages import DEFAULT_MIN_VALID, FIVE_MIN_MS, HOUR_MS, day_need, five_min_need, hour_need, is_valid
 from smartpark.errors import UsageError
 from smartpark.numbers import beside_limit
 from smartpark.park import LIMIT_KEYS, Park, Regulatory, SensorRef
@@ -72,11 +73,8 @@ from .rules import CustomRule, PlantState, RuleSet
 
 log = logging.getLogger(__name__)
 
-HOUR_MS = 3_600_000
-ROLL_MS = {"5min": 300_000}
+ROLL_MS = {"5min": FIVE_MIN_MS}
 BUCKET_AVG = ("1h", "24h", "monthly")
-DEFAULT_MIN_VALID = 0.75
-DAY_VALID_HOURS = 20
 MAX_EXCURSIONS = 5
 PERIOD_GRACE_MS = 10_000
 RECENT = 32  # timestamps remembered per sensor to recognise a redelivered reading
@@ -334,8 +332,7 @@ class Engine:
                 st.instant = a
             elif reg.averaging == "5min":
                 st.roll = a
-                expected = ROLL_MS["5min"] / 1000 / s.interval_s
-                st.roll_n_need = max(1, math.ceil((reg.min_valid or DEFAULT_MIN_VALID) * expected))
+                st.roll_n_need = five_min_need(s)
                 st.exc = self._add(Alarm(ref, "reg_5min_excursions", self._prio(ref, "reg_5min_excursions"),
                                          limit=MAX_EXCURSIONS))
             else:
@@ -487,7 +484,7 @@ class Engine:
             self._roc(s, v, ts, out)
         if s.instant is not None:
             self._instant(s.instant, v, ts, out)
-        if r.quality == "good":
+        if is_valid(r.quality, r.flag):  # the readings the averages count (smartpark.averages)
             if s.roll is not None:
                 self._rolling(s, v, ts, out)
             if s.bucket_alarms:
@@ -553,7 +550,7 @@ class Engine:
         At a first start the rolling 5-minute window and the clock-hour/day/month buckets are rebuilt
         from InfluxDB history this way, so that the first averages judged are complete."""
         s = self._sensors[r.ref.index]
-        if (s is None or r.quality != "good" or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts
+        if (s is None or not is_valid(r.quality, r.flag) or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts
                 or (r.ts_ms > self._now_seen and self._ahead(r.ts_ms))):
             return
         v, ts = r.value, r.ts_ms
@@ -691,8 +688,7 @@ class Engine:
         while ts >= b[0]:
             h_end = int(b[0])
             a1 = s.bucket_alarms.get("1h")
-            need_h = math.ceil((a1.reg.min_valid if a1 and a1.reg and a1.reg.min_valid else DEFAULT_MIN_VALID)
-                               * 3600 / sensor.interval_s)
+            need_h = hour_need(sensor)
             n = int(b[2])
             if n >= need_h and n > 0:
                 mean = b[1] / n
@@ -706,7 +702,8 @@ class Engine:
             b[1], b[2] = 0.0, 0
             if h_end >= b[3]:
                 a24 = s.bucket_alarms.get("24h")
-                need_d = math.ceil(a24.reg.min_valid * 24) if a24 and a24.reg and a24.reg.min_valid else DAY_VALID_HOURS
+                d_start, d_end = self._day(int(b[3]) - 1)
+                need_d = day_need(sensor, round((d_end - d_start) / HOUR_MS))
                 if a24 is not None and b[5] >= need_d:
                     self._judge(a24, b[4] / b[5], int(b[3]), out,
                                 f"daily mean of {int(b[5])} valid hours (need {need_d})")
