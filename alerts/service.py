@@ -268,7 +268,8 @@ class AlertService:
         since = min(last.values())
         floor = max(last.values()) - 24 * 3_600_000
         since = max(since, floor)
-        rows = await db.rows(f"SELECT value, quality, flag FROM reading WHERE time > {since}ms GROUP BY site, asset, sensor")
+        rows = await db.rows(f"SELECT value, quality, flag FROM reading WHERE time > {since}ms "
+                             "GROUP BY site, asset, sensor")
         readings = []
         for row in rows:
             ref = self.park.lookup(row.get("site", ""), row.get("asset", ""), row.get("sensor", ""))
