@@ -17,7 +17,8 @@ Rules (from the park model, CONTRACT §4-5, plus the rules file):
 - ``reg_1h``: clock-hour mean, valid with ``min_valid`` (default 75 %, HJ 75-2017: 45 of 60 minutes) of
   the expected readings; ``reg_24h``: mean of the valid hourly means of a natural day, valid with at least
   20 valid hours (GB 18484-2020 3.18/3.19; used for GB 18918 daily averages too); ``reg_monthly``: mean of
-  the valid hourly means of a calendar month, valid with ``min_valid`` (75 %) of its hours. Period rules
+  the valid days' means of a calendar month, valid with 27 valid days (25 in February) or ``min_valid`` of
+  its days. Period rules
   are judged when the period ends; the event carries the period end as its time and the validity in its
   message.
 - ``no_data``: nothing for 3 x ``interval_s``; ``stuck``: the value did not change for ``stuck_s``
@@ -45,7 +46,16 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from smartpark.averages import DEFAULT_MIN_VALID, FIVE_MIN_MS, HOUR_MS, day_need, five_min_need, hour_need, is_valid
+from smartpark.averages import (
+    DAY_MS,
+    FIVE_MIN_MS,
+    HOUR_MS,
+    day_need,
+    five_min_need,
+    hour_need,
+    is_valid,
+    month_need,
+)
 from smartpark.errors import UsageError
 from smartpark.numbers import beside_limit
 from smartpark.park import LIMIT_KEYS, Park, Regulatory, SensorRef
@@ -229,7 +239,9 @@ class _Sensor:
         self.exc: Alarm | None = None
         self.exc_count = 0
         self.exc_day_end = 0
-        self.bucket: list[float] | None = None  # [h_end, h_sum, h_n, d_end, d_sum, d_n, m_end, m_sum, m_n, m_hours]
+        # [h_end, h_sum, h_n, d_end, d_sum (of valid hours' means), d_n, m_end, m_sum (of valid days' means), m_n,
+        #  m_days]
+        self.bucket: list[float] | None = None
         self.bucket_alarms: dict[str, Alarm] = {}
         self.custom: list[Alarm] = []
         self.asset_states: list[PlantStateRt] = []
@@ -678,7 +690,7 @@ class Engine:
         _, h_end = self._hour(ts)
         _, d_end = self._day(ts)
         m_start, m_end = self._month(ts)
-        return [h_end, 0.0, 0, d_end, 0.0, 0, m_end, 0.0, 0, (m_end - m_start) / HOUR_MS]
+        return [h_end, 0.0, 0, d_end, 0.0, 0, m_end, 0.0, 0, round((m_end - m_start) / DAY_MS)]
 
     def _close_hours(self, s: _Sensor, ts: int, out: list[AlarmEvent]) -> None:
         """Close every clock hour that ended before ``ts``; judge the hourly, daily and monthly means."""
@@ -694,8 +706,6 @@ class Engine:
                 mean = b[1] / n
                 b[4] += mean
                 b[5] += 1
-                b[7] += mean
-                b[8] += 1
                 if a1 is not None:
                     self._judge(a1, mean, h_end, out, f"hourly mean of {n} values (valid, need {need_h})")
             b[0] = h_end + HOUR_MS
@@ -704,20 +714,22 @@ class Engine:
                 a24 = s.bucket_alarms.get("24h")
                 d_start, d_end = self._day(int(b[3]) - 1)
                 need_d = day_need(sensor, round((d_end - d_start) / HOUR_MS))
-                if a24 is not None and b[5] >= need_d:
-                    self._judge(a24, b[4] / b[5], int(b[3]), out,
-                                f"daily mean of {int(b[5])} valid hours (need {need_d})")
+                if b[5] >= need_d:  # a valid day: its mean counts in the month's
+                    b[7] += b[4] / b[5]
+                    b[8] += 1
+                    if a24 is not None:
+                        self._judge(a24, b[4] / b[5], int(b[3]), out,
+                                    f"daily mean of {int(b[5])} valid hours (need {need_d})")
                 b[3] = self._day(h_end)[1]
                 b[4], b[5] = 0.0, 0
             if h_end >= b[6]:
                 am = s.bucket_alarms.get("monthly")
-                need_m = math.ceil((am.reg.min_valid if am and am.reg and am.reg.min_valid else DEFAULT_MIN_VALID)
-                                   * b[9])
+                need_m = month_need(sensor, self._local(int(b[6]) - 1).month, int(b[9]))
                 if am is not None and b[8] >= need_m:
                     self._judge(am, b[7] / b[8], int(b[6]), out,
-                                f"monthly mean of {int(b[8])} valid hours (need {need_m})")
+                                f"monthly mean of {int(b[8])} valid days (need {need_m})")
                 m_start, m_end = self._month(h_end)
-                b[6], b[7], b[8], b[9] = m_end, 0.0, 0, (m_end - m_start) / HOUR_MS
+                b[6], b[7], b[8], b[9] = m_end, 0.0, 0, round((m_end - m_start) / DAY_MS)
             if ts - b[0] > 40 * 24 * HOUR_MS:  # a long outage: start afresh rather than close empty hours
                 s.bucket = self._new_bucket(ts)
                 return
@@ -925,6 +937,8 @@ class Engine:
             s.roc_dq = deque((int(t), float(v)) for t, v in roc)
             s.roll_dq = deque((int(t), float(v)) for t, v in roll)
             s.roll_sum = sum(v for _, v in s.roll_dq)
+            if s.bucket is not None and s.bucket[9] > 31:  # earlier versions summed the month's hours: start afresh
+                s.bucket[7], s.bucket[8], s.bucket[9] = 0.0, 0, round(s.bucket[9] / 24)
         latest = d.get("latest") or []
         if len(latest) == len(self._latest):
             self._latest = list(latest)

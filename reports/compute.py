@@ -15,14 +15,13 @@ with its first mean.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from smartpark.averages import FIVE_MIN_MS, HOUR_MS, day_need, five_min_need, hour_need, is_valid
+from smartpark.averages import FIVE_MIN_MS, HOUR_MS, day_need, five_min_need, hour_need, is_valid, month_need
 from smartpark.averages import entry as sensor_entry
 from smartpark.influx import InfluxClient
 from smartpark.park import Park, Regulatory, SensorRef
@@ -225,12 +224,6 @@ async def daily_report(db: InfluxClient, park: Park, day: date, site: str | None
     return Report("daily", day.isoformat(), start, end, tz, park.park.name, sites)
 
 
-def month_min_days(month_start: date, days: int, reg: Regulatory | None) -> int:
-    if reg is not None and reg.min_valid:
-        return math.ceil(reg.min_valid * days)
-    return 25 if month_start.month == 2 else 27
-
-
 async def monthly_report(db: InfluxClient, park: Park, year: int, month: int, site: str | None = None) -> Report:
     """The month's daily means (one raw day at a time), valid days, exceedance days, the monthly mean."""
     tz = ZoneInfo(park.park.timezone)
@@ -256,7 +249,7 @@ async def monthly_report(db: InfluxClient, park: Park, year: int, month: int, si
             daily = [rep.total for rep in reps]
             valid_days = [p for p in daily if p.valid and p.mean is not None]
             month_reg = entry(r, "monthly")
-            ok = len(valid_days) >= month_min_days(first, len(days), month_reg)
+            ok = len(valid_days) >= month_need(r.sensor, month, len(days))
             mean = sum(p.mean for p in valid_days) / len(valid_days) if ok else None  # type: ignore[misc]
             total = Period(start, "month", mean, len(valid_days), ok, limit_text(month_reg), exceeds(month_reg, mean))
             capture = sum(rep.capture for rep in reps) / len(reps)

@@ -12,6 +12,8 @@ alert engine (what it judges), the compliance report (what it prints) and the da
 - Daily mean (GB 18484-2020 3.18/3.19, also used for GB 18918): the mean of the valid hours' means of a natural
   day in the park's time zone, valid with at least 20 valid hours, or ``min_valid`` of the day's hours when the
   24 h entry says so.
+- Monthly mean: the mean of the valid days' means of a calendar month, valid with at least 27 valid days (25 in
+  February, as GB 3095-2012 asks of a monthly mean), or ``min_valid`` of the month's days.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ DEFAULT_MIN_VALID = 0.75
 DAY_VALID_HOURS = 20
 FIVE_MIN_MS = 300_000
 HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
 
 
 def is_valid(quality: str | None, flag: str | None) -> bool:
@@ -57,3 +60,11 @@ def day_need(sensor: Sensor, hours: int = 24) -> int:
     """Valid hours that make a valid day of ``hours`` hours (23 or 25 where the zone has DST)."""
     reg = entry(sensor, "24h")
     return math.ceil(reg.min_valid * hours - 1e-9) if reg and reg.min_valid else DAY_VALID_HOURS
+
+
+def month_need(sensor: Sensor, month: int, days: int) -> int:
+    """Valid days that make a valid calendar month (``month`` 1..12) of ``days`` days."""
+    reg = entry(sensor, "monthly")
+    if reg and reg.min_valid:
+        return math.ceil(reg.min_valid * days - 1e-9)
+    return 25 if month == 2 else 27

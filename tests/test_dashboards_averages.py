@@ -276,3 +276,57 @@ class TestOneDefinition:
         temp = next(s for s in site.sensors if s.ref.key == "hw_center/scc/temp")
         assert temp.excursions and temp.excursions[0][0] == breach.ts
         assert math.isclose(temp.excursions[0][1], breach.value, rel_tol=1e-9)
+
+
+PARK_MONTHLY = """
+park: {id: t, name: Test park, timezone: Asia/Shanghai}
+sites:
+  - id: plant
+    name: Plant
+    assets:
+      - id: stack
+        name: Stack CEMS
+        sensors:
+          - id: nox
+            name: NOx
+            unit: mg/m3
+            range: [0, 500]
+            normal: [0, 80]
+            interval_s: 300
+            regulatory:
+              - {limit: 40, averaging: monthly, source: "test"}
+"""
+
+
+class TestMonthlyMean:
+    def test_the_engine_judges_the_reports_monthly_mean(self, influx_db: Any) -> None:
+        """November with 27 valid days and 3 of only 15 valid hours (running high): the engine's reg_monthly is
+        judged on the mean of the 27 valid days' means, the monthly report's mean; not on the month's hours."""
+        from reports.compute import monthly_report
+        from smartpark.config import Settings
+
+        park = parse_park(PARK_MONTHLY, "park.yaml")
+        ref = park.get("plant/stack/nox")
+        first = 1_761_926_400_000  # 2025-11-01 00:00 Asia/Shanghai
+        readings = []
+        for d in range(30):
+            short = d in (4, 11, 20)
+            for h in range(15 if short else 24):
+                level = 90.0 if short else 50.0 + d % 5 + h % 4
+                t0 = first + (d * 24 + h) * 3_600_000
+                readings += [Reading(ref, level, t0 + i * 300_000, "good") for i in range(12)]
+        readings.append(Reading(ref, 30.0, first + 30 * 86_400_000 + 300_000, "good"))  # closes the month
+        engine = Engine(park, clock=EventClock())
+        judged = [e for r in readings for e in engine.process(r) if e.rule == "reg_monthly"]
+        _write(influx_db, readings)
+
+        async def go() -> Any:
+            settings = Settings(influx_url=influx_db.url, influx_db=influx_db.db)
+            async with InfluxClient(settings.influx(), timeout=60) as client:
+                return await monthly_report(client, park, 2025, 11, "plant")
+
+        total = asyncio.run(go()).sites[0].sensors[0].total
+        assert total.valid and total.valid_count == 27 and total.mean is not None
+        assert [e.event for e in judged] == ["raised"]
+        assert math.isclose(judged[0].value, total.mean, rel_tol=1e-9)
+        assert "27 valid days" in judged[0].message
