@@ -21,12 +21,18 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from smartpark.averages import FIVE_MIN_MS, HOUR_MS, day_need, five_min_need, hour_need, is_valid, month_need
-from smartpark.averages import entry as sensor_entry
+from smartpark.averages import (
+    FIVE_MIN_MS,
+    HOUR_MS,
+    day_need,
+    entry,
+    five_min_need,
+    hour_need,
+    is_valid,
+    month_need,
+)
 from smartpark.influx import InfluxClient
 from smartpark.park import Park, Regulatory, SensorRef
-
-FIVE_MS = FIVE_MIN_MS
 
 
 def exceeds(reg: Regulatory | None, mean: float | None) -> bool:
@@ -45,10 +51,6 @@ def limit_text(reg: Regulatory | None) -> str:
     if isinstance(reg.limit, tuple):
         return f"{reg.limit[0]:g}..{reg.limit[1]:g}"
     return f"{reg.limit:g}"
-
-
-def entry(ref: SensorRef, averaging: str) -> Regulatory | None:
-    return sensor_entry(ref.sensor, averaging)
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> int:
@@ -161,7 +163,7 @@ def rolling_means(readings: list[tuple[int, float, bool]], need: int) -> list[tu
             continue
         window.append((ts, value))
         total += value
-        while window[0][0] <= ts - FIVE_MS:
+        while window[0][0] <= ts - FIVE_MIN_MS:
             total -= window.popleft()[1]
         if len(window) == 1:
             total = value  # no drift accumulates past an empty window
@@ -183,7 +185,7 @@ def excursions_of(reg: Regulatory | None, means: list[tuple[int, float]]) -> lis
 
 
 def sensor_day(ref: SensorRef, readings: list[tuple[int, float, bool]], start: int, end: int) -> SensorReport:
-    hour_reg, day_reg, five_reg = entry(ref, "1h"), entry(ref, "24h"), entry(ref, "5min")
+    hour_reg, day_reg, five_reg = entry(ref.sensor, "1h"), entry(ref.sensor, "24h"), entry(ref.sensor, "5min")
     expected = 3600 / ref.sensor.interval_s
     need = hour_need(ref.sensor)
     buckets: dict[int, list[float]] = {}
@@ -248,7 +250,7 @@ async def monthly_report(db: InfluxClient, park: Park, year: int, month: int, si
             reps = per_sensor[r.key]
             daily = [rep.total for rep in reps]
             valid_days = [p for p in daily if p.valid and p.mean is not None]
-            month_reg = entry(r, "monthly")
+            month_reg = entry(r.sensor, "monthly")
             ok = len(valid_days) >= month_need(r.sensor, month, len(days))
             mean = sum(p.mean for p in valid_days) / len(valid_days) if ok else None  # type: ignore[misc]
             total = Period(start, "month", mean, len(valid_days), ok, limit_text(month_reg), exceeds(month_reg, mean))
