@@ -7,21 +7,29 @@ mean and its excursions per natural day, and the clock-hour, daily and monthly m
   :data:`MAX_EXCURSIONS` raised 5-minute excursions in one natural day (GB 18484-2020 9.4).
 - ``reg_1h``: clock-hour mean, valid with ``min_valid`` (default 75 %, HJ 75-2017: 45 of 60 minutes) of the
   expected readings; ``reg_24h``: mean of the valid hourly means of a natural day, valid with at least
-  :data:`DAY_VALID_HOURS` valid hours (GB 18484-2020 3.18/3.19); ``reg_monthly``: mean of the valid hourly
-  means of a calendar month, valid with ``min_valid`` (75 %) of its hours. A period is judged when it ends;
-  the event carries the period end as its time and the validity in its message.
+  :data:`DAY_VALID_HOURS` valid hours (GB 18484-2020 3.18/3.19); ``reg_monthly``: mean of the valid days'
+  means of a calendar month, valid with 27 valid days (25 in February) or ``min_valid`` of its days. A period
+  is judged when it ends; the event carries the period end as its time and the validity in its message.
 
-Only readings of quality ``good`` are averaged. :class:`Averaging` is the part of :class:`alerts.Engine` that
-judges them; :class:`Buckets` is a sensor's hour/day/month state.
+Which readings count and how many a period needs is :mod:`smartpark.averages`, the one definition the compliance
+report and the dashboards share. :class:`Averaging` is the part of :class:`alerts.Engine` that judges the
+averages; :class:`Buckets` is a sensor's hour/day/month state.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from smartpark.averages import (
+    DAY_MS,
+    FIVE_MIN_MS,
+    HOUR_MS,
+    day_need,
+    hour_need,
+    month_need,
+)
 from smartpark.park import Regulatory
 
 from . import texts
@@ -29,37 +37,39 @@ from .alarm import Alarm, Lifecycle
 from .events import AlarmEvent
 from .sensor import SensorState
 
-HOUR_MS = 3_600_000
-ROLL_MS = {"5min": 300_000}
+ROLL_MS = {"5min": FIVE_MIN_MS}
 BUCKET_AVG = ("1h", "24h", "monthly")
-DEFAULT_MIN_VALID = 0.75
-DAY_VALID_HOURS = 20
 MAX_EXCURSIONS = 5
 PERIOD_GRACE_MS = 10_000
 OUTAGE_MS = 40 * 24 * HOUR_MS  # after a longer outage the buckets start afresh rather than close empty hours
 
 
 class Buckets:
-    """A sensor's running clock-hour, natural-day and calendar-month sums; the day and the month hold valid
-    hourly means. Kept in snapshots as the list :meth:`dump` (this order)."""
+    """A sensor's running clock-hour, natural-day and calendar-month sums; the day holds valid hourly means, the
+    month valid daily means. Kept in snapshots as the list :meth:`dump` (this order)."""
 
-    __slots__ = ("day_end", "day_n", "day_sum", "hour_end", "hour_n", "hour_sum", "month_end", "month_hours",
+    __slots__ = ("day_end", "day_n", "day_sum", "hour_end", "hour_n", "hour_sum", "month_days", "month_end",
                  "month_n", "month_sum")
 
     def __init__(self, hour_end: float, hour_sum: float, hour_n: float, day_end: float, day_sum: float,
-                 day_n: float, month_end: float, month_sum: float, month_n: float, month_hours: float) -> None:
+                 day_n: float, month_end: float, month_sum: float, month_n: float, month_days: float) -> None:
         self.hour_end, self.hour_sum, self.hour_n = hour_end, hour_sum, hour_n          # readings of the hour
         self.day_end, self.day_sum, self.day_n = day_end, day_sum, day_n                # valid hours of the day
-        self.month_end, self.month_sum, self.month_n = month_end, month_sum, month_n    # valid hours of the month
-        self.month_hours = month_hours                                                  # hours in the month
+        self.month_end, self.month_sum, self.month_n = month_end, month_sum, month_n    # valid days of the month
+        self.month_days = month_days                                                    # days in the month
 
     def dump(self) -> list[float]:
         return [self.hour_end, self.hour_sum, self.hour_n, self.day_end, self.day_sum, self.day_n, self.month_end,
-                self.month_sum, self.month_n, self.month_hours]
+                self.month_sum, self.month_n, self.month_days]
 
     @classmethod
     def load(cls, d: list[Any] | None) -> Buckets | None:
-        return None if d is None else cls(*d)
+        if d is None:
+            return None
+        b = cls(*d)
+        if b.month_days > 31:  # earlier versions summed the month's valid hours: the month starts afresh
+            b.month_sum, b.month_n, b.month_days = 0.0, 0, round(b.month_days / 24)
+        return b
 
 
 def violates(reg: Regulatory, v: float, margin: float = 0.0) -> tuple[bool, float]:
@@ -161,12 +171,7 @@ class Averaging(Lifecycle):
         _, h_end = self._hour(ts)
         _, d_end = self._day(ts)
         m_start, m_end = self._month(ts)
-        return Buckets(h_end, 0.0, 0, d_end, 0.0, 0, m_end, 0.0, 0, (m_end - m_start) / HOUR_MS)
-
-    @staticmethod
-    def _min_valid(a: Alarm | None) -> float:
-        """The share of the expected readings (or hours) a period needs: ``min_valid`` of the rule, or 75 %."""
-        return a.reg.min_valid if a and a.reg and a.reg.min_valid else DEFAULT_MIN_VALID
+        return Buckets(h_end, 0.0, 0, d_end, 0.0, 0, m_end, 0.0, 0, round((m_end - m_start) / DAY_MS))
 
     def _close_hours(self, s: SensorState, ts: int, out: list[AlarmEvent]) -> None:
         """Close every clock hour that ended before ``ts``; judge the hourly, daily and monthly means."""
@@ -175,33 +180,37 @@ class Averaging(Lifecycle):
         while ts >= b.hour_end:
             h_end = int(b.hour_end)
             a1 = s.bucket_alarms.get("1h")
-            need_h = math.ceil(self._min_valid(a1) * 3600 / s.ref.sensor.interval_s)
+            sensor = s.ref.sensor
+            need_h = hour_need(sensor)
             n = int(b.hour_n)
             if n >= need_h and n > 0:
                 mean = b.hour_sum / n
                 b.day_sum += mean
                 b.day_n += 1
-                b.month_sum += mean
-                b.month_n += 1
                 if a1 is not None:
                     self._judge(a1, mean, h_end, out, texts.hourly_mean(n, need_h))
             b.hour_end = h_end + HOUR_MS
             b.hour_sum, b.hour_n = 0.0, 0
             if h_end >= b.day_end:
                 a24 = s.bucket_alarms.get("24h")
-                need_d = math.ceil(a24.reg.min_valid * 24) if a24 and a24.reg and a24.reg.min_valid else DAY_VALID_HOURS
-                if a24 is not None and b.day_n >= need_d:
-                    self._judge(a24, b.day_sum / b.day_n, int(b.day_end), out, texts.daily_mean(int(b.day_n), need_d))
+                d_start, d_end = self._day(int(b.day_end) - 1)
+                need_d = day_need(sensor, round((d_end - d_start) / HOUR_MS))
+                if b.day_n >= need_d:  # a valid day: its mean counts in the month's
+                    b.month_sum += b.day_sum / b.day_n
+                    b.month_n += 1
+                    if a24 is not None:
+                        self._judge(a24, b.day_sum / b.day_n, int(b.day_end), out,
+                                    texts.daily_mean(int(b.day_n), need_d))
                 b.day_end = self._day(h_end)[1]
                 b.day_sum, b.day_n = 0.0, 0
             if h_end >= b.month_end:
                 am = s.bucket_alarms.get("monthly")
-                need_m = math.ceil(self._min_valid(am) * b.month_hours)
+                need_m = month_need(sensor, self._local(int(b.month_end) - 1).month, int(b.month_days))
                 if am is not None and b.month_n >= need_m:
                     self._judge(am, b.month_sum / b.month_n, int(b.month_end), out,
                                 texts.monthly_mean(int(b.month_n), need_m))
                 m_start, m_end = self._month(h_end)
-                b.month_end, b.month_sum, b.month_n, b.month_hours = m_end, 0.0, 0, (m_end - m_start) / HOUR_MS
+                b.month_end, b.month_sum, b.month_n, b.month_days = m_end, 0.0, 0, round((m_end - m_start) / DAY_MS)
             if ts - b.hour_end > OUTAGE_MS:  # a long outage: start afresh rather than close empty hours
                 s.bucket = self._new_bucket(ts)
                 return

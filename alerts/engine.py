@@ -40,12 +40,13 @@ import math
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
+from smartpark.averages import five_min_need, is_valid
 from smartpark.park import LIMIT_KEYS, Park, SensorRef
 from smartpark.wire import Reading
 
 from . import texts
 from .alarm import Alarm, PlantStateRt
-from .averages import DEFAULT_MIN_VALID, MAX_EXCURSIONS, ROLL_MS, Averaging
+from .averages import MAX_EXCURSIONS, Averaging
 from .clock import Clock, EventClock
 from .events import AlarmEvent, default_priority
 from .persist import Persistence
@@ -139,8 +140,7 @@ class Engine(Persistence, Averaging):
                 st.instant = a
             elif reg.averaging == "5min":
                 st.roll = a
-                expected = ROLL_MS["5min"] / 1000 / s.interval_s
-                st.roll_n_need = max(1, math.ceil((reg.min_valid or DEFAULT_MIN_VALID) * expected))
+                st.roll_n_need = five_min_need(s)
                 st.exc = self._add(Alarm(ref, "reg_5min_excursions", self._prio(ref, "reg_5min_excursions"),
                                          limit=MAX_EXCURSIONS))
             else:
@@ -196,7 +196,7 @@ class Engine(Persistence, Averaging):
             self._roc(s, v, ts, out)
         if s.instant is not None:
             self._instant(s.instant, v, ts, out)
-        if r.quality == "good":
+        if is_valid(r.quality, r.flag):  # the readings the averages count (smartpark.averages)
             if s.roll is not None:
                 self._rolling(s, v, ts, out)
             if s.bucket_alarms:
@@ -361,7 +361,7 @@ class Engine(Persistence, Averaging):
         At a first start the rolling 5-minute window and the clock-hour/day/month buckets are rebuilt
         from InfluxDB history this way, so that the first averages judged are complete."""
         s = self._sensors[r.ref.index]
-        if (s is None or r.quality != "good" or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts
+        if (s is None or not is_valid(r.quality, r.flag) or not s.lo <= r.value <= s.hi or r.ts_ms <= s.last_ts
                 or (r.ts_ms > self._now_seen and self._ahead(r.ts_ms))):
             return
         self._warm_windows(s, r.value, r.ts_ms)

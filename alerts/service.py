@@ -30,7 +30,7 @@ from smartpark.errors import ConfigError, UsageError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
 from smartpark.mqtt import MqttSource, reason
-from smartpark.park import Park
+from smartpark.park import Park, SensorRef
 from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
 
 from .api import GuardedSite, make_app, runner_args
@@ -63,6 +63,12 @@ def api_token(settings: Settings, create: bool = False) -> str | None:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+def _history_reading(ref: SensorRef, row: dict[str, Any]) -> Reading:
+    """A reading of InfluxDB history as the decoder made it: its quality and HJ 212 flag decide whether the
+    averages count it (an absent flag may come back empty)."""
+    return Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or "good", row.get("flag") or None)
 
 
 def wall_ms() -> int:
@@ -262,13 +268,14 @@ class AlertService:
         since = min(last.values())
         floor = max(last.values()) - 24 * 3_600_000
         since = max(since, floor)
-        rows = await db.rows(f"SELECT value, quality FROM reading WHERE time > {since}ms GROUP BY site, asset, sensor")
+        rows = await db.rows(f"SELECT value, quality, flag FROM reading WHERE time > {since}ms "
+                             "GROUP BY site, asset, sensor")
         readings = []
         for row in rows:
             ref = self.park.lookup(row.get("site", ""), row.get("asset", ""), row.get("sensor", ""))
             if ref is None or row.get("value") is None:
                 continue
-            readings.append(Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or "good"))
+            readings.append(_history_reading(ref, row))
         readings.sort(key=lambda r: r.ts_ms)
         seen = {(e.id, e.event, e.ts) for e in journaled}
         events: list[AlarmEvent] = []
@@ -299,12 +306,11 @@ class AlertService:
         readings: list[Reading] = []
         for key, back in need.items():
             site, asset, sensor = key.split("/")
-            q = (f"SELECT value, quality FROM reading WHERE site = {quote_literal(site)} AND asset = "
+            q = (f"SELECT value, quality, flag FROM reading WHERE site = {quote_literal(site)} AND asset = "
                  f"{quote_literal(asset)} AND sensor = {quote_literal(sensor)} AND time > {now - back}ms "
                  f"AND time <= {now}ms")
             ref = self.park.get(key)
-            readings += [Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or "good")
-                         for row in await db.rows(q) if row.get("value") is not None]
+            readings += [_history_reading(ref, row) for row in await db.rows(q) if row.get("value") is not None]
         readings.sort(key=lambda r: r.ts_ms)
         for r in readings:
             self.engine.warm(r)

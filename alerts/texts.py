@@ -125,8 +125,8 @@ def daily_mean(hours: int, need: int) -> str:
     return f"daily mean of {hours} valid hours (need {need})"
 
 
-def monthly_mean(hours: int, need: int) -> str:
-    return f"monthly mean of {hours} valid hours (need {need})"
+def monthly_mean(days: int, need: int) -> str:
+    return f"monthly mean of {days} valid days (need {need})"
 
 
 def excursions(count: int) -> str:

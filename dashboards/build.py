@@ -13,14 +13,12 @@ Measurements and fields are those of CONTRACT §3: ``reading`` (site, asset, sen
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from alerts.averages import DAY_VALID_HOURS, DEFAULT_MIN_VALID, ROLL_MS
-from reports.compute import hour_need
+from smartpark.averages import FIVE_MIN_MS, day_need, five_min_need, hour_need
 from smartpark.lineproto import quote_ident, quote_literal
-from smartpark.park import Asset, Park, Regulatory, Sensor, SensorRef, Site
+from smartpark.park import Asset, Park, Regulatory, Sensor, Site
 
 from . import grafana as g
 from .grafana import CLEAR, GREEN, ORANGE, RED, Json
@@ -86,52 +84,68 @@ def reading_query(site: str, asset: str, sensor: str, *, agg: str = "mean", buck
 
 
 # --------------------------------------------------------------------------------------------------
-# regulatory averages: the numbers the alert engine judges (alerts/averages.py), in InfluxQL
+# regulatory averages: the numbers the alert engine judges and the report prints (smartpark.averages), in InfluxQL
 
 def _grid_s(interval_s: float) -> int:
     """The GROUP BY step of the rolling window: the sensor's interval when it divides 5 minutes, else 1 s."""
     step = int(interval_s)
-    return step if step == interval_s and step >= 1 and ROLL_MS["5min"] % (step * 1000) == 0 else 1
+    return step if step == interval_s and step >= 1 and FIVE_MIN_MS % (step * 1000) == 0 else 1
+
+
+def valid_sums(where: str, step: str, zone: str = "") -> str:
+    """Subqueries whose fields ``s`` and ``c``, summed per bucket of ``step``, are the sum and count of the
+    *valid* readings (:func:`smartpark.averages.is_valid`).
+
+    InfluxQL cannot test a field that is absent (``quality`` and ``flag`` usually are), so the valid readings'
+    sum and count are all readings' minus those of quality ``bad``, minus those flagged other than N and S,
+    plus those that are both: each a condition on a present field."""
+    # a regex that needs a character: where no reading ever had a flag, InfluxDB takes "flag" for a tag whose
+    # value is empty, which != 'N' would match
+    not_ns = '"flag" =~ /^[^NS]/'
+    return ", ".join(
+        f'(SELECT sum("value"){sign} AS "s", count("value"){sign} AS "c" FROM "reading" WHERE {where}{cond} '
+        f"GROUP BY time({step}) fill(none){zone})"
+        for sign, cond in (("", ""), (" * -1", " AND \"quality\" = 'bad'"), (" * -1", f" AND {not_ns}"),
+                           ("", f" AND \"quality\" = 'bad' AND {not_ns}")))
 
 
 def regulatory_query(site: str, asset: str, s: Sensor, reg: Regulatory, tz: str, *, provisional: bool = False) -> str:
-    """The average that ``reg`` is judged on, as the alert engine computes it, one point per value it judges.
+    """The average that ``reg`` is judged on, one point per value the alert engine judges; the same hourly and
+    daily means the compliance report prints. Valid readings only (:func:`valid_sums`), valid periods by
+    :mod:`smartpark.averages`.
 
-    - ``5min`` (GB 18484 furnace temperature): the engine's mean of the readings in the 5 minutes up to each
-      reading, judged only with ``min_valid`` (75 %) of the expected readings. Here: sums and counts on a grid
-      of the sensor's interval, their ``moving_average`` over 5 minutes divided (the exact mean of the
-      window, also across gaps), shown at the buckets that hold a reading and have enough in their window.
-      Tumbling ``GROUP BY time(5m)`` blocks hide a breach that straddles two blocks.
+    - ``5min`` (GB 18484 furnace temperature): the engine's mean of the valid readings in the 5 minutes up to
+      each valid reading, judged only with ``min_valid`` (75 %) of the expected readings. Here: valid sums and
+      counts on a grid of the sensor's interval, their ``moving_average`` over 5 minutes divided (the exact
+      mean of the window, also across gaps), shown at the buckets that hold a valid reading and have enough in
+      their window. Tumbling ``GROUP BY time(5m)`` blocks hide a breach that straddles two blocks.
     - ``1h``: the clock-hour mean, only for valid hours (``min_valid`` of the expected readings, HJ 75).
     - ``24h``: the mean of the valid hours' means of each natural day in the park's time zone (not the mean of
       its readings), only for days with 20 valid hours (GB 18484-2020 3.18/3.19). With ``provisional`` the
       days that have fewer (today, or a day cut by the time range): where the day is heading, not a verdict.
 
     Points are at the start of their bucket (the hour, the day, the interval holding the reading); the engine
-    stamps a period's event at its end. ``valid`` leaves out what the collector stored as out of range.
+    stamps a period's event at its end.
     """
-    where = f'"reading" WHERE {where_sensor(site, asset, s.id)}'
-    where += f' AND "value" >= {s.range[0]:g} AND "value" <= {s.range[1]:g}'
-    min_valid = reg.min_valid or DEFAULT_MIN_VALID
+    where = f"{where_sensor(site, asset, s.id)} AND $timeFilter"
     zone = f" tz({quote_literal(tz)})"
     if reg.averaging == "5min":
-        step = _grid_s(s.interval_s)
-        width = ROLL_MS["5min"] // (step * 1000)
-        need = max(1, math.ceil(min_valid * ROLL_MS["5min"] / 1000 / s.interval_s))
-        inner = (f'SELECT moving_average(sum("value"), {width}) / moving_average(count("value"), {width}) AS "mean", '
-                 f'moving_average(count("value"), {width}) * {width} AS "n", count("value") AS "here" '
-                 f"FROM {where} AND $timeFilter GROUP BY time({step}s) fill(0)")
-        return f'SELECT "mean" FROM ({inner}) WHERE "here" > 0 AND "n" > {need - 0.5} AND $timeFilter'
-    need_h = math.ceil(min_valid * 3600 / s.interval_s)
-    hours = (f'SELECT mean("value") AS "mean", count("value") AS "n" FROM {where} AND $timeFilter '
-             f"GROUP BY time(1h) fill(none){zone}")
+        step = f"{_grid_s(s.interval_s)}s"
+        width = FIVE_MIN_MS // (_grid_s(s.interval_s) * 1000)
+        inner = (f'SELECT moving_average(sum("s"), {width}) / moving_average(sum("c"), {width}) AS "mean", '
+                 f'moving_average(sum("c"), {width}) * {width} AS "n", sum("c") AS "here" '
+                 f"FROM {valid_sums(where, step)} WHERE $timeFilter GROUP BY time({step}) fill(0)")
+        return f'SELECT "mean" FROM ({inner}) WHERE "here" > 0.5 AND "n" > {five_min_need(s) - 0.5} AND $timeFilter'
+    hours = (f'SELECT sum("s") / sum("c") AS "mean", sum("c") AS "n" FROM {valid_sums(where, "1h", zone)} '
+             f"WHERE $timeFilter GROUP BY time(1h) fill(none){zone}")
+    valid_hours = f'FROM ({hours}) WHERE "n" > {hour_need(s) - 0.5} AND $timeFilter'
     if reg.averaging == "1h":
-        return f'SELECT "mean" FROM ({hours}) WHERE "n" >= {need_h} AND $timeFilter'
-    need_d = math.ceil(reg.min_valid * 24) if reg.min_valid else DAY_VALID_HOURS
-    days = (f'SELECT mean("mean") AS "mean", count("mean") AS "hours" FROM ({hours}) WHERE "n" >= {need_h} '
-            f"AND $timeFilter GROUP BY time(1d) fill(none){zone}")
-    keep = f'"hours" < {need_d}' if provisional else f'"hours" >= {need_d}'
+        return f'SELECT "mean" {valid_hours}'
+    days = f'SELECT mean("mean") AS "mean", count("mean") AS "hours" {valid_hours} GROUP BY time(1d) fill(none){zone}'
+    keep = f'"hours" < {day_need(s) - 0.5}' if provisional else f'"hours" > {day_need(s) - 0.5}'
     return f'SELECT "mean" FROM ({days}) WHERE {keep} AND $timeFilter'
+
+
 # Ranges up to two days read raw; from three days on, the hourly rollups (CONTRACT §10); in between the
 # split point moves from the range's start to its end: raw after it, the hours that begin up to it before (the
 # hour holding the split point is drawn from both).
@@ -147,38 +161,6 @@ def tiered_targets(site: str, asset: str, sensor: str, alias: str, valid: tuple[
     rollup = (f'SELECT mean("mean") FROM "rollup"."reading_1h" WHERE {where_sensor(site, asset, sensor)} '
               f"AND $timeFilter AND time <= {_SPLIT} GROUP BY time($__interval) fill(none)")
     return [g.target(raw, "A", alias=alias), g.target(rollup, "B", alias=alias)]
-
-
-def park_ref(site: Site, asset: Asset, s: Sensor) -> SensorRef:
-    return SensorRef(site=site.id, asset=asset.id, sensor=s, index=0)
-
-
-def valid_mean_query(ref: SensorRef, averaging: str, tz: str) -> str:
-    """The means the compliance report prints (reports/compute.py), in InfluxQL: over valid readings only.
-
-    InfluxQL cannot test a field that is absent (``quality`` and ``flag`` usually are), so the valid readings'
-    sum and count are all readings' minus those of quality ``bad``, minus those flagged other than N and S,
-    plus those that are both (each a condition on a present field), in subqueries added up by the outer query.
-    Daily means are the mean of the valid hours' means (enough valid readings, ``hour_need``): the report's
-    daily mean on every day it has one; the panel also shows it for the day in progress and for days short of
-    the 20 valid hours the report requires (``reports.compute.day_need``), where the report leaves it empty.
-    """
-    where = f"{where_sensor(ref.site, ref.asset, ref.sensor.id)} AND $timeFilter"
-    bucket = "5m" if averaging == "5min" else "1h"
-    # a regex that needs a character: where no reading ever had a flag, InfluxDB takes "flag" for a tag whose
-    # value is empty, which != 'N' would match
-    not_ns = '"flag" =~ /^[^NS]/'
-    parts = ", ".join(
-        f'(SELECT sum("value"){sign} AS "s", count("value"){sign} AS "c" FROM "reading" WHERE {where}{cond} '
-        f"GROUP BY time({bucket}) fill(none))"
-        for sign, cond in (("", ""), (" * -1", " AND \"quality\" = 'bad'"), (" * -1", f" AND {not_ns}"),
-                           ("", f" AND \"quality\" = 'bad' AND {not_ns}")))
-    means = (f'SELECT sum("s") / sum("c") AS "mean", sum("c") AS "n" FROM {parts} WHERE $timeFilter '
-             f"GROUP BY time({bucket}) fill(none)")
-    if averaging != "24h":
-        return f'SELECT "mean" FROM ({means}) WHERE $timeFilter'
-    return (f'SELECT mean("mean") AS "mean" FROM ({means}) WHERE "n" >= {hour_need(ref)} AND $timeFilter '
-            f"GROUP BY time(1d) fill(none) tz({quote_literal(tz)})")
 
 
 def last_state_subquery(where: str, group: str) -> str:
@@ -373,7 +355,7 @@ def _sensor_panel(site: Site, asset: Asset, s: Sensor, tz: str) -> list[Json]:
         targets = [g.target(regulatory_query(site.id, asset.id, s, reg, tz), "A", alias=en)]
         if reg.averaging == "24h":
             targets.append(g.target(regulatory_query(site.id, asset.id, s, reg, tz, provisional=True), "B",
-                                    alias=f"{en} so far (fewer than {DAY_VALID_HOURS} valid hours: no verdict)"))
+                                    alias=f"{en} so far (fewer than {day_need(s)} valid hours: no verdict)"))
         limits = reg.limit if isinstance(reg.limit, tuple) else (reg.limit,)
         p = g.timeseries(
             bilingual(f"{s.name_zh or s.name} {zh}", f"{s.name} {en}") + " vs limit",

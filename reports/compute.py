@@ -1,37 +1,38 @@
 """The compliance figures of CONTRACT §11, computed from the raw readings of the day (or month).
 
-A reading is *valid* unless its quality is ``bad`` or it carries an HJ 212 flag other than ``N`` and ``S``. An
-hour is valid when it holds at least ``min_valid`` (default 75 %, HJ 75-2017: 45 minutes of each hour) of its
-expected readings (3600 / ``interval_s``); its mean is the mean of its valid readings. A day is valid with at
-least 20 valid hours (GB 18484, HJ 75), or ``min_valid`` of its 24 when the 24 h entry says so; its mean is the
-mean of the valid hours' means. A month is valid with at least 27 valid days (25 in February, as GB 3095 asks
-of a monthly mean), or ``min_valid`` of its days; its mean is the mean of the valid days' means.
+Readings, hours and days are valid by the rules of :mod:`smartpark.averages`, the ones the alert engine
+judges and the dashboards draw: a reading counts unless its quality is ``bad`` or it carries an HJ 212 flag
+other than ``N`` and ``S``; an hour needs ``min_valid`` (75 %) of its expected readings; a day 20 valid hours;
+a day's mean is the mean of its valid hours' means. A month is valid with at least 27 valid days (25 in
+February, as GB 3095 asks of a monthly mean), or ``min_valid`` of its days; its mean is the mean of the valid
+days' means.
 
 A limit is compared as its entry's ``comparator`` says: ``max`` exceeded when the mean is above it, ``min`` when
-below, ``range`` when outside. Five-minute entries (GB 18484's furnace temperature) give the day's excursions:
-the five-minute means of valid readings that break the limit.
+below, ``range`` when outside. Five-minute entries (GB 18484's furnace temperature) give the day's excursions
+as the engine raises them: each run of rolling five-minute means (:func:`rolling_means`) that breaks the limit,
+with its first mean.
 """
 
 from __future__ import annotations
 
-import math
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from smartpark.averages import (
+    FIVE_MIN_MS,
+    HOUR_MS,
+    day_need,
+    entry,
+    five_min_need,
+    hour_need,
+    is_valid,
+    month_need,
+)
 from smartpark.influx import InfluxClient
 from smartpark.park import Park, Regulatory, SensorRef
-
-HOUR_MS = 3_600_000
-FIVE_MS = 300_000
-DEFAULT_MIN_VALID = 0.75
-DAY_MIN_HOURS = 20
-VALID_FLAGS = frozenset({None, "N", "S"})
-
-
-def is_valid(quality: str | None, flag: str | None) -> bool:
-    return quality != "bad" and flag in VALID_FLAGS
 
 
 def exceeds(reg: Regulatory | None, mean: float | None) -> bool:
@@ -50,10 +51,6 @@ def limit_text(reg: Regulatory | None) -> str:
     if isinstance(reg.limit, tuple):
         return f"{reg.limit[0]:g}..{reg.limit[1]:g}"
     return f"{reg.limit:g}"
-
-
-def entry(ref: SensorRef, averaging: str) -> Regulatory | None:
-    return next((r for r in ref.sensor.regulatory if r.averaging == averaging), None)
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> int:
@@ -155,34 +152,49 @@ async def _alarms(db: InfluxClient, site: str, start: int, end: int) -> list[dic
         return []
 
 
-def hour_need(ref: SensorRef) -> int:
-    """Valid readings that make a valid hour: ``min_valid`` (of the 1 h entry, else the 24 h one, else any)
-    of the hour's expected readings, 75 % by default."""
-    hour_reg, day_reg = entry(ref, "1h"), entry(ref, "24h")
-    share = next((r.min_valid for r in (hour_reg, day_reg, *ref.sensor.regulatory) if r and r.min_valid),
-                 DEFAULT_MIN_VALID)
-    return max(1, math.ceil(share * 3600 / ref.sensor.interval_s - 1e-9))
+def rolling_means(readings: list[tuple[int, float, bool]], need: int) -> list[tuple[int, float]]:
+    """The rolling five-minute means the alert engine judges: at each valid reading, the mean of the valid
+    readings in the five minutes up to it, where they are at least ``need``."""
+    window: deque[tuple[int, float]] = deque()
+    total = 0.0
+    out = []
+    for ts, value, valid in readings:
+        if not valid:
+            continue
+        window.append((ts, value))
+        total += value
+        while window[0][0] <= ts - FIVE_MIN_MS:
+            total -= window.popleft()[1]
+        if len(window) == 1:
+            total = value  # no drift accumulates past an empty window
+        if len(window) >= need:
+            out.append((ts, total / len(window)))
+    return out
 
 
-def day_need(ref: SensorRef, hours: int = 24) -> int:
-    """Valid hours that make a valid day: 20, or ``min_valid`` of the 24 h entry."""
-    day_reg = entry(ref, "24h")
-    return math.ceil(day_reg.min_valid * hours) if day_reg and day_reg.min_valid else DAY_MIN_HOURS
+def excursions_of(reg: Regulatory | None, means: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The first mean of each run of means that breaks the limit: one excursion each, as the engine counts."""
+    out = []
+    inside = False
+    for ts, mean in means:
+        breaks = exceeds(reg, mean)
+        if breaks and not inside:
+            out.append((ts, mean))
+        inside = breaks
+    return out
 
 
 def sensor_day(ref: SensorRef, readings: list[tuple[int, float, bool]], start: int, end: int) -> SensorReport:
-    hour_reg, day_reg, five_reg = entry(ref, "1h"), entry(ref, "24h"), entry(ref, "5min")
+    hour_reg, day_reg, five_reg = entry(ref.sensor, "1h"), entry(ref.sensor, "24h"), entry(ref.sensor, "5min")
     expected = 3600 / ref.sensor.interval_s
-    need = hour_need(ref)
+    need = hour_need(ref.sensor)
     buckets: dict[int, list[float]] = {}
     counts: dict[int, int] = {}
-    fives: dict[int, list[float]] = {}
     for ts, value, valid in readings:
         h = start + (ts - start) // HOUR_MS * HOUR_MS
         counts[h] = counts.get(h, 0) + 1
         if valid:
             buckets.setdefault(h, []).append(value)
-            fives.setdefault(ts // FIVE_MS * FIVE_MS, []).append(value)
     hours: list[Period] = []
     for h in range(start, end, HOUR_MS):
         vals = buckets.get(h, [])
@@ -191,12 +203,12 @@ def sensor_day(ref: SensorRef, readings: list[tuple[int, float, bool]], start: i
         hours.append(Period(h, "1h", mean, len(vals), valid, limit_text(hour_reg),
                             valid and exceeds(hour_reg, mean), counts.get(h, 0)))
     valid_hours = [h for h in hours if h.valid and h.mean is not None]
-    need_hours = day_need(ref, len(hours))
+    need_hours = day_need(ref.sensor, len(hours))
     day_ok = len(valid_hours) >= need_hours
     day_mean = sum(h.mean for h in valid_hours) / len(valid_hours) if day_ok else None  # type: ignore[misc]
     total = Period(start, "24h", day_mean, len(valid_hours), day_ok, limit_text(day_reg), exceeds(day_reg, day_mean))
     n_valid = sum(len(v) for v in buckets.values())
-    excursions = [(t, sum(v) / len(v)) for t, v in sorted(fives.items()) if exceeds(five_reg, sum(v) / len(v))]
+    excursions = excursions_of(five_reg, rolling_means(readings, five_min_need(ref.sensor))) if five_reg else []
     trend = [(ts, v) for ts, v, ok in readings if ok]
     return SensorReport(ref, hours, total, n_valid / (expected * len(hours)) if hours else 0.0, excursions, trend)
 
@@ -212,12 +224,6 @@ async def daily_report(db: InfluxClient, park: Park, day: date, site: str | None
         sensors = [sensor_day(r, sorted(raw[r.asset, r.sensor.id]), start, end) for r in refs]
         sites.append(SiteReport(site_id, s.name, s.name_zh, sensors, await _alarms(db, site_id, start, end)))
     return Report("daily", day.isoformat(), start, end, tz, park.park.name, sites)
-
-
-def month_min_days(month_start: date, days: int, reg: Regulatory | None) -> int:
-    if reg is not None and reg.min_valid:
-        return math.ceil(reg.min_valid * days)
-    return 25 if month_start.month == 2 else 27
 
 
 async def monthly_report(db: InfluxClient, park: Park, year: int, month: int, site: str | None = None) -> Report:
@@ -244,8 +250,8 @@ async def monthly_report(db: InfluxClient, park: Park, year: int, month: int, si
             reps = per_sensor[r.key]
             daily = [rep.total for rep in reps]
             valid_days = [p for p in daily if p.valid and p.mean is not None]
-            month_reg = entry(r, "monthly")
-            ok = len(valid_days) >= month_min_days(first, len(days), month_reg)
+            month_reg = entry(r.sensor, "monthly")
+            ok = len(valid_days) >= month_need(r.sensor, month, len(days))
             mean = sum(p.mean for p in valid_days) / len(valid_days) if ok else None  # type: ignore[misc]
             total = Period(start, "month", mean, len(valid_days), ok, limit_text(month_reg), exceeds(month_reg, mean))
             capture = sum(rep.capture for rep in reps) / len(reps)

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from .compute import FIVE_MS, Period, Report, SensorReport
+from smartpark.averages import FIVE_MIN_MS
+
+from .compute import Period, Report, SensorReport
 
 CSV_COLUMNS = ("site", "asset", "sensor", "period", "start", "mean", "valid_count", "valid", "limit", "exceeded")
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
@@ -185,7 +187,7 @@ def _trend(s: SensorReport, report: Report, font: str, width: float, height: flo
     from reportlab.lib import colors
 
     span = report.end - report.start
-    step = FIVE_MS if report.kind == "daily" else 86_400_000
+    step = FIVE_MIN_MS if report.kind == "daily" else 86_400_000
     sums: dict[int, list[float]] = {}
     for ts, v in s.trend:
         sums.setdefault((ts - report.start) // step, []).append(v)

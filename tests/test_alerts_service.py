@@ -198,6 +198,32 @@ class TestService:
         messages = asyncio.run(main())
         assert len(messages) == 1 and "hourly mean of 59 values" in messages[0]
 
+    def test_history_rebuilds_averages_from_valid_readings_only(self, broker: Broker, influx_db: InfluxDB,
+                                                                tmp_path: object) -> None:
+        """The rebuilt hour counts what the report counts (smartpark.averages): of 50 good, 8 flagged D (stored
+        without a quality: stated good) and 5 uncertain readings in InfluxDB, the 55 valid ones, with the live one."""
+        s = settings(broker, influx_db, tmp_path, free_port())
+        series = "reading,asset=stack,sensor=nox,site=other"
+        influx_db.write([f"{series} value=400.0 {T0 + i * 60_000}" for i in range(50)]
+                        + [f'{series} value=400.0,flag="D" {T0 + i * 60_000 + 30_000}' for i in range(8)]
+                        + [f'{series} value=400.0,quality="uncertain" {T0 + (50 + i) * 60_000}' for i in range(5)])
+
+        async def main() -> list[str]:
+            svc = AlertService(s, PARK, clock="event", api=False)
+            stop = asyncio.Event()
+            task = asyncio.create_task(svc.run(stop))
+            await asyncio.wait_for(svc.ready.wait(), 30)
+            await asyncio.sleep(0.3)
+            topic = "park/other/stack/nox"
+            await publish(broker, [(topic, reading(400, T0 + 58 * 60_000)), (topic, reading(100, T0 + 3_600_000))])
+            await wait_for(lambda: svc.counts["readings"] >= 2)
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            return [r["message"] for r in influx_db.query("SELECT * FROM alarm WHERE rule = 'reg_1h'")]
+
+        messages = asyncio.run(main())
+        assert len(messages) == 1 and "hourly mean of 56 values" in messages[0], messages
+
     def test_bad_rules_file_refused_at_start(self, tmp_path: object) -> None:
         """A rules file with a mistake stops `alerts run` before any I/O: one line, exit code 2."""
         import subprocess

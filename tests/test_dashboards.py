@@ -147,7 +147,7 @@ class TestFromTheParkModel:
         assert _steps(hourly_ph["fieldConfig"]["defaults"]["thresholds"]) == [(None, "red"), (6.0, "transparent"),
                                                                               (9.0, "red")]
         five = next(p for p in iter_panels(dashboards["smartpark-site-plant"]) if "5-min" in p["title"])
-        assert "moving_average(sum(\"value\")" in five["targets"][0]["query"]  # rolling, as the engine's
+        assert "moving_average(sum(\"s\")" in five["targets"][0]["query"]  # rolling over valid sums, as the engine
         assert "GROUP BY time(5m)" not in five["targets"][0]["query"]  # not tumbling blocks
         assert _steps(five["fieldConfig"]["defaults"]["thresholds"]) == [(None, "red"), (1100.0, "transparent")]
         assert not any("instant" in p["title"] for p in wwtp)  # instant limits: description and alarm only
