@@ -371,15 +371,15 @@ class TestRegulatory:
 
     def test_snapshot_keeps_the_layout_of_the_buckets(self) -> None:
         """A snapshot holds a sensor's averaging buckets as the list [hour end, hour sum, hour n, day end, day
-        sum, day n, month end, month sum, month n, hours of the month] (what is on disk), and an hour begun
-        before a restart is judged whole after it."""
+        sum, day n, month end, month sum, month n, days of the month] (what is on disk; the month sums valid
+        days' means, smartpark.averages), and an hour begun before a restart is judged whole after it."""
         key = "plant/cems/nox"
         e = engine()
         run(e, key, [(60 * i, 320.0) for i in range(60)] + [(60 * i, 290.0) for i in range(60, 90)])
         snap = json.loads(json.dumps(e.dump()))
         day_end = int(datetime(2026, 3, 3, 0, 0, tzinfo=TZ).timestamp() * 1000)
         month_end = int(datetime(2026, 4, 1, 0, 0, tzinfo=TZ).timestamp() * 1000)
-        assert snap["sensors"][key][8] == [T0 + 7_200_000, 8700.0, 30, day_end, 320.0, 1, month_end, 320.0, 1, 744.0]
+        assert snap["sensors"][key][8] == [T0 + 7_200_000, 8700.0, 30, day_end, 320.0, 1, month_end, 0.0, 0, 31]
         again = engine()
         again.load(snap)
         got = run_events(again, key, [(60 * i, 290.0) for i in range(90, 120)])
