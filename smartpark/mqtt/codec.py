@@ -3,8 +3,8 @@ publisher need (CONNECT/CONNACK with properties, PUBLISH, PUBACK, SUBSCRIBE/SUBA
 DISCONNECT).
 
 Encoding builds whole packets as ``bytes``; decoding works in place on a connection's receive buffer
-(:func:`split` finds the complete packets, the ``parse_*`` functions read one of them), so a 64 KiB read of
-many PUBLISHes costs no copy beyond each payload.
+(:func:`read` decodes the PUBLISHes of a read and finds the other packets, the ``parse_*`` functions read one
+of those), so a 64 KiB read of many PUBLISHes costs no copy beyond each payload.
 """
 
 from __future__ import annotations
@@ -171,12 +171,29 @@ def skip_properties(buf: bytes | bytearray, i: int) -> int:
     return i + n
 
 
-def split(buf: bytes | bytearray, out: list[tuple[int, int, int]]) -> int:
-    """Append ``(first byte, body start, end)`` of every complete packet at the start of ``buf`` to ``out``;
-    returns the index after the last of them (the rest waits for more bytes)."""
+@dataclass(slots=True)
+class Message:
+    """One PUBLISH received. ``gen`` is the connection it came on: an ack only means something there."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    gen: int
+    received_ms: int
+
+
+def read(buf: bytes | bytearray, v5: bool, gen: int, received_ms: int, publishes: list[Message],
+         others: list[tuple[int, int, int]]) -> int:
+    """Decode the complete packets at the start of ``buf``: each PUBLISH as a :class:`Message` appended to
+    ``publishes``, every other packet as ``(first byte, body start, end)`` appended to ``others`` for the
+    ``parse_*`` functions. Returns the index after the last complete packet (the rest waits for more bytes).
+
+    One loop for the whole read, with the PUBLISH decoded inline: it is the subscriber's hot path."""
     n = len(buf)
     i = 0
     while i + 2 <= n:
+        first = buf[i]
         j = i + 1
         length = shift = 0
         while True:  # remaining length: a varint of at most 4 bytes
@@ -193,23 +210,21 @@ def split(buf: bytes | bytearray, out: list[tuple[int, int, int]]) -> int:
         end = j + length
         if end > n:
             return i
-        out.append((buf[i], j, end))
+        if first & 0xF0 == PUBLISH:
+            qos = (first >> 1) & 3
+            k = j + 2 + ((buf[j] << 8) | buf[j + 1])
+            topic = buf[j + 2:k].decode("utf-8", "replace")
+            mid = 0
+            if qos:
+                mid = (buf[k] << 8) | buf[k + 1]
+                k += 2
+            if v5:
+                k = skip_properties(buf, k)
+            publishes.append(Message(topic, bytes(buf[k:end]), mid, qos, gen, received_ms))
+        else:
+            others.append((first, j, end))
         i = end
     return i
-
-
-def parse_publish(buf: bytes | bytearray, first: int, j: int, end: int, v5: bool) -> tuple[str, bytes, int, int]:
-    """``(topic, payload, packet id, qos)`` of the PUBLISH whose body is ``buf[j:end]``."""
-    qos = (first >> 1) & 3
-    k = j + 2 + ((buf[j] << 8) | buf[j + 1])
-    topic = buf[j + 2:k].decode("utf-8", "replace")
-    mid = 0
-    if qos:
-        mid = (buf[k] << 8) | buf[k + 1]
-        k += 2
-    if v5:
-        k = skip_properties(buf, k)
-    return topic, bytes(buf[k:end]), mid, qos
 
 
 def parse_connack(buf: bytes | bytearray, j: int, end: int, v5: bool) -> tuple[bool, int, dict[int, int]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .codec import (
@@ -16,30 +15,17 @@ from .codec import (
     DISCONNECT,
     MQTT5,
     PUBACK,
-    PUBLISH,
     SUBACK,
     UNSUBACK,
+    Message,
     parse_connack,
     parse_puback,
-    parse_publish,
     parse_suback,
-    split,
+    read,
 )
 from .errors import MqttError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Message:
-    """One PUBLISH received. ``gen`` is the connection it came on: an ack only means something there."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    gen: int
-    received_ms: int
 
 
 def retrieve(fut: asyncio.Future[Any]) -> None:
@@ -112,18 +98,11 @@ class Connection(asyncio.Protocol):
         acks: list[tuple[int, int]] = []
         i = 0
         try:
-            i = split(buf, packets)
-            if not packets:
-                return
-            received_ms = time.time_ns() // 1_000_000
             v5 = self.version == MQTT5
-            gen = self.gen
+            i = read(buf, v5, self.gen, time.time_ns() // 1_000_000, got, packets)
             for first, j, end in packets:
                 kind = first & 0xF0
-                if kind == PUBLISH:
-                    topic, payload, mid, qos = parse_publish(buf, first, j, end, v5)
-                    got.append(Message(topic, payload, mid, qos, gen, received_ms))
-                elif kind == PUBACK:
+                if kind == PUBACK:
                     acks.append(parse_puback(buf, j, end))
                 elif kind == CONNACK:
                     if not self.connack.done():

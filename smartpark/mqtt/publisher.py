@@ -33,12 +33,13 @@ from .codec import (
     MQTT311,
     PINGREQ_PACKET,
     RECEIVE_MAXIMUM,
+    Message,
     connect_packet,
     protocol_name,
     publish_packet,
     string,
 )
-from .connection import Connection, Message, retrieve
+from .connection import Connection, retrieve
 from .errors import MqttError, MqttRefused, reason
 
 log = logging.getLogger(__name__)

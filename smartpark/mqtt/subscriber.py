@@ -43,6 +43,7 @@ from .codec import (
     MQTT311,
     PINGREQ_PACKET,
     SHARED_SUBSCRIPTION_AVAILABLE,
+    Message,
     Will,
     connect_packet,
     protocol_name,
@@ -51,7 +52,7 @@ from .codec import (
     subscribe_packet,
     unsubscribe_packet,
 )
-from .connection import Connection, Message, retrieve
+from .connection import Connection, retrieve
 from .errors import MqttError, MqttRefused, reason
 
 log = logging.getLogger(__name__)
