@@ -5,7 +5,8 @@
 ``--other`` is the module file of the other version (e.g. from ``git archive <commit> | tar -x -C /tmp/old``);
 it is loaded beside this tree's ``smartpark.mqtt``. Each run fills a persistent session with ``--n`` QoS 1
 messages (``mosquitto_pub -l``) while its subscriber is away, then the subscriber drains it, acking every
-batch: this process's CPU time per message (the figure that carries over) and the wall-clock rate.
+batch: this process's CPU time per message (the figure that carries over) and the wall-clock rate. The two
+take turns, and which goes first alternates (the first of a pair measured slower in both orders).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def main() -> int:
         stack.start_mosquitto()
         try:
             for r in range(args.repeat):
-                for name, mod in versions.items():
+                order = list(versions.items())
+                for name, mod in order if r % 2 else order[::-1]:  # who goes first alternates too
                     res[name].append(drain(mod, stack.mqtt_port, f"ab-{r}-{len(res[name])}-{name[0]}", args.n))
                     print(f"{name} run {r}: {res[name][-1][0]:.2f} CPU-µs/msg, {res[name][-1][1]:,.0f} msgs/s",
                           flush=True)

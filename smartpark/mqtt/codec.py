@@ -184,21 +184,22 @@ class Message:
 
 
 def read(buf: bytes | bytearray, v5: bool, gen: int, received_ms: int, publishes: list[Message],
-         others: list[tuple[int, int, int]]) -> int:
+         others: list[tuple[int, int, int]]) -> tuple[int, int]:
     """Decode the complete packets at the start of ``buf``: each PUBLISH as a :class:`Message` appended to
     ``publishes``, every other packet as ``(first byte, body start, end)`` appended to ``others`` for the
-    ``parse_*`` functions. Returns the index after the last complete packet (the rest waits for more bytes).
+    ``parse_*`` functions. Returns the index after the last complete packet (the rest waits for more bytes) and
+how many of the PUBLISHes were QoS 1 or 2 (each awaits an ack).
 
     One loop for the whole read, with the PUBLISH decoded inline: it is the subscriber's hot path."""
     n = len(buf)
-    i = 0
+    i = acks = 0
     while i + 2 <= n:
         first = buf[i]
         j = i + 1
         length = shift = 0
         while True:  # remaining length: a varint of at most 4 bytes
             if j >= n:
-                return i
+                return i, acks
             b = buf[j]
             j += 1
             length |= (b & 0x7F) << shift
@@ -209,7 +210,7 @@ def read(buf: bytes | bytearray, v5: bool, gen: int, received_ms: int, publishes
                 raise MqttError("malformed remaining length")
         end = j + length
         if end > n:
-            return i
+            return i, acks
         if first & 0xF0 == PUBLISH:
             qos = (first >> 1) & 3
             k = j + 2 + ((buf[j] << 8) | buf[j + 1])
@@ -218,13 +219,14 @@ def read(buf: bytes | bytearray, v5: bool, gen: int, received_ms: int, publishes
             if qos:
                 mid = (buf[k] << 8) | buf[k + 1]
                 k += 2
+                acks += 1
             if v5:
                 k = skip_properties(buf, k)
             publishes.append(Message(topic, bytes(buf[k:end]), mid, qos, gen, received_ms))
         else:
             others.append((first, j, end))
         i = end
-    return i
+    return i, acks
 
 
 def parse_connack(buf: bytes | bytearray, j: int, end: int, v5: bool) -> tuple[bool, int, dict[int, int]]:

@@ -99,7 +99,8 @@ class Connection(asyncio.Protocol):
         i = 0
         try:
             v5 = self.version == MQTT5
-            i = read(buf, v5, self.gen, time.time_ns() // 1_000_000, got, packets)
+            i, to_ack = read(buf, v5, self.gen, time.time_ns() // 1_000_000, got, packets)
+            self.unacked += to_ack
             for first, j, end in packets:
                 kind = first & 0xF0
                 if kind == PUBACK:
@@ -121,7 +122,6 @@ class Connection(asyncio.Protocol):
         if acks:
             self.sink.acked(acks)
         if got:
-            self.unacked += sum(1 for m in got if m.qos)
             if self.sink.received(got) and not self.paused and self.transport is not None \
                     and not self.transport.is_closing():
                 self.paused = True
