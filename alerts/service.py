@@ -22,14 +22,13 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiomqtt
 from aiohttp import web
 
 from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
-from smartpark.mqtt import MqttSource, reason
+from smartpark.mqtt import MqttError, MqttSource, Publisher, reason
 from smartpark.park import Park, SensorRef
 from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
 
@@ -379,18 +378,13 @@ class AlertService:
         """Retained alarm states out (QoS 1) on a connection of their own, reconnecting with backoff.
 
         It ends by itself once ``stop`` is set and the queue is drained (what was decided is published),
-        rather than by cancellation, which aiomqtt's publish can absorb."""
+        rather than by cancellation in the middle of a publish. MQTT 3.1.1 unless MQTT 5 is asked for
+        (:class:`Publisher`): every broker speaks it, and retained QoS 1 publishes need nothing of 5."""
         m = self.mqtt
         delay = 0.5
         while not (stop.is_set() and self._retained.empty()):
             try:
-                async with aiomqtt.Client(
-                        m.host, m.port, username=m.username, password=m.password,
-                        identifier=f"smartpark-alerts-{self.instance}-out",
-                        # 3.1.1 unless MQTT 5 is asked for: every broker speaks it, and retained QoS 1
-                        # publishes need nothing of 5
-                        protocol=aiomqtt.ProtocolVersion.V5 if m.protocol == 5 else aiomqtt.ProtocolVersion.V311,
-                        tls_params=aiomqtt.TLSParameters() if m.tls else None) as client:
+                async with Publisher(m, f"smartpark-alerts-{self.instance}-out") as client:
                     delay = 0.5
                     while not (stop.is_set() and self._retained.empty()):
                         try:
@@ -401,10 +395,10 @@ class AlertService:
                         try:
                             async with asyncio.timeout(5):
                                 await client.publish(topic, payload, qos=1, retain=True)
-                        except (aiomqtt.MqttError, TimeoutError):
+                        except (MqttError, OSError, TimeoutError) as exc:
                             self._retained.put_nowait((topic, payload))
-                            raise aiomqtt.MqttError("publish of an alarm state failed") from None
-            except aiomqtt.MqttError as exc:
+                            raise MqttError(f"publish of an alarm state failed ({reason(exc)})") from None
+            except (MqttError, OSError, TimeoutError) as exc:
                 if stop.is_set():
                     log.error("MQTT (alarm states): %s at shutdown; %d states not republished (they are in the "
                               "journal)", reason(exc), self._retained.qsize())

@@ -41,7 +41,7 @@ LOADGEN = r"""
 # raw MQTT 3.1.1 QoS 0 publisher: pre-built packets written in batches, so that the load generator itself
 # takes little CPU on the shared 2-core machine (paho spends ~30 us per publish)
 import json, socket, sys, time, random
-from smartpark.mqtt import connect_packet, publish_packet
+from smartpark.mqtt.codec import connect_packet, publish_packet
 port, rate, seconds, topics = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
 s = socket.create_connection(("127.0.0.1", port))
 s.sendall(connect_packet("loadgen", 4, keepalive=60, clean_start=True, session_expiry=0, receive_maximum=100,

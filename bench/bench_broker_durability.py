@@ -9,7 +9,7 @@ For each setting (``persistence false`` as the baseline, ``autosave_interval`` i
    stops (the broker is then restarted cleanly, so that the session is saved as on a long-running broker);
    ``--backlog`` messages are queued for it first (every save rewrites the whole queue, so the cost of a
    save grows with what is queued);
-2. one QoS 1 publisher (``simulators.wirepub``) sends ``--n`` messages; the time until every PUBACK came gives
+2. one QoS 1 publisher (``smartpark.mqtt.Publisher``) sends ``--n`` messages; the time until every PUBACK came gives
    the publish throughput, reported as a ratio to the baseline of the same round;
 3. at once after the last PUBACK the broker is SIGKILLed and restarted; the session takes what survived
    (the worst case: with a time interval, whatever came in since the last save is lost).
@@ -36,8 +36,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from simulators.wirepub import WirePublisher  # noqa: E402
 from smartpark.config import parse_mqtt_url  # noqa: E402
+from smartpark.mqtt import Publisher  # noqa: E402
 from smartpark.stack import Persistence, Stack, free_port  # noqa: E402
 
 SETTINGS: dict[str, Persistence] = {
@@ -68,7 +68,7 @@ def _publish(port: int, n: int, start: int) -> float:
 
     async def go() -> float:
         t0 = time.perf_counter()
-        async with WirePublisher(parse_mqtt_url(f"mqtt://127.0.0.1:{port}"), f"bench-pub-{start}") as pub:
+        async with Publisher(parse_mqtt_url(f"mqtt://127.0.0.1:{port}"), f"bench-pub-{start}") as pub:
             for i in range(0, n, 5000):
                 await pub.send(messages[i:i + 5000], 1)
             await pub.flush()

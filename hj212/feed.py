@@ -2,7 +2,7 @@
 
 Why not aiomqtt: a burst of 5,000 loggers is 5,000 publishes in flight at once, and aiomqtt (paho under an
 asyncio adapter) let a fifth of them time out after 10 s in bench/bench_hj212.py. Publishing needs only
-CONNECT, PUBLISH, PUBACK and PINGREQ (as ``simulators/wirepub.py`` found for the simulators), so this client
+CONNECT, PUBLISH, PUBACK and PINGREQ (as the simulators found, ``smartpark.mqtt.Publisher``), so this client
 writes each PUBLISH into the stream and resolves a future per packet id when its PUBACK comes. A lost
 connection fails every publish in flight (their packets get no 9014 and their loggers resend) and the
 connection is made again with full-jitter backoff.

@@ -30,12 +30,12 @@ import aiomqtt
 from smartpark.config import parse_mqtt_url
 from smartpark.errors import PartialWriteError, WriteError
 from smartpark.influx import InfluxClient
+from smartpark.mqtt import MqttRefused, Publisher
 from smartpark.park import Park
 from smartpark.wire import is_service_topic
 
 from .scenario import Scenario
 from .simulator import Message, Simulator
-from .wirepub import MqttRefused, WirePublisher
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ async def publish(messages: Iterable[Message], mqtt_url: str, *, speed: float = 
     backoff = Backoff()
     failures = 0
     while True:
-        pub = WirePublisher(target, cid)
+        pub = Publisher(target, cid)
         batch: list[tuple[str, bytes]] = []
         try:
             async with pub:
@@ -168,7 +168,7 @@ async def publish(messages: Iterable[Message], mqtt_url: str, *, speed: float = 
                 await pub.flush()
                 return taken
         except MqttRefused as exc:
-            if exc.code != 3:  # only "server unavailable" may heal by itself
+            if not exc.retryable:  # only "server unavailable" (or busy) may heal by itself
                 raise
             failures += 1
             if max_retries is not None and failures > max_retries:

@@ -14,7 +14,9 @@ from test_collector_support import TS0, big_park, settings_for
 from collector import Collector, MqttSource, Record, Spool
 from smartpark.config import parse_mqtt_url
 from smartpark.influx import InfluxClient
-from smartpark.mqtt import MQTT5, MQTT311, _Connection, publish_packet
+from smartpark.mqtt import MQTT5, MQTT311
+from smartpark.mqtt.codec import publish_packet
+from smartpark.mqtt.connection import Connection as _Connection
 
 
 def run(coro: Any) -> Any:
@@ -118,7 +120,14 @@ class TestPacketParser:
         def __init__(self) -> None:
             self._inbox: list[Any] = []
 
-        def _wake(self) -> None:
+        def received(self, messages: list[Any]) -> bool:
+            self._inbox += messages
+            return False
+
+        def acked(self, acks: list[tuple[int, int]]) -> None:
+            pass
+
+        def lost(self) -> None:
             pass
 
     @pytest.mark.parametrize("version", [MQTT5, MQTT311])
@@ -127,7 +136,7 @@ class TestPacketParser:
         """PUBLISH packets arriving one byte at a time, or many in one read, come out whole and in order."""
         async def go() -> list[Any]:
             sink = self._Sink()
-            conn = _Connection(version, 7, sink, 10**6)  # type: ignore[arg-type]  # duck-typed source
+            conn = _Connection(version, 7, sink)
             payloads = [bytes([65 + i]) * (size + i) for i in range(3)]
             stream = b"".join(publish_packet(f"park/t/{i}", p, version, qos=1, mid=100 + i)
                               for i, p in enumerate(payloads))

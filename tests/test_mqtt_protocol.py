@@ -29,7 +29,8 @@ from test_collector_support import (
 
 from smartpark.config import Settings
 from smartpark.errors import ConfigError
-from smartpark.mqtt import MQTT311, RECEIVE_MAXIMUM, SHARED_SUBSCRIPTION_AVAILABLE, _props
+from smartpark.mqtt import MQTT311, RECEIVE_MAXIMUM, SHARED_SUBSCRIPTION_AVAILABLE
+from smartpark.mqtt.codec import properties as _props
 
 REPO = Path(__file__).resolve().parent.parent
 NO_INFLUX = "http://127.0.0.1:9"  # nothing listens: what is collected goes to the spool

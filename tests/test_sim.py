@@ -512,7 +512,7 @@ def test_a_paced_publish_stops_at_once_when_asked(broker: Any) -> None:
 
 def test_publish_with_credentials_and_refusal(tmp_path: Path) -> None:
     """publish sends the URL's user and password; a refused login is raised at once, not retried forever."""
-    from simulators.wirepub import MqttRefused
+    from smartpark.mqtt import MqttRefused
     from smartpark.stack import free_port, port_in_use
 
     port = free_port()
