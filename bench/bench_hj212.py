@@ -30,9 +30,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]  # this tree before an installed one (bench/ itself is the script's own path)
 
-from services import InfluxDB  # noqa: E402
+from collector_ceilings import count_points  # noqa: E402
 
 from devstack import SMARTPARK, Stack, free_port  # noqa: E402
 from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
@@ -226,8 +226,7 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     cpu1 = cpu_seconds(serve.pid)
     serve.terminate()
     serve.wait(60)
-    db = InfluxDB(stack.influx_url, "bench_hj212")
-    stored = db.count("reading")
+    stored = count_points(stack.influx_url, "bench_hj212")  # every reading point has a value
     packets = sum(len(v) for v in lat.values())
     for kind, xs in lat.items():
         print(f"  {kind:6s}: {len(xs):6,} packets acked  p50 {statistics.median(xs) * 1000:7.1f} ms  "

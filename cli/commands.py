@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import alerts.cli
 import alerts.userscli
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for register in REGISTERS:
-        register(sub)
+        # every parser it adds is a _Parser; the parts only use ArgumentParser's interface
+        register(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub))
     # let every subcommand accept the common options after its name too
     for choice in sub.choices.values():
         _add_common_recursive(choice)
