@@ -20,6 +20,7 @@ Fixtures
 
 Every process started here is stopped by its fixture's finalizer, and killed by pid at interpreter exit
 if a finalizer did not run (``atexit``), so no stray process survives the session.
+The classes handed out live in ``services.py``: a test imports them from there, never from this file.
 """
 
 from __future__ import annotations
