@@ -128,3 +128,13 @@ def test_importing_the_whole_core_loads_nothing_above_it() -> None:
     loaded = set(json.loads(out.stdout))
     assert "smartpark" in loaded
     assert not loaded & ABOVE_THE_CORE, f"importing the core loaded {sorted(loaded & ABOVE_THE_CORE)}"
+
+
+def test_no_test_or_benchmark_imports_conftest() -> None:
+    """pytest loads conftest.py itself; a second import under the name ``conftest`` would make its classes
+    two distinct types. What tests share lives in modules of their own (``services.py``)."""
+    bad = []
+    for path in sorted([*(REPO / "tests").glob("*.py"), *(REPO / "bench").glob("*.py")]):
+        names = imported_names(path.read_text(encoding="utf-8"), path.stem)
+        bad += [f"{path.relative_to(REPO)}:{line}" for line, name in names if name.split(".")[0] == "conftest"]
+    assert not bad, "imports conftest: " + ", ".join(bad)
