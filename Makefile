@@ -33,7 +33,7 @@ SYSTEM_NEEDS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients influxd:infl
   /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei /usr/bin/chromium:chromium \
   node:nodejs npm:npm /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server pdftoppm:poppler-utils
 POLICY_RC_D ?= /usr/sbin/policy-rc.d
-LINT_DIRS := smartpark collector alerts dashboards simulators hj212 rollups reports
+LINT_DIRS := smartpark collector alerts dashboards simulators hj212 rollups reports devstack demo cli
 # mypy refuses a directory without Python files: lint the packages that have some
 LINT_EXISTING = $(foreach d,$(LINT_DIRS),$(if $(wildcard $(d)/*.py),$(d)))
 
@@ -106,7 +106,7 @@ bench: setup
 	else echo "make bench: bench/run_all.sh does not exist (yet)"; fi
 
 clean:
-	@if [ -x $(PY) ] && [ -d .smartpark/stack ]; then $(PY) -m smartpark stack down || true; fi
+	@if [ -x $(PY) ] && [ -d .smartpark/stack ]; then $(PY) -m cli stack down || true; fi
 	rm -rf .smartpark build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 

@@ -31,9 +31,9 @@ from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts import Engine, EventClock
+from devstack import SMARTPARK, Stack, free_port
 from simulators import Simulator
 from smartpark.park import Park, load_park
-from smartpark.stack import Stack, free_port
 from smartpark.wire import Decoder, Reading
 
 PROBE = "hw_center/quench_tower/outlet_temp"  # h 200, hh 230
@@ -153,7 +153,7 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     env = {**os.environ, "SMARTPARK_MQTT_URL": stack.mqtt_url, "SMARTPARK_INFLUX_URL": stack.influx_url,
            "SMARTPARK_STATE_DIR": str(root / "state"), "SMARTPARK_API_URL": f"http://127.0.0.1:{free_port()}"}
-    cmd = [sys.executable, "-m", "smartpark", "alerts", "run", "--webhook", f"http://127.0.0.1:{hook_port}/hook"]
+    cmd = [*SMARTPARK, "alerts", "run", "--webhook", f"http://127.0.0.1:{hook_port}/hook"]
     log = (root / "alerts.log").open("w")
     eng = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220  # only forks
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")

@@ -30,9 +30,9 @@ from pathlib import Path
 
 from alerts.notify import Notification
 from alerts.service import AlertService, wall_ms
+from devstack import free_port
 from smartpark.config import Settings
 from smartpark.park import parse_park
-from smartpark.stack import free_port
 
 PARK = parse_park("""
 park: {id: b, name: Bench park, timezone: Asia/Shanghai}

@@ -36,9 +36,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+from devstack import Persistence, Stack, free_port  # noqa: E402
 from smartpark.config import parse_mqtt_url  # noqa: E402
 from smartpark.mqtt import Publisher  # noqa: E402
-from smartpark.stack import Persistence, Stack, free_port  # noqa: E402
 
 SETTINGS: dict[str, Persistence] = {
     "persistence false": Persistence(enabled=False),

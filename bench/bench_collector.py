@@ -42,7 +42,7 @@ from collector_ceilings import (  # noqa: E402
 )
 from test_collector_support import write_park  # noqa: E402
 
-from smartpark.stack import Stack, free_port  # noqa: E402
+from devstack import SMARTPARK, Stack, free_port  # noqa: E402
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -55,7 +55,7 @@ def peak_rss_mb(pid: int) -> float:
 def run_collector(stack: Stack, park: Path, state: Path, db: str, n: int, jobs: list[tuple[str, list[str]]],
                   readings: int, batch_size: int, profile: str | None = None) -> dict[str, float]:
     """Start ``smartpark collect``, publish ``jobs``, wait until ``readings`` points are queryable."""
-    cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", stack.mqtt_url, "--influx-url",
+    cmd = [*SMARTPARK, "collect", "--mqtt-url", stack.mqtt_url, "--influx-url",
            stack.influx_url, "--influx-db", db, "--park", str(park), "--state-dir", str(state),
            "--instance", db, "--batch-size", str(batch_size)]
     proc = subprocess.Popen(cmd, stderr=open(state / f"{db}.log", "ab"))

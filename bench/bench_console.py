@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_alerts import LOADGEN, PROBE, cpu_seconds, pct  # the sibling benchmark's tools
 
 from alerts.users import UserStore
+from devstack import SMARTPARK, Stack, free_port
 from smartpark.park import load_park, parse_park
-from smartpark.stack import Stack, free_port
 
 CHROMIUM = os.environ.get("SMARTPARK_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -59,7 +59,7 @@ class Engine:
                     "SMARTPARK_STATE_DIR": str(state), "SMARTPARK_API_URL": self.url}
         if park_file:
             self.env["SMARTPARK_PARK"] = str(park_file)
-        cmd = [sys.executable, "-m", "smartpark", "alerts", "run", "--instance", f"b{self.api_port}"]
+        cmd = [*SMARTPARK, "alerts", "run", "--instance", f"b{self.api_port}"]
         if webhook:
             cmd += ["--webhook", webhook]
         self.log = (root / f"alerts{self.api_port}.log").open("w")

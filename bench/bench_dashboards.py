@@ -24,11 +24,11 @@ from pathlib import Path
 from dashboards import build_all, run_dashboard
 from dashboards.macros import TimeRange, interval_to_ms
 from dashboards.preview import render_previews
+from devstack import Stack, free_port
 from simulators import backfill
 from smartpark.config import Settings
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
-from smartpark.stack import Stack, free_port
 
 
 async def _timed(coro_factory, repeat: int) -> float:  # type: ignore[no-untyped-def]

@@ -30,16 +30,16 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]  # this tree before an installed one (bench/ itself is the script's own path)
 
-from conftest import InfluxDB  # noqa: E402
+from collector_ceilings import count_points  # noqa: E402
 
+from devstack import SMARTPARK, Stack, free_port  # noqa: E402
 from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
 from hj212.frame import FrameReader  # noqa: E402
 from hj212.packet import parse  # noqa: E402
 from hj212.simulate import realtime_packet  # noqa: E402
 from smartpark.park import load_park, parse_park  # noqa: E402
-from smartpark.stack import Stack, free_port  # noqa: E402
 from smartpark.wire import Decoder  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -192,7 +192,7 @@ def load(n: int, cycles: int, period: float) -> None:
                    "SMARTPARK_INFLUX_DB": "bench_hj212", "SMARTPARK_STATE_DIR": str(Path(tmp) / "state"),
                    "SMARTPARK_PARK": str(park_file), "SMARTPARK_HJ212_LISTEN": f"127.0.0.1:{port}",
                    "PYTHONPATH": str(ROOT)}
-            serve = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "smartpark", "hj212", "serve"],
+            serve = subprocess.Popen(["taskset", "-c", "0", *SMARTPARK, "hj212", "serve"],
                                      env=env, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
                                                                                    (hard, hard)))
             try:
@@ -226,8 +226,7 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     cpu1 = cpu_seconds(serve.pid)
     serve.terminate()
     serve.wait(60)
-    db = InfluxDB(stack.influx_url, "bench_hj212")
-    stored = db.count("reading")
+    stored = count_points(stack.influx_url, "bench_hj212")  # every reading point has a value
     packets = sum(len(v) for v in lat.values())
     for kind, xs in lat.items():
         print(f"  {kind:6s}: {len(xs):6,} packets acked  p50 {statistics.median(xs) * 1000:7.1f} ms  "

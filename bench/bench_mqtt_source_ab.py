@@ -28,8 +28,8 @@ sys.path[:0] = [str(ROOT / "bench")]
 from collector_ceilings import publish_lines, split_jobs  # noqa: E402
 
 import smartpark.mqtt  # noqa: E402
+from devstack import Stack, free_port  # noqa: E402
 from smartpark.config import parse_mqtt_url  # noqa: E402
-from smartpark.stack import Stack, free_port  # noqa: E402
 
 
 def load_other(path: str) -> ModuleType:

@@ -34,7 +34,7 @@ from test_collector_support import (  # noqa: E402
     wait_for,
 )
 
-from smartpark.stack import Stack, free_port  # noqa: E402
+from devstack import Stack, free_port  # noqa: E402
 
 
 def one(root: Path, influx: Stack, n: int, prefetch: int, window_flush: bool, tag: str) -> float:

@@ -26,12 +26,12 @@ from zoneinfo import ZoneInfo
 
 from dashboards.build import reading_query, tiered_targets
 from dashboards.macros import TimeRange, expand
+from devstack import Stack, free_port
 from reports import daily
 from rollups import PERIOD_MS, Rollups
 from smartpark.config import Settings
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
-from smartpark.stack import Stack, free_port
 
 MIN = 60_000
 

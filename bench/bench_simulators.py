@@ -30,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from devstack import Stack, free_port
 from simulators import Simulator, publish
 from smartpark.park import load_park
-from smartpark.stack import Stack, free_port
 
 START = 1_764_201_600_000
 

@@ -25,7 +25,7 @@ from bench_collector import snapshot_jobs  # noqa: E402
 from collector_ceilings import count_points, publish_lines, wait_until_written  # noqa: E402
 from test_collector_support import write_park  # noqa: E402
 
-from smartpark.stack import Stack, free_port  # noqa: E402
+from devstack import SMARTPARK, Stack, free_port  # noqa: E402
 
 METRICS = ("smartpark_collector_write_seconds_sum", "smartpark_collector_write_seconds_count",
            "smartpark_collector_batch_readings_count")
@@ -46,7 +46,7 @@ def main() -> int:
     park = write_park(tmp / "park.yaml")
     port = free_port()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "smartpark", "collect", "--mqtt-url", stack.mqtt_url,
+        proc = subprocess.Popen([*SMARTPARK, "collect", "--mqtt-url", stack.mqtt_url,
                                  "--influx-url", stack.influx_url, "--influx-db", "d", "--park", str(park),
                                  "--state-dir", str(tmp), "--metrics-port", str(port)])
         while count_points(stack.influx_url, "d", "collector", "received") == 0:

@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from devstack import free_port
 from smartpark.park import parse_park
-from smartpark.stack import free_port
 
 PARK_YAML = """
 park: {id: t, name: Test park, timezone: Asia/Shanghai}

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.publish as mqtt_publish
-from conftest import InfluxDB
+from services import InfluxDB
 
 from alerts.service import AlertService
 from alerts.users import UserStore
+from devstack import free_port
 from smartpark.config import Settings
 from smartpark.park import Park
-from smartpark.stack import free_port
 
 PASSWORD = "correct horse battery"
 USERS = {"vera": "viewer", "otto": "operator", "sue": "supervisor", "ada": "admin"}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from smartpark.stack import free_port
+from devstack import free_port
 
 HERE = Path(__file__).resolve().parent
 AEDES_DIR = HERE / "brokers"

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import InfluxDB
+from services import InfluxDB
 
 from alerts.events import AlarmEvent
 from alerts.notify import DELIVERED, Dispatcher, Notification, Outbox, Route, notification_id
 from alerts.report import kpis
+from devstack import SMARTPARK
 from smartpark.config import Settings
 
 T0 = 1_772_416_800_000
@@ -172,7 +172,7 @@ class TestReport:
         import time
 
         def report(*extra: str) -> dict[str, object]:
-            r = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "report", "--json", *extra,
+            r = subprocess.run([*SMARTPARK, "alerts", "report", "--json", *extra,
                                 "--influx-url", influx_db.url, "--influx-db", influx_db.db],
                                capture_output=True, text=True, timeout=60)
             assert r.returncode == 0, r.stderr
@@ -190,6 +190,6 @@ class TestReport:
 
     def test_shelve_without_reason_is_usage_error(self) -> None:
         """`alerts shelve` without --comment: one line and exit code 2, before any call."""
-        r = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "shelve", "wwtp/effluent/cod/hh",
+        r = subprocess.run([*SMARTPARK, "alerts", "shelve", "wwtp/effluent/cod/hh",
                             "--for", "1h", "--api-token", "x"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "reason" in r.stderr

@@ -10,7 +10,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +18,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 from alerts_helpers import PARK, reading, wait_for
-from conftest import Broker, InfluxDB
+from services import Broker, InfluxDB
 from test_alerts_service import T0, publish, settings
 
 from alerts.events import AlarmEvent
 from alerts.notify import Outbox, Sender, WebhookNotifier
 from alerts.notify.notifiers import Notification
 from alerts.service import AlertService
-from smartpark.stack import free_port
+from devstack import SMARTPARK, free_port
 
 TOPIC = "park/plant/tank/level"
 ONE_SENSOR = """
@@ -112,7 +111,7 @@ class Engine:
         self.hook = hook
 
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "smartpark", "alerts", "run", "--clock", "event",
+        return subprocess.Popen([*SMARTPARK, "alerts", "run", "--clock", "event",
                                  "--webhook", self.hook.url, *extra], env=self.env, stdout=self.log.open("ab"),
                                 stderr=subprocess.STDOUT)
 

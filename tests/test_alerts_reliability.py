@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from alerts_helpers import PARK, reading, wait_for
-from conftest import Broker, InfluxDB
+from services import Broker, InfluxDB
 from test_alerts_service import T0, publish, settings
 
 from alerts.service import AlertService
-from smartpark.stack import free_port
+from devstack import free_port
 from smartpark.wire import Reading
 
 TOPIC = "park/plant/tank/level"

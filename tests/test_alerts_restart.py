@@ -7,18 +7,17 @@ import collections
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 from alerts_helpers import Endpoints, wait_for
-from conftest import Broker, InfluxDB
+from services import Broker, InfluxDB
 
 from alerts import Engine, EventClock
+from devstack import SMARTPARK, free_port
 from simulators import Simulator, load_scenario, publish
 from smartpark.park import load_park
-from smartpark.stack import free_port
 from smartpark.wire import Decoder
 
 PARK = load_park()
@@ -43,7 +42,7 @@ def reference(msgs: list) -> list[tuple[str, int]]:  # type: ignore[type-arg]
 
 
 def start(env: dict[str, str], log: Path, webhook: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "smartpark", "alerts", "run", "--clock", "event",
+    return subprocess.Popen([*SMARTPARK, "alerts", "run", "--clock", "event",
                              "--webhook", webhook], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 

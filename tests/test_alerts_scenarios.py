@@ -13,15 +13,15 @@ from collections.abc import Iterable
 
 import pytest
 from alerts_helpers import wait_for
-from conftest import Broker, InfluxDB
+from services import Broker, InfluxDB
 
 from alerts import Engine, EventClock
 from alerts.events import AlarmEvent
 from alerts.service import AlertService
+from devstack import free_port
 from simulators import Scenario, Simulator, list_scenarios, publish
 from smartpark.config import Settings
 from smartpark.park import load_park
-from smartpark.stack import free_port
 from smartpark.wire import Decoder
 
 PARK = load_park()

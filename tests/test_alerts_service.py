@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import urllib.parse
 
 import aiohttp
 import aiomqtt
 from alerts_helpers import PARK, Endpoints, reading, wait_for
-from conftest import Broker, InfluxDB
+from services import Broker, InfluxDB
 
 from alerts.service import AlertService
+from devstack import SMARTPARK, free_port
 from smartpark.config import Settings
-from smartpark.stack import free_port
 
 T0 = 1_772_416_800_000  # 2026-03-02 10:00 Asia/Shanghai
 
@@ -113,13 +112,13 @@ class TestService:
                     # the CLI against the same API: a bad command is one line and exit 2
                     env = {**os.environ, "SMARTPARK_API_URL": base, "SMARTPARK_API_TOKEN": svc.token or ""}
                     proc = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "smartpark", "alerts", "ack", "plant/tank/none/hh", env=env,
+                        *SMARTPARK, "alerts", "ack", "plant/tank/none/hh", env=env,
                         stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
                     _, err = await proc.communicate()
                     assert proc.returncode == 2, err.decode()
                     assert err.decode().count("\n") == 1 and "unknown alarm" in err.decode(), err.decode()
                     proc = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "smartpark", "alerts", "list", "--json", env=env,
+                        *SMARTPARK, "alerts", "list", "--json", env=env,
                         stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
                     out, err = await proc.communicate()
                     assert proc.returncode == 0, err.decode()
@@ -231,7 +230,7 @@ class TestService:
 
         p = Path(str(tmp_path)) / "rules.yaml"
         p.write_text("rules:\n  - name: x\n    sensor: wwtp/effluent/cod\n    when: cod >> 3\n")
-        r = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "run", "--rules", str(p),
+        r = subprocess.run([*SMARTPARK, "alerts", "run", "--rules", str(p),
                             "--mqtt-url", "mqtt://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2
         assert r.stderr.count("\n") == 1 and f"{p}:4:rules[0].when:" in r.stderr

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -27,6 +26,8 @@ from test_collector_support import (
     wait_connected,
     wait_for,
 )
+
+from devstack import SMARTPARK
 
 
 def retained_status(port: int, instance: str) -> str | None:
@@ -76,7 +77,7 @@ class TestFailures:
         park_path, park = big_park(tmp_path)
         sent = readings(park, 20_000, seed=2)
         settings = settings_for(stack.mqtt_url, stack.influx_url, "outage", park_path, tmp_path / "state")
-        from conftest import InfluxDB
+        from services import InfluxDB
         db = InfluxDB(stack.influx_url, "outage")
         db.create()
         with CollectorThread(settings, park, write_timeout=3.0) as collector:
@@ -125,7 +126,7 @@ class TestFailures:
         """``kill -9`` of a real ``smartpark collect`` mid-run, started again: all arrive, once; SIGTERM exits 0."""
         park_path, park = big_park(tmp_path)
         sent = readings(park, 30_000, seed=4)
-        cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", broker.url, "--influx-url",
+        cmd = [*SMARTPARK, "collect", "--mqtt-url", broker.url, "--influx-url",
                influx_db.url, "--influx-db", influx_db.db, "--park", str(park_path), "--state-dir",
                str(tmp_path / "state"), "--instance", "k9", "--batch-size", "1000"]
         log = open(tmp_path / "collector.log", "ab")
@@ -202,7 +203,7 @@ class TestInvalidInput:
         """/metrics reports received, written and dead letters by reason while the collector runs."""
         park_path, park = big_park(tmp_path)
         settings = settings_for(shared_broker.url, influx_db.url, influx_db.db, park_path, tmp_path / "state")
-        from smartpark.stack import free_port
+        from devstack import free_port
         port = free_port()
         with CollectorThread(settings, park, instance=f"met{os.getpid()}", metrics_port=port) as collector:
             wait_connected(collector)
@@ -226,9 +227,9 @@ class TestInvalidInput:
 def test_sigint_flushes_and_exits_0(broker: Any, influx_db: Any, tmp_path: Path) -> None:
     """``smartpark collect`` as a subprocess: SIGINT ends it cleanly: exit 0, the reading stored."""
     park_path, _ = big_park(tmp_path)
-    from smartpark.stack import free_port
+    from devstack import free_port
     port = free_port()
-    cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", broker.url, "--influx-url",
+    cmd = [*SMARTPARK, "collect", "--mqtt-url", broker.url, "--influx-url",
            influx_db.url, "--influx-db", influx_db.db, "--park", str(park_path), "--state-dir",
            str(tmp_path / "state"), "--flush-interval", "60", "--metrics-port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -270,7 +271,7 @@ class TestBackpressure:
         park_path, park = big_park(tmp_path)
         sent = readings(park, 5_000, seed=6)
         settings = settings_for(stack.mqtt_url, stack.influx_url, "full", park_path, tmp_path / "state")
-        from conftest import InfluxDB
+        from services import InfluxDB
         db = InfluxDB(stack.influx_url, "full")
         db.create()
         with CollectorThread(settings, park, batch_size=100, spool_max_mb=0.02, write_timeout=2.0) as collector:
@@ -297,7 +298,7 @@ class TestTlsAndPassword:
         """``mqtts://user:password@host:port``: the collector connects over TLS with the URL's credentials."""
         import getpass
 
-        from smartpark.stack import free_port
+        from devstack import free_port
         cert, key, pw = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "passwd"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
@@ -340,11 +341,11 @@ class TestSpoolDurability:
         stack = stack_factory()
         park_path, park = big_park(tmp_path)
         sent = readings(park, 5_000, seed=7)
-        from conftest import InfluxDB
+        from services import InfluxDB
         db = InfluxDB(stack.influx_url, "spoolkill")
         db.create()
         state = tmp_path / "state"
-        cmd = [sys.executable, "-m", "smartpark", "collect", "--mqtt-url", stack.mqtt_url, "--influx-url",
+        cmd = [*SMARTPARK, "collect", "--mqtt-url", stack.mqtt_url, "--influx-url",
                stack.influx_url, "--influx-db", "spoolkill", "--park", str(park_path), "--state-dir", str(state),
                "--instance", "sk", "--batch-size", "500"]
         log = open(tmp_path / "collector.log", "ab")

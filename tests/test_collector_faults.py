@@ -34,9 +34,9 @@ from test_collector_support import (
     wait_for,
 )
 
+from devstack import free_port
 from smartpark.config import parse_mqtt_url
 from smartpark.mqtt import MqttSource
-from smartpark.stack import free_port
 
 
 class _ServerThread:

@@ -6,12 +6,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_collector_support import Publisher, big_park, readings, stored, wait_for
+
+from devstack import SMARTPARK
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,7 @@ class CollectProcess:
         self.instance = instance
         self.log_path = state / f"collect-{instance}.log"
         state.mkdir(parents=True, exist_ok=True)
-        self.argv = [sys.executable, "-m", "smartpark", "-v", "--mqtt-url", broker_url, "--influx-url", influx.url,
+        self.argv = [*SMARTPARK, "-v", "--mqtt-url", broker_url, "--influx-url", influx.url,
                      "--influx-db", influx.db, "--park", str(park), "--state-dir", str(state), *extra, "collect",
                      "--share-group", group, "--instance", instance]
         self.proc: subprocess.Popen[bytes] | None = None

@@ -8,7 +8,6 @@ import gzip
 import json
 import random
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ from epochs import RECENT_MIDNIGHT_MS
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector import Collector
+from devstack import SMARTPARK
 from smartpark.config import Settings
 from smartpark.park import Park, load_park
 
@@ -117,7 +117,7 @@ def replay_process(port: int, messages: Iterable[tuple[str, bytes]], tmp: Path) 
         f.write(json.dumps({"format": "smartpark-recording", "version": 1, "topic": "park/#"}) + "\n")
         for i, (topic, payload) in enumerate(messages):
             f.write(json.dumps({"t": i, "topic": topic, "qos": 1, "retain": False, "payload": payload.decode()}) + "\n")
-    return subprocess.Popen([sys.executable, "-m", "smartpark", "--mqtt-url", f"mqtt://127.0.0.1:{port}", "replay",
+    return subprocess.Popen([*SMARTPARK, "--mqtt-url", f"mqtt://127.0.0.1:{port}", "replay",
                              str(path), "--speed", "0", "--qos", "1"], stdout=subprocess.DEVNULL)
 
 

@@ -202,7 +202,7 @@ class TestInfluxAnswers:
 
 def test_cli_refuses_bad_numbers_with_exit_2(tmp_path: Path) -> None:
     """Bad options are a usage error (exit 2, one line), checked before any I/O."""
-    from smartpark.cli import main
+    from cli import main
     assert main(["collect", "--batch-size", "0", "--state-dir", os.fspath(tmp_path)]) == 2
 
 

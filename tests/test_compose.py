@@ -21,8 +21,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from smartpark.cli import build_parser
-from smartpark.stack import find_binary, free_port, port_in_use
+from cli import build_parser
+from devstack import SMARTPARK, find_binary, free_port, port_in_use
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -215,9 +215,9 @@ class TestComposeTls:
 
 
 def test_the_compose_broker_saves_as_the_local_stack_does() -> None:
-    """docker/mosquitto/mosquitto.conf has the measured persistence settings of smartpark.stack.PERSISTENCE,
+    """docker/mosquitto/mosquitto.conf has the measured persistence settings of devstack.PERSISTENCE,
     whose behaviour under SIGKILL tests/test_stack.py::TestBrokerDurability states."""
-    from smartpark.stack import PERSISTENCE
+    from devstack import PERSISTENCE
 
     conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8").splitlines()
     for line in PERSISTENCE.conf().splitlines():
@@ -500,7 +500,7 @@ def test_the_image_gets_every_package_and_runs_smartpark() -> None:
     assert packages <= copied, f"not copied into the image: {packages - copied}"
     assert re.search(r'^ENTRYPOINT \["smartpark"\]$', dockerfile, re.M)
     assert "USER smartpark" in dockerfile  # not root
-    assert pyproject["project"]["scripts"]["smartpark"] == "smartpark.cli:main"
+    assert pyproject["project"]["scripts"]["smartpark"] == "cli:main"
 
 
 class TestConsoleHttps:
@@ -511,7 +511,6 @@ class TestConsoleHttps:
         """The API answers over TLS to a client that verifies the server, plain HTTP on that port gets no
         answer, `smartpark alerts list` works with the CA in SSL_CERT_FILE, SIGTERM exits 0."""
         import ssl
-        import sys
         import urllib.request
 
         certs = make_certificates(tmp_path / "tls")
@@ -521,7 +520,7 @@ class TestConsoleHttps:
                "SMARTPARK_API_URL": api, "SMARTPARK_TLS_CERT": str(certs["server.crt"]),
                "SMARTPARK_TLS_KEY": str(certs["server.key"]), "SSL_CERT_FILE": str(certs["ca.crt"])}
         log = tmp_path / "alerts.log"
-        proc = subprocess.Popen([sys.executable, "-m", "smartpark", "alerts", "run"], env=env, cwd=ROOT,
+        proc = subprocess.Popen([*SMARTPARK, "alerts", "run"], env=env, cwd=ROOT,
                                 stdout=log.open("wb"), stderr=subprocess.STDOUT)
         ctx = ssl.create_default_context(cafile=str(certs["ca.crt"]))
         try:
@@ -540,7 +539,7 @@ class TestConsoleHttps:
                     time.sleep(0.2)
             with pytest.raises(OSError):  # the same port in plain HTTP
                 urllib.request.urlopen(api.replace("https:", "http:") + "/alarms", timeout=5)
-            listed = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "list"], env=env, cwd=ROOT,
+            listed = subprocess.run([*SMARTPARK, "alerts", "list"], env=env, cwd=ROOT,
                                     capture_output=True, text=True, timeout=60)
             assert listed.returncode == 0, listed.stderr
         finally:
@@ -551,14 +550,13 @@ class TestConsoleHttps:
     def test_https_without_a_key_is_a_configuration_error(self, broker: Any, influx_db: Any,
                                                           tmp_path: Path) -> None:
         """--api-url https:// with no key: exit 2 and one line naming the options, before serving anything."""
-        import sys
 
         env = {**os.environ, "SMARTPARK_MQTT_URL": broker.url, "SMARTPARK_INFLUX_URL": influx_db.url,
                "SMARTPARK_INFLUX_DB": influx_db.db, "SMARTPARK_STATE_DIR": str(tmp_path / "state"),
                "SMARTPARK_API_URL": f"https://127.0.0.1:{free_port()}"}
         env.pop("SMARTPARK_TLS_KEY", None)
         env.pop("SMARTPARK_TLS_CERT", None)
-        r = subprocess.run([sys.executable, "-m", "smartpark", "alerts", "run"], env=env, cwd=ROOT,
+        r = subprocess.run([*SMARTPARK, "alerts", "run"], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, r.stderr
         assert "--tls-cert" in r.stderr and "Traceback" not in r.stderr

@@ -8,7 +8,6 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +16,14 @@ from typing import Any
 
 import pytest
 from alerts_helpers import PARK
-from conftest import Broker, InfluxDB, InfluxServer
 from console_support import PASSWORD, USERS, RunningEngine, Session
+from services import Broker, InfluxDB, InfluxServer
 
 import alerts.api as api
 import reports
 from alerts.console.auth import LoginThrottle, Sessions
 from alerts.users import UserStore, verify_password
+from devstack import SMARTPARK
 from smartpark.errors import UsageError
 
 ROLES = ["viewer", "operator", "supervisor", "admin"]
@@ -317,7 +317,7 @@ class TestUsersCommand:
         env = {**os.environ, "SMARTPARK_STATE_DIR": str(tmp_path)}
 
         def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "smartpark", "users", *args], input=stdin, env=env,
+            return subprocess.run([*SMARTPARK, "users", *args], input=stdin, env=env,
                                   capture_output=True, text=True, timeout=60)
 
         assert run("add", "lin", "--role", "supervisor", "--password-stdin", stdin="s3cret-pass\n").returncode == 0

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from alerts_helpers import PARK
-from conftest import Broker, InfluxDB, InfluxServer
 from console_support import PASSWORD, RunningEngine
+from services import Broker, InfluxDB, InfluxServer
 
 CHROMIUM = os.environ.get("SMARTPARK_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from cli import main
 from dashboards import GENERATED_DIR, build_all, iter_panels, stale_files
 from dashboards.build import sensor_thresholds, write_generated
 from dashboards.cli import register  # noqa: F401  # the CLI module imports cleanly
@@ -25,7 +26,6 @@ from dashboards.macros import (
     round_interval,
 )
 from dashboards.push import PushError, connect, folder_for, push
-from smartpark.cli import main
 from smartpark.park import load_park, parse_park
 
 SMALL_PARK = """

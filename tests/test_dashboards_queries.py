@@ -39,10 +39,10 @@ from dashboards.build import bilingual
 from dashboards.macros import TimeRange, interval_to_ms
 from dashboards.preview import render_previews
 from dashboards.query import PanelResult, annotation_queries
+from devstack import Stack, free_port
 from smartpark.config import Settings
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
-from smartpark.stack import Stack, free_port
 from smartpark.wire import Decoder
 
 SCENARIO = "sc02_wwtp_cod_shock"  # the last 17 h: alarms that stay active, acknowledged, shelved
@@ -194,7 +194,7 @@ def _run(loaded: Loaded, dash: dict[str, Any], panel: dict[str, Any]) -> PanelRe
 class TestLoadedData:
     def test_the_history_is_there(self, loaded: Loaded, influx_server: Any) -> None:
         """24 h of readings for every sensor, alarm events of the engine, dead letters and collector counters."""
-        from conftest import InfluxDB
+        from services import InfluxDB
 
         db = InfluxDB(loaded.url, loaded.db)
         assert db.count("reading", "value") > 2_000_000
@@ -216,7 +216,7 @@ def test_panel_returns_data(loaded: Loaded, dash: dict[str, Any], panel: dict[st
     if not res.has_data and "noValue" in panel["fieldConfig"]["defaults"]:
         # A count of rows that a condition filters out of a subquery (alarm floods, chattering): no row is the
         # healthy answer, shown as the panel's noValue ("0"). The subquery itself must still have data.
-        from conftest import InfluxDB
+        from services import InfluxDB
 
         db = InfluxDB(loaded.url, loaded.db)
         inner = [_subquery(q) for q in res.queries.values()]
@@ -243,7 +243,7 @@ def _subquery(q: str) -> str | None:
                          ids=lambda d: d["uid"])
 def test_annotations_run(loaded: Loaded, dash: dict[str, Any]) -> None:
     """The alarm annotations' queries run; on the wastewater plant's dashboard they return the scenario's alarms."""
-    from conftest import InfluxDB
+    from services import InfluxDB
 
     db = InfluxDB(loaded.url, loaded.db)
     queries = annotation_queries(dash, loaded.time_range(dash), {})
@@ -291,7 +291,7 @@ def test_preview_renders_every_dashboard(loaded: Loaded) -> None:
 
 def test_preview_command(loaded: Loaded, capsys: pytest.CaptureFixture[str]) -> None:
     """`smartpark dashboards preview --until ... --dashboard UID` writes that dashboard's PNG and names it."""
-    from smartpark.cli import main
+    from cli import main
 
     out = loaded.tmp / "cli-previews"
     rc = main(["--influx-url", loaded.url, "--influx-db", loaded.db, "dashboards", "preview", "--out", str(out),

@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from devstack import SMARTPARK, pid_alive
 from simulators import load_scenario
 from smartpark.park import load_park
-from smartpark.stack import pid_alive
 
 
 def _our_processes(marker: str) -> list[str]:
@@ -33,7 +32,7 @@ def _our_processes(marker: str) -> list[str]:
 
 
 def _demo(state: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "smartpark", "--state-dir", str(state), "demo", "--no-live", "--history", "30m",
+    return [*SMARTPARK, "--state-dir", str(state), "demo", "--no-live", "--history", "30m",
             "--play-seconds", "20", "--no-preview", "--json", str(out)]
 
 
@@ -97,7 +96,7 @@ def test_demo_runs_the_park_end_to_end(tmp_path: Path) -> None:
 def test_the_summary_never_rounds_a_value_onto_its_limit() -> None:
     """The summary's value and limit columns: a 5-minute mean of 1099.6 degC beside a minimum of 1100 reads
     1099.6, and a breach just above a maximum keeps the digits that show it."""
-    from smartpark.demo import _value_and_limit
+    from demo.demo import _value_and_limit
 
     assert _value_and_limit({"value": 1099.6, "limit": 1100}) == ("1099.6", "1100")
     assert _value_and_limit({"value": 50.0004, "limit": 50}) == ("50.0004", "50")

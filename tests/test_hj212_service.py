@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -18,16 +17,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiomqtt
-from conftest import Broker, InfluxDB
+from services import Broker, InfluxDB
 
 from alerts.service import AlertService
+from devstack import SMARTPARK, Stack, free_port
 from hj212.crypto import encrypt_cp
 from hj212.frame import FrameReader, frame
 from hj212.packet import Packet, encode, encode_cp, parse
 from hj212.service import Hj212Collector
 from smartpark.config import Settings
 from smartpark.park import Park, parse_park
-from smartpark.stack import Stack, free_port
 
 TZ = ZoneInfo("Asia/Shanghai")
 CEMS = "32058300HW01CEMS00000001"
@@ -406,7 +405,7 @@ class TestCommandLine:
         env = {**os.environ, "SMARTPARK_MQTT_URL": broker.url, "SMARTPARK_INFLUX_URL": influx_db.url,
                "SMARTPARK_INFLUX_DB": influx_db.db, "SMARTPARK_STATE_DIR": str(tmp_path),
                "SMARTPARK_HJ212_LISTEN": f"127.0.0.1:{port}"}
-        serve = subprocess.Popen([sys.executable, "-m", "smartpark", "hj212", "serve"], env=env,
+        serve = subprocess.Popen([*SMARTPARK, "hj212", "serve"], env=env,
                                  stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 30
@@ -417,7 +416,7 @@ class TestCommandLine:
                     break
                 assert time.monotonic() < deadline and serve.poll() is None, "hj212 serve did not listen"
                 time.sleep(0.1)
-            sim = subprocess.run([sys.executable, "-m", "smartpark", "hj212", "simulate", "--duration", "90s",
+            sim = subprocess.run([*SMARTPARK, "hj212", "simulate", "--duration", "90s",
                                   "--speed", "0"], env=env, capture_output=True, text=True, timeout=120)
             assert sim.returncode == 0, sim.stderr
             sent, acked = (int(w) for w in sim.stderr.split() if w.isdigit())
@@ -436,7 +435,7 @@ class TestCommandLine:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            r = subprocess.run([sys.executable, "-m", "smartpark", "hj212", "serve", "--no-engine-feed",
+            r = subprocess.run([*SMARTPARK, "hj212", "serve", "--no-engine-feed",
                                 "--hj212-listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path)],
                                capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and "Traceback" not in r.stderr

@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 from epochs import RECENT_MIDNIGHT_MS
 
+from devstack import INFLUXDB_CONF, find_binary, free_port, influx_answers
 from smartpark.config import Settings
 from smartpark.errors import PartialWriteError, WriteError
 from smartpark.influx import InfluxClient, Retention
-from smartpark.stack import INFLUXDB_CONF, find_binary, free_port, influx_answers
 
 T = RECENT_MIDNIGHT_MS + 123  # a reading's ms timestamp inside the raw retention
 

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ from mqtt_brokers import AedesBroker, AmqttBroker, ExternalBroker, RabbitMqBroke
 from paho.mqtt.enums import CallbackAPIVersion
 from test_collector_support import TS0, Publisher, stored, wait_for
 
+from devstack import SMARTPARK, free_port
 from smartpark.park import load_park
-from smartpark.stack import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 ALARM_TOPIC = "park/alarms/plant/tank/level/hh"
@@ -51,7 +50,7 @@ class Services:
     def __init__(self, broker_url: str, influx: Any, park: Path, state: Path, *extra: str) -> None:
         self.api_port = free_port()
         self.state = state
-        common = [sys.executable, "-m", "smartpark", "-v", "--mqtt-url", broker_url, "--influx-url", influx.url,
+        common = [*SMARTPARK, "-v", "--mqtt-url", broker_url, "--influx-url", influx.url,
                   "--influx-db", influx.db, "--park", str(park), "--state-dir", str(state),
                   "--api-url", f"http://127.0.0.1:{self.api_port}", *extra]
         state.mkdir(parents=True, exist_ok=True)

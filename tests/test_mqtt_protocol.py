@@ -8,7 +8,6 @@ import asyncio
 import logging
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from test_collector_support import (
     wait_for,
 )
 
+from devstack import SMARTPARK
 from smartpark.config import Settings
 from smartpark.errors import ConfigError
 from smartpark.mqtt import MQTT311, RECEIVE_MAXIMUM, SHARED_SUBSCRIPTION_AVAILABLE
@@ -47,7 +47,7 @@ def aedes(tmp_path: Path) -> Iterator[AedesBroker]:
 
 def smartpark(*args: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "smartpark", "-v", *args], stdout=out,
+        return subprocess.Popen([*SMARTPARK, "-v", *args], stdout=out,
                                 stderr=subprocess.STDOUT, cwd=REPO)
 
 
@@ -64,7 +64,7 @@ class TestProtocolOption:
 
     def test_bad_value_exits_2_with_one_line(self, tmp_path: Path) -> None:
         """A wrong value is a configuration error: exit 2, one line on stderr."""
-        out = subprocess.run([sys.executable, "-m", "smartpark", "--mqtt-protocol", "4.0", "collect"], cwd=REPO,
+        out = subprocess.run([*SMARTPARK, "--mqtt-protocol", "4.0", "collect"], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2
         assert out.stderr.count("\n") == 1 and "--mqtt-protocol must be 5, 3.1.1 or auto" in out.stderr
@@ -146,7 +146,7 @@ class TestShareGroupWithoutSharedSubscriptions:
                                                                     tmp_path: Path) -> None:
         """MQTT 5 CONNACK with Shared Subscription Available 0: exit 2, one line saying why, nothing subscribed."""
         with _ConnackWithoutSharedSubscriptions(broker.port) as front:
-            out = subprocess.run([sys.executable, "-m", "smartpark", "--mqtt-url", f"mqtt://127.0.0.1:{front.port}",
+            out = subprocess.run([*SMARTPARK, "--mqtt-url", f"mqtt://127.0.0.1:{front.port}",
                                   "--influx-url", influx_db.url, "--influx-db", influx_db.db, "--state-dir",
                                   str(tmp_path), "collect", "--share-group", "g"], cwd=REPO, capture_output=True,
                                  text=True, timeout=120)

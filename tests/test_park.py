@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from smartpark.cli import main
+from cli import main
+from devstack import SMARTPARK
 from smartpark.errors import ConfigError
 from smartpark.park import load_park, parse_park
 
@@ -131,12 +131,12 @@ class TestMistakes:
         good = tmp_path / "good.yaml"
         good.write_text(GOOD)
         env = {"SMARTPARK_PARK": str(good), "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
-        out = subprocess.run([sys.executable, "-m", "smartpark", "park", "show"], env=env,
+        out = subprocess.run([*SMARTPARK, "park", "show"], env=env,
                              capture_output=True, text=True, check=True).stdout
         assert "wwtp/effluent/ph" in out and "Mini park" in out
-        out2 = subprocess.run([sys.executable, "-m", "smartpark", "--park", str(good), "park", "show"],
+        out2 = subprocess.run([*SMARTPARK, "--park", str(good), "park", "show"],
                               capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}).stdout
         assert "Mini park" in out2
-        bad = subprocess.run([sys.executable, "-m", "smartpark", "park", "show"], capture_output=True, text=True,
+        bad = subprocess.run([*SMARTPARK, "park", "show"], capture_output=True, text=True,
                              env={"SMARTPARK_PARK": str(tmp_path / "missing.yaml"), "PATH": "/usr/bin:/bin"})
         assert bad.returncode == 2 and "missing.yaml" in bad.stderr

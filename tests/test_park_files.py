@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from devstack import SMARTPARK
 
 HEAD = """park: {id: p, name: P, timezone: UTC}
 sites:
@@ -52,7 +53,7 @@ CASES: list[tuple[str, bytes, int, str, str]] = [
 
 def smartpark(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The CLI as a user runs it; ``timeout`` only stops a run that would otherwise never end."""
-    return subprocess.run([sys.executable, "-m", "smartpark", *args], capture_output=True, text=True,
+    return subprocess.run([*SMARTPARK, *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "SMARTPARK_MQTT_URL": "mqtt://127.0.0.1:1"})
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +16,16 @@ from typing import Any
 import orjson
 import paho.mqtt.client as paho
 import pytest
-from conftest import Broker, InfluxDB
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
+from services import Broker, InfluxDB
 from test_collector_support import CollectorThread, Publisher, settings_for, wait_connected, wait_for
 from test_wire_poison import POISON, nested
 
 from collector import Collector
+from devstack import SMARTPARK, free_port
 from smartpark.park import load_park
-from smartpark.stack import free_port
 from smartpark.wire import Decoder, now_ms
 
 PARK = load_park()
@@ -84,7 +83,7 @@ def services(broker: Broker, influx_db: InfluxDB, tmp_path: Path) -> Iterator[di
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for name, args in (("collector", ["collect"]), ("alerts", ["alerts", "run"])):
         env_ = {**env, "SMARTPARK_STATE_DIR": str(tmp_path / name)}
-        procs[name] = subprocess.Popen([sys.executable, "-m", "smartpark", "-v", *args], env=env_,
+        procs[name] = subprocess.Popen([*SMARTPARK, "-v", *args], env=env_,
                                        stdout=(tmp_path / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: watch.online >= {"collector", "alerts"} or any(p.poll() is not None for p in procs.values()),

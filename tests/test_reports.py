@@ -7,7 +7,6 @@ import io
 import math
 import shutil
 import subprocess
-import sys
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from rollup_support import DAY0, HOUR, TZ, Point, a_day, settings, write_park
 
 from alerts.events import AlarmEvent
+from devstack import SMARTPARK
 from reports import CSV_COLUMNS, build_daily
 from smartpark.park import load_park
 
@@ -77,7 +77,7 @@ def day_db(influx_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 def run_report(db: Any, park: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     env = {"SMARTPARK_INFLUX_URL": db.url, "SMARTPARK_INFLUX_DB": db.db, "SMARTPARK_PARK": str(park),
            "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "smartpark", "report", *args], env=env, capture_output=True,
+    return subprocess.run([*SMARTPARK, "report", *args], env=env, capture_output=True,
                           timeout=120, cwd=REPO)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from rollup_support import DAY0, HOUR, a_day, run, settings, write_park, write_points
 from test_collector_support import CollectorThread, Publisher, wait_connected, wait_for
 
+from devstack import SMARTPARK
 from rollups import Journal, RollupRunner, Rollups, touched_periods
 from rollups.runner import journal_for
 from smartpark.config import Settings
@@ -196,10 +196,10 @@ class TestLateData:
             pub.close()
         env = {"SMARTPARK_INFLUX_URL": stack.influx_url, "SMARTPARK_INFLUX_DB": "plant",
                "SMARTPARK_PARK": str(park_path), "SMARTPARK_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin"}
-        done = subprocess.run([sys.executable, "-m", "smartpark", "rollup", "run", "--once"], env=env,
+        done = subprocess.run([*SMARTPARK, "rollup", "run", "--once"], env=env,
                               capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
         assert done.returncode == 0, done.stderr
-        from conftest import InfluxDB
+        from services import InfluxDB
 
         db = InfluxDB(stack.influx_url, "plant")
         assert db.count("reading") == len(sent)
@@ -222,7 +222,7 @@ class TestCommands:
         run(write_points(s, a_day(start=DAY0, end=DAY0 + 24 * HOUR)))
         env = {"SMARTPARK_INFLUX_URL": influx_db.url, "SMARTPARK_INFLUX_DB": name, "SMARTPARK_PARK": str(park_path),
                "SMARTPARK_STATE_DIR": str(tmp_path), "PATH": "/usr/bin"}
-        cmd = [sys.executable, "-m", "smartpark", "rollup", "rebuild", "--since", "2026-11-20", "--until",
+        cmd = [*SMARTPARK, "rollup", "rebuild", "--since", "2026-11-20", "--until",
                "2026-11-21"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
                               cwd=Path(__file__).parent.parent)

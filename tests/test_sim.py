@@ -21,11 +21,12 @@ import pytest
 from epochs import RECENT_MIDNIGHT_MS
 from test_collector_support import CollectorThread, settings_for, wait_connected, wait_for
 
+from cli import main
+from devstack import SMARTPARK
 from simulators import Message, Scenario, Simulator, list_scenarios, load_scenario, publish, read_recording, record
 from simulators.cli import parse_duration
 from simulators.io import Paced, replay
 from simulators.scenario import resolve_sensors
-from smartpark.cli import main
 from smartpark.errors import ConfigError
 from smartpark.park import load_park
 from smartpark.wire import Decoder
@@ -427,12 +428,12 @@ def test_simulate_subprocess_exits_0_on_sigterm_and_record_on_sigint(broker: Any
     env = {**os.environ, "SMARTPARK_MQTT_URL": broker.url}
     rec_file = tmp_path / "live.jsonl.gz"
     seen = _Counter(broker.port, "park/energy_hub/#")
-    rec = subprocess.Popen([sys.executable, "-m", "smartpark", "record", str(rec_file)], env=env,
+    rec = subprocess.Popen([*SMARTPARK, "record", str(rec_file)], env=env,
                            stderr=subprocess.PIPE, text=True)
     sim = None
     try:
         wait_for(rec_file.exists, 30, "the recorder's subscription (its file)")
-        sim = subprocess.Popen([sys.executable, "-m", "smartpark", "simulate", "--speed", "60", "--site",
+        sim = subprocess.Popen([*SMARTPARK, "simulate", "--speed", "60", "--site",
                                 "energy_hub"], env=env, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: seen.count >= 500, 30, lambda: f"{seen.count} of 500 messages")
         sim.send_signal(signal.SIGTERM)
@@ -512,8 +513,8 @@ def test_a_paced_publish_stops_at_once_when_asked(broker: Any) -> None:
 
 def test_publish_with_credentials_and_refusal(tmp_path: Path) -> None:
     """publish sends the URL's user and password; a refused login is raised at once, not retried forever."""
+    from devstack import free_port, port_in_use
     from smartpark.mqtt import MqttRefused
-    from smartpark.stack import free_port, port_in_use
 
     port = free_port()
     pw = tmp_path / "passwd"

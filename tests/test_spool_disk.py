@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import InfluxDB
+from services import InfluxDB
 from test_collector_support import TS0, CollectorThread, Publisher, big_park, settings_for, wait_connected, wait_for
 
 import collector.spool as spool_module
 from collector import Collector
 from collector.spool import Record, Spool, SpoolError
-from smartpark.stack import Stack
+from devstack import Stack
 
 
 def snapshots(assets: int, per_asset: int, steps: int) -> tuple[list[tuple[str, bytes]], set[tuple[str, int, float]]]:

@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,10 +13,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Broker, InfluxDB
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from services import Broker, InfluxDB
 from test_collector_support import (
     CollectorThread,
     Publisher,
@@ -29,9 +28,9 @@ from test_collector_support import (
 )
 from test_collector_support import stored as stored_readings
 
-from smartpark import cli
+import cli
+from devstack import SMARTPARK, Stack, find_binary, free_port, influx_answers, mqtt_answers, pid_alive
 from smartpark.park import load_park
-from smartpark.stack import Stack, find_binary, free_port, influx_answers, mqtt_answers, pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 MISSING_MOSQUITTO = ("smartpark: mosquitto not found: install the Debian package 'mosquitto' "
@@ -46,7 +45,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def run_sub(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "smartpark", *argv], cwd=REPO, env=env,
+    return subprocess.run([*SMARTPARK, *argv], cwd=REPO, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
 
 
@@ -333,7 +332,7 @@ def test_fixtures(influx_db: InfluxDB, shared_broker: Broker) -> None:
 class TestBrokerDurability:
     """QoS 1 readings acknowledged by the local stack's mosquitto and queued for the offline collector's
     persistent session: a clean stop keeps all; a SIGKILL keeps all that the last autosave (every second,
-    smartpark.stack.PERSISTENCE) took in; losing the broker's disk loses what it held."""
+    devstack.PERSISTENCE) took in; losing the broker's disk loses what it held."""
 
     def test_queued_readings_across_clean_stop_sigkill_and_disk_loss(self, stack_factory: Callable[..., Stack],
                                                                      tmp_path: Path) -> None:

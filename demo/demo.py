@@ -40,13 +40,15 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from .config import InfluxTarget, Settings
-from .errors import UsageError
-from .influx import InfluxClient
-from .numbers import beside_limit, number
-from .park import Park, load_park
-from .stack import Stack, StackError, free_port, port_in_use
-from .wire import SYS_ROOT, status_topic
+from alerts.users import UserStore
+from devstack import SMARTPARK, Stack, StackError, free_port, port_in_use
+from simulators import Simulator, backfill, load_scenario, publish
+from smartpark.config import InfluxTarget, Settings
+from smartpark.errors import UsageError
+from smartpark.influx import InfluxClient
+from smartpark.numbers import beside_limit, number
+from smartpark.park import Park, load_park
+from smartpark.wire import SYS_ROOT, status_topic
 
 SERVICE_STOP_TIMEOUT = 20.0
 STATE_COLOURS = {"UNACK": "red", "ACKED": "yellow", "RTNUN": "cyan", "SHLVD": "magenta", "OOSRV": "dim"}
@@ -139,8 +141,6 @@ class Demo:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
-        from simulators import load_scenario  # the simulators read the same park model
-
         scenario = load_scenario(self.args.scenario, self.park)
         outcome = Outcome(scenario=scenario.id)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ class Demo:
                 f"--api-url=http://127.0.0.1:{self.api_port}", f"--api-token={self.token}"]
 
     def _start_services(self) -> None:
-        exe = [sys.executable, "-m", "smartpark"]
+        exe = list(SMARTPARK)
         if self.settings.park:
             exe += ["--park", self.settings.park]
         logs = self.root / "logs"
@@ -236,8 +236,6 @@ class Demo:
 
     def _demo_user(self) -> str:
         """A console user for the newcomer (``smartpark users`` in the demo's state dir), new password each run."""
-        from alerts.users import UserStore
-
         store, password = UserStore(self.root / "users.yaml"), secrets.token_urlsafe(9)
         if "demo" in store.users:
             store.remove("demo")
@@ -308,8 +306,6 @@ class Demo:
 
     # ------------------------------------------------------------------ the incident
     async def _play(self, scenario: Any, outcome: Outcome, stop: asyncio.Event) -> None:
-        from simulators import Simulator, backfill, publish
-
         target = self.influx_target
         total_s = scenario.warmup_s + scenario.duration_s
         t_start = int(time.time() * 1000) - int(total_s * 1000)  # the incident ends about now
@@ -450,7 +446,7 @@ class Demo:
             outcome.previews = await self._previews()
 
     async def _report(self) -> dict[str, Any]:
-        cmd = [sys.executable, "-m", "smartpark", *self._common(), "alerts", "report", "--since", "24h", "--json"]
+        cmd = [*SMARTPARK, *self._common(), "alerts", "report", "--since", "24h", "--json"]
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = await proc.communicate()
         if proc.returncode != 0:
@@ -464,7 +460,7 @@ class Demo:
 
     async def _previews(self) -> list[str]:
         out_dir = self.root / "previews"
-        cmd = [sys.executable, "-m", "smartpark", *self._common(), "dashboards", "preview", "--out", str(out_dir),
+        cmd = [*SMARTPARK, *self._common(), "dashboards", "preview", "--out", str(out_dir),
                "--since", f"{int(self.history_s + 3600)}s"]
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _, err = await proc.communicate()

@@ -1,37 +1,48 @@
-"""The one entry point, ``smartpark``. Each command lives beside the code it runs and registers itself here.
+"""The one entry point, ``smartpark``. Each command lives beside the code it runs; this package, above every
+part, assembles them.
 
 A command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a callable
 ``(args, settings) -> int``. Exit codes (CONTRACT §6): 0 success, 2 bad usage or configuration with a
-one-line reason on stderr, 1 other failure.
+one-line reason on stderr, 1 other failure. ``python -m cli`` is the same command.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
-from .config import Settings, add_common_args
-from .errors import ConfigError, UsageError
+import alerts.cli
+import alerts.userscli
+import collector.cli
+import dashboards.cli
+import demo
+import devstack
+import hj212.cli
+import reports.cli
+import rollups.cli
+import simulators.cli
+from smartpark import parkcli
+from smartpark.config import Settings, add_common_args
+from smartpark.errors import ConfigError, UsageError
 
-# name -> module that registers it; adding a command touches this one list.
-COMMANDS: dict[str, str] = {
-    "park": "smartpark.parkcli",
-    "stack": "smartpark.stack",
-    "collect": "collector.cli",
-    "alerts": "alerts.cli",
-    "simulate": "simulators.cli",
-    "record": "simulators.cli",
-    "replay": "simulators.cli",
-    "dashboards": "dashboards.cli",
-    "demo": "smartpark.demo",
-    "users": "alerts.userscli",
-    "hj212": "hj212.cli",
-    "rollup": "rollups.cli",
-    "report": "reports.cli",
-}
+# each part's register, in the order of `smartpark --help`; adding a command touches this one list.
+# simulators.cli registers simulate, record and replay; alerts.cli alerts; alerts.userscli users.
+REGISTERS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    parkcli.register,
+    devstack.register,
+    collector.cli.register,
+    alerts.cli.register,
+    simulators.cli.register,
+    dashboards.cli.register,
+    demo.register,
+    alerts.userscli.register,
+    hj212.cli.register,
+    rollups.cli.register,
+    reports.cli.register,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,18 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    seen: set[str] = set()
-    for module_name in COMMANDS.values():
-        if module_name in seen:
-            continue
-        seen.add(module_name)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a command whose package is not installed; tests check all exist
-            if exc.name != module_name and exc.name != module_name.split(".")[0]:
-                raise
-            continue
-        module.register(sub)
+    for register in REGISTERS:
+        # every parser it adds is a _Parser; the parts only use ArgumentParser's interface
+        register(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub))
     # let every subcommand accept the common options after its name too
     for choice in sub.choices.values():
         _add_common_recursive(choice)
