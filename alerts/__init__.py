@@ -1,4 +1,4 @@
-"""The alarm engine (issue 5): ISA-18.2 alarms on the live MQTT stream, notifications, operator API.
+"""The alarm engine: ISA-18.2 alarms on the live MQTT stream, notifications, operator API.
 
 A reading's path: MQTT ``park/#`` -> :class:`smartpark.wire.Decoder` -> :class:`Engine` (pure, time
 injected) -> events -> journal (durable) -> retained MQTT alarm topics, the ``alarm`` measurement and the

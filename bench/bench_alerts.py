@@ -1,4 +1,4 @@
-"""Alarm-engine benchmarks (issue 5).
+"""Alarm-engine benchmarks.
 
 1. Evaluation throughput on one core: ``Engine.process`` over simulated readings of the whole park
    (normal operation), against a ceiling measured in the same run: a Python loop that only dispatches

@@ -1,4 +1,4 @@
-"""Dashboard benchmarks (issue 6): what opening each generated dashboard costs InfluxDB, and the previews.
+"""Dashboard benchmarks: what opening each generated dashboard costs InfluxDB, and the previews.
 
 On a private influxd holding a 24 h ``simulators.backfill`` of the whole park (about 3 million readings):
 
