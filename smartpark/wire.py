@@ -306,9 +306,7 @@ class Decoder:
 
     def __init__(self, park: Park, *, max_age_ms: int | None = None) -> None:
         self.park = park
-        if max_age_ms is not None:  # readings older than the raw retention (CONTRACT §10)
-            self._max_age_ms = max_age_ms
-            self.lines = self._lines_within_retention  # type: ignore[method-assign]  # only when bounded
+        self._max_age_ms = max_age_ms  # readings older than the raw retention (CONTRACT §10): bad_ts
         self._sensors: dict[str, _Known] = {}
         self._assets: dict[str, dict[str, _Known]] = {}
         self._prefix: list[str] = [""] * len(park)
@@ -364,20 +362,30 @@ class Decoder:
         :meth:`decode` whole, so that validation and dead-letter reasons have one definition.
         tests/test_wire.py checks that both agree.
         """
+        max_age = self._max_age_ms
+        ts_min = TS_MIN_MS if max_age is None else max(TS_MIN_MS, (received_ms or now_ms()) - max_age)
         try:
-            fast = self._fast_lines(topic, payload)
+            fast = self._fast_lines(topic, payload, ts_min)
         except Exception:  # whatever the fast path meets, decode() decides and never raises
             fast = None
         if fast is not None:
             return fast, []
         decoded = self.decode(topic, payload, received_ms)
+        readings, rejected = decoded.readings, decoded.rejected
+        if max_age is not None and any(r.ts_ms < ts_min for r in readings):
+            days = max_age / 86_400_000
+            rejected = rejected + [Rejected(BAD_TS, f"reading at {r.ts_ms} ms is older than the raw retention "
+                                            f"({days:g} days): InfluxDB would not keep it", topic, payload)
+                                   for r in readings if r.ts_ms < ts_min]
+            readings = [r for r in readings if r.ts_ms >= ts_min]
         prefix = self._prefix
         try:
-            return [reading_line(prefix[r.ref.index], r) for r in decoded.readings], decoded.rejected
+            return [reading_line(prefix[r.ref.index], r) for r in readings], rejected
         except Exception as exc:
             return [], [Rejected(BAD_VALUE, unexpected(exc), topic, payload)]
 
-    def _fast_lines(self, topic: str, payload: bytes) -> list[str] | None:
+    def _fast_lines(self, topic: str, payload: bytes, ts_min: int) -> list[str] | None:
+        """Lines of a message that needs no more than the checks below, or None: :meth:`decode` decides."""
         if len(payload) > MAX_PAYLOAD:
             return None
         try:
@@ -389,7 +397,7 @@ class Decoder:
         sensors = self._assets.get(topic)
         if sensors is not None:
             values, ts, quality = doc.get("values"), doc.get("ts"), doc.get("quality")
-            if (type(values) is dict and type(ts) is int and TS_MIN_MS <= ts < TS_MAX_MS
+            if (type(values) is dict and type(ts) is int and ts_min <= ts < TS_MAX_MS
                     and (quality is None or quality in QUALITIES) and doc.get("flags") is None
                     and payload.count(b":") == len(doc) + len(values)):  # no nested keys, none twice
                 prefixes: list[str] = []
@@ -410,7 +418,7 @@ class Decoder:
         if known is not None:
             raw, ts, quality = doc.get("value"), doc.get("ts"), doc.get("quality")
             if (type(raw) is float and raw - raw == 0.0 and known.lo <= raw <= known.hi
-                    and type(ts) is int and TS_MIN_MS <= ts < TS_MAX_MS
+                    and type(ts) is int and ts_min <= ts < TS_MAX_MS
                     and (quality is None or quality in QUALITIES) and doc.get("flag") is None
                     and payload.count(b":") == len(doc)):
                 text = orjson.dumps(raw).decode()
@@ -419,25 +427,6 @@ class Decoder:
                 return [f'{known.line}{text},quality="{quality}" {ts}']
         return None
 
-    def _lines_within_retention(self, topic: str, payload: bytes,
-                                received_ms: int | None = None) -> tuple[list[str], list[Rejected]]:
-        """:meth:`lines`, with readings older than the raw retention dead-lettered ``bad_ts`` instead of being
-        written (InfluxDB would drop them without saying which)."""
-        lines, rejected = Decoder.lines(self, topic, payload, received_ms)
-        oldest = now_ms() - self._max_age_ms
-        if lines and any(int(line[line.rindex(" ") + 1:]) < oldest for line in lines):
-            kept: list[str] = []
-            days = self._max_age_ms / 86_400_000
-            rejected = list(rejected)
-            for line in lines:
-                ts = int(line[line.rindex(" ") + 1:])
-                if ts >= oldest:
-                    kept.append(line)
-                else:
-                    rejected.append(Rejected(BAD_TS, f"reading at {ts} ms is older than the raw retention "
-                                             f"({days:g} days): InfluxDB would not keep it", topic, payload))
-            lines = kept
-        return lines, rejected
 
     def _reading(self, known: _Known, doc: Any, received_ms: int | None, out: Decoded, payload: bytes) -> None:
         if type(doc) is dict:
