@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import signal
 import sys
 import time
@@ -22,17 +21,7 @@ from urllib.parse import quote
 from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError
 from smartpark.park import load_park
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``8h``, ``1d`` -> seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise UsageError(f"bad duration {text!r}: use e.g. 30m, 8h, 1d")
-    mult = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return float(m.group(1)) * mult
+from smartpark.timing import parse_duration
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

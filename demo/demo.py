@@ -44,10 +44,10 @@ from alerts.users import UserStore
 from devstack import SMARTPARK, Stack, StackError, free_port, port_in_use
 from simulators import Simulator, backfill, load_scenario, publish
 from smartpark.config import InfluxTarget, Settings
-from smartpark.errors import UsageError
 from smartpark.influx import InfluxClient
 from smartpark.numbers import beside_limit, number
 from smartpark.park import Park, load_park
+from smartpark.timing import parse_duration
 from smartpark.wire import SYS_ROOT, status_topic
 
 SERVICE_STOP_TIMEOUT = 20.0
@@ -116,16 +116,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
-def _parse_duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except (ValueError, IndexError):
-        raise UsageError(f"bad duration {text!r}: use e.g. 90s, 15m, 3h") from None
-
-
 class Demo:
     def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
         self.args = args
@@ -137,7 +127,7 @@ class Demo:
         self.notes = Notifications()
         self.log_lines: list[str] = []
         self.token = secrets.token_urlsafe(24)
-        self.history_s = _parse_duration(args.history)
+        self.history_s = parse_duration(args.history)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:

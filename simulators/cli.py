@@ -32,26 +32,13 @@ from smartpark.config import Settings
 from smartpark.errors import UsageError
 from smartpark.influx import InfluxClient
 from smartpark.park import Park, load_park
+from smartpark.timing import parse_duration
 
 from .io import backfill, publish, record, replay
 from .scenario import Scenario, list_scenarios, load_scenario
 from .simulator import Simulator
 
 T = TypeVar("T")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``90s``, ``15m``, ``2h``, ``1d``, ``1h30m`` or a plain number of seconds -> seconds."""
-    s = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|min|s|m|h|d)", s)
-    if not parts or "".join(n + u for n, u in parts) != s:
-        raise UsageError(f"bad duration {text!r} (use 90s, 15m, 2h, 1d)")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
-
-
 def parse_time(text: str, park: Park, now_ms: int | None = None) -> int:
     """``now``, ``-24h`` (before now), epoch milliseconds, or ISO 8601 (park time zone when naive) -> epoch ms."""
     now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000

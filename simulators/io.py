@@ -18,7 +18,6 @@ import gzip
 import itertools
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
@@ -32,6 +31,7 @@ from smartpark.errors import PartialWriteError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.mqtt import MqttRefused, Publisher
 from smartpark.park import Park
+from smartpark.timing import Backoff
 from smartpark.wire import is_service_topic
 
 from .scenario import Scenario
@@ -42,21 +42,6 @@ log = logging.getLogger(__name__)
 RECORDING_FORMAT = "smartpark-recording"
 BATCH = 500  # messages awaited together: enough to keep the broker busy, bounded in flight
 
-
-class Backoff:
-    """Full-jitter exponential backoff (AWS architecture blog): sleep U(0, min(cap, base * 2**n))."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0, rng: random.Random | None = None) -> None:
-        self.base, self.cap, self.n = base, cap, 0
-        self.rng = rng or random.Random()
-
-    def next(self) -> float:
-        delay = self.rng.uniform(0, min(self.cap, self.base * 2 ** self.n))
-        self.n = min(self.n + 1, 16)
-        return delay
-
-    def reset(self) -> None:
-        self.n = 0
 
 
 def mqtt_client(mqtt_url: str, *, client_id: str | None = None, v5: bool = True, inflight: int = 1000,

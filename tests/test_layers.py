@@ -138,3 +138,29 @@ def test_no_test_or_benchmark_imports_conftest() -> None:
         names = imported_names(path.read_text(encoding="utf-8"), path.stem)
         bad += [f"{path.relative_to(REPO)}:{line}" for line, name in names if name.split(".")[0] == "conftest"]
     assert not bad, "imports conftest: " + ", ".join(bad)
+
+
+class TestOneDurationGrammar:
+    """Every command reads durations with smartpark.timing.parse_duration: the same text means the same time."""
+
+    @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200),
+                                                   ("1d", 86400), ("1h30m", 5400), ("250ms", 0.25),
+                                                   ("8 h", 28800), ("30min", 1800), ("1sec", 1)])
+    def test_durations(self, text: str, seconds: float) -> None:
+        from smartpark.timing import parse_duration
+        assert parse_duration(text) == seconds
+
+    @pytest.mark.parametrize("text", ["", "abc", "5x", "1h 30", "-5m", "1e3s"])
+    def test_bad_durations_are_usage_errors(self, text: str) -> None:
+        from smartpark.errors import UsageError
+        from smartpark.timing import parse_duration
+        with pytest.raises(UsageError, match="bad duration"):
+            parse_duration(text)
+
+    def test_no_part_has_a_parser_of_its_own(self) -> None:
+        """No module outside smartpark/timing.py defines a duration parser."""
+        own = [p for p in REPO.glob("*/**/*.py") if ".venv" not in p.parts and "node_modules" not in p.parts
+               and p.as_posix().split("/")[-2:] != ["smartpark", "timing.py"]
+               and any(isinstance(n, ast.FunctionDef) and "parse_duration" in n.name
+                       for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))))]
+        assert own == []

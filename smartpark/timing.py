@@ -1,0 +1,53 @@
+"""Time as people write it and waits as services take them: one duration grammar, one backoff.
+
+Every command that takes a duration (``--for 8h``, ``--duration 15m``, ``--history 3h``, ``--notify-expire 24h``)
+reads it with :func:`parse_duration`; every service that waits before trying again (MQTT reconnects, InfluxDB
+writes, the spool, notifications) draws the wait from a :class:`Backoff`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from .errors import UsageError
+
+UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d)")
+
+
+def parse_duration(text: str) -> float:
+    """``90`` (seconds), ``90s``, ``15m``, ``2h``, ``1d``, ``1h30m``, ``250ms``, ``8 h`` -> seconds.
+
+    Raises :class:`UsageError` (exit 2) for anything else, naming what was given."""
+    s = str(text).strip().lower()
+    if _NUMBER.fullmatch(s):
+        return float(s)
+    parts = _PART.findall(s)
+    if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", s):
+        raise UsageError(f"bad duration {str(text)[:40]!r}: use e.g. 90s, 15m, 8h, 1d or 1h30m")
+    return sum(float(n) * UNITS[u] for n, u in parts)
+
+
+class Backoff:
+    """Full-jitter exponential backoff (the AWS architecture blog's): wait U(0, min(cap, base * 2**n)).
+
+    ``next()`` gives the next wait and counts the attempt, ``reset()`` after a success; ``bound()`` is the most
+    the next wait can be (for log lines and tests). ``rng`` makes it deterministic where a test needs that."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0, *, rng: random.Random | None = None,
+                 max_exponent: int = 16) -> None:
+        self.base, self.cap, self.n, self.max_exponent = base, cap, 0, max_exponent
+        self.rng = rng or random.Random()
+
+    def bound(self) -> float:
+        return min(self.cap, self.base * 2 ** self.n)
+
+    def next(self) -> float:
+        delay = self.rng.uniform(0, self.bound())
+        self.n = min(self.n + 1, self.max_exponent)
+        return delay
+
+    def reset(self) -> None:
+        self.n = 0
