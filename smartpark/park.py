@@ -301,8 +301,9 @@ RESERVED_SITES = frozenset({"alarms"})
 # --------------------------------------------------------------------------- loading with line numbers
 
 # Bounds of a model file: it is configuration, not data. Aliases are kept (they share one object), but the
-# document they stand for may not grow past MAX_NODES nodes (a 700-byte "billion laughs" stands for 10^9),
-# and nesting stops at MAX_DEPTH, well before Python's recursion limit.
+# document they stand for may not grow past MAX_NODES nodes more than its own text has characters (a 700-byte
+# "billion laughs" stands for 10^9; a document without aliases has fewer nodes than characters, however many
+# thousand assets it describes), and nesting stops at MAX_DEPTH, well before Python's recursion limit.
 MAX_NODES = 200_000
 MAX_DEPTH = 64
 
@@ -313,6 +314,7 @@ class _LineLoader(yaml.SafeLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
+        self._max_nodes = MAX_NODES + len(stream)
         self._path: list[Any] = []
         self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
 
@@ -357,8 +359,8 @@ class _LineLoader(yaml.SafeLoader):
         size = 1
         for child in children:
             size += self._sizes[id(child)]  # composed before its parent, or an alias checked above
-        if size > MAX_NODES:
-            raise ConfigError(f"aliases expand this to more than {MAX_NODES:,} values (an alias bomb?)",
+        if size > self._max_nodes:
+            raise ConfigError(f"aliases expand this to more than {self._max_nodes:,} values (an alias bomb?)",
                               line=node.start_mark.line + 1, key=self._where() or None)
         return size
 

@@ -96,3 +96,18 @@ def test_alerts_run_refuses_unknown_zone(tmp_path: Path) -> None:
     path.write_text(HEAD.replace("timezone: UTC", "timezone: Mars/Olympus"))
     r = smartpark("--park", str(path), "--state-dir", str(tmp_path / "state"), "alerts", "run")
     assert_refused(r, path, 1, "park.timezone", "unknown time zone")
+
+
+def test_a_large_park_without_aliases_is_not_taken_for_a_bomb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alias bound grows with the file: a document of many nodes and no alias loads (a park of thousands of
+    assets), while aliases that expand far beyond the text are still refused (here with the bound scaled down)."""
+    from smartpark import park as park_mod
+    from smartpark.errors import ConfigError
+
+    monkeypatch.setattr(park_mod, "MAX_NODES", 100)
+    big = "items:\n" + "".join(f"  - {{id: a{i}, v: {i}}}\n" for i in range(2000))  # ~6,000 nodes, no alias
+    assert len(park_mod.load_yaml_with_lines(big, "big.yaml")["items"]) == 2000
+    bomb = ("a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c]\n")
+    with pytest.raises(ConfigError, match="alias bomb"):
+        park_mod.load_yaml_with_lines(bomb, "bomb.yaml")
