@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,7 +48,7 @@ TZ = ZoneInfo("Asia/Shanghai")
 CODES = {"a21026": "so2", "a21002": "nox", "a19001": "o2"}
 
 
-def best(fn, n: int, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
+def best(fn: Callable[[], None], n: int, repeat: int = 5) -> float:
     """Best CPU seconds per item over ``repeat`` runs (process time: the other core's load does not count)."""
     out = []
     for _ in range(repeat):
@@ -86,7 +87,7 @@ def cpu(n: int) -> None:
             p = parse(f.segment, cp_plain=False)  # type: ignore[union-attr]
             lg = loggers.get(p.mn)
             assert lg is not None
-            lines += len(dec.decode(p, lg, f.raw).lines)  # type: ignore[union-attr]
+            lines += len(dec.decode(p, lg, f.raw).lines)
         assert lines == n * per_packet, lines
 
     def mqtt_snapshot() -> None:
