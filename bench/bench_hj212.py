@@ -36,6 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import InfluxDB  # noqa: E402
 
+import smartpark.park as park_module  # noqa: E402
 from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
 from hj212.frame import FrameReader  # noqa: E402
 from hj212.packet import parse  # noqa: E402
@@ -134,6 +135,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str) -> dict[str, list[float]]:
+    park_module.MAX_NODES = max(park_module.MAX_NODES, 10**7)  # as the server's (SERVE)
     park = parse_park(park_yaml)
     loggers = list(LoggerMap(park).by_mn.values())
     lat: dict[str, list[float]] = {"steady": [], "burst": []}
