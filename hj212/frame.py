@@ -3,8 +3,9 @@
 The CRC is the standard's own (HJ 212-2017 Appendix A), not CRC-16/MODBUS: start 0xFFFF, per byte
 ``crc = (crc >> 8) ^ byte``, then eight right shifts with 0xA001 folded in whenever a 1 is shifted out. After
 the XOR the register holds at most 8 bits, so the result depends only on ``(crc >> 8) ^ last byte``: a
-256-entry table gives it in one lookup per byte, and there are only 256 possible CRCs per packet. That is why
-the declared length, the trailing CRLF and the field syntax (:mod:`hj212.packet`) are checked as well.
+256-entry table gives it in one lookup per byte (:func:`crc16_bytewise`; :func:`crc16` takes two bytes a step),
+and there are only 256 possible CRCs per packet. That is why the declared length, the trailing CRLF and the
+field syntax (:mod:`hj212.packet`) are checked as well.
 
 :class:`FrameReader` takes whatever TCP delivers (a packet over 100 reads, several packets in one) and
 yields whole frames or :class:`FrameError` s; after a bad frame it resynchronises on the next ``##``.

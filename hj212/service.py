@@ -3,7 +3,7 @@
 
 The path of a packet, stage by stage:
 
-1. :class:`Listener` (one asyncio server, one coroutine per logger connection) cuts the byte stream into
+1. :class:`Listener` (one asyncio server, one protocol object per logger connection) cuts the byte stream into
    frames (:mod:`hj212.frame`), parses each (:mod:`hj212.packet`), finds the logger by MN, checks PW,
    decrypts an SM4 CP (:mod:`hj212.crypto`) and reassembles split packets; the first failure refuses the
    packet as a dead letter (CONTRACT §7, in that order).
@@ -15,8 +15,9 @@ The path of a packet, stage by stage:
    for real-time data the readings were also published to MQTT at QoS 1 for the alarm engine. The 9014 is
    written only when both are done; a packet that did not become durable gets none, and the logger resends.
 
-One slow or hostile logger holds only its own coroutine: reads are per connection, the frame reader holds at
-most one packet, an idle connection is closed, and so is one that does not read its answers.
+One slow or hostile logger holds only its own connection: reads are per connection and handled as they come
+(a packet's path up to the inbox is synchronous), the frame reader holds at most one packet, an idle
+connection is closed, and so is one that does not read its answers.
 """
 
 from __future__ import annotations
