@@ -45,7 +45,7 @@ for _b1 in range(256):
         _WORD[int.from_bytes(bytes((_b1, _b2)), sys.byteorder)] = _HIGH[_HIGH[_b1] ^ _b2]
 
 
-def crc16(data: bytes) -> int:
+def crc16(data: bytes | bytearray) -> int:
     """The HJ 212 CRC of a data segment (Appendix A)."""
     n = len(data)
     if not n:

@@ -213,6 +213,16 @@ class Listener:
         for conn in list(self._conns):
             conn.close()
 
+    @property
+    def queued(self) -> int:
+        """Packets (and refusals) waiting for the collector to take them."""
+        return len(self._inbox)
+
+    @property
+    def paused(self) -> int:
+        """Connections whose reading is paused because the inbox is full (the collector is behind)."""
+        return len(self._paused)
+
     # ------------------------------------------------------------------ the collector's side
     async def take(self, max_n: int, wait: float) -> list[Item]:
         """Up to ``max_n`` packets, waiting at most ``wait`` seconds for the first one."""
