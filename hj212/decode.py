@@ -102,7 +102,19 @@ class PacketDecoder:
         out = Points()
         if p.cn != REALTIME and p.cn not in PERIOD_CNS:
             return out
-        text = p.items().get("DataTime")
+        # DataTime and the pollutant fields in one pass (what Packet.items() and Packet.data() give)
+        text: str | None = None
+        data: dict[str, dict[str, str]] = {}
+        for group in p.cp:
+            for key, value in group:
+                code, sep, name = key.rpartition("-")
+                if sep and code and name:
+                    fields = data.get(code)
+                    if fields is None:
+                        fields = data[code] = {}
+                    fields[name] = value
+                elif key == "DataTime":
+                    text = value
         if text is None:
             raise PacketError(HJ212_FRAME, f"CN={p.cn} without DataTime", p.mn)
         ts = datatime_ms(text, self.tz)
@@ -111,7 +123,7 @@ class PacketDecoder:
             out.rejected.append(Rejected(BAD_TS, f"DataTime {text} is outside 2000..2100", topic, raw))
             return out
         snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]] = {}
-        for code, fields in p.data().items():
+        for code, fields in data.items():
             target = logger.codes.get(code)
             if target is None:
                 out.unmapped.append(code)

@@ -176,12 +176,14 @@ def parse_cp(body: str, mn: str | None = None) -> tuple[Items, ...]:
     if not _CP.fullmatch(body):
         bad = next((i for g in body.split(";") if g for i in g.split(",") if not re.fullmatch(_ITEM, i)), body)
         raise PacketError(HJ212_FRAME, f"CP item {bad[:40]!r} is not KEY=VALUE", mn)
-    return tuple(tuple(map(_key_value, group.split(","))) for group in body.split(";") if group)
-
-
-def _key_value(item: str) -> tuple[str, str]:
-    key, _, value = item.partition("=")
-    return key, value
+    # every item is KEY=VALUE with neither part holding ',' or '=': a group's keys and values alternate once
+    # its '=' are read as ',' (pairs made by zip, not a call per item)
+    out = []
+    for group in body.split(";"):
+        if group:
+            parts = group.replace("=", ",").split(",")
+            out.append(tuple(zip(parts[::2], parts[1::2], strict=True)))
+    return tuple(out)
 
 
 def encode_cp(groups: tuple[Items, ...]) -> str:

@@ -3,7 +3,7 @@
 
 The path of a packet, stage by stage:
 
-1. :class:`Listener` (one asyncio server, one coroutine per logger connection) cuts the byte stream into
+1. :class:`Listener` (one asyncio server, one protocol object per logger connection) cuts the byte stream into
    frames (:mod:`hj212.frame`), parses each (:mod:`hj212.packet`), finds the logger by MN, checks PW,
    decrypts an SM4 CP (:mod:`hj212.crypto`) and reassembles split packets; the first failure refuses the
    packet as a dead letter (CONTRACT §7, in that order).
@@ -15,8 +15,9 @@ The path of a packet, stage by stage:
    for real-time data the readings were also published to MQTT at QoS 1 for the alarm engine. The 9014 is
    written only when both are done; a packet that did not become durable gets none, and the logger resends.
 
-One slow or hostile logger holds only its own coroutine: reads are per connection, the frame reader holds at
-most one packet, an idle connection is closed, and so is one that does not read its answers.
+One slow or hostile logger holds only its own connection: reads are per connection and handled as they come
+(a packet's path up to the inbox is synchronous), the frame reader holds at most one packet, an idle
+connection is closed, and so is one that does not read its answers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -49,7 +50,6 @@ from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, encode, encode_cp
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65_536
 MAX_UNREAD_ANSWERS = 1 << 20  # bytes of answers a logger leaves unread before it is disconnected
 MAX_SPLIT_SETS = 8  # split packets being reassembled per connection
 MAX_SPLIT_BYTES = 1 << 20
@@ -104,21 +104,81 @@ async def _first(*aws: Any) -> None:
             task.cancel()
 
 
-@dataclass(slots=True, eq=False)
-class _Connection:
-    writer: asyncio.StreamWriter
-    peer: str
-    parts: dict[tuple[str, str | None, str], dict[int, Packet]] = field(default_factory=dict)
-    part_bytes: int = 0
-    answers: set[asyncio.Task[None]] = field(default_factory=set)
+class _Connection(asyncio.Protocol):
+    """One logger's connection, a protocol (no stream reader, coroutine or timeout context per read: at
+    5,000 loggers that was most of the server's CPU). Its reads are cut into frames and handled at once;
+    when the collector is behind, reading pauses (backpressure) until the inbox has room again."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.frames = FrameReader()
+        self.parts: dict[tuple[str, str | None, str], dict[int, Packet]] = {}
+        self.part_bytes = 0
+        self.last = 0.0  # loop time of the last read
+        self._idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.listener.opened(self)
+        loop = asyncio.get_running_loop()
+        self.last = loop.time()
+        self._idle = loop.call_at(self.last + self.listener.service.idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """One timer per idle period, not one per read: re-armed from the last read until it is silent long
+        enough."""
+        timeout = self.listener.service.idle_timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.last >= timeout:
+            log.info("hj212: %s idle for %.0f s; closing", self.peer, timeout)
+            self.close()
+        else:
+            self._idle = loop.call_at(self.last + timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self.last = asyncio.get_running_loop().time()
+        listener = self.listener
+        try:
+            for event in self.frames.feed(data):
+                if isinstance(event, FrameError):
+                    listener._refuse(self, event.reason, event.detail, None, event.raw)
+                    if event.fatal:
+                        log.warning("hj212: %s sends no HJ 212 packets (%s); closing", self.peer, event.detail)
+                        self.close()
+                        return
+                    continue
+                listener._packet(self, event)
+        except Exception:  # the last guard: one logger's packet cannot take the listener down
+            log.exception("hj212: %s: unexpected error; closing the connection", self.peer)
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.info("hj212: %s: connection lost (%s)", self.peer, exc)
+        if self._idle is not None:
+            self._idle.cancel()
+        self.listener.closed(self)
 
     def send(self, data: bytes) -> None:
-        if self.writer.is_closing():
+        t = self.transport
+        if t is None or t.is_closing():
             return
-        self.writer.write(data)
-        if self.writer.transport.get_write_buffer_size() > MAX_UNREAD_ANSWERS:
+        t.write(data)
+        if t.get_write_buffer_size() > MAX_UNREAD_ANSWERS:
             log.warning("hj212: %s does not read its answers; closing the connection", self.peer)
-            self.writer.close()
+            t.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class Listener:
@@ -136,8 +196,7 @@ class Listener:
         self.max_pending = max_pending
         self.ready = asyncio.Event()  # set once listening; ``port`` is then the bound port
         self._inbox: deque[Item] = deque()
-        self._space = asyncio.Event()
-        self._space.set()
+        self._paused: set[_Connection] = set()  # reading paused while the inbox is full
         self._waiter: asyncio.Future[None] | None = None
         self._conns: set[_Connection] = set()
         self._entered = False
@@ -152,7 +211,17 @@ class Listener:
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
         for conn in list(self._conns):
-            conn.writer.close()
+            conn.close()
+
+    @property
+    def queued(self) -> int:
+        """Packets (and refusals) waiting for the collector to take them."""
+        return len(self._inbox)
+
+    @property
+    def paused(self) -> int:
+        """Connections whose reading is paused because the inbox is full (the collector is behind)."""
+        return len(self._paused)
 
     # ------------------------------------------------------------------ the collector's side
     async def take(self, max_n: int, wait: float) -> list[Item]:
@@ -168,8 +237,11 @@ class Listener:
                 self._waiter = None
         inbox = self._inbox
         out = [inbox.popleft() for _ in range(min(max_n, len(inbox)))]
-        if len(inbox) < self.max_pending:
-            self._space.set()
+        if self._paused and len(inbox) < self.max_pending:
+            paused, self._paused = self._paused, set()
+            for conn in paused:
+                if conn.transport is not None and not conn.transport.is_closing():
+                    conn.transport.resume_reading()
         return out
 
     def ack(self, messages: list[Any]) -> int:
@@ -188,18 +260,23 @@ class Listener:
                 n += 1
         return n
 
-    async def _put(self, item: Item) -> None:
-        while len(self._inbox) >= self.max_pending:  # the collector is behind (InfluxDB down, spool full)
-            self._space.clear()
-            await self._space.wait()
-        self._inbox.append(item)
+    def _put(self, conn: _Connection, item: Item) -> None:
+        """Into the inbox; when it is full (InfluxDB down, spool full: the collector is behind) the
+        connection stops reading until :meth:`take` makes room (a read already in holds a few more)."""
+        inbox = self._inbox
+        inbox.append(item)
+        if len(inbox) >= self.max_pending and conn not in self._paused and conn.transport is not None \
+                and not conn.transport.is_closing():
+            conn.transport.pause_reading()
+            self._paused.add(conn)
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
 
     # ------------------------------------------------------------------ the loggers' side
     async def run(self, stop: asyncio.Event) -> None:
-        server = await asyncio.start_server(self._serve, self.host, self.port, backlog=4096)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Connection(self), self.host, self.port, backlog=4096)
         self.port = server.sockets[0].getsockname()[1]
         log.info("hj212: listening for data loggers on %s:%d (%d loggers in the park model)", self.host,
                  self.port, len(self.service.loggers))
@@ -209,71 +286,46 @@ class Listener:
         finally:
             server.close()
             for conn in list(self._conns):
-                conn.writer.close()
+                conn.close()
             await server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        host, port = writer.get_extra_info("peername")[:2]
-        peer = f"{host}:{port}"
-        conn = _Connection(writer, peer)
+    def opened(self, conn: _Connection) -> None:
         self._conns.add(conn)
         self.connects += 1
-        metrics = self.service.hj212_metrics
-        metrics.connections.inc()
-        frames = FrameReader()
-        try:
-            while not self.service.stopping.is_set():
-                try:
-                    async with asyncio.timeout(self.service.idle_timeout):
-                        data = await reader.read(READ_SIZE)
-                except TimeoutError:
-                    log.info("hj212: %s idle for %.0f s; closing", peer, self.service.idle_timeout)
-                    break
-                if not data:
-                    break
-                for event in frames.feed(data):
-                    if isinstance(event, FrameError):
-                        await self._refuse(event.reason, event.detail, None, event.raw)
-                        if event.fatal:
-                            log.warning("hj212: %s sends no HJ 212 packets (%s); closing", peer, event.detail)
-                            return
-                        continue
-                    await self._packet(conn, event)
-        except (ConnectionError, OSError) as exc:
-            log.info("hj212: %s: connection lost (%s)", peer, exc)
-        finally:
-            self._conns.discard(conn)
-            metrics.connections.dec()
-            writer.close()
-            for task in conn.answers:
-                task.cancel()
+        self.service.hj212_metrics.connections.inc()
 
-    async def _refuse(self, reason: str, detail: str, mn: str | None, raw: bytes) -> None:
+    def closed(self, conn: _Connection) -> None:
+        if conn in self._conns:
+            self._conns.discard(conn)
+            self._paused.discard(conn)
+            self.service.hj212_metrics.connections.dec()
+
+    def _refuse(self, conn: _Connection, reason: str, detail: str, mn: str | None, raw: bytes) -> None:
         known = mn if mn is not None and self.service.loggers.get(mn) is not None else "-"
         self.service.hj212_metrics.refused.labels(known, reason).inc()
         log.info("hj212: refused a packet of %s: %s: %s", mn or "-", reason, detail)
         rej = Rejected(reason, detail, dead_letter_topic(mn), raw[:DEAD_LETTER_PAYLOAD_BYTES])
-        await self._put(Item(mn or "-", [], [rej]))
+        self._put(conn, Item(mn or "-", [], [rej]))
 
-    async def _packet(self, conn: _Connection, fr: Frame) -> None:
+    def _packet(self, conn: _Connection, fr: Frame) -> None:
         """Check in the contract's order (frame, CRC: done; MN, PW, decryption), then store and answer."""
         received_ms = time.time_ns() // 1_000_000
         try:
             p = parse(fr.segment, cp_plain=False)
         except PacketError as exc:
-            await self._refuse(exc.reason, exc.detail, exc.mn, fr.raw)
+            self._refuse(conn, exc.reason, exc.detail, exc.mn, fr.raw)
             return
         logger = self.service.loggers.get(p.mn)
         if logger is None:
-            await self._refuse(UNKNOWN_MN, f"MN {p.mn} is not a logger of the park model", p.mn, fr.raw)
+            self._refuse(conn, UNKNOWN_MN, f"MN {p.mn} is not a logger of the park model", p.mn, fr.raw)
             return
         if logger.config.pw is not None and p.pw != logger.config.pw:
-            await self._refuse(HJ212_AUTH, f"PW of {p.mn} differs from the park model's", p.mn, fr.raw)
+            self._refuse(conn, HJ212_AUTH, f"PW of {p.mn} differs from the park model's", p.mn, fr.raw)
             return
         try:
             p = self._plain(p, logger)
         except PacketError as exc:
-            await self._refuse(exc.reason, exc.detail, p.mn, fr.raw)
+            self._refuse(conn, exc.reason, exc.detail, p.mn, fr.raw)
             return
         metrics = self.service.hj212_metrics
         packets, last_packet, _acks = metrics.of(p.mn)
@@ -291,7 +343,7 @@ class Listener:
         try:
             points = self.service.packets.decode(p, logger, fr.raw, received_ms)
         except PacketError as exc:
-            await self._refuse(exc.reason, exc.detail, p.mn, fr.raw)
+            self._refuse(conn, exc.reason, exc.detail, p.mn, fr.raw)
             return
         for code in points.unmapped:
             metrics.unmapped.labels(p.mn, code).inc()
@@ -301,10 +353,8 @@ class Listener:
             return
         item = Item(p.mn, points.lines, points.rejected,
                     asyncio.get_running_loop().create_future() if acks or points.feed else None)
-        await self._put(item)
-        task = asyncio.create_task(self._answer(conn, item, points, acks), name=f"hj212-answer-{p.mn}")
-        conn.answers.add(task)
-        task.add_done_callback(conn.answers.discard)
+        self._put(conn, item)
+        self._answer(conn, item, points, acks)
 
     def _plain(self, p: Packet, logger: Logger) -> Packet:
         """The packet with a readable CP: decrypted with the logger's SM4 key, or refused."""
@@ -349,21 +399,29 @@ class Listener:
             conn.send(b"".join(data_ack(a) for a in acks))
             self.service.hj212_metrics.of(acks[0].mn)[2].inc(len(acks))
 
-    async def _answer(self, conn: _Connection, item: Item, points: Points, acks: list[Packet]) -> None:
-        """The 9014 once the points are durable and the alarm engine's readings are with the broker."""
+    def _answer(self, conn: _Connection, item: Item, points: Points, acks: list[Packet]) -> None:
+        """The 9014 once the points are durable and the alarm engine's readings are with the broker: done by
+        callbacks on the two futures, not a task per packet (a burst of 5,000 loggers is 5,000 packets)."""
         feed = self.service.feed
-        published = asyncio.ensure_future(feed.publish(points.feed)) if feed is not None and points.feed else None
-        try:
-            ok = await item.done if item.done is not None else True
-            if published is not None:
-                ok = await published and ok
-        finally:
-            if published is not None and not published.done():
-                published.cancel()
-        if ok:
+        waits = [f for f in (item.done, feed.publish_soon(points.feed) if feed is not None and points.feed
+                             else None) if f is not None]
+        if not waits:
             self._answer_now(conn, acks)
-        elif acks:
-            log.warning("hj212: a packet of %s was not made durable; no 9014 (the logger resends)", item.mn)
+            return
+        left = len(waits)
+
+        def settled(_: asyncio.Future[bool]) -> None:
+            nonlocal left
+            left -= 1
+            if left:
+                return
+            if all(not f.cancelled() and f.exception() is None and f.result() for f in waits):
+                self._answer_now(conn, acks)
+            elif acks:
+                log.warning("hj212: a packet of %s was not made durable; no 9014 (the logger resends)", item.mn)
+
+        for f in waits:
+            f.add_done_callback(settled)
 
 
 def data_ack(p: Packet) -> bytes:

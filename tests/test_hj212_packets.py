@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hj212.crypto import decrypt_cp, encrypt_cp
-from hj212.frame import MAX_PACKET, Frame, FrameError, FrameReader, check, crc16, frame
+from hj212.frame import MAX_PACKET, Frame, FrameError, FrameReader, check, crc16, crc16_bytewise, frame
 from hj212.packet import Packet, PacketError, datatime_ms, encode, parse
 from smartpark.hj212wire import HJ212_CRC, HJ212_DECRYPT, HJ212_FRAME
 
@@ -62,6 +62,13 @@ class TestCrc:
     def test_lower_case_hex_is_accepted(self) -> None:
         """Loggers write the CRC in either case (one capture has 47c0)."""
         assert refusal(EXAMPLE.replace(b"1C80", b"1c80")) is None
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=600))
+    def test_two_bytes_a_step_equals_appendix_a(self, data: bytes) -> None:
+        """The table-driven CRC (two bytes a step, any length, odd or even) is Appendix A's byte loop."""
+        assert crc16(data) == crc16_bytewise(data)
+        assert crc16(bytearray(data)) == crc16_bytewise(data)
 
 
 class TestCapturedPackets:

@@ -397,6 +397,54 @@ class TestPackets:
         asyncio.run(main())
 
 
+class TestBackpressure:
+    """When the collector is behind, the listener stops reading (TCP backpressure) and loses nothing."""
+
+    def test_reading_pauses_while_influxdb_hangs_then_every_packet_is_acked(
+            self, stack_factory: Callable[..., Stack], tmp_path: Path) -> None:
+        """InfluxDB frozen (SIGSTOP: writes hang, nothing spools): batches back up, the inbox of 3 fills and
+        the connection's reading pauses, with no 9014; once InfluxDB runs again every packet is stored and
+        acknowledged and reading resumes."""
+        stack = stack_factory()
+        s = settings_for(stack.mqtt_url, stack.influx_url, "hj212_backpressure", tmp_path)
+        sent = 0
+
+        async def main() -> None:
+            nonlocal sent
+            async with serving(s, engine_feed=False, max_pending=3, write_timeout=120.0) as svc:
+                listener = svc.listener
+                assert listener is not None
+                logger = await LoggerConn.open(listener.port)
+                t0 = now_s() - 600
+                await logger.send(realtime(CEMS, t0, {"a21026": (5.0, "N")}))
+                sent = 1
+                assert (await logger.answer()).cn == "9014"
+                pid = stack.pid("influxd")
+                assert pid is not None
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    while not listener.paused and sent < 40:
+                        await logger.send(realtime(CEMS, t0 + sent, {"a21026": (5.0 + sent, "N")}))
+                        sent += 1
+                        await asyncio.sleep(0.15)  # longer than the flush interval: a batch each
+                    assert listener.paused == 1, "reading did not pause while the collector was behind"
+                    queued = listener.queued
+                    for _ in range(3):  # sent, but not read while paused
+                        await logger.send(realtime(CEMS, t0 + sent, {"a21026": (5.0 + sent, "N")}))
+                        sent += 1
+                    await logger.no_answer(0.3)
+                    assert listener.queued == queued
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                for _ in range(sent - 1):
+                    assert (await logger.answer()).cn == "9014"
+                await until(lambda: listener.paused == 0, what="reading resumed")
+                logger.close()
+
+        asyncio.run(main())
+        assert InfluxDB(stack.influx_url, "hj212_backpressure").count("reading") == sent
+
+
 class TestCommandLine:
     """``smartpark hj212 serve`` as a process, fed by ``smartpark hj212 simulate``; SIGTERM exits 0."""
 
