@@ -10,13 +10,19 @@
 3. A daily report for one site (hw_center's regulated sensors, 60 s readings) on ``--year-days`` of data:
    pdf and csv time for one day, median of ``--repeat``; target <= 5 s.
 
-    .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3]
+    .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3] [--rollup-only]
+
+``--rollup-only`` stops after 1 (the cheapest run that gives the rollup path's ratio); it also prints the CPU
+seconds influxd and this process spent in the rebuild (``/proc``), which a loaded machine lengthens less than
+the wall clock.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
 import tempfile
 import time
@@ -53,6 +59,16 @@ def _lines(refs, start: int, end: int) -> list[str]:  # type: ignore[no-untyped-
     return out
 
 
+def _influxd_cpu(stack: Stack) -> float:
+    """CPU seconds (user + system) of the stack's influxd so far, from /proc; NaN where it cannot be read."""
+    try:
+        pid = json.loads(stack.pid_file("influxd").read_text())["pid"]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, KeyError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _median(f, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
     times, result = [], None
     for _ in range(repeat):
@@ -77,17 +93,25 @@ async def main(args: argparse.Namespace) -> None:
                 end = int(time.time() * 1000) // 3_600_000 * 3_600_000
                 start = end - args.days * 86_400_000
                 lines = _lines(refs, start, end)
+                wcpu0 = _influxd_cpu(stack)
                 secs = await _write(db, lines)
+                wcpu = _influxd_cpu(stack) - wcpu0
                 ceiling = len(lines) / secs
-                print(f"ceiling: InfluxDB wrote {len(lines):,} readings in {secs:.1f} s = {ceiling:,.0f}/s")
+                print(f"ceiling: InfluxDB wrote {len(lines):,} readings in {secs:.1f} s = {ceiling:,.0f}/s "
+                      f"(influxd CPU {wcpu:.2f} s)")
                 rollups = Rollups(db, retention, park.park.timezone)
+                cpu0, own0 = _influxd_cpu(stack), time.process_time()
                 t = time.perf_counter()
                 points = await rollups.rebuild(start, end)
                 secs = time.perf_counter() - t
+                cpu, own = _influxd_cpu(stack) - cpu0, time.process_time() - own0
                 rate = len(lines) / secs
                 print(f"rollup rebuild: {len(lines):,} readings -> {points:,} rollup points in {secs:.1f} s = "
                       f"{rate:,.0f} readings/s = {rate / ceiling:.2f} x the write ceiling = "
-                      f"{rate / (0.63 * ceiling):.2f} x the collector's (d) (0.63 x ceiling)")
+                      f"{rate / (0.63 * ceiling):.2f} x the collector's (d) (0.63 x ceiling); CPU: influxd "
+                      f"{cpu:.2f} s ({cpu / wcpu:.2f} x what it spent writing them), this process {own:.2f} s")
+                if args.rollup_only:
+                    return
                 live = set(range((end - 5 * MIN) // PERIOD_MS, end // PERIOD_MS))
                 t_live, _ = await _median(lambda: rollups.recompute(live), args.repeat)
                 per_turn = len(refs) * 5
@@ -148,4 +172,5 @@ if __name__ == "__main__":
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--year-days", type=int, default=365)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rollup-only", action="store_true", help="stop after the rollup path's figures")
     asyncio.run(main(ap.parse_args()))
