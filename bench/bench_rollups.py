@@ -10,11 +10,12 @@
 3. A daily report for one site (hw_center's regulated sensors, 60 s readings) on ``--year-days`` of data:
    pdf and csv time for one day, median of ``--repeat``; target <= 5 s.
 
-    .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3] [--rollup-only]
+    .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3] [--rollup-only] [--step 60]
 
 ``--rollup-only`` stops after 1 (the cheapest run that gives the rollup path's ratio); it also prints the CPU
 seconds influxd and this process spent in the rebuild (``/proc``), which a loaded machine lengthens less than
-the wall clock.
+the wall clock. ``--step`` sets the seconds between the rollup path's readings (60: five per five-minute
+period, where InfluxDB's per-period work weighs most).
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ async def _write(db: InfluxClient, lines: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def _lines(refs, start: int, end: int) -> list[str]:  # type: ignore[no-untyped-def]
+def _lines(refs, start: int, end: int, step: int = MIN) -> list[str]:  # type: ignore[no-untyped-def]
     out = []
     for ref in refs:
         lo, hi = ref.sensor.normal
         prefix = f"reading,asset={ref.asset},sensor={ref.sensor.id},site={ref.site} value="
-        for k, ts in enumerate(range(start, end, MIN)):
+        for k, ts in enumerate(range(start, end, step)):
             out.append(f"{prefix}{lo + (hi - lo) * ((k * 37) % 101) / 101!r} {ts}")
     return out
 
@@ -92,7 +93,7 @@ async def main(args: argparse.Namespace) -> None:
                 refs = [r for r in park if r.sensor.interval_s <= 60][:24]
                 end = int(time.time() * 1000) // 3_600_000 * 3_600_000
                 start = end - args.days * 86_400_000
-                lines = _lines(refs, start, end)
+                lines = _lines(refs, start, end, args.step * 1000)
                 wcpu0 = _influxd_cpu(stack)
                 secs = await _write(db, lines)
                 wcpu = _influxd_cpu(stack) - wcpu0
@@ -114,7 +115,7 @@ async def main(args: argparse.Namespace) -> None:
                     return
                 live = set(range((end - 5 * MIN) // PERIOD_MS, end // PERIOD_MS))
                 t_live, _ = await _median(lambda: rollups.recompute(live), args.repeat)
-                per_turn = len(refs) * 5
+                per_turn = len(refs) * 300 // args.step
                 print(f"live turn (last 5 min touched, with its hour and day): {t_live * 1000:.0f} ms for "
                       f"{per_turn} readings of 24 sensors")
 
@@ -172,5 +173,6 @@ if __name__ == "__main__":
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--year-days", type=int, default=365)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--step", type=int, default=60, help="seconds between readings of the rollup path's data")
     ap.add_argument("--rollup-only", action="store_true", help="stop after the rollup path's figures")
     asyncio.run(main(ap.parse_args()))
