@@ -10,13 +10,20 @@
 3. A daily report for one site (hw_center's regulated sensors, 60 s readings) on ``--year-days`` of data:
    pdf and csv time for one day, median of ``--repeat``; target <= 5 s.
 
-    .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3]
+    .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3] [--rollup-only] [--step 60]
+
+``--rollup-only`` stops after 1 (the cheapest run that gives the rollup path's ratio); it also prints the CPU
+seconds influxd and this process spent in the rebuild (``/proc``), which a loaded machine lengthens less than
+the wall clock. ``--step`` sets the seconds between the rollup path's readings (60: five per five-minute
+period, where InfluxDB's per-period work weighs most).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
 import tempfile
 import time
@@ -43,14 +50,24 @@ async def _write(db: InfluxClient, lines: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def _lines(refs, start: int, end: int) -> list[str]:  # type: ignore[no-untyped-def]
+def _lines(refs, start: int, end: int, step: int = MIN) -> list[str]:  # type: ignore[no-untyped-def]
     out = []
     for ref in refs:
         lo, hi = ref.sensor.normal
         prefix = f"reading,asset={ref.asset},sensor={ref.sensor.id},site={ref.site} value="
-        for k, ts in enumerate(range(start, end, MIN)):
+        for k, ts in enumerate(range(start, end, step)):
             out.append(f"{prefix}{lo + (hi - lo) * ((k * 37) % 101) / 101!r} {ts}")
     return out
+
+
+def _influxd_cpu(stack: Stack) -> float:
+    """CPU seconds (user + system) of the stack's influxd so far, from /proc; NaN where it cannot be read."""
+    try:
+        pid = json.loads(stack.pid_file("influxd").read_text())["pid"]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, KeyError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _median(f, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
@@ -76,21 +93,29 @@ async def main(args: argparse.Namespace) -> None:
                 refs = [r for r in park if r.sensor.interval_s <= 60][:24]
                 end = int(time.time() * 1000) // 3_600_000 * 3_600_000
                 start = end - args.days * 86_400_000
-                lines = _lines(refs, start, end)
+                lines = _lines(refs, start, end, args.step * 1000)
+                wcpu0 = _influxd_cpu(stack)
                 secs = await _write(db, lines)
+                wcpu = _influxd_cpu(stack) - wcpu0
                 ceiling = len(lines) / secs
-                print(f"ceiling: InfluxDB wrote {len(lines):,} readings in {secs:.1f} s = {ceiling:,.0f}/s")
+                print(f"ceiling: InfluxDB wrote {len(lines):,} readings in {secs:.1f} s = {ceiling:,.0f}/s "
+                      f"(influxd CPU {wcpu:.2f} s)")
                 rollups = Rollups(db, retention, park.park.timezone)
+                cpu0, own0 = _influxd_cpu(stack), time.process_time()
                 t = time.perf_counter()
                 points = await rollups.rebuild(start, end)
                 secs = time.perf_counter() - t
+                cpu, own = _influxd_cpu(stack) - cpu0, time.process_time() - own0
                 rate = len(lines) / secs
                 print(f"rollup rebuild: {len(lines):,} readings -> {points:,} rollup points in {secs:.1f} s = "
                       f"{rate:,.0f} readings/s = {rate / ceiling:.2f} x the write ceiling = "
-                      f"{rate / (0.63 * ceiling):.2f} x the collector's (d) (0.63 x ceiling)")
+                      f"{rate / (0.63 * ceiling):.2f} x the collector's (d) (0.63 x ceiling); CPU: influxd "
+                      f"{cpu:.2f} s ({cpu / wcpu:.2f} x what it spent writing them), this process {own:.2f} s")
+                if args.rollup_only:
+                    return
                 live = set(range((end - 5 * MIN) // PERIOD_MS, end // PERIOD_MS))
                 t_live, _ = await _median(lambda: rollups.recompute(live), args.repeat)
-                per_turn = len(refs) * 5
+                per_turn = len(refs) * 300 // args.step
                 print(f"live turn (last 5 min touched, with its hour and day): {t_live * 1000:.0f} ms for "
                       f"{per_turn} readings of 24 sensors")
 
@@ -148,4 +173,6 @@ if __name__ == "__main__":
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--year-days", type=int, default=365)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--step", type=int, default=60, help="seconds between readings of the rollup path's data")
+    ap.add_argument("--rollup-only", action="store_true", help="stop after the rollup path's figures")
     asyncio.run(main(ap.parse_args()))

@@ -31,9 +31,10 @@ WRITE_BATCH = 5000
 Key = tuple[str, str, str]  # site, asset, sensor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Agg:
-    """One rollup point's fields."""
+    """One rollup point's fields (not frozen: a day of 24 sensors makes 7,000 of them per recompute, and a
+    frozen dataclass's ``__init__`` goes through ``object.__setattr__`` for every field)."""
 
     mean: float
     min: float
@@ -44,9 +45,16 @@ class Agg:
     @staticmethod
     def combine(parts: Iterable[Agg]) -> Agg:
         items = [p for p in parts if p.count]
-        count = sum(p.count for p in items)
-        return Agg(sum(p.mean * p.count for p in items) / count, min(p.min for p in items),
-                   max(p.max for p in items), count, sum(p.good for p in items))
+        count = good = 0
+        lo, hi = items[0].min, items[0].max
+        for p in items:
+            count += p.count
+            good += p.good
+            if p.min < lo:
+                lo = p.min
+            if p.max > hi:
+                hi = p.max
+        return Agg(sum([p.mean * p.count for p in items]) / count, lo, hi, count, good)
 
     def fields(self) -> dict[str, float | int]:
         return {"mean": float(self.mean), "min": float(self.min), "max": float(self.max),
