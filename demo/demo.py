@@ -3,14 +3,23 @@
 It is what ``make demo`` runs after set-up, and the proof that the parts fit together:
 
 1. the local stack (Mosquitto, InfluxDB) under ``<state dir>/demo/``;
-2. the collector and the alert engine as real subprocesses (``smartpark collect``, ``smartpark alerts run``),
-   exactly as a park would run them, the engine notifying a webhook receiver that this demo serves;
+2. the collector, the alert engine and the HJ 212 platform as real subprocesses (``smartpark collect``,
+   ``smartpark alerts run``, ``smartpark hj212 serve``), exactly as a park would run them, the engine notifying
+   a webhook receiver that this demo serves;
 3. a few hours of history backfilled into InfluxDB by the simulators;
-4. an incident scenario played accelerated through the broker, while a live console shows readings/s,
-   points written, dead letters, the active alarm list and the notifications on-call staff would get;
+4. an incident scenario played accelerated through the broker and, for the park's CEMS and outfall analysers,
+   through their HJ 212 data loggers as well, while a live console shows readings/s, points written, dead
+   letters, the HJ 212 packets acknowledged, the active alarm list and the notifications on-call staff would get;
 5. an operator acknowledging the first alarm through the operator API;
 6. a summary: what was ingested, which alarms fired and when, the alarm KPIs, the dashboard previews,
    and the commands to explore further.
+
+The loggers play the same simulation as the broker (same seed, same start on a whole second): each HJ 212
+reading is the MQTT reading of its sensor, same timestamp and value, so InfluxDB keeps one point. The platform
+runs without its engine feed (``--no-engine-feed``): the demo's engine keeps time by the readings' timestamps
+(``--clock event``), and the few loggers, paced on their own, run ahead of the whole park's MQTT stream when the
+machine is busy, which would move that clock on and make every other sensor look silent (``no_data``). With the
+wall clock of a real park the feed is what gets the loggers' readings to the engine (hj212/README.md).
 
 Ctrl-C stops everything cleanly; ``--keep`` leaves the stack running for exploration.
 """
@@ -42,6 +51,7 @@ from rich.table import Table
 
 from alerts.users import UserStore
 from devstack import SMARTPARK, Stack, StackError, free_port, port_in_use
+from hj212.simulate import DriveResult, drive, logger_messages
 from simulators import Simulator, backfill, load_scenario, publish
 from smartpark.config import InfluxTarget, Settings
 from smartpark.influx import InfluxClient
@@ -85,6 +95,9 @@ class Outcome:
     previews: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+    hj212_sent: int = 0  # real-time packets the park's data loggers sent
+    hj212_acked: int = 0  # of them, acknowledged with a 9014 (counted by the loggers)
+    hj212_readings: int = 0  # reading points the HJ 212 platform wrote (its smartpark_collector_written)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, default=str, ensure_ascii=False, indent=1)
@@ -128,6 +141,7 @@ class Demo:
         self.log_lines: list[str] = []
         self.token = secrets.token_urlsafe(24)
         self.history_s = parse_duration(args.history)
+        self.hj212_live = (0, 0)  # (9014s sent, readings written) from the HJ 212 platform's metrics
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -153,6 +167,8 @@ class Demo:
         self.influx_url = status["influxd"].url
         self.api_port = free_port()
         self.metrics_port = free_port()
+        self.hj212_port = free_port()
+        self.hj212_metrics_port = free_port()
         hook_port = free_port()
         runner = web.AppRunner(self._webhook_app())
         await runner.setup()
@@ -215,6 +231,10 @@ class Demo:
                           "--metrics-port", str(self.metrics_port)],
             "alerts": [*exe, "alerts", "run", *self._common(), "--clock", "event",
                        "--webhook", self.hook_url],
+            # the collector's state dir layout: its spool is <state dir>/spool/, instance hj212; no engine feed:
+            # the readings are the MQTT ones, which the event-clocked engine must see in one time order
+            "hj212": [*exe, "hj212", "serve", *self._common(), f"--hj212-listen=127.0.0.1:{self.hj212_port}",
+                      "--metrics-port", str(self.hj212_metrics_port), "--no-engine-feed"],
         }
         for name, cmd in commands.items():
             log = open(logs / f"{name}.log", "wb")  # handed to the child, closed on stop
@@ -251,11 +271,29 @@ class Demo:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the alert engine's API did not answer within 30 s")
                 await asyncio.sleep(0.3)
+            await self._wait_listening(deadline)
         # Both publish their retained status 'online' once subscribed (CONTRACT §2): only then is nothing
         # that the simulator publishes missed by a persistent session that does not exist yet.
         await self._wait_online({status_topic("collector", "demo"), status_topic("alerts", "main")},
                                 deadline - time.monotonic())
-        self._say("collector and alert engine are up and subscribed")
+        self._say(f"collector and alert engine are up and subscribed; HJ 212 platform on 127.0.0.1:{self.hj212_port}")
+
+    async def _wait_listening(self, deadline: float) -> None:
+        """Until ``hj212 serve`` takes connections (it fails with a clear message if it cannot listen)."""
+        proc = self.procs["hj212"]
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.hj212_port)
+                writer.close()
+                return
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                tail = (self.root / "logs" / "hj212.log").read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"hj212 exited with {proc.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the HJ 212 platform did not listen on 127.0.0.1:{self.hj212_port} within 30 s")
+            await asyncio.sleep(0.3)
 
     async def _wait_online(self, topics: set[str], seconds: float) -> None:
         waiting = set(topics)
@@ -298,7 +336,9 @@ class Demo:
     async def _play(self, scenario: Any, outcome: Outcome, stop: asyncio.Event) -> None:
         target = self.influx_target
         total_s = scenario.warmup_s + scenario.duration_s
-        t_start = int(time.time() * 1000) - int(total_s * 1000)  # the incident ends about now
+        # the incident ends about now; on a whole second, as HJ 212's DataTime is, so that a logger's reading
+        # has the very timestamp of the same reading over MQTT
+        t_start = int(time.time()) * 1000 - int(total_s * 1000)
         history_start = t_start - int(self.history_s * 1000)
         self._say(f"backfilling {self.args.history} of history for {len(self.park)} sensors …")
         async with InfluxClient(target) as db:
@@ -311,18 +351,26 @@ class Demo:
                         sites=[site.id for site in self.park.sites])
         self._play_started = time.monotonic()
         pub = asyncio.create_task(publish(sim.messages(), self.mqtt_url, speed=speed, qos=1))
+        # the park's data loggers play the same simulation (seed, start, sites) over HJ 212: same readings
+        loggers = Simulator(self.park, scenario=scenario, seed=self.args.seed, start_ms=t_start,
+                            sites=[site.id for site in self.park.sites])
+        hj = asyncio.create_task(drive(logger_messages(self.park, loggers), "127.0.0.1", self.hj212_port,
+                                       speed=speed, stop=stop))
         self._t0_ms = t_start + int(scenario.warmup_s * 1000)
         with self._console_live() as live:
-            while not pub.done() and not stop.is_set():
+            while not (pub.done() and hj.done()) and not stop.is_set():
                 await self._refresh(live, outcome, scenario, speed)
-                await asyncio.wait([pub, asyncio.ensure_future(stop.wait())], timeout=1.0,
+                await asyncio.wait([pub, hj, asyncio.ensure_future(stop.wait())], timeout=1.0,
                                    return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
-                pub.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pub
+                for task in (pub, hj):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 return
             outcome.published = pub.result()
+            result: DriveResult = hj.result()
+            outcome.hj212_sent, outcome.hj212_acked = result.sent, result.acked
             # let the collector flush and the engine settle, then take the final picture
             await self._settle(outcome)
             await self._refresh(live, outcome, scenario, speed)
@@ -346,6 +394,25 @@ class Demo:
             outcome.readings = total - outcome.backfilled if total >= outcome.backfilled else total
             dl = await db.rows("SELECT count(detail) FROM dead_letter")
             outcome.dead_letters = int(dl[0]["count"]) if dl else 0
+        self.hj212_live = await self._hj212_metrics()
+        outcome.hj212_readings = self.hj212_live[1]
+
+    async def _hj212_metrics(self) -> tuple[int, int]:
+        """(9014s sent, reading points written) from the HJ 212 platform's Prometheus metrics."""
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                    f"http://127.0.0.1:{self.hj212_metrics_port}/metrics") as resp:
+                text = await resp.text()
+        except (aiohttp.ClientError, OSError):
+            return self.hj212_live  # the last figures while it does not answer
+        acks = written = 0.0
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("smartpark_hj212_acks_total"):
+                acks += float(value)
+            elif name == "smartpark_collector_written_total":
+                written = float(value)
+        return int(acks), int(written)
 
     async def _active(self) -> list[dict[str, Any]]:
         async with aiohttp.ClientSession() as http, http.get(
@@ -394,6 +461,7 @@ class Demo:
         self._last_count, self._last_t = outcome.readings, time.monotonic()
         if live is None:
             self._say(f"readings {outcome.readings:,} ({rate:,.0f}/s), dead letters {outcome.dead_letters}, "
+                      f"HJ 212 acked {self.hj212_live[0]:,} stored {self.hj212_live[1]:,}, "
                       f"active alarms {len(active)}, notifications {len(self.notes.events)}")
             return
         head = Table.grid(padding=(0, 3))
@@ -401,6 +469,7 @@ class Demo:
         phase = f"incident t={t_s:+.0f} s" if t_s >= 0 else f"normal operation, incident in {-t_s:.0f} s"
         head.add_row(f"[b]{scenario.id}[/] ×{speed:.0f}", phase, f"readings/s [b]{rate:,.0f}[/]",
                      f"points written [b]{outcome.readings:,}[/]", f"dead letters [b]{outcome.dead_letters}[/]",
+                     f"HJ 212 acked [b]{self.hj212_live[0]:,}[/] stored [b]{self.hj212_live[1]:,}[/]",
                      f"notifications [b]{len(self.notes.events)}[/]")
         alarms = Table(title="active alarms (ISA-18.2)", expand=True)
         for col in ("id", "priority", "state", "value", "limit", "message"):
@@ -466,6 +535,9 @@ class Demo:
             c.print("[yellow]interrupted: services stopped cleanly[/]")
         c.print(f"scenario [b]{o.scenario}[/]: {o.published:,} messages published, {o.readings:,} readings stored "
                 f"(+{o.backfilled:,} backfilled history), {o.dead_letters} dead letters")
+        c.print(f"HJ 212: the CEMS and outfall loggers sent {o.hj212_sent:,} real-time packets, "
+                f"[b]{o.hj212_acked:,}[/] acknowledged (9014), [b]{o.hj212_readings:,}[/] readings stored "
+                "through HJ 212 (the same readings as over MQTT: one point each in InfluxDB)")
         t = Table(title="alarms raised")
         for col in ("alarm", "time", "value", "limit", "message"):
             t.add_column(col, overflow="fold")
@@ -493,6 +565,10 @@ class Demo:
             c.print(f"  {exe} demo --keep          # leave the stack running to look around")
         c.print(f"  {exe} simulate --list      # the other incidents: {exe} demo --scenario NAME")
         c.print(f"  {exe} park show            # the park model")
+        c.print(f"  {exe} hj212 serve --hj212-listen 0.0.0.0:9212   # the HJ 212 platform: in a data logger's "
+                "上位机 settings enter this host, port 9212, its MN and PW (smartpark park show; hj212/README.md)")
+        c.print(f"  {exe} hj212 simulate --target 127.0.0.1:9212 --scenario {o.scenario} --speed 60   "
+                "# the park's loggers against it")
         c.print(f"  {exe} dashboards build     # Grafana dashboards; docker compose up for the full stack")
 
 

@@ -43,11 +43,24 @@ def _assert_nothing_left(state: Path) -> None:
     assert _our_processes(str(state)) == []
 
 
+def _logger_readings(scenario_id: str, seed: int = 7) -> int:
+    """How many readings of the sensors the park maps to HJ 212 loggers the demo's simulation has."""
+    from hj212.decode import LoggerMap
+    from simulators import Simulator
+
+    park = load_park()
+    mapped = {ref.index for logger in LoggerMap(park).by_mn.values() for ref, _how in logger.codes.values()}
+    sim = Simulator(park, scenario=load_scenario(scenario_id, park), seed=seed, start_ms=0,
+                    sites=[site.id for site in park.sites])
+    return sum(len(b.ts) for blocks in sim.blocks() for b in blocks if b.index in mapped)
+
+
 @pytest.mark.timeout(480)
 @pytest.mark.ci
 def test_demo_runs_the_park_end_to_end(tmp_path: Path) -> None:
-    """Ctrl-C stops a first run cleanly; a second run ingests every published reading, raises exactly the
-    scenario's alarms, notifies, acks one, and leaves nothing running."""
+    """Ctrl-C stops a first run cleanly; a second run ingests every published reading, over MQTT and for the
+    mapped sensors over HJ 212 too, raises exactly the scenario's alarms, notifies, acks one, and leaves nothing
+    running."""
     state = tmp_path / "state"
     out = tmp_path / "outcome.json"
     env = {**os.environ, "COLUMNS": "160"}
@@ -87,8 +100,17 @@ def test_demo_runs_the_park_end_to_end(tmp_path: Path) -> None:
     assert o["acked"] is not None and o["acked_state"] in ("ACKED", "NORM")
     assert o["acked_events"] >= 1
 
-    # clean shutdown: both services exited 0, the stack is down, no stray process mentions the state dir
-    assert o["exit_codes"] == {"collector": 0, "alerts": 0}
+    # the CEMS and outfall loggers spoke HJ 212 to the platform: every packet acknowledged (9014), its readings
+    # stored; they are the MQTT readings (same timestamp and value), so readings == published above still holds
+    # and the alarms stay the scenario's
+    assert o["hj212_sent"] > 100
+    assert o["hj212_acked"] == o["hj212_sent"]
+    assert o["hj212_readings"] == _logger_readings(o["scenario"])  # every reading of a mapped sensor
+    assert f"{o['hj212_acked']:,} acknowledged (9014)" in proc.stdout
+    assert "hj212 serve --hj212-listen" in proc.stdout  # how to point a logger at it
+
+    # clean shutdown: the services exited 0, the stack is down, no stray process mentions the state dir
+    assert o["exit_codes"] == {"collector": 0, "alerts": 0, "hj212": 0}
     _assert_nothing_left(state)
     assert "summary" in proc.stdout
 
