@@ -181,20 +181,7 @@ class TestService:
         s = settings(broker, influx_db, tmp_path, free_port())
         influx_db.write([f"reading,asset=stack,sensor=nox,site=other value=400.0 {T0 + i * 60_000}" for i in range(58)])
 
-        async def main() -> list[str]:
-            svc = AlertService(s, PARK, clock="event", api=False)
-            stop = asyncio.Event()
-            task = asyncio.create_task(svc.run(stop))
-            await asyncio.wait_for(svc.ready.wait(), 30)
-            await asyncio.sleep(0.3)
-            topic = "park/other/stack/nox"
-            await publish(broker, [(topic, reading(400, T0 + 58 * 60_000)), (topic, reading(100, T0 + 3_600_000))])
-            await wait_for(lambda: svc.counts["readings"] >= 2)
-            stop.set()
-            await asyncio.wait_for(task, 30)
-            return [r["message"] for r in influx_db.query("SELECT * FROM alarm WHERE rule = 'reg_1h'")]
-
-        messages = asyncio.run(main())
+        messages = _join_late_and_close_the_hour(s, broker, influx_db)
         assert len(messages) == 1 and "hourly mean of 59 values" in messages[0]
 
     def test_history_rebuilds_averages_from_valid_readings_only(self, broker: Broker, influx_db: InfluxDB,
@@ -207,20 +194,7 @@ class TestService:
                         + [f'{series} value=400.0,flag="D" {T0 + i * 60_000 + 30_000}' for i in range(8)]
                         + [f'{series} value=400.0,quality="uncertain" {T0 + (50 + i) * 60_000}' for i in range(5)])
 
-        async def main() -> list[str]:
-            svc = AlertService(s, PARK, clock="event", api=False)
-            stop = asyncio.Event()
-            task = asyncio.create_task(svc.run(stop))
-            await asyncio.wait_for(svc.ready.wait(), 30)
-            await asyncio.sleep(0.3)
-            topic = "park/other/stack/nox"
-            await publish(broker, [(topic, reading(400, T0 + 58 * 60_000)), (topic, reading(100, T0 + 3_600_000))])
-            await wait_for(lambda: svc.counts["readings"] >= 2)
-            stop.set()
-            await asyncio.wait_for(task, 30)
-            return [r["message"] for r in influx_db.query("SELECT * FROM alarm WHERE rule = 'reg_1h'")]
-
-        messages = asyncio.run(main())
+        messages = _join_late_and_close_the_hour(s, broker, influx_db)
         assert len(messages) == 1 and "hourly mean of 56 values" in messages[0], messages
 
     def test_bad_rules_file_refused_at_start(self, tmp_path: object) -> None:
@@ -234,3 +208,23 @@ class TestService:
                             "--mqtt-url", "mqtt://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2
         assert r.stderr.count("\n") == 1 and f"{p}:4:rules[0].when:" in r.stderr
+
+
+def _join_late_and_close_the_hour(s: Settings, broker: Broker, influx_db: InfluxDB) -> list[str]:
+    """Start an engine with no saved state, publish the hour's last reading and one of the next hour, and
+    return the messages of the reg_1h events it wrote: the hour judged on history plus the live reading."""
+
+    async def main() -> list[str]:
+        svc = AlertService(s, PARK, clock="event", api=False)
+        stop = asyncio.Event()
+        task = asyncio.create_task(svc.run(stop))
+        await asyncio.wait_for(svc.ready.wait(), 30)
+        await asyncio.sleep(0.3)
+        topic = "park/other/stack/nox"
+        await publish(broker, [(topic, reading(400, T0 + 58 * 60_000)), (topic, reading(100, T0 + 3_600_000))])
+        await wait_for(lambda: svc.counts["readings"] >= 2)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return [r["message"] for r in influx_db.query("SELECT * FROM alarm WHERE rule = 'reg_1h'")]
+
+    return asyncio.run(main())
