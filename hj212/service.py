@@ -40,6 +40,7 @@ from collector.spool import SpoolError
 from smartpark.config import Settings
 from smartpark.hj212wire import HJ212_AUTH, UNKNOWN_MN, dead_letter_topic
 from smartpark.park import Park
+from smartpark.timing import Wakeup
 from smartpark.wire import DEAD_LETTER_PAYLOAD_BYTES, Rejected
 
 from .crypto import decrypt_cp, encrypt_cp
@@ -197,7 +198,7 @@ class Listener:
         self.ready = asyncio.Event()  # set once listening; ``port`` is then the bound port
         self._inbox: deque[Item] = deque()
         self._paused: set[_Connection] = set()  # reading paused while the inbox is full
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self._conns: set[_Connection] = set()
         self._entered = False
         self.connects = 0
@@ -227,14 +228,7 @@ class Listener:
     async def take(self, max_n: int, wait: float) -> list[Item]:
         """Up to ``max_n`` packets, waiting at most ``wait`` seconds for the first one."""
         if not self._inbox and wait > 0:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(wait):
-                    await self._waiter
-            except TimeoutError:
-                pass
-            finally:
-                self._waiter = None
+            await self._wakeup.wait(wait)
         inbox = self._inbox
         out = [inbox.popleft() for _ in range(min(max_n, len(inbox)))]
         if self._paused and len(inbox) < self.max_pending:
@@ -269,9 +263,7 @@ class Listener:
                 and not conn.transport.is_closing():
             conn.transport.pause_reading()
             self._paused.add(conn)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wakeup.wake()
 
     # ------------------------------------------------------------------ the loggers' side
     async def run(self, stop: asyncio.Event) -> None:

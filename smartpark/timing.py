@@ -7,6 +7,7 @@ writes, the spool, notifications) draws the wait from a :class:`Backoff`.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 
@@ -28,6 +29,31 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", s):
         raise UsageError(f"bad duration {str(text)[:40]!r}: use e.g. 90s, 15m, 8h, 1d or 1h30m")
     return sum(float(n) * UNITS[u] for n, u in parts)
+
+
+class Wakeup:
+    """One consumer waiting for producers: ``await wait(seconds)`` returns once :meth:`wake` is called or the
+    time is up, whichever comes first (an inbox's ``take``: the MQTT subscriber's, the HJ 212 listener's)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        f = self._future
+        if f is not None and not f.done():
+            f.set_result(None)
+
+    async def wait(self, seconds: float) -> None:
+        self._future = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._future
+        except TimeoutError:
+            pass
+        finally:
+            self._future = None
 
 
 class Backoff:

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..config import MqttTarget
 from ..errors import ConfigError
+from ..timing import Wakeup
 from .codec import (
     DISCONNECT_PACKET,
     MQTT5,
@@ -107,7 +108,7 @@ class MqttSource:
         self._on_reconnect = on_reconnect
         self._on_session_lost = on_session_lost
         self._inbox: list[Message] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self._conn: Connection | None = None
         self._gen = 0
         self._entered = False
@@ -159,21 +160,12 @@ class MqttSource:
         self._wake()
 
     def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wakeup.wake()
 
     async def take(self, max_n: int, wait: float) -> list[Message]:
         """Up to ``max_n`` messages, waiting at most ``wait`` seconds for the first one."""
         if not self._inbox and wait > 0:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(wait):
-                    await self._waiter
-            except TimeoutError:
-                pass
-            finally:
-                self._waiter = None
+            await self._wakeup.wait(wait)
         inbox = self._inbox
         if len(inbox) <= max_n:
             out, self._inbox = inbox, []
