@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import secrets
 import sqlite3
 import ssl
@@ -30,6 +29,7 @@ from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
 from smartpark.mqtt import MqttError, MqttSource, Publisher, reason
 from smartpark.park import Park, SensorRef
+from smartpark.timing import Backoff
 from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
 
 from .api import GuardedSite, make_app, runner_args
@@ -381,11 +381,11 @@ class AlertService:
         rather than by cancellation in the middle of a publish. MQTT 3.1.1 unless MQTT 5 is asked for
         (:class:`Publisher`): every broker speaks it, and retained QoS 1 publishes need nothing of 5."""
         m = self.mqtt
-        delay = 0.5
+        backoff = Backoff(0.5, 30.0)
         while not (stop.is_set() and self._retained.empty()):
             try:
                 async with Publisher(m, f"smartpark-alerts-{self.instance}-out") as client:
-                    delay = 0.5
+                    backoff.reset()
                     while not (stop.is_set() and self._retained.empty()):
                         try:
                             async with asyncio.timeout(0.2):
@@ -403,12 +403,11 @@ class AlertService:
                     log.error("MQTT (alarm states): %s at shutdown; %d states not republished (they are in the "
                               "journal)", reason(exc), self._retained.qsize())
                     return
-                log.warning("MQTT (alarm states): %s; reconnecting in %.1f s", reason(exc), delay)
-                await asyncio.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 30.0)
+                log.warning("MQTT (alarm states): %s; reconnecting in %.1f s", reason(exc), backoff.bound())
+                await asyncio.sleep(backoff.next())
 
     async def _influx_loop(self, db: InfluxClient) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, 30.0)
         pruned = 0.0
         while True:
             if time.monotonic() - pruned > 60:  # outcomes reported a day ago no longer dedupe anything
@@ -419,14 +418,14 @@ class AlertService:
                 continue
             try:
                 await self._flush(db)
-                delay = 0.5
+                backoff.reset()
             except WriteError as exc:
                 if not exc.retryable:
                     log.error("InfluxDB refused alarm events, dropping %d: %s", len(self._inflight), exc)
                     self._inflight = []
                     continue
-                await asyncio.sleep(exc.retry_after or random.uniform(0, delay))
-                delay = min(delay * 2, 30.0)
+                wait = backoff.next()  # counted either way: the bound doubles also while Retry-After rules
+                await asyncio.sleep(exc.retry_after or wait)
 
     async def _flush(self, db: InfluxClient) -> None:
         while self._lines or self._inflight:

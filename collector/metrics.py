@@ -1,11 +1,15 @@
 """Prometheus metrics of one collector, in a registry of its own (no globals: several collectors may run in
-one process, as the share-group test does)."""
+one process, as the share-group test does).
+
+The registry is the one store of the collector's counts: the ``collector`` measurement, the status, the log
+lines and ``Collector.counters`` read them back from it (:meth:`Metrics.counters`), nothing counts them twice."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -14,6 +18,27 @@ if TYPE_CHECKING:
     from .spool import Spool
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Every path a message can take, counted since start (the ``collector`` measurement, CONTRACT §3), as the
+    registry holds them at the moment it is read: a snapshot, not a count of its own.
+
+    ``received``: MQTT messages; ``written``: reading points in InfluxDB; ``invalid``: dead letters (of every
+    reason); ``spooled``: points put in the spool; ``retries``: failed writes tried again.
+    """
+
+    received: int = 0
+    written: int = 0
+    invalid: int = 0
+    spooled: int = 0
+    retries: int = 0
+
+
+def _total(counter: Counter) -> int:
+    """A counter's value, summed over its labels (``dead_letters`` has one child per reason)."""
+    return int(sum(s.value for family in counter.collect() for s in family.samples if s.name.endswith("_total")))
 
 
 class Metrics:
@@ -46,6 +71,12 @@ class Metrics:
                                     "(disk full, read-only): held, not acked, tried again", registry=r)
         self.spool_writable = Gauge("smartpark_collector_spool_writable", "0 while the spool's last write "
                                     "failed, else 1", registry=r)
+
+    def counters(self) -> Counters:
+        """The counts of the ``collector`` measurement, read from the registry now."""
+        return Counters(received=_total(self.received), written=_total(self.written),
+                        invalid=_total(self.dead_letters), spooled=_total(self.spooled),
+                        retries=_total(self.retries))
 
     def bind_spool(self, spool: Spool) -> None:
         """Spool depth is read when scraped, never stored twice."""

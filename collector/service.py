@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
@@ -25,6 +24,7 @@ from smartpark.influx import InfluxClient
 from smartpark.lineproto import encode_line
 from smartpark.mqtt import Message, MqttSource
 from smartpark.park import Park
+from smartpark.timing import Backoff
 from smartpark.wire import (
     BAD_VALUE,
     SUBSCRIPTION,
@@ -37,26 +37,11 @@ from smartpark.wire import (
     unexpected,
 )
 
-from .metrics import Metrics
+from .metrics import Counters, Metrics
 from .spool import Record, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 PEER_IDLE_S = 2.0  # a taken-over session that sent nothing for this long (and holds nothing unacked) is left
-
-
-@dataclass(slots=True)
-class Counters:
-    """Every path a message can take, counted since start (the ``collector`` measurement, CONTRACT §3).
-
-    ``received``: MQTT messages; ``written``: reading points in InfluxDB; ``invalid``: dead letters;
-    ``spooled``: points put in the spool; ``retries``: failed writes tried again.
-    """
-
-    received: int = 0
-    written: int = 0
-    invalid: int = 0
-    spooled: int = 0
-    retries: int = 0
 
 
 class Source(Protocol):
@@ -118,17 +103,23 @@ class Collector:
         self.receive_maximum = receive_maximum or min(65_535, 4 * self.batch_size)
         self.protocol = protocol
         self.write_concurrency = max(1, write_concurrency)
-        self.counters = Counters()
         self.metrics = Metrics(instance)
         self.decoder = Decoder(park, max_age_ms=settings.raw_retention_ms)
         self.rollup_journal = journal_for(settings)  # the periods each written batch touched (rollups/)
         self._unique = UniqueNs()
         self._influx_ok = True
         self._retry_at = 0.0  # loop time of the next write attempt after a failure (backoff, Retry-After)
+        # a batch the spool cannot take waits U(0.5, 1) * min(5, 0.25 * 2**n) s after its n-th failure
+        self._spool_retry = Backoff(0.25, 5.0, floor=0.5)
         self._db_checked = False
         self._next_status = 0.0
         self.source: Any = None  # while running, for observation (tests, status): the MqttSource, or a subclass's input
         self.spool: Spool | None = None
+
+    @property
+    def counters(self) -> Counters:
+        """What the Prometheus counters say now (read-only: the registry is the one store of the counts)."""
+        return self.metrics.counters()
 
     @property
     def client_id(self) -> str:
@@ -189,7 +180,6 @@ class Collector:
             # small takes: a snapshot message carries many readings, and a batch should not overshoot much
             messages = await source.take(max(1, min(256, self.batch_size - len(batch.readings))), max(0.0, wait))
             if messages:
-                self.counters.received += len(messages)
                 self.metrics.received.inc(len(messages))
             gen = source.gen
             for m in messages:
@@ -255,7 +245,6 @@ class Collector:
     def _count_dead_letters(self, rejected: list[Rejected]) -> None:
         for rej in rejected:
             self.metrics.dead_letters.labels(rej.reason).inc()
-        self.counters.invalid += len(rejected)
 
     # ------------------------------------------------------------------ share group: a member that is gone
     async def _watch_peers(self, db: InfluxClient, spool: Spool, stop: asyncio.Event) -> None:
@@ -321,7 +310,6 @@ class Collector:
                         continue
                     last = loop.time()
                     taken += len(messages)
-                    self.counters.received += len(messages)
                     self.metrics.received.inc(len(messages))
                     batch = Batch()
                     for m in messages:
@@ -397,14 +385,13 @@ class Collector:
                     self.metrics.spool_errors.inc()
                     if self._refuse(batch, exc):
                         return
-                    delay = random.uniform(0.5, 1.0) * min(5.0, 0.25 * 2 ** min(failures, 5))
+                    delay = self._spool_retry.delay(failures)
                     if failures == 1:
                         log.error("collector: the spool cannot take a batch of %d messages (%s); not acking them "
                                   "(the broker keeps them), trying again every few seconds", len(batch.messages), exc)
                     await asyncio.sleep(delay)
                     continue
                 n = sum(len(r.lines) for r in pending)
-                self.counters.spooled += n
                 self.metrics.spooled.inc(n)
                 break
             source.ack(batch.messages)
@@ -430,7 +417,7 @@ class Collector:
         """Drain the spool oldest first; a failed write is tried again after full-jitter backoff, never sooner
         than a Retry-After."""
         loop = asyncio.get_running_loop()
-        attempt = 0
+        backoff, attempt = Backoff(0.25, 10.0), 0  # attempt n >= 1 waits U(0, min(10, 0.25 * 2**n)) s
         while True:
             await spool.wait_nonempty()
             try:
@@ -438,7 +425,7 @@ class Collector:
             except OSError as exc:  # the disk cannot give the record back now; it stays in the spool
                 attempt += 1
                 log.error("collector: cannot read the spool (%s); retry %d", exc, attempt)
-                await asyncio.sleep(random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8))))
+                await asyncio.sleep(backoff.delay(attempt))
                 continue
             if record is None:
                 continue
@@ -448,9 +435,8 @@ class Collector:
                 await self._write(db, record)
             except (WriteError, TimeoutError) as exc:
                 attempt += 1
-                self.counters.retries += 1
                 self.metrics.retries.inc()
-                delay = self._defer(exc, random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8))))
+                delay = self._defer(exc, backoff.delay(attempt))
                 log.warning("collector: spool replay failed (%s); retry %d in %.2f s (%d records, %d bytes "
                             "spooled)", exc, attempt, delay, len(spool), spool.pending_bytes)
                 continue
@@ -511,7 +497,6 @@ class Collector:
     def _written(self, rec: Record, n: int) -> None:
         if rec.precision == "ms":
             self.rollup_journal.note_lines(rec.lines)  # durable in InfluxDB, not yet acked or committed
-            self.counters.written += n
             self.metrics.written.inc(n)
 
     def _rejected(self, rec: Record, rejected: dict[int, str]) -> list[str]:
@@ -524,7 +509,6 @@ class Collector:
                 continue  # a refused dead letter or status point cannot be dead-lettered in turn
             rej = Rejected(BAD_VALUE, f"InfluxDB refused the point: {why}", "", line.encode())
             out.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
-            self.counters.invalid += 1
             self.metrics.dead_letters.labels(rej.reason).inc()
         return out
 

@@ -60,18 +60,28 @@ class Backoff:
     """Full-jitter exponential backoff (the AWS architecture blog's): wait U(0, min(cap, base * 2**n)).
 
     ``next()`` gives the next wait and counts the attempt, ``reset()`` after a success; ``bound()`` is the most
-    the next wait can be (for log lines and tests). ``rng`` makes it deterministic where a test needs that."""
+    the next wait can be (for log lines and tests). ``delay(n)`` is the wait of attempt ``n`` without counting,
+    for a caller that keeps the count itself (the notification outbox persists it, a log line names it).
+    ``floor`` is the least share of the bound a wait takes: 0 is full jitter, 0.5 the blog's "equal jitter",
+    for a retry that must not come back at once (a full disk). The exponent stops at ``max_exponent``, so a
+    destination down for days never overflows the float. ``rng`` makes it deterministic where a test needs that."""
 
     def __init__(self, base: float = 0.1, cap: float = 5.0, *, rng: random.Random | None = None,
-                 max_exponent: int = 16) -> None:
-        self.base, self.cap, self.n, self.max_exponent = base, cap, 0, max_exponent
+                 max_exponent: int = 16, floor: float = 0.0) -> None:
+        self.base, self.cap, self.n, self.max_exponent, self.floor = base, cap, 0, max_exponent, floor
         self.rng = rng or random.Random()
 
-    def bound(self) -> float:
-        return min(self.cap, self.base * 2 ** self.n)
+    def bound(self, n: int | None = None) -> float:
+        """The most the wait of attempt ``n`` (default: the next one) can be."""
+        return min(self.cap, self.base * 2 ** min(self.n if n is None else n, self.max_exponent))
+
+    def delay(self, n: int) -> float:
+        """A wait for attempt ``n`` (0 is the first retry's exponent), drawn without counting an attempt."""
+        b = self.bound(n)
+        return self.rng.uniform(self.floor * b, b)
 
     def next(self) -> float:
-        delay = self.rng.uniform(0, self.bound())
+        delay = self.delay(self.n)
         self.n = min(self.n + 1, self.max_exponent)
         return delay
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import Counter
 from collections.abc import Callable
 
 from smartpark.errors import NotifyError
+from smartpark.timing import Backoff
 
 from .notifiers import Notifier
 from .outbox import DELIVERED, EXPIRED, Outbox
@@ -36,11 +36,21 @@ class Sender:
         self.outbox = outbox
         self.now_ms = now_ms
         self.expire_ms = int(expire_s * 1000)
-        self.timeout, self.backoff, self.backoff_max = timeout, backoff, backoff_max
+        self.timeout = timeout
+        self.retry = Backoff(backoff, backoff_max)  # the k-th consecutive failure waits U(0, min(max, b * 2**k))
         self.counts: Counter[str] = Counter()  # attempts, delivered, retries, expired, refused
         self.failures = 0  # consecutive failed attempts: the destination is down while > 0
         self._wake = asyncio.Event()
         outbox.on_add(lambda dest: self._wake.set() if dest == self.dest else None)
+
+    @property
+    def backoff(self) -> float:
+        """The base of the retry wait (the first failure waits up to twice this)."""
+        return self.retry.base
+
+    @backoff.setter
+    def backoff(self, seconds: float) -> None:
+        self.retry.base = seconds
 
     async def run(self) -> None:
         try:
@@ -100,7 +110,7 @@ class Sender:
     def _failed(self, seq: int, attempts: int, detail: str, retry_after: float | None) -> None:
         self.failures += 1
         self.counts["retries"] += 1
-        delay = random.uniform(0, min(self.backoff_max, self.backoff * 2 ** self.failures))  # full jitter
+        delay = self.retry.delay(self.failures)
         if retry_after is not None:
             delay = max(delay, retry_after)
         self.outbox.retry(seq, attempts, self.now_ms() + int(delay * 1000), detail)

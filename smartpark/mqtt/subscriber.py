@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import ssl
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from typing import Any
 
 from ..config import MqttTarget
 from ..errors import ConfigError
-from ..timing import Wakeup
+from ..timing import Backoff, Wakeup
 from .codec import (
     DISCONNECT_PACKET,
     MQTT5,
@@ -99,8 +98,7 @@ class MqttSource:
         self._auto_version = chosen is None
         self._version_known = not self._auto_version  # set once a CONNACK accepted a version
         self.inbox_limit = inbox_limit
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.backoff = Backoff(backoff_base, backoff_cap)  # attempt n waits U(0, min(cap, base * 2**n)), n >= 1
         self.connack_timeout = connack_timeout
         self.takeover = takeover
         self._status_extra = status_extra or {}
@@ -347,7 +345,7 @@ class MqttSource:
                 log.info("MQTT: session of %r taken over and left (%s)", self.client_id, reason(why))
                 break
             attempt += 1
-            delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** min(attempt, 16)))
+            delay = self.backoff.delay(attempt)
             log.warning("MQTT: lost or no connection to %s:%d (%s); reconnect attempt %d in %.2f s",
                         self.target.host, self.target.port, reason(why), attempt, delay)
             with contextlib.suppress(TimeoutError):
