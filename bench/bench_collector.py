@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]  # this tree before an installed one (bench/ itself is the script's own path)
 
 from collector_ceilings import (  # noqa: E402
     TS0,
@@ -40,9 +40,9 @@ from collector_ceilings import (  # noqa: E402
     writer_aiohttp,
     writer_httpx,
 )
-from test_collector_support import write_park  # noqa: E402
 
 from devstack import SMARTPARK, Stack, free_port  # noqa: E402
+from devstack.load import write_park  # noqa: E402
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]  # this tree before an installed one (bench/ itself is the script's own path)
 
-from mqtt_brokers import RabbitMqBroker  # noqa: E402
-from test_collector_support import (  # noqa: E402
+from devstack import Stack, free_port  # noqa: E402
+from devstack.brokers import RabbitMqBroker  # noqa: E402
+from devstack.load import (  # noqa: E402
     CollectorThread,
     Publisher,
     big_park,
@@ -33,8 +34,6 @@ from test_collector_support import (  # noqa: E402
     wait_connected,
     wait_for,
 )
-
-from devstack import Stack, free_port  # noqa: E402
 
 
 def one(root: Path, influx: Stack, n: int, prefetch: int, window_flush: bool, tag: str) -> float:
