@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -98,20 +99,20 @@ def bench_eval(n: int) -> dict[str, float]:
         def __init__(self) -> None:
             self.state = [[0, 0.0] for _ in range(len(park))]
 
-        def process(self, r: object) -> list[object]:
-            s = self.state[r.ref.index]  # type: ignore[attr-defined]
-            if r.ts_ms <= s[0]:  # type: ignore[attr-defined]
+        def process(self, r: Reading) -> list[object]:
+            s = self.state[r.ref.index]
+            if r.ts_ms <= s[0]:
                 return []
-            s[0] = r.ts_ms  # type: ignore[attr-defined]
-            s[1] = r.value  # type: ignore[attr-defined]
+            s[0] = r.ts_ms
+            s[1] = r.value
             return []
 
-    def timed(fn: object) -> float:
+    def timed(fn: Callable[[Reading], object]) -> float:
         best = 0.0
         for _ in range(3):
             t = time.perf_counter()
             for r in readings:
-                fn(r)  # type: ignore[operator]
+                fn(r)
             best = max(best, len(readings) / (time.perf_counter() - t))
         return best
 

@@ -283,7 +283,7 @@ class TestBadQuality:
         e = engine()
         got = []
         for t in range(0, 3 * 3600, 10):
-            e.clock.set(T0 + t * 1000)  # type: ignore[attr-defined]
+            e.clock.set(T0 + t * 1000)  # type: ignore[attr-defined]  # engine() gives it a ManualClock
             got += [(x.rule, x.event, x.ts, x.priority) for x in e.process(R(self.KEY, 95, t, "bad"))]
             got += [(x.rule, x.event, x.ts, x.priority) for x in e.tick(T0 + t * 1000 + 5000)
                     if x.sensor == "level"]

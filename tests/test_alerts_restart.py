@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from alerts_helpers import Endpoints, wait_for
 from services import Broker, InfluxDB
@@ -23,7 +24,7 @@ from smartpark.wire import Decoder
 PARK = load_park()
 
 
-def reference(msgs: list) -> list[tuple[str, int]]:  # type: ignore[type-arg]
+def reference(msgs: list[Any]) -> list[tuple[str, int]]:
     """Raised alarms (id, ts) of an uninterrupted in-process run over the same messages (all sites)."""
     clock = EventClock()
     e = Engine(PARK, None, clock)

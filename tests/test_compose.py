@@ -38,13 +38,13 @@ def _schema() -> dict[str, Any]:
     for path in (ROOT / "tests" / "data" / "compose-spec.json",
                  ROOT.parent / "shared" / "schemas" / "compose-spec.json"):
         if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+            return json.loads(path.read_text(encoding="utf-8"))
     pytest.fail("compose-spec.json not found in tests/data nor ../shared/schemas")
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
 
 
 def _smartpark_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -173,7 +173,7 @@ def _resolved(tls: str) -> dict[str, Any]:
             return [walk(v) for v in node]
         return interpolate(node, env) if isinstance(node, str) else node
 
-    return walk(yaml.safe_load(COMPOSE.read_text(encoding="utf-8")))  # type: ignore[no-any-return]
+    return walk(yaml.safe_load(COMPOSE.read_text(encoding="utf-8")))
 
 
 class TestComposeTls:

@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -96,9 +97,9 @@ class TestBasicAuth:
 
         async def go() -> tuple[object, list[dict[str, object]]]:
             async with _client(admin, "rpdb") as db:
-                await db.query("CREATE DATABASE rpdb", db=False, method="POST")  # type: ignore[arg-type]
-                await db.query("CREATE USER writer WITH PASSWORD 'w'", db=False, method="POST")  # type: ignore[arg-type]
-                await db.query('GRANT ALL ON "rpdb" TO writer', db=False, method="POST")  # type: ignore[arg-type]
+                await db.query("CREATE DATABASE rpdb", db=False, method="POST")
+                await db.query("CREATE USER writer WITH PASSWORD 'w'", db=False, method="POST")
+                await db.query('GRANT ALL ON "rpdb" TO writer', db=False, method="POST")
             async with _client(user, "rpdb") as db:
                 assert await db.ensure_database() is False
                 retention = await db.ensure_retention()
@@ -106,11 +107,11 @@ class TestBasicAuth:
                 return retention, await db.rows("SELECT value FROM reading")
 
         retention, rows = asyncio.run(go())
-        assert retention.raw is None and rows == [{"time": T, "value": 2.5}]  # type: ignore[attr-defined]
+        assert retention.raw is None and rows == [{"time": T, "value": 2.5}]  # type: ignore[attr-defined]  # go() returns a Retention
 
 
 class TestAnswers:
-    def test_partial_write_names_the_bad_lines(self, influx_db) -> None:  # type: ignore[no-untyped-def]
+    def test_partial_write_names_the_bad_lines(self, influx_db: Any) -> None:
         """A 400 partial write keeps the good lines and names the rejected ones by index."""
         lines = ["m v=1 1764201600000", "m v=oops 1764201600001", "m v=3 1764201600002"]
 
@@ -124,7 +125,7 @@ class TestAnswers:
         assert list(err.rejected) == [1]
         assert influx_db.count("m") == 2
 
-    def test_gzip_bodies_are_accepted(self, influx_db) -> None:  # type: ignore[no-untyped-def]
+    def test_gzip_bodies_are_accepted(self, influx_db: Any) -> None:
         """Over a network the client gzips large bodies (on loopback it does not: it would only cost CPU)."""
         lines = [f"m v={i}.5 {1764201600000 + i}" for i in range(3000)]
 
