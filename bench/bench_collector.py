@@ -23,10 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]  # this tree before an installed one (bench/ itself is the script's own path)
-
-from collector_ceilings import (  # noqa: E402
+from collector_ceilings import (
     TS0,
     bare_aiomqtt,
     bare_paho,
@@ -41,8 +38,8 @@ from collector_ceilings import (  # noqa: E402
     writer_httpx,
 )
 
-from devstack import SMARTPARK, Stack, free_port  # noqa: E402
-from devstack.load import write_park  # noqa: E402
+from devstack import SMARTPARK, Stack, free_port
+from devstack.load import write_park
 
 
 def peak_rss_mb(pid: int) -> float:

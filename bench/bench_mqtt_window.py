@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]  # this tree before an installed one (bench/ itself is the script's own path)
-
-from devstack import Stack, free_port  # noqa: E402
-from devstack.brokers import RabbitMqBroker  # noqa: E402
-from devstack.load import (  # noqa: E402
+from devstack import Stack, free_port
+from devstack.brokers import RabbitMqBroker
+from devstack.load import (
     CollectorThread,
     Publisher,
     big_park,

@@ -26,6 +26,9 @@ from smartpark.park import Park, load_park
 from .epochs import RECENT_MIDNIGHT_MS
 from .stack import SMARTPARK
 
+__all__ = ["TS0", "CollectorThread", "Publisher", "big_park", "readings", "replay_process", "settings_for",
+           "wait_connected", "wait_for", "write_park"]
+
 TS0 = RECENT_MIDNIGHT_MS  # inside the raw retention (devstack/epochs.py)
 
 

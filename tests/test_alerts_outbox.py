@@ -26,20 +26,10 @@ from alerts.notify import Outbox, Sender, WebhookNotifier
 from alerts.notify.notifiers import Notification
 from alerts.service import AlertService
 from devstack import SMARTPARK, free_port
+from devstack.parks import one_tank_level
 
 TOPIC = "park/plant/tank/level"
-ONE_SENSOR = """
-park: {id: t, name: Test park, timezone: Asia/Shanghai}
-sites:
-  - id: plant
-    name: Plant
-    assets:
-      - id: tank
-        name: Tank
-        sensors:
-          - {id: level, name: Level, unit: "%", range: [0, 100], normal: [20, 60], interval_s: 10,
-             limits: {hh: 90, h: 80}, deadband: 2}
-"""
+ONE_SENSOR = one_tank_level()
 
 
 class Hook:

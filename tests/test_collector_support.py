@@ -5,21 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from devstack.load import (
-    TS0,
-    CollectorThread,
-    Publisher,
-    big_park,
-    readings,
-    replay_process,
-    settings_for,
-    wait_connected,
-    wait_for,
-    write_park,
-)
+from devstack.load import *  # noqa: F403  # the load's names, as the collector tests import them from here
+from devstack.load import __all__ as _load_names
 
-__all__ = ["TS0", "CollectorThread", "Publisher", "big_park", "readings", "replay_process", "settings_for",
-           "stored", "wait_connected", "wait_for", "write_park"]
+__all__ = [*_load_names, "stored"]
 
 
 def stored(db: Any) -> set[tuple[str, int, float]]:
