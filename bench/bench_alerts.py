@@ -129,6 +129,24 @@ def bench_eval(n: int) -> dict[str, float]:
             "ratio": best / ceiling, "active_alarms_after": events}
 
 
+async def serve_probe_hook(port: int, lat: list[float]) -> web.AppRunner:
+    """A local webhook on ``port`` (path ``/hook``) that appends to ``lat`` the milliseconds from the probe's
+    reading to the arrival of its raised H alarm; the caller cleans the returned runner up."""
+    async def hook(request: web.Request) -> web.Response:
+        now = time.time() * 1000
+        ev = await request.json()
+        if ev["id"] == f"{PROBE}/h" and ev["event"] == "raised":
+            lat.append(now - ev["ts"])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
 async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[str, float | list[float]]:
     park = load_park()
     root = Path(tempfile.mkdtemp(prefix="bench_alerts_"))
@@ -137,21 +155,7 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
     lat: list[float] = []
     base: list[float] = []
     hook_port = free_port()
-    got = asyncio.Event()
-
-    async def hook(request: web.Request) -> web.Response:
-        now = time.time() * 1000
-        ev = await request.json()
-        if ev["id"] == f"{PROBE}/h" and ev["event"] == "raised":
-            lat.append(now - ev["ts"])
-            got.set()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    runner = await serve_probe_hook(hook_port, lat)
     env = {**os.environ, "SMARTPARK_MQTT_URL": stack.mqtt_url, "SMARTPARK_INFLUX_URL": stack.influx_url,
            "SMARTPARK_STATE_DIR": str(root / "state"), "SMARTPARK_API_URL": f"http://127.0.0.1:{free_port()}"}
     cmd = [*SMARTPARK, "alerts", "run", "--webhook", f"http://127.0.0.1:{hook_port}/hook"]

@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alerts import LOADGEN, PROBE, cpu_seconds, pct  # the sibling benchmark's tools
+from bench_alerts import LOADGEN, PROBE, cpu_seconds, pct, serve_probe_hook  # the sibling benchmark's tools
 
 from alerts.users import UserStore
 from devstack import SMARTPARK, Stack, free_port
@@ -116,17 +115,7 @@ def bench_latency(browser: Any, seconds: float, rate: float, probe_hz: float) ->
     hook_port = free_port()
 
     async def serve_hook(stop: asyncio.Event) -> None:
-        async def hook(request: web.Request) -> web.Response:
-            now = time.time() * 1000
-            ev = await request.json()
-            if ev["id"] == f"{PROBE}/h" and ev["event"] == "raised":
-                hook_lat.append(now - ev["ts"])
-            return web.Response(text="ok")
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+        runner = await serve_probe_hook(hook_port, hook_lat)
         await stop.wait()
         await runner.cleanup()
 

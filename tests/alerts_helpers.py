@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +30,19 @@ PARK_YAML = park_yaml(
                "{id: nox, name: NOx, unit: mg/m3, range: [0, 1000], normal: [100, 250], interval_s: 60, "
                "regulatory: [{limit: 300, averaging: 1h, source: GB 18484}]}")))
 PARK = parse_park(PARK_YAML, "test-park.yaml")
+
+
+def api_up(api: str, token_file: Path, path: str) -> bool:
+    """The engine's API at ``api`` answers 200 to ``path`` with the token the engine wrote to ``token_file``
+    (False while the file or the answer is not there yet)."""
+    if not token_file.exists():
+        return False
+    req = urllib.request.Request(api + path, headers={"Authorization": f"Bearer {token_file.read_text().strip()}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 @dataclass

@@ -4,11 +4,12 @@ header that InfluxDB 2.x/3.x's v1 API expects, and how answers are sorted into e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,22 @@ def secured_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _client(url: str, db: str = "authdb", token: str | None = None) -> InfluxClient:
     return InfluxClient(Settings(influx_url=url, influx_db=db, influx_token=token).influx())
+
+
+@contextlib.asynccontextmanager
+async def _answering(*routes: web.RouteDef) -> AsyncIterator[str]:
+    """An HTTP server with ``routes`` on a free loopback port, standing for an InfluxDB that answers what no
+    real one here would (429, no retention policies); yields its URL."""
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 class TestBasicAuth:
@@ -164,21 +181,12 @@ class TestToken:
             return web.json_response({"results": [{"statement_id": 0}]})
 
         async def go() -> WriteError:
-            app = web.Application()
-            app.router.add_post("/write", write)
-            app.router.add_get("/query", query)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            try:
-                async with _client(f"http://127.0.0.1:{port}", token="tok-123") as db:
-                    await db.query("SHOW MEASUREMENTS")
-                    with pytest.raises(WriteError) as info:
-                        await db.write(["m v=1 1"])
-                    return info.value
-            finally:
-                await runner.cleanup()
+            async with _answering(web.post("/write", write), web.get("/query", query)) as url, \
+                    _client(url, token="tok-123") as db:
+                await db.query("SHOW MEASUREMENTS")
+                with pytest.raises(WriteError) as info:
+                    await db.write(["m v=1 1"])
+                return info.value
 
         err = asyncio.run(go())
         assert seen == [("/query", "Token tok-123"), ("/write", "Token tok-123")]
@@ -203,20 +211,11 @@ class TestToken:
             return web.json_response({"results": [{"statement_id": 0, "error": f"not implemented: {word}"}]})
 
         async def go() -> Retention:
-            app = web.Application()
-            app.router.add_get("/query", query)
-            app.router.add_post("/query", query)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            try:
-                async with _client(f"http://127.0.0.1:{port}", token="tok") as db:
-                    assert await db.ensure_database() is False
-                    assert await db.ensure_database() is False
-                    return await db.ensure_retention()
-            finally:
-                await runner.cleanup()
+            async with _answering(web.get("/query", query), web.post("/query", query)) as url, \
+                    _client(url, token="tok") as db:
+                assert await db.ensure_database() is False
+                assert await db.ensure_database() is False
+                return await db.ensure_retention()
 
         with caplog.at_level("WARNING", logger="smartpark.influx"):
             retention = asyncio.run(go())
