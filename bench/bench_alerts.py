@@ -205,11 +205,16 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
             "latencies_ms": [round(x, 1) for x in lat]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def add_latency_args(ap: argparse.ArgumentParser, probe_hz: float) -> None:
+    """The options of a latency run: its length, the background load and the probe's rate."""
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--rate", type=float, default=10_000)
-    ap.add_argument("--probe-hz", type=float, default=2)
+    ap.add_argument("--probe-hz", type=float, default=probe_hz)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    add_latency_args(ap, probe_hz=2)
     ap.add_argument("--eval-readings", type=int, default=300_000)
     ap.add_argument("--skip-latency", action="store_true")
     a = ap.parse_args()

@@ -34,7 +34,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alerts import LOADGEN, PROBE, cpu_seconds, pct, serve_probe_hook  # the sibling benchmark's tools
+from bench_alerts import (  # the sibling benchmark's tools
+    LOADGEN,
+    PROBE,
+    add_latency_args,
+    cpu_seconds,
+    pct,
+    serve_probe_hook,
+)
 
 from alerts.users import UserStore
 from devstack import SMARTPARK, Stack, free_port
@@ -327,9 +334,7 @@ def bench_eval(seconds: float, consoles: int = 20, repeat: int = 2) -> dict[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--rate", type=float, default=10_000)
-    ap.add_argument("--probe-hz", type=float, default=4)
+    add_latency_args(ap, probe_hz=4)
     ap.add_argument("--eval-seconds", type=float, default=10)
     ap.add_argument("--eval-repeat", type=int, default=3, help="pairs of runs without / with consoles")
     ap.add_argument("--only", default="latency,list,eval")

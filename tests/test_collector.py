@@ -12,7 +12,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from services import InfluxDB
@@ -60,6 +60,19 @@ def own_stack(stack_factory: Callable[[], Stack], tmp_path: Path, db_name: str, 
 
 def count(db: Any) -> int:
     return db.count("reading", "value")
+
+
+def run_until_stored(cmd: list[str], log: IO[bytes], db: Any, n: int, env: dict[str, str] | None = None) -> None:
+    """The collector (``cmd``) started again until ``db`` holds ``n`` points, then stopped by SIGTERM: it
+    exits 0."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+    try:
+        wait_for(lambda: count(db) >= n, 120, lambda: f"{count(db)} of {n} points")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 class TestThroughputAndExactness:
@@ -152,11 +165,8 @@ class TestFailures:
             wait_for(lambda: retained_status(broker.port, "k9") == "offline", 15, "the last will (offline)")
             t.join()
             pub.wait_acked()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
-            wait_for(lambda: count(influx_db) >= 30_000, 120, lambda: f"{count(influx_db)} of 30000 points")
             pub.close()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
+            run_until_stored(cmd, log, influx_db, 30_000, env)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -364,10 +374,7 @@ class TestSpoolDurability:
             proc.kill()
             proc.wait(10)
             stack.start_influxd()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-            wait_for(lambda: count(db) >= 5_000, 120, lambda: f"{count(db)} of 5000 points")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
+            run_until_stored(cmd, log, db, 5_000)
         finally:
             if proc.poll() is None:
                 proc.kill()
