@@ -115,6 +115,8 @@ def main() -> int:
     ap.add_argument("--profile", help="py-spy profiles of the first (c) and (d) runs: PREFIX.c.json, PREFIX.d.json")
     args = ap.parse_args()
     only = set(args.only.split(","))
+    if args.n % 80:  # else (c) and (d) would publish fewer and wait for all n
+        ap.error(f"--n {args.n}: the readings go to 4 publishers, in snapshots of 20 for (d): give a multiple of 80")
     tmp = Path(tempfile.mkdtemp(prefix="bench_collector_"))
     stack = Stack(tmp / "stack", mqtt_port=free_port(), influx_port=free_port())
     stack.up()
