@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -98,20 +99,20 @@ def bench_eval(n: int) -> dict[str, float]:
         def __init__(self) -> None:
             self.state = [[0, 0.0] for _ in range(len(park))]
 
-        def process(self, r: object) -> list[object]:
-            s = self.state[r.ref.index]  # type: ignore[attr-defined]
-            if r.ts_ms <= s[0]:  # type: ignore[attr-defined]
+        def process(self, r: Reading) -> list[object]:
+            s = self.state[r.ref.index]
+            if r.ts_ms <= s[0]:
                 return []
-            s[0] = r.ts_ms  # type: ignore[attr-defined]
-            s[1] = r.value  # type: ignore[attr-defined]
+            s[0] = r.ts_ms
+            s[1] = r.value
             return []
 
-    def timed(fn: object) -> float:
+    def timed(fn: Callable[[Reading], object]) -> float:
         best = 0.0
         for _ in range(3):
             t = time.perf_counter()
             for r in readings:
-                fn(r)  # type: ignore[operator]
+                fn(r)
             best = max(best, len(readings) / (time.perf_counter() - t))
         return best
 
@@ -128,6 +129,24 @@ def bench_eval(n: int) -> dict[str, float]:
             "ratio": best / ceiling, "active_alarms_after": events}
 
 
+async def serve_probe_hook(port: int, lat: list[float]) -> web.AppRunner:
+    """A local webhook on ``port`` (path ``/hook``) that appends to ``lat`` the milliseconds from the probe's
+    reading to the arrival of its raised H alarm; the caller cleans the returned runner up."""
+    async def hook(request: web.Request) -> web.Response:
+        now = time.time() * 1000
+        ev = await request.json()
+        if ev["id"] == f"{PROBE}/h" and ev["event"] == "raised":
+            lat.append(now - ev["ts"])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
 async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[str, float | list[float]]:
     park = load_park()
     root = Path(tempfile.mkdtemp(prefix="bench_alerts_"))
@@ -136,21 +155,7 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
     lat: list[float] = []
     base: list[float] = []
     hook_port = free_port()
-    got = asyncio.Event()
-
-    async def hook(request: web.Request) -> web.Response:
-        now = time.time() * 1000
-        ev = await request.json()
-        if ev["id"] == f"{PROBE}/h" and ev["event"] == "raised":
-            lat.append(now - ev["ts"])
-            got.set()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    runner = await serve_probe_hook(hook_port, lat)
     env = {**os.environ, "SMARTPARK_MQTT_URL": stack.mqtt_url, "SMARTPARK_INFLUX_URL": stack.influx_url,
            "SMARTPARK_STATE_DIR": str(root / "state"), "SMARTPARK_API_URL": f"http://127.0.0.1:{free_port()}"}
     cmd = [*SMARTPARK, "alerts", "run", "--webhook", f"http://127.0.0.1:{hook_port}/hook"]
@@ -200,11 +205,16 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
             "latencies_ms": [round(x, 1) for x in lat]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def add_latency_args(ap: argparse.ArgumentParser, probe_hz: float) -> None:
+    """The options of a latency run: its length, the background load and the probe's rate."""
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--rate", type=float, default=10_000)
-    ap.add_argument("--probe-hz", type=float, default=2)
+    ap.add_argument("--probe-hz", type=float, default=probe_hz)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    add_latency_args(ap, probe_hz=2)
     ap.add_argument("--eval-readings", type=int, default=300_000)
     ap.add_argument("--skip-latency", action="store_true")
     a = ap.parse_args()

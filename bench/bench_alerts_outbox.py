@@ -31,21 +31,11 @@ from pathlib import Path
 from alerts.notify import Notification
 from alerts.service import AlertService, wall_ms
 from devstack import free_port
+from devstack.parks import one_tank_level
 from smartpark.config import Settings
 from smartpark.park import parse_park
 
-PARK = parse_park("""
-park: {id: b, name: Bench park, timezone: Asia/Shanghai}
-sites:
-  - id: plant
-    name: Plant
-    assets:
-      - id: tank
-        name: Tank
-        sensors:
-          - {id: level, name: Level, unit: "%", range: [0, 100], normal: [20, 60], interval_s: 10,
-             limits: {hh: 90, h: 80}, deadband: 2}
-""", "bench-park.yaml")
+PARK = parse_park(one_tank_level("{id: b, name: Bench park, timezone: Asia/Shanghai}"), "bench-park.yaml")
 T0 = 1_772_416_800_000
 TOPIC = "park/plant/tank/level"
 

@@ -23,10 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
-
-from collector_ceilings import (  # noqa: E402
+from collector_ceilings import (
     TS0,
     bare_aiomqtt,
     bare_paho,
@@ -40,9 +37,9 @@ from collector_ceilings import (  # noqa: E402
     writer_aiohttp,
     writer_httpx,
 )
-from test_collector_support import write_park  # noqa: E402
 
-from devstack import SMARTPARK, Stack, free_port  # noqa: E402
+from devstack import SMARTPARK, Stack, free_port
+from devstack.load import write_park
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -118,6 +115,8 @@ def main() -> int:
     ap.add_argument("--profile", help="py-spy profiles of the first (c) and (d) runs: PREFIX.c.json, PREFIX.d.json")
     args = ap.parse_args()
     only = set(args.only.split(","))
+    if args.n % 80:  # else (c) and (d) would publish fewer and wait for all n
+        ap.error(f"--n {args.n}: the readings go to 4 publishers, in snapshots of 20 for (d): give a multiple of 80")
     tmp = Path(tempfile.mkdtemp(prefix="bench_collector_"))
     stack = Stack(tmp / "stack", mqtt_port=free_port(), influx_port=free_port())
     stack.up()
@@ -125,12 +124,12 @@ def main() -> int:
     res: dict[str, object] = {"n": args.n, "repeat": args.repeat, "batch_size": args.batch_size,
                               "cpus": os.cpu_count(), "load": os.getloadavg()}
     try:
-        def med(key: str, fn: object) -> float:
-            runs = [fn() for _ in range(args.repeat)]  # type: ignore[operator]
+        def med(key: str, fn: Callable[..., float]) -> float:
+            runs = [fn() for _ in range(args.repeat)]
             res[key + "_runs"] = [round(r) for r in runs]
-            res[key] = statistics.median(runs)
-            print(f"{key}: {res[key]:,.0f} {res[key + '_runs']}", flush=True)
-            return res[key]  # type: ignore[return-value]
+            res[key] = median = statistics.median(runs)
+            print(f"{key}: {median:,.0f} {res[key + '_runs']}", flush=True)
+            return median
 
         a = med("a_broker_msgs_s", lambda: broker_ceiling(stack.mqtt_port, args.n)) if "a" in only else 1.0
         b = (med("b_influx_points_s", lambda: influx_ceiling(stack.influx_url, f"ceil{time.time_ns()}", args.n))
@@ -145,8 +144,8 @@ def main() -> int:
                                           args.n, args.batch_size, profile))
                 print(f"{kind}:", runs[-1], flush=True)
             res[f"{kind}_runs"] = runs
-            res[rate_key] = statistics.median(x["rate"] for x in runs)
-            res[ratio_key] = res[rate_key] / ceiling  # type: ignore[operator]
+            res[rate_key] = rate = statistics.median(x["rate"] for x in runs)
+            res[ratio_key] = rate / ceiling
             res[f"{kind}_lost_total"] = sum(x["lost"] for x in runs)
             res[f"{kind}_peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
 

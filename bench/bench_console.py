@@ -31,11 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_alerts import LOADGEN, PROBE, cpu_seconds, pct  # the sibling benchmark's tools
+from bench_alerts import (  # the sibling benchmark's tools
+    LOADGEN,
+    PROBE,
+    add_latency_args,
+    cpu_seconds,
+    pct,
+    serve_probe_hook,
+)
 
 from alerts.users import UserStore
 from devstack import SMARTPARK, Stack, free_port
@@ -116,17 +122,7 @@ def bench_latency(browser: Any, seconds: float, rate: float, probe_hz: float) ->
     hook_port = free_port()
 
     async def serve_hook(stop: asyncio.Event) -> None:
-        async def hook(request: web.Request) -> web.Response:
-            now = time.time() * 1000
-            ev = await request.json()
-            if ev["id"] == f"{PROBE}/h" and ev["event"] == "raised":
-                hook_lat.append(now - ev["ts"])
-            return web.Response(text="ok")
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+        runner = await serve_probe_hook(hook_port, hook_lat)
         await stop.wait()
         await runner.cleanup()
 
@@ -338,9 +334,7 @@ def bench_eval(seconds: float, consoles: int = 20, repeat: int = 2) -> dict[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--rate", type=float, default=10_000)
-    ap.add_argument("--probe-hz", type=float, default=4)
+    add_latency_args(ap, probe_hz=4)
     ap.add_argument("--eval-seconds", type=float, default=10)
     ap.add_argument("--eval-repeat", type=int, default=3, help="pairs of runs without / with consoles")
     ap.add_argument("--only", default="latency,list,eval")

@@ -19,6 +19,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from dashboards import build_all, run_dashboard
@@ -31,7 +32,7 @@ from smartpark.influx import InfluxClient
 from smartpark.park import load_park
 
 
-async def _timed(coro_factory, repeat: int) -> float:  # type: ignore[no-untyped-def]
+async def _timed(coro_factory: Callable[..., Awaitable[object]], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()

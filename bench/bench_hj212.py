@@ -84,7 +84,7 @@ def cpu(n: int) -> None:
         reader = FrameReader()
         lines = 0
         for f in reader.feed(stream):
-            p = parse(f.segment, cp_plain=False)  # type: ignore[union-attr]
+            p = parse(f.segment, cp_plain=False)  # type: ignore[union-attr]  # the stream holds only good frames
             lg = loggers.get(p.mn)
             assert lg is not None
             lines += len(dec.decode(p, lg, f.raw).lines)

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests")]
-
-from mqtt_brokers import RabbitMqBroker  # noqa: E402
-from test_collector_support import (  # noqa: E402
+from devstack import Stack, free_port
+from devstack.brokers import RabbitMqBroker
+from devstack.load import (
     CollectorThread,
     Publisher,
     big_park,
@@ -33,8 +30,6 @@ from test_collector_support import (  # noqa: E402
     wait_connected,
     wait_for,
 )
-
-from devstack import Stack, free_port  # noqa: E402
 
 
 def one(root: Path, influx: Stack, n: int, prefetch: int, window_flush: bool, tag: str) -> float:

@@ -27,8 +27,10 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from dashboards.build import reading_query, tiered_targets
@@ -38,9 +40,10 @@ from reports import daily
 from rollups import PERIOD_MS, Rollups
 from smartpark.config import Settings
 from smartpark.influx import InfluxClient
-from smartpark.park import load_park
+from smartpark.park import SensorRef, load_park
 
 MIN = 60_000
+T = TypeVar("T")
 
 
 async def _write(db: InfluxClient, lines: list[str]) -> float:
@@ -50,7 +53,7 @@ async def _write(db: InfluxClient, lines: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def _lines(refs, start: int, end: int, step: int = MIN) -> list[str]:  # type: ignore[no-untyped-def]
+def _lines(refs: list[SensorRef], start: int, end: int, step: int = MIN) -> list[str]:
     out = []
     for ref in refs:
         lo, hi = ref.sensor.normal
@@ -70,8 +73,8 @@ def _influxd_cpu(stack: Stack) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _median(f, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    times, result = [], None
+async def _median(f: Callable[..., Awaitable[T]], repeat: int) -> tuple[float, T]:
+    times = []
     for _ in range(repeat):
         t = time.perf_counter()
         result = await f()
@@ -163,7 +166,7 @@ async def main(args: argparse.Namespace) -> None:
                 day = date.fromtimestamp(yend / 1000) - timedelta(days=1)
                 for fmt in ("csv", "pdf"):
                     t_rep, data = await _median(lambda fmt=fmt: daily(db, park, day, site, fmt), args.repeat)
-                    print(f"daily report {site} {day} {fmt}: {t_rep:.2f} s ({len(data):,} bytes)")  # type: ignore[arg-type]
+                    print(f"daily report {site} {day} {fmt}: {t_rep:.2f} s ({len(data):,} bytes)")
         finally:
             stack.stop_influxd()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -43,7 +44,7 @@ def main() -> None:
         snaps.append((topic, json.dumps({"ts": 1_764_201_600_000 + i, "values": values}).encode()))
     n_snap = sum(len(json.loads(p)["values"]) for _, p in snaps)
 
-    def best(fn, n):  # type: ignore[no-untyped-def]
+    def best(fn: Callable[[], object], n: int) -> float:
         out = []
         for _ in range(5):
             t = time.process_time()

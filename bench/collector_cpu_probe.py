@@ -12,20 +12,16 @@ import argparse
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+from bench_collector import snapshot_jobs
+from collector_ceilings import count_points, publish_lines, wait_until_written
 
-from bench_collector import snapshot_jobs  # noqa: E402
-from collector_ceilings import count_points, publish_lines, wait_until_written  # noqa: E402
-from test_collector_support import write_park  # noqa: E402
-
-from devstack import SMARTPARK, Stack, free_port  # noqa: E402
+from devstack import SMARTPARK, Stack, free_port
+from devstack.load import write_park
 
 METRICS = ("smartpark_collector_write_seconds_sum", "smartpark_collector_write_seconds_count",
            "smartpark_collector_batch_readings_count")

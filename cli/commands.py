@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import NoReturn, cast
 
 import alerts.cli
 import alerts.userscli
@@ -48,7 +48,7 @@ REGISTERS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]],
 class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line, as every other usage error does."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 

@@ -50,6 +50,18 @@ def grid(x: int, y: int, w: int, h: int) -> Json:
     return {"h": h, "w": w, "x": x, "y": y}
 
 
+def _panel(kind: str, title: str, description: str, targets: list[Json], *, field_config: Json, options: Json,
+           max_data_points: int = 500, min_interval: str | None = None, **before_targets: Any) -> Json:
+    """The keys of every panel, in the order Grafana writes them; ``before_targets`` (a table's
+    ``transformations``) stand between the options and the targets."""
+    panel: Json = {"type": kind, "title": title, "description": description, "datasource": dict(DATASOURCE),
+                   "maxDataPoints": max_data_points, "fieldConfig": field_config, "options": options,
+                   **before_targets, "targets": targets}
+    if min_interval:
+        panel["interval"] = min_interval
+    return panel
+
+
 def timeseries(title: str, targets: list[Json], *, unit: str = "", thresholds: Json | None = None,
                threshold_style: str = "line+area", description: str = "", min_interval: str | None = None,
                max_data_points: int = 500, soft_min: float | None = None, soft_max: float | None = None,
@@ -67,28 +79,13 @@ def timeseries(title: str, targets: list[Json], *, unit: str = "", thresholds: J
         custom["axisSoftMin"] = soft_min
     if soft_max is not None:
         custom["axisSoftMax"] = soft_max
-    panel: Json = {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": dict(DATASOURCE),
-        "maxDataPoints": max_data_points,
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "custom": custom,
-                "color": {"mode": "palette-classic"},
-                "thresholds": thresholds or threshold_steps([], GREEN),
-            },
-            "overrides": overrides or [],
-        },
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "none"}},
-        "targets": targets,
-    }
-    if min_interval:
-        panel["interval"] = min_interval
-    return panel
+    return _panel("timeseries", title, description, targets, max_data_points=max_data_points,
+                  min_interval=min_interval,
+                  field_config={"defaults": {"unit": unit, "custom": custom, "color": {"mode": "palette-classic"},
+                                             "thresholds": thresholds or threshold_steps([], GREEN)},
+                                "overrides": overrides or []},
+                  options={"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                           "tooltip": {"mode": "multi", "sort": "none"}})
 
 
 def stat(title: str, targets: list[Json], *, unit: str = "", thresholds: Json | None = None,
@@ -101,71 +98,37 @@ def stat(title: str, targets: list[Json], *, unit: str = "", thresholds: Json | 
         defaults["decimals"] = decimals
     if no_value is not None:
         defaults["noValue"] = no_value
-    panel: Json = {
-        "type": "stat",
-        "title": title,
-        "description": description,
-        "datasource": dict(DATASOURCE),
-        "maxDataPoints": 500,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"reduceOptions": {"calcs": [calc], "fields": "", "values": False},
-                    "colorMode": color_mode, "graphMode": "none", "justifyMode": "auto",
-                    "orientation": "auto", "textMode": text_mode, "wideLayout": True},
-        "targets": targets,
-    }
-    if min_interval:
-        panel["interval"] = min_interval
-    return panel
+    return _panel("stat", title, description, targets, min_interval=min_interval,
+                  field_config={"defaults": defaults, "overrides": []},
+                  options={"reduceOptions": {"calcs": [calc], "fields": "", "values": False},
+                           "colorMode": color_mode, "graphMode": "none", "justifyMode": "auto",
+                           "orientation": "auto", "textMode": text_mode, "wideLayout": True})
 
 
 def table(title: str, targets: list[Json], *, description: str = "", transformations: list[Json] | None = None,
           overrides: list[Json] | None = None) -> Json:
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "datasource": dict(DATASOURCE),
-        "maxDataPoints": 500,
-        "fieldConfig": {"defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
-                        "overrides": overrides or []},
-        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}},
-        "transformations": transformations or [],
-        "targets": targets,
-    }
+    return _panel("table", title, description, targets,
+                  field_config={"defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+                                "overrides": overrides or []},
+                  options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}},
+                  transformations=transformations or [])
 
 
 def piechart(title: str, targets: list[Json], *, description: str = "") -> Json:
-    return {
-        "type": "piechart",
-        "title": title,
-        "description": description,
-        "datasource": dict(DATASOURCE),
-        "maxDataPoints": 500,
-        "fieldConfig": {"defaults": {"color": {"mode": "palette-classic"}}, "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["sum"], "fields": "", "values": False},
-                    "pieType": "donut", "legend": {"displayMode": "table", "placement": "right",
-                                                   "showLegend": True, "values": ["value"]}},
-        "targets": targets,
-    }
+    return _panel("piechart", title, description, targets,
+                  field_config={"defaults": {"color": {"mode": "palette-classic"}}, "overrides": []},
+                  options={"reduceOptions": {"calcs": ["sum"], "fields": "", "values": False},
+                           "pieType": "donut", "legend": {"displayMode": "table", "placement": "right",
+                                                          "showLegend": True, "values": ["value"]}})
 
 
 def state_timeline(title: str, targets: list[Json], *, thresholds: Json, description: str = "",
                    mappings: list[Json] | None = None, min_interval: str | None = None) -> Json:
-    panel: Json = {
-        "type": "state-timeline",
-        "title": title,
-        "description": description,
-        "datasource": dict(DATASOURCE),
-        "maxDataPoints": 500,
-        "fieldConfig": {"defaults": {"color": {"mode": "thresholds"}, "thresholds": thresholds,
-                                     "mappings": mappings or []}, "overrides": []},
-        "options": {"showValue": "auto", "mergeValues": True, "rowHeight": 0.9,
-                    "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}},
-        "targets": targets,
-    }
-    if min_interval:
-        panel["interval"] = min_interval
-    return panel
+    return _panel("state-timeline", title, description, targets, min_interval=min_interval,
+                  field_config={"defaults": {"color": {"mode": "thresholds"}, "thresholds": thresholds,
+                                             "mappings": mappings or []}, "overrides": []},
+                  options={"showValue": "auto", "mergeValues": True, "rowHeight": 0.9,
+                           "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}})
 
 
 def row(title: str, *, collapsed: bool = False, panels: list[Json] | None = None) -> Json:

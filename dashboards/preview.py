@@ -156,10 +156,10 @@ def _timeseries(ax: Axes, res: PanelResult, tr: TimeRange, marks: list[tuple[int
                 nums = mdates.date2num(t)
                 gaps = [b - a for a, b in itertools.pairwise(nums) if b > a]
                 width = (min(gaps) if gaps else interval_days) * 0.8
-                ax.bar(t, vals, width=width, label=s.name, alpha=0.8, align="edge")  # type: ignore[arg-type]
+                ax.bar(t, vals, width=width, label=s.name, alpha=0.8, align="edge")  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes; it converts them
             else:
                 marker = "o" if custom.get("showPoints") == "always" else None
-                ax.plot(t, vals, lw=1, label=s.name, marker=marker, ms=3)  # type: ignore[arg-type]
+                ax.plot(t, vals, lw=1, label=s.name, marker=marker, ms=3)  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes; it converts them
     lo = min([*ys, custom.get("axisSoftMin", math.inf)]) if ys else custom.get("axisSoftMin", 0)
     hi = max([*ys, custom.get("axisSoftMax", -math.inf)]) if ys else custom.get("axisSoftMax", 1)
     if lo == hi or not (math.isfinite(lo) and math.isfinite(hi)):

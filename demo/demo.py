@@ -329,7 +329,7 @@ class Demo:
     async def _fresh_database(self) -> None:
         target = self.influx_target
         async with InfluxClient(target) as db:
-            await db.query(f'DROP DATABASE "{target.db}"', db=False, method="POST")  # type: ignore[arg-type]
+            await db.query(f'DROP DATABASE "{target.db}"', db=False, method="POST")
             await db.ensure_database()
 
     # ------------------------------------------------------------------ the incident

@@ -417,7 +417,7 @@ class Stack:
         info = self._read_pid_file(name)
         if info is None:
             return None
-        pid = int(info["pid"])  # type: ignore[call-overload]
+        pid = int(info["pid"])  # type: ignore[call-overload]  # JSON; a bad pid file raises
         return pid if self._is_ours(name, pid) else None
 
     def _recorded_port(self, name: str) -> int:
@@ -426,7 +426,7 @@ class Stack:
         if info is None:
             return default
         try:
-            return int(info.get("port", default))  # type: ignore[call-overload]
+            return int(info.get("port", default))  # type: ignore[call-overload]  # JSON, checked below
         except (TypeError, ValueError):
             return default
 

@@ -41,7 +41,7 @@ def exceeds(reg: Regulatory | None, mean: float | None) -> bool:
     if reg.comparator == "range":
         lo, hi = reg.limit  # type: ignore[misc]  # a range limit is [low, high] (park model checks it)
         return not lo <= mean <= hi
-    limit = float(reg.limit)  # type: ignore[arg-type]
+    limit = float(reg.limit)  # type: ignore[arg-type]  # not a range: one number
     return mean < limit if reg.comparator == "min" else mean > limit
 
 
@@ -205,7 +205,7 @@ def sensor_day(ref: SensorRef, readings: list[tuple[int, float, bool]], start: i
     valid_hours = [h for h in hours if h.valid and h.mean is not None]
     need_hours = day_need(ref.sensor, len(hours))
     day_ok = len(valid_hours) >= need_hours
-    day_mean = sum(h.mean for h in valid_hours) / len(valid_hours) if day_ok else None  # type: ignore[misc]
+    day_mean = sum(h.mean for h in valid_hours) / len(valid_hours) if day_ok else None  # type: ignore[misc]  # valid hours have a mean
     total = Period(start, "24h", day_mean, len(valid_hours), day_ok, limit_text(day_reg), exceeds(day_reg, day_mean))
     n_valid = sum(len(v) for v in buckets.values())
     excursions = excursions_of(five_reg, rolling_means(readings, five_min_need(ref.sensor))) if five_reg else []
@@ -252,7 +252,7 @@ async def monthly_report(db: InfluxClient, park: Park, year: int, month: int, si
             valid_days = [p for p in daily if p.valid and p.mean is not None]
             month_reg = entry(r.sensor, "monthly")
             ok = len(valid_days) >= month_need(r.sensor, month, len(days))
-            mean = sum(p.mean for p in valid_days) / len(valid_days) if ok else None  # type: ignore[misc]
+            mean = sum(p.mean for p in valid_days) / len(valid_days) if ok else None  # type: ignore[misc]  # valid days have a mean
             total = Period(start, "month", mean, len(valid_days), ok, limit_text(month_reg), exceeds(month_reg, mean))
             capture = sum(rep.capture for rep in reps) / len(reps)
             excursions = [e for rep in reps for e in rep.excursions]

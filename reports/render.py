@@ -81,7 +81,8 @@ def _alarm_rows(alarms: list[dict[str, object]], report: Report) -> list[list[st
     rows = []
     for a in alarms:
         ts = a.get("time")
-        when = datetime.fromtimestamp(int(ts) / 1000, report.tz).strftime("%m-%d %H:%M:%S") if ts else ""  # type: ignore[call-overload]
+        stamp = int(ts) / 1000 if ts else None  # type: ignore[call-overload]  # the row's epoch ms
+        when = datetime.fromtimestamp(stamp, report.tz).strftime("%m-%d %H:%M:%S") if stamp is not None else ""
         rows.append([when, f"{a.get('asset', '')}/{a.get('sensor', '')}", str(a.get("rule", "")),
                      str(a.get("event", "")), str(a.get("state", "")), str(a.get("operator") or ""),
                      str(a.get("message") or "")[:80]])

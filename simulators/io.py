@@ -310,8 +310,8 @@ async def _until(work: Coroutine[Any, Any, None], stop: asyncio.Event, limit_s: 
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+    if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+        raise exc
 
 
 def read_recording(path: str | Path, *, include_service: bool = False,

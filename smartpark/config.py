@@ -90,20 +90,20 @@ class InfluxTarget:
 @dataclass(frozen=True)
 class Settings:
     mqtt_url: str = OPTIONS["mqtt_url"][1]  # type: ignore[assignment]  # defaults are not None here
-    influx_url: str = OPTIONS["influx_url"][1]  # type: ignore[assignment]
-    influx_db: str = OPTIONS["influx_db"][1]  # type: ignore[assignment]
+    influx_url: str = OPTIONS["influx_url"][1]  # type: ignore[assignment]  # defaults are not None here
+    influx_db: str = OPTIONS["influx_db"][1]  # type: ignore[assignment]  # defaults are not None here
     influx_token: str | None = None
     park: str | None = None
-    state_dir: str = OPTIONS["state_dir"][1]  # type: ignore[assignment]
-    api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]
+    state_dir: str = OPTIONS["state_dir"][1]  # type: ignore[assignment]  # defaults are not None here
+    api_url: str = OPTIONS["api_url"][1]  # type: ignore[assignment]  # defaults are not None here
     api_token: str | None = None
     mqtt_protocol: str = "auto"
     public_url: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
-    hj212_listen: str = OPTIONS["hj212_listen"][1]  # type: ignore[assignment]
-    raw_retention: str = OPTIONS["raw_retention"][1]  # type: ignore[assignment]
-    rollup_retention: str = OPTIONS["rollup_retention"][1]  # type: ignore[assignment]
+    hj212_listen: str = OPTIONS["hj212_listen"][1]  # type: ignore[assignment]  # defaults are not None here
+    raw_retention: str = OPTIONS["raw_retention"][1]  # type: ignore[assignment]  # defaults are not None here
+    rollup_retention: str = OPTIONS["rollup_retention"][1]  # type: ignore[assignment]  # defaults are not None here
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -120,7 +120,7 @@ class Settings:
                 values[name] = environ[var]
             else:
                 values[name] = default
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]  # each value has its field's type (OPTIONS)
         settings.mqtt()  # validate early: before any I/O
         settings.influx()
         settings.hj212_address()

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -126,9 +126,10 @@ class InfluxClient:
         return WriteError(f"InfluxDB answered {status}: {msg}", status=status, retryable=True, retry_after=after)
 
     # ------------------------------------------------------------------ query
-    async def query(self, q: str, db: str | None = None, *, epoch: str | None = "ms",
+    async def query(self, q: str, db: str | Literal[False] | None = None, *, epoch: str | None = "ms",
                     method: str = "GET") -> list[dict[str, Any]]:
-        """Run InfluxQL; returns the ``results`` list. Raises WriteError(retryable) when unreachable and
+        """Run InfluxQL (in ``db``, else the target's database; ``db=False`` for a statement on the server,
+        such as ``SHOW DATABASES``); returns the ``results`` list. Raises WriteError(retryable) when unreachable and
         ValueError on a query error."""
         params = {"q": q}
         if db is not False:
@@ -174,12 +175,12 @@ class InfluxClient:
     async def ensure_database(self, db: str | None = None) -> bool:
         """Create the database when missing (as Telegraf does). Returns True when it was created."""
         name = db or self.target.db
-        results = await self.query("SHOW DATABASES", db=False, method="GET")  # type: ignore[arg-type]
+        results = await self.query("SHOW DATABASES", db=False, method="GET")
         existing = {v[0] for r in results for s in r.get("series", []) for v in s.get("values", [])}
         if name in existing:
             await self.ensure_retention(name)
             return False
-        await self.query(f"CREATE DATABASE {quote_ident(name)}", db=False, method="POST")  # type: ignore[arg-type]
+        await self.query(f"CREATE DATABASE {quote_ident(name)}", db=False, method="POST")
         log.warning("created InfluxDB database %r (it was missing)", name)
         await self.ensure_retention(name)
         return True
@@ -237,7 +238,7 @@ class InfluxClient:
     async def _has_data(self, db: str, rp: str | None) -> bool:
         """Whether retention policy ``rp`` of ``db`` holds any shard (cheap: no data is read)."""
         try:
-            for result in await self.query("SHOW SHARDS", db=False):  # type: ignore[arg-type]
+            for result in await self.query("SHOW SHARDS", db=False):
                 for series in result.get("series", []):
                     if series.get("name") != db:
                         continue

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -169,18 +169,20 @@ class Hj212Logger(_Strict):
         return dict(self.codes)
 
 
+def _ids_once(what: str) -> AfterValidator:
+    """Refuses a list of sites, assets or sensors in which an id appears twice."""
+    def check(v: list[Any]) -> list[Any]:
+        _check_unique([x.id for x in v], what)
+        return v
+    return AfterValidator(check)
+
+
 class Asset(_Strict):
     id: Id
     name: str
     name_zh: str | None = None
     hj212: list[Hj212Logger] = []
-    sensors: list[Sensor] = Field(min_length=1)
-
-    @field_validator("sensors")
-    @classmethod
-    def _unique(cls, v: list[Sensor]) -> list[Sensor]:
-        _check_unique([s.id for s in v], "sensor")
-        return v
+    sensors: Annotated[list[Sensor], _ids_once("sensor")] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _hj212_sensors(self) -> Asset:
@@ -197,13 +199,7 @@ class Site(_Strict):
     id: Id
     name: str
     name_zh: str | None = None
-    assets: list[Asset] = Field(min_length=1)
-
-    @field_validator("assets")
-    @classmethod
-    def _unique(cls, v: list[Asset]) -> list[Asset]:
-        _check_unique([a.id for a in v], "asset")
-        return v
+    assets: Annotated[list[Asset], _ids_once("asset")] = Field(min_length=1)
 
 
 def _check_unique(ids: list[str], what: str) -> None:

@@ -4,40 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from devstack import free_port
+from devstack.parks import asset, park_yaml, site
 from smartpark.park import parse_park
 
-PARK_YAML = """
-park: {id: t, name: Test park, timezone: Asia/Shanghai}
-sites:
-  - id: plant
-    name: Plant
-    assets:
-      - id: tank
-        name: Tank
-        sensors:
-          - {id: level, name: Level, name_zh: 液位, unit: "%", range: [0, 100], normal: [20, 60], interval_s: 10,
-             limits: {hh: 90, h: 80, l: 10, ll: 5}, deadband: 2}
-          - {id: temp, name: Temp, unit: degC, range: [0, 200], normal: [20, 60], interval_s: 10, limits: {h: 80}}
-  - id: other
-    name: Other site
-    assets:
-      - id: pump
-        name: Pump
-        sensors:
-          - {id: flow, name: Flow, unit: m3/h, range: [0, 100], normal: [20, 60], interval_s: 10, limits: {h: 80}}
-      - id: stack
-        name: Stack
-        sensors:
-          - {id: nox, name: NOx, unit: mg/m3, range: [0, 1000], normal: [100, 250], interval_s: 60,
-             regulatory: [{limit: 300, averaging: 1h, source: GB 18484}]}
-"""
+# the tank level with all four limits, as the engine's unit tests have it too
+LEVEL = ('{id: level, name: Level, name_zh: 液位, unit: "%", range: [0, 100], normal: [20, 60], interval_s: 10, '
+         'limits: {hh: 90, h: 80, l: 10, ll: 5}, deadband: 2}')
+PARK_YAML = park_yaml(
+    site("plant", "Plant", asset(
+        "tank", "Tank", LEVEL,
+        "{id: temp, name: Temp, unit: degC, range: [0, 200], normal: [20, 60], interval_s: 10, limits: {h: 80}}")),
+    site("other", "Other site",
+         asset("pump", "Pump",
+               "{id: flow, name: Flow, unit: m3/h, range: [0, 100], normal: [20, 60], interval_s: 10, "
+               "limits: {h: 80}}"),
+         asset("stack", "Stack",
+               "{id: nox, name: NOx, unit: mg/m3, range: [0, 1000], normal: [100, 250], interval_s: 60, "
+               "regulatory: [{limit: 300, averaging: 1h, source: GB 18484}]}")))
 PARK = parse_park(PARK_YAML, "test-park.yaml")
+
+
+def api_up(api: str, token_file: Path, path: str) -> bool:
+    """The engine's API at ``api`` answers 200 to ``path`` with the token the engine wrote to ``token_file``
+    (False while the file or the answer is not there yet)."""
+    if not token_file.exists():
+        return False
+    req = urllib.request.Request(api + path, headers={"Authorization": f"Bearer {token_file.read_text().strip()}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 @dataclass

@@ -107,28 +107,23 @@ def influx_db(influx_server: InfluxServer) -> Iterator[InfluxDB]:
 # Mosquitto
 
 
-def _broker(root: Path) -> Broker:
+def _broker(root: Path) -> Iterator[Broker]:
     stack = _new_stack(root, influx_port=0)
     stack.start_mosquitto()
-    return Broker(stack)
+    try:
+        yield Broker(stack)
+    finally:
+        _stop_quietly(stack)
 
 
 @pytest.fixture
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    b = _broker(tmp_path_factory.mktemp("broker"))
-    try:
-        yield b
-    finally:
-        _stop_quietly(b.stack)
+    yield from _broker(tmp_path_factory.mktemp("broker"))
 
 
 @pytest.fixture(scope="session")
 def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    b = _broker(tmp_path_factory.mktemp("shared_broker"))
-    try:
-        yield b
-    finally:
-        _stop_quietly(b.stack)
+    yield from _broker(tmp_path_factory.mktemp("shared_broker"))
 
 
 # --------------------------------------------------------------------------------------------------

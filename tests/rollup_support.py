@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from smartpark.config import Settings
@@ -139,5 +140,8 @@ async def write_points(s: Settings, points: Iterable[Point], rp: str | None = No
             await db.write(lines[i:i + 5000], rp=rp)
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)

@@ -7,45 +7,34 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from alerts_helpers import LEVEL
 
 from alerts import Engine, ManualClock, parse_rules
 from alerts.events import AlarmEvent
+from devstack.parks import asset, park_yaml, site
 from smartpark.errors import ConfigError, UsageError
 from smartpark.park import parse_park
 from smartpark.wire import Reading
 
-PARK = """
-park: {id: t, name: Test park, timezone: Asia/Shanghai}
-sites:
-  - id: plant
-    name: Plant
-    assets:
-      - id: tank
-        name: Tank
-        sensors:
-          - {id: level, name: Level, name_zh: 液位, unit: "%", range: [0, 100], normal: [20, 60], interval_s: 10,
-             limits: {hh: 90, h: 80, l: 10, ll: 5}, deadband: 2}
-          - {id: temp, name: Temp, unit: degC, range: [0, 200], normal: [20, 60], interval_s: 10,
-             limits: {h: 80}, deadband: 1, on_delay_s: 30, off_delay_s: 20}
-          - {id: press, name: Pressure, unit: kPa, range: [0, 1000], normal: [100, 200], interval_s: 10,
-             rate_per_min: 50, priority: {roc: high}}
-      - id: furnace
-        name: Furnace
-        sensors:
-          - {id: temp, name: SCC temperature, unit: degC, range: [0, 1600], normal: [1120, 1200], interval_s: 5,
-             regulatory: [{limit: 1100, averaging: 5min, comparator: min, source: GB 18484}]}
-          - {id: feed, name: Feed, unit: t/h, range: [0, 6], normal: [3, 5], interval_s: 10}
-      - id: cems
-        name: CEMS
-        sensors:
-          - {id: nox, name: NOx, unit: mg/m3, range: [0, 1000], normal: [100, 250], interval_s: 60,
-             regulatory: [{limit: 300, averaging: 1h, source: GB 18484},
-                          {limit: 250, averaging: 24h, source: GB 18484}]}
-          - {id: ph, name: pH, unit: pH, range: [0, 14], normal: [6, 9], interval_s: 60, deadband: 0.1,
-             regulatory: [{limit: [6, 9], averaging: instant, comparator: range, source: GB 8978}]}
-          - {id: nh3, name: NH3-N analyzer, unit: mg/L, range: [0, 100], normal: [0.5, 5], interval_s: 300,
-             sample_cycle_s: 900}
-"""
+PARK = park_yaml(site(
+    "plant", "Plant",
+    asset("tank", "Tank", LEVEL,
+          "{id: temp, name: Temp, unit: degC, range: [0, 200], normal: [20, 60], interval_s: 10, "
+          "limits: {h: 80}, deadband: 1, on_delay_s: 30, off_delay_s: 20}",
+          "{id: press, name: Pressure, unit: kPa, range: [0, 1000], normal: [100, 200], interval_s: 10, "
+          "rate_per_min: 50, priority: {roc: high}}"),
+    asset("furnace", "Furnace",
+          "{id: temp, name: SCC temperature, unit: degC, range: [0, 1600], normal: [1120, 1200], interval_s: 5, "
+          "regulatory: [{limit: 1100, averaging: 5min, comparator: min, source: GB 18484}]}",
+          "{id: feed, name: Feed, unit: t/h, range: [0, 6], normal: [3, 5], interval_s: 10}"),
+    asset("cems", "CEMS",
+          "{id: nox, name: NOx, unit: mg/m3, range: [0, 1000], normal: [100, 250], interval_s: 60, "
+          "regulatory: [{limit: 300, averaging: 1h, source: GB 18484}, "
+          "{limit: 250, averaging: 24h, source: GB 18484}]}",
+          "{id: ph, name: pH, unit: pH, range: [0, 14], normal: [6, 9], interval_s: 60, deadband: 0.1, "
+          "regulatory: [{limit: [6, 9], averaging: instant, comparator: range, source: GB 8978}]}",
+          "{id: nh3, name: NH3-N analyzer, unit: mg/L, range: [0, 100], normal: [0.5, 5], interval_s: 300, "
+          "sample_cycle_s: 900}")))
 park = parse_park(PARK, "park.yaml")
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = int(datetime(2026, 3, 2, 10, 0, tzinfo=TZ).timestamp() * 1000)  # a clock hour in the park's zone
@@ -283,7 +272,7 @@ class TestBadQuality:
         e = engine()
         got = []
         for t in range(0, 3 * 3600, 10):
-            e.clock.set(T0 + t * 1000)  # type: ignore[attr-defined]
+            e.clock.set(T0 + t * 1000)  # type: ignore[attr-defined]  # engine() gives it a ManualClock
             got += [(x.rule, x.event, x.ts, x.priority) for x in e.process(R(self.KEY, 95, t, "bad"))]
             got += [(x.rule, x.event, x.ts, x.priority) for x in e.tick(T0 + t * 1000 + 5000)
                     if x.sensor == "level"]

@@ -176,7 +176,7 @@ class TestReport:
                                 "--influx-url", influx_db.url, "--influx-db", influx_db.db],
                                capture_output=True, text=True, timeout=60)
             assert r.returncode == 0, r.stderr
-            return json.loads(r.stdout)  # type: ignore[no-any-return]
+            return json.loads(r.stdout)
 
         # simulated time (a replay months ago): --until last ends the period at the newest alarm point
         influx_db.write([ev(i, i * 60).to_line() for i in range(3)], precision="ns")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from alerts_helpers import PARK, reading, wait_for
+from alerts_helpers import PARK, api_up, reading, wait_for
 from services import Broker, InfluxDB
 from test_alerts_service import T0, publish, settings
 
@@ -26,20 +26,10 @@ from alerts.notify import Outbox, Sender, WebhookNotifier
 from alerts.notify.notifiers import Notification
 from alerts.service import AlertService
 from devstack import SMARTPARK, free_port
+from devstack.parks import one_tank_level
 
 TOPIC = "park/plant/tank/level"
-ONE_SENSOR = """
-park: {id: t, name: Test park, timezone: Asia/Shanghai}
-sites:
-  - id: plant
-    name: Plant
-    assets:
-      - id: tank
-        name: Tank
-        sensors:
-          - {id: level, name: Level, unit: "%", range: [0, 100], normal: [20, 60], interval_s: 10,
-             limits: {hh: 90, h: 80}, deadband: 2}
-"""
+ONE_SENSOR = one_tank_level()
 
 
 class Hook:
@@ -116,16 +106,7 @@ class Engine:
                                 stderr=subprocess.STDOUT)
 
     def up(self) -> bool:
-        token = self.state / "api-token"
-        if not token.exists():
-            return False
-        req = urllib.request.Request(self.api + "/status",
-                                     headers={"Authorization": f"Bearer {token.read_text().strip()}"})
-        try:
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return api_up(self.api, self.state / "api-token", "/status")
 
     @staticmethod
     def stop(p: subprocess.Popen[bytes]) -> int:

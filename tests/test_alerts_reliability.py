@@ -102,7 +102,7 @@ class TestServiceReliability:
                 if r.value == 13:
                     raise RuntimeError("an engine fault")
                 return real(r)
-            svc.engine.process = process  # type: ignore[method-assign]
+            svc.engine.process = process  # type: ignore[method-assign]  # the fault is injected here
             return seen
 
         svc = AlertService(s, PARK, clock="event", api=False)
@@ -144,7 +144,7 @@ class TestJournalReplay:
             if r.value == 13:
                 raise RuntimeError("an engine fault")
             return real(r)
-        engine.process = process  # type: ignore[method-assign]
+        engine.process = process  # type: ignore[method-assign]  # the fault is injected here
         snap, records = StateStore(tmp_path).load()
         restore(engine, PARK, snap, records)
         assert engine.get("plant/tank/level/hh").active

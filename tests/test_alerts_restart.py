@@ -8,10 +8,10 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
+from typing import Any
 
-from alerts_helpers import Endpoints, wait_for
+from alerts_helpers import Endpoints, api_up, wait_for
 from services import Broker, InfluxDB
 
 from alerts import Engine, EventClock
@@ -23,7 +23,7 @@ from smartpark.wire import Decoder
 PARK = load_park()
 
 
-def reference(msgs: list) -> list[tuple[str, int]]:  # type: ignore[type-arg]
+def reference(msgs: list[Any]) -> list[tuple[str, int]]:
     """Raised alarms (id, ts) of an uninterrupted in-process run over the same messages (all sites)."""
     clock = EventClock()
     e = Engine(PARK, None, clock)
@@ -44,18 +44,6 @@ def reference(msgs: list) -> list[tuple[str, int]]:  # type: ignore[type-arg]
 def start(env: dict[str, str], log: Path, webhook: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*SMARTPARK, "alerts", "run", "--clock", "event",
                              "--webhook", webhook], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
-def api_up(url: str, token_file: Path) -> bool:
-    if not token_file.exists():
-        return False
-    req = urllib.request.Request(url + "/alarms",
-                                 headers={"Authorization": f"Bearer {token_file.read_text().strip()}"})
-    try:
-        with urllib.request.urlopen(req, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 class TestRestart:
@@ -84,7 +72,7 @@ class TestRestart:
             async with Endpoints("ok") as (hook,):
                 a = start(env, log, hook.url)
                 try:
-                    await wait_for(lambda: api_up(api, token), 60, 0.1)
+                    await wait_for(lambda: api_up(api, token, "/alarms"), 60, 0.1)
                     await publish(msgs[:cut], broker.url, speed=0)
                     before = {(i, ts) for i, ts in ref if ts <= split_ts}
                     await wait_for(lambda: before <= {(b["id"], b["ts"]) for b in hook.bodies
@@ -95,7 +83,7 @@ class TestRestart:
                 await publish(msgs[cut:], broker.url, speed=0)  # queued by the broker for the engine's session
                 b = start(env, log, hook.url)
                 try:
-                    await wait_for(lambda: api_up(api, token), 60, 0.1)
+                    await wait_for(lambda: api_up(api, token, "/alarms"), 60, 0.1)
                     def done() -> bool:
                         rows = influx_db.query("SELECT count(state) FROM alarm WHERE event = 'raised'")
                         return bool(rows) and rows[0]["count"] >= sum(expected.values())

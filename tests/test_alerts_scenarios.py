@@ -111,7 +111,7 @@ class TestGolden:
             def spy(events: list[AlarmEvent]) -> None:
                 got.extend(events)
                 emit(events)
-            svc.emit = spy  # type: ignore[method-assign]
+            svc.emit = spy  # type: ignore[method-assign]  # the spy sees what is emitted
             stop = asyncio.Event()
             task = asyncio.create_task(svc.run(stop))
             await asyncio.wait_for(svc.ready.wait(), 30)

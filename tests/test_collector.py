@@ -10,10 +10,12 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
+from services import InfluxDB
 from test_collector_support import (
     TS0,
     CollectorThread,
@@ -27,7 +29,8 @@ from test_collector_support import (
     wait_for,
 )
 
-from devstack import SMARTPARK
+from devstack import SMARTPARK, Stack
+from smartpark.park import Park
 
 
 def retained_status(port: int, instance: str) -> str | None:
@@ -44,8 +47,32 @@ def retained_status_wait(port: int, instance: str, timeout: int = 30) -> str | N
     return json.loads(out)["status"] if out.strip() else None
 
 
+def own_stack(stack_factory: Callable[[], Stack], tmp_path: Path, db_name: str, n: int,
+              seed: int) -> tuple[Stack, Path, Park, list[tuple[str, bytes, str, int, float]], InfluxDB]:
+    """A stack of the test's own (it stops and starts its services), the park of 500 sensors, ``n`` readings
+    over it and a fresh database ``db_name`` on the stack's InfluxDB."""
+    stack = stack_factory()
+    park_path, park = big_park(tmp_path)
+    db = InfluxDB(stack.influx_url, db_name)
+    db.create()
+    return stack, park_path, park, readings(park, n, seed=seed), db
+
+
 def count(db: Any) -> int:
     return db.count("reading", "value")
+
+
+def run_until_stored(cmd: list[str], log: IO[bytes], db: Any, n: int, env: dict[str, str] | None = None) -> None:
+    """The collector (``cmd``) started again until ``db`` holds ``n`` points, then stopped by SIGTERM: it
+    exits 0."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+    try:
+        wait_for(lambda: count(db) >= n, 120, lambda: f"{count(db)} of {n} points")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 class TestThroughputAndExactness:
@@ -73,13 +100,8 @@ class TestFailures:
     @pytest.mark.ci
     def test_influxdb_stopped_15s_mid_run_loses_nothing(self, stack_factory: Any, tmp_path: Path) -> None:
         """InfluxDB stopped for 15 s mid-run, then restarted: every reading arrives and the spool drains."""
-        stack = stack_factory()
-        park_path, park = big_park(tmp_path)
-        sent = readings(park, 20_000, seed=2)
+        stack, park_path, park, sent, db = own_stack(stack_factory, tmp_path, "outage", 20_000, seed=2)
         settings = settings_for(stack.mqtt_url, stack.influx_url, "outage", park_path, tmp_path / "state")
-        from services import InfluxDB
-        db = InfluxDB(stack.influx_url, "outage")
-        db.create()
         with CollectorThread(settings, park, write_timeout=3.0) as collector:
             wait_connected(collector)
             pub = Publisher(stack.mqtt_port)
@@ -143,11 +165,8 @@ class TestFailures:
             wait_for(lambda: retained_status(broker.port, "k9") == "offline", 15, "the last will (offline)")
             t.join()
             pub.wait_acked()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
-            wait_for(lambda: count(influx_db) >= 30_000, 120, lambda: f"{count(influx_db)} of 30000 points")
             pub.close()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
+            run_until_stored(cmd, log, influx_db, 30_000, env)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -267,13 +286,8 @@ class TestBackpressure:
                                                                    tmp_path: Path) -> None:
         """InfluxDB down and the spool full: the collector takes no more (the broker holds the rest, nothing
         is dropped); once InfluxDB is back everything arrives."""
-        stack = stack_factory()
-        park_path, park = big_park(tmp_path)
-        sent = readings(park, 5_000, seed=6)
+        stack, park_path, park, sent, db = own_stack(stack_factory, tmp_path, "full", 5_000, seed=6)
         settings = settings_for(stack.mqtt_url, stack.influx_url, "full", park_path, tmp_path / "state")
-        from services import InfluxDB
-        db = InfluxDB(stack.influx_url, "full")
-        db.create()
         with CollectorThread(settings, park, batch_size=100, spool_max_mb=0.02, write_timeout=2.0) as collector:
             wait_connected(collector)
             stack.stop_influxd()
@@ -338,12 +352,7 @@ class TestSpoolDurability:
                                                                          tmp_path: Path) -> None:
         """Readings acked because they were fsync'd in the spool (InfluxDB down) survive ``kill -9``: the
         next start replays them once InfluxDB is back."""
-        stack = stack_factory()
-        park_path, park = big_park(tmp_path)
-        sent = readings(park, 5_000, seed=7)
-        from services import InfluxDB
-        db = InfluxDB(stack.influx_url, "spoolkill")
-        db.create()
+        stack, park_path, _, sent, db = own_stack(stack_factory, tmp_path, "spoolkill", 5_000, seed=7)
         state = tmp_path / "state"
         cmd = [*SMARTPARK, "collect", "--mqtt-url", stack.mqtt_url, "--influx-url",
                stack.influx_url, "--influx-db", "spoolkill", "--park", str(park_path), "--state-dir", str(state),
@@ -365,10 +374,7 @@ class TestSpoolDurability:
             proc.kill()
             proc.wait(10)
             stack.start_influxd()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-            wait_for(lambda: count(db) >= 5_000, 120, lambda: f"{count(db)} of 5000 points")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
+            run_until_stored(cmd, log, db, 5_000)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -38,13 +38,13 @@ def _schema() -> dict[str, Any]:
     for path in (ROOT / "tests" / "data" / "compose-spec.json",
                  ROOT.parent / "shared" / "schemas" / "compose-spec.json"):
         if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+            return json.loads(path.read_text(encoding="utf-8"))
     pytest.fail("compose-spec.json not found in tests/data nor ../shared/schemas")
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
 
 
 def _smartpark_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -173,7 +173,7 @@ def _resolved(tls: str) -> dict[str, Any]:
             return [walk(v) for v in node]
         return interpolate(node, env) if isinstance(node, str) else node
 
-    return walk(yaml.safe_load(COMPOSE.read_text(encoding="utf-8")))  # type: ignore[no-any-return]
+    return walk(yaml.safe_load(COMPOSE.read_text(encoding="utf-8")))
 
 
 class TestComposeTls:
@@ -262,6 +262,12 @@ class _Watcher:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+    def __enter__(self) -> _Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 PASSWORDS = {"smartpark": "svc-" + uuid.uuid4().hex, "simulator": "sim-" + uuid.uuid4().hex,
@@ -355,6 +361,12 @@ def _publish(port: int, user: str, topic: str, payload: str = '{"value": 1.0}') 
                    check=True, timeout=15, capture_output=True)
 
 
+def _publish_each(port: int, user: str, *topics: str) -> None:
+    """:func:`_publish` of a reading to each topic in turn."""
+    for topic in topics:
+        _publish(port, user, topic)
+
+
 def _connect_rc(port: int, user: str | None, password: str | None) -> int:
     cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "park/x", "-m", "1"]
     if user:
@@ -372,65 +384,50 @@ class TestBrokerAcl:
     def test_site_devices_publish_only_under_their_site(self, secured_broker: SecuredBroker) -> None:
         """A wwtp device's reading reaches the services; its message for another site or for the alarm
         tree does not."""
-        watcher = _Watcher(secured_broker.port, PASSWORDS["smartpark"])
-        try:
-            _publish(secured_broker.port, "wwtp", "park/hw_center/scc/temp")
-            _publish(secured_broker.port, "wwtp", "park/alarms/wwtp/effluent/cod/hh")
-            _publish(secured_broker.port, "wwtp", "park/_sys/collector/x")
+        with _Watcher(secured_broker.port, PASSWORDS["smartpark"]) as watcher:
+            _publish_each(secured_broker.port, "wwtp", "park/hw_center/scc/temp", "park/alarms/wwtp/effluent/cod/hh",
+                          "park/_sys/collector/x")
             _publish(secured_broker.port, "hw_center", "park/hw_center/scc/temp")
-            _publish(secured_broker.port, "wwtp", "park/wwtp/effluent")  # a snapshot
-            _publish(secured_broker.port, "wwtp", "park/wwtp/effluent/cod")
+            _publish_each(secured_broker.port, "wwtp", "park/wwtp/effluent",  # a snapshot
+                          "park/wwtp/effluent/cod")
             watcher.wait_for("park/wwtp/effluent/cod")
             watcher.wait_for("park/hw_center/scc/temp")
             got = [t for t, _ in watcher.messages]
             assert got.count("park/hw_center/scc/temp") == 1  # the hw_center device's, not wwtp's
             assert "park/wwtp/effluent" in got
             assert not {"park/alarms/wwtp/effluent/cod/hh", "park/_sys/collector/x"} & set(got)
-        finally:
-            watcher.close()
 
     def test_services_write_alarms_and_status_but_no_readings(self, secured_broker: SecuredBroker) -> None:
         """The services' user publishes alarm state and service status, never readings."""
-        watcher = _Watcher(secured_broker.port, PASSWORDS["smartpark"])
-        try:
+        with _Watcher(secured_broker.port, PASSWORDS["smartpark"]) as watcher:
             _publish(secured_broker.port, "smartpark", "park/wwtp/effluent/cod")
             _publish(secured_broker.port, "smartpark", "park/_sys/collector/c1", '{"status": "online"}')
             _publish(secured_broker.port, "smartpark", "park/alarms/wwtp/effluent/cod/hh", "{}")
             watcher.wait_for("park/alarms/wwtp/effluent/cod/hh")
             assert "park/_sys/collector/c1" in watcher.topics()
             assert "park/wwtp/effluent/cod" not in watcher.topics()
-        finally:
-            watcher.close()
 
     def test_simulator_publishes_readings_of_every_site_and_nothing_else(self, secured_broker: SecuredBroker) -> None:
         """The simulator's user publishes readings of any site but neither alarm state nor service status."""
-        watcher = _Watcher(secured_broker.port, PASSWORDS["smartpark"])
-        try:
-            _publish(secured_broker.port, "simulator", "park/_sys/collector/c9")
-            _publish(secured_broker.port, "simulator", "park/alarms/hw_center/scc/temp/ll")
-            _publish(secured_broker.port, "simulator", "park/wwtp/influent/flow")
-            _publish(secured_broker.port, "simulator", "park/energy_hub/gt1/power")
+        with _Watcher(secured_broker.port, PASSWORDS["smartpark"]) as watcher:
+            _publish_each(secured_broker.port, "simulator", "park/_sys/collector/c9",
+                          "park/alarms/hw_center/scc/temp/ll", "park/wwtp/influent/flow", "park/energy_hub/gt1/power")
             watcher.wait_for("park/energy_hub/gt1/power")
             watcher.wait_for("park/wwtp/influent/flow")
             assert not {"park/_sys/collector/c9", "park/alarms/hw_center/scc/temp/ll"} & watcher.topics()
-        finally:
-            watcher.close()
 
 
 class TestBrokerTls:
     def test_devices_connect_over_tls_with_the_same_users_and_acl(self, secured_broker: SecuredBroker) -> None:
         """MQTT_TLS adds a listener with the certificate from the environment: a device that verifies the
         server against the CA publishes its site's readings over it, under the same ACL."""
-        watcher = _Watcher(secured_broker.port, PASSWORDS["smartpark"])
-        try:
+        with _Watcher(secured_broker.port, PASSWORDS["smartpark"]) as watcher:
             base = ["mosquitto_pub", "-h", "localhost", "-p", str(secured_broker.tls_port), "--cafile",
                     str(secured_broker.ca), "-u", "wwtp", "-P", PASSWORDS["wwtp"], "-q", "1", "-m", "1"]
             for topic in ("park/alarms/wwtp/effluent/cod/hh", "park/wwtp/effluent/nh3_n"):
                 subprocess.run([*base, "-t", topic], check=True, timeout=15, capture_output=True)
             watcher.wait_for("park/wwtp/effluent/nh3_n")
             assert "park/alarms/wwtp/effluent/cod/hh" not in watcher.topics()
-        finally:
-            watcher.close()
 
     def test_the_tls_listener_refuses_plain_mqtt_and_unverified_servers(self, secured_broker: SecuredBroker) -> None:
         """Plain MQTT to the TLS port, and TLS without the CA that signed the server, do not connect."""

@@ -45,7 +45,7 @@ def engine(shared_broker: Broker, influx_server: InfluxServer, tmp_path_factory:
             eng.wait_for(lambda: state(eng, LEVEL_HH) == "UNACK")
             yield eng
     finally:
-        api.HEADER_READ_S, api.BODY_READ_S = saved  # type: ignore[assignment]
+        api.HEADER_READ_S, api.BODY_READ_S = saved  # type: ignore[assignment]  # the values read above
         db.drop()
 
 
@@ -341,7 +341,7 @@ class TestUsersCommand:
         tok = run("token", "lin")
         assert tok.returncode == 0 and tok.stdout.startswith("spt_")
         assert tok.stdout.strip() not in path.read_text()
-        assert UserStore(path).by_token(tok.stdout.strip()).name == "lin"  # type: ignore[union-attr]
+        assert UserStore(path).by_token(tok.stdout.strip()).name == "lin"  # type: ignore[union-attr]  # the token is lin's
         assert run("remove", "lin").returncode == 0
         assert "lin" not in UserStore(path).users
 

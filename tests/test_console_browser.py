@@ -83,7 +83,7 @@ class TestConsole:
     def test_each_role_logs_in(self, browser: Any, engine: RunningEngine) -> None:
         """Every role logs in; the page offers only the actions the role may do (the server enforces them)."""
         engine.publish("other/pump/flow", 90.0)
-        engine.wait_for(lambda: engine.svc.engine.alarms[FLOW_H].state == "UNACK")  # type: ignore[union-attr]
+        engine.wait_for(lambda: engine.svc.engine.alarms[FLOW_H].state == "UNACK")  # type: ignore[union-attr]  # the service runs
         seen = {}
         for user, role in (("vera", "viewer"), ("otto", "operator"), ("sue", "supervisor"), ("ada", "admin")):
             page = open_console(browser, engine, user)
@@ -101,7 +101,7 @@ class TestConsole:
         """From a logged-in page: a viewer's POST with its valid CSRF token is 403; an operator's POST without
         the header is 403; the alarm stays unacknowledged."""
         engine.publish("other/pump/flow", 91.0)
-        flow = engine.svc.engine.alarms[FLOW_H]  # type: ignore[union-attr]
+        flow = engine.svc.engine.alarms[FLOW_H]  # type: ignore[union-attr]  # the service runs
         engine.wait_for(lambda: flow.state in ("UNACK", "SHLVD", "OOSRV", "ACKED"))
         before = flow.state
         post = """async ([path, header]) => { const h = {"Content-Type": "application/json"};
@@ -190,7 +190,7 @@ class TestConsole:
         page.evaluate("() => S.source.close()")  # the connection is gone (a network blip)
         engine.publish("plant/tank/level", 50.0)
         engine.publish("plant/tank/level", 92.0)  # raises h and hh while the console is away
-        hh = engine.svc.engine.alarms["plant/tank/level/hh"]  # type: ignore[union-attr]
+        hh = engine.svc.engine.alarms["plant/tank/level/hh"]  # type: ignore[union-attr]  # the service runs
         engine.wait_for(lambda: hh.state == "UNACK")
         assert page.query_selector(row(page, "plant/tank/level/hh")) is None
         page.evaluate("() => connect()")
@@ -202,9 +202,9 @@ class TestConsole:
         """A comment with markup is shown literally in the alarm's history and runs nothing."""
         evil = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
         engine.publish("plant/tank/temp", 50.0)
-        engine.wait_for(lambda: engine.svc.engine.alarms[TEMP_H].state in ("NORM", "RTNUN"))  # type: ignore[union-attr]
+        engine.wait_for(lambda: engine.svc.engine.alarms[TEMP_H].state in ("NORM", "RTNUN"))  # type: ignore[union-attr]  # the service runs
         engine.publish("plant/tank/temp", 86.0)
-        engine.wait_for(lambda: engine.svc.engine.alarms[TEMP_H].state == "UNACK")  # type: ignore[union-attr]
+        engine.wait_for(lambda: engine.svc.engine.alarms[TEMP_H].state == "UNACK")  # type: ignore[union-attr]  # the service runs
         status, _, _ = engine.call("POST", f"/alarms/{TEMP_H}/ack", {"comment": evil},
                                    headers={"Authorization": f"Bearer {engine.token}"})
         assert status == 200
@@ -292,9 +292,9 @@ def test_screenshots(browser: Any, shared_broker: Broker, influx_server: InfluxS
             lim = ref.sensor.limits
             value = (lim.hh or 0) * 1.05 if i % 2 == 0 else ((lim.h or lim.hh or 0) + (lim.hh or 0)) / 2
             eng.publish(ref.key, round(value, 2))
-        eng.wait_for(lambda: len(eng.svc.engine.active()) >= 6)  # type: ignore[union-attr]
+        eng.wait_for(lambda: len(eng.svc.engine.active()) >= 6)  # type: ignore[union-attr]  # the service runs
         hdr = {"Authorization": f"Bearer {eng.token}"}
-        first = eng.svc.engine.active()  # type: ignore[union-attr]
+        first = eng.svc.engine.active()  # type: ignore[union-attr]  # the service runs
         eng.call("POST", f"/alarms/{first[-1]['id']}/ack", {"comment": "field operator sent"}, headers=hdr)
         eng.call("POST", f"/alarms/{first[-2]['id']}/shelve", {"comment": "analyser maintenance",
                                                                "duration_s": 7200}, headers=hdr)

@@ -274,7 +274,7 @@ class FakeGrafana:
         self.auth.add(request.headers.get("Authorization", ""))
         if request.headers.get("Authorization") != "Bearer glsa_test":
             return web.json_response({"message": "Unauthorized"}, status=401)
-        return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request)
 
     async def get_folder(self, request: web.Request) -> web.Response:
         uid = request.match_info["uid"]
@@ -318,7 +318,7 @@ def with_fake_grafana(test: Callable[[FakeGrafana, str], Awaitable[None]]) -> Fa
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started above
         try:
             await test(fake, f"http://127.0.0.1:{port}")
         finally:

@@ -14,6 +14,7 @@ from alerts import Engine, EventClock
 from dashboards import build_all, iter_panels, run_panel
 from dashboards.macros import TimeRange
 from dashboards.query import PanelResult
+from devstack.parks import asset, park_yaml, site
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park, parse_park
 from smartpark.wire import Decoder, Reading
@@ -76,25 +77,14 @@ class TestFurnaceFiveMinuteMean:
         assert math.isclose(first_below[1], breach.value, rel_tol=1e-9), (first_below, breach.value)
 
 
-PARK_HOURLY = """
-park: {id: t, name: Test park, timezone: Asia/Shanghai}
-sites:
-  - id: plant
-    name: Plant
-    assets:
-      - id: stack
-        name: Stack CEMS
-        sensors:
-          - id: so2
-            name: SO2
-            unit: mg/m3
-            range: [0, 500]
-            normal: [0, 80]
-            interval_s: 60
-            regulatory:
-              - {limit: 100, averaging: 1h, source: "GB 18484-2020"}
-              - {limit: 80, averaging: 24h, source: "GB 18484-2020"}
-"""
+def stack_park(sensor: str) -> str:
+    """A park of one regulated sensor on a stack CEMS (``plant/stack/<id>``)."""
+    return park_yaml(site("plant", "Plant", asset("stack", "Stack CEMS", sensor)))
+
+
+PARK_HOURLY = stack_park(
+    "{id: so2, name: SO2, unit: mg/m3, range: [0, 500], normal: [0, 80], interval_s: 60, regulatory: ["
+    '{limit: 100, averaging: 1h, source: "GB 18484-2020"}, {limit: 80, averaging: 24h, source: "GB 18484-2020"}]}')
 
 
 class TestHourlyAndDailyMeans:
@@ -280,24 +270,8 @@ class TestOneDefinition:
         assert math.isclose(temp.excursions[0][1], breach.value, rel_tol=1e-9)
 
 
-PARK_MONTHLY = """
-park: {id: t, name: Test park, timezone: Asia/Shanghai}
-sites:
-  - id: plant
-    name: Plant
-    assets:
-      - id: stack
-        name: Stack CEMS
-        sensors:
-          - id: nox
-            name: NOx
-            unit: mg/m3
-            range: [0, 500]
-            normal: [0, 80]
-            interval_s: 300
-            regulatory:
-              - {limit: 40, averaging: monthly, source: "test"}
-"""
+PARK_MONTHLY = stack_park("{id: nox, name: NOx, unit: mg/m3, range: [0, 500], normal: [0, 80], interval_s: 300, "
+                          'regulatory: [{limit: 40, averaging: monthly, source: "test"}]}')
 
 
 class TestMonthlyMean:

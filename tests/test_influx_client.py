@@ -4,12 +4,14 @@ header that InfluxDB 2.x/3.x's v1 API expects, and how answers are sorted into e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -51,6 +53,22 @@ def secured_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _client(url: str, db: str = "authdb", token: str | None = None) -> InfluxClient:
     return InfluxClient(Settings(influx_url=url, influx_db=db, influx_token=token).influx())
+
+
+@contextlib.asynccontextmanager
+async def _answering(*routes: web.RouteDef) -> AsyncIterator[str]:
+    """An HTTP server with ``routes`` on a free loopback port, standing for an InfluxDB that answers what no
+    real one here would (429, no retention policies); yields its URL."""
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 class TestBasicAuth:
@@ -96,9 +114,9 @@ class TestBasicAuth:
 
         async def go() -> tuple[object, list[dict[str, object]]]:
             async with _client(admin, "rpdb") as db:
-                await db.query("CREATE DATABASE rpdb", db=False, method="POST")  # type: ignore[arg-type]
-                await db.query("CREATE USER writer WITH PASSWORD 'w'", db=False, method="POST")  # type: ignore[arg-type]
-                await db.query('GRANT ALL ON "rpdb" TO writer', db=False, method="POST")  # type: ignore[arg-type]
+                await db.query("CREATE DATABASE rpdb", db=False, method="POST")
+                await db.query("CREATE USER writer WITH PASSWORD 'w'", db=False, method="POST")
+                await db.query('GRANT ALL ON "rpdb" TO writer', db=False, method="POST")
             async with _client(user, "rpdb") as db:
                 assert await db.ensure_database() is False
                 retention = await db.ensure_retention()
@@ -106,11 +124,11 @@ class TestBasicAuth:
                 return retention, await db.rows("SELECT value FROM reading")
 
         retention, rows = asyncio.run(go())
-        assert retention.raw is None and rows == [{"time": T, "value": 2.5}]  # type: ignore[attr-defined]
+        assert retention.raw is None and rows == [{"time": T, "value": 2.5}]  # type: ignore[attr-defined]  # go() returns a Retention
 
 
 class TestAnswers:
-    def test_partial_write_names_the_bad_lines(self, influx_db) -> None:  # type: ignore[no-untyped-def]
+    def test_partial_write_names_the_bad_lines(self, influx_db: Any) -> None:
         """A 400 partial write keeps the good lines and names the rejected ones by index."""
         lines = ["m v=1 1764201600000", "m v=oops 1764201600001", "m v=3 1764201600002"]
 
@@ -124,7 +142,7 @@ class TestAnswers:
         assert list(err.rejected) == [1]
         assert influx_db.count("m") == 2
 
-    def test_gzip_bodies_are_accepted(self, influx_db) -> None:  # type: ignore[no-untyped-def]
+    def test_gzip_bodies_are_accepted(self, influx_db: Any) -> None:
         """Over a network the client gzips large bodies (on loopback it does not: it would only cost CPU)."""
         lines = [f"m v={i}.5 {1764201600000 + i}" for i in range(3000)]
 
@@ -163,21 +181,12 @@ class TestToken:
             return web.json_response({"results": [{"statement_id": 0}]})
 
         async def go() -> WriteError:
-            app = web.Application()
-            app.router.add_post("/write", write)
-            app.router.add_get("/query", query)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            try:
-                async with _client(f"http://127.0.0.1:{port}", token="tok-123") as db:
-                    await db.query("SHOW MEASUREMENTS")
-                    with pytest.raises(WriteError) as info:
-                        await db.write(["m v=1 1"])
-                    return info.value
-            finally:
-                await runner.cleanup()
+            async with _answering(web.post("/write", write), web.get("/query", query)) as url, \
+                    _client(url, token="tok-123") as db:
+                await db.query("SHOW MEASUREMENTS")
+                with pytest.raises(WriteError) as info:
+                    await db.write(["m v=1 1"])
+                return info.value
 
         err = asyncio.run(go())
         assert seen == [("/query", "Token tok-123"), ("/write", "Token tok-123")]
@@ -202,20 +211,11 @@ class TestToken:
             return web.json_response({"results": [{"statement_id": 0, "error": f"not implemented: {word}"}]})
 
         async def go() -> Retention:
-            app = web.Application()
-            app.router.add_get("/query", query)
-            app.router.add_post("/query", query)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            try:
-                async with _client(f"http://127.0.0.1:{port}", token="tok") as db:
-                    assert await db.ensure_database() is False
-                    assert await db.ensure_database() is False
-                    return await db.ensure_retention()
-            finally:
-                await runner.cleanup()
+            async with _answering(web.get("/query", query), web.post("/query", query)) as url, \
+                    _client(url, token="tok") as db:
+                assert await db.ensure_database() is False
+                assert await db.ensure_database() is False
+                return await db.ensure_retention()
 
         with caplog.at_level("WARNING", logger="smartpark.influx"):
             retention = asyncio.run(go())

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devstack.parks import asset, park_yaml, site
 from smartpark.numbers import beside_limit, number
 
 
@@ -39,24 +40,10 @@ class TestBesideLimit:
         assert number(float("inf")) == "inf"
 
 
-PARK = """
-park: {id: t, name: Test park, timezone: Asia/Shanghai}
-sites:
-  - id: hw
-    name: Incinerator
-    assets:
-      - id: scc
-        name: Secondary chamber
-        sensors:
-          - id: temp
-            name: Furnace temperature
-            unit: degC
-            range: [0, 1600]
-            normal: [1100, 1250]
-            interval_s: 5
-            regulatory:
-              - {limit: 1100, averaging: instant, comparator: min, source: "GB 18484-2020"}
-"""
+PARK = park_yaml(site("hw", "Incinerator", asset(
+    "scc", "Secondary chamber",
+    "{id: temp, name: Furnace temperature, unit: degC, range: [0, 1600], normal: [1100, 1250], interval_s: 5, "
+    'regulatory: [{limit: 1100, averaging: instant, comparator: min, source: "GB 18484-2020"}]}')))
 
 
 def test_the_engine_message_shows_the_side_of_the_limit() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,7 @@ MISTAKES = [
 
 class TestMistakes:
     @pytest.mark.parametrize("case", MISTAKES, ids=[m[0] for m in MISTAKES])
-    def test_one_line_with_file_line_key(self, case: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    def test_one_line_with_file_line_key(self, case: tuple[Any, ...], tmp_path: Path) -> None:
         """Each mistake is reported as one line naming the file, the line and the key."""
         _, (old, new), key, line, fragment = case
         assert old in GOOD

@@ -11,22 +11,11 @@ from pathlib import Path
 import pytest
 
 from devstack import SMARTPARK
+from devstack.parks import asset, park_yaml, site
 
-HEAD = """park: {id: p, name: P, timezone: UTC}
-sites:
-  - id: s
-    name: S
-    assets:
-      - id: a
-        name: A
-        sensors:
-          - id: x
-            name: X
-            unit: mg/L
-            range: [0, 100]
-            normal: [0, 50]
-            interval_s: 60
-"""
+# a park file of one sensor, x, whose keys are lines 9 to 14 (the expected lines below count in this text)
+HEAD = park_yaml(site("s", "S", asset("a", "A", "id: x\nname: X\nunit: mg/L\nrange: [0, 100]\nnormal: [0, 50]\n"
+                                                "interval_s: 60")), park="{id: p, name: P, timezone: UTC}")
 # nine levels of nine aliases: 680 bytes that stand for 9^9 (387 million) strings
 LAUGHS = "[&a [lol,lol,lol,lol,lol,lol,lol,lol,lol], " + ", ".join(
     f"&{b} [" + ",".join([f"*{a}"] * 9) + "]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)) + "]"

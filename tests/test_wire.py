@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -63,7 +64,7 @@ CASES = [
 
 class TestDecodeReading:
     @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-    def test_table(self, case: tuple) -> None:  # type: ignore[type-arg]
+    def test_table(self, case: tuple[Any, ...]) -> None:
         """Each payload becomes exactly one reading or one dead letter with the contract's reason."""
         _, topic, payload, want, reason = case
         out = DEC.decode(topic, payload, NOW)
