@@ -160,16 +160,20 @@ def chattering_query(where: str = "", time_filter: str = "$timeFilter") -> str:
     """Number of chattering alarms: ``len(chattering(...))``.
 
     Per alarm, ``elapsed`` gives the time between consecutive raises; the moving average of
-    ``CHATTER_RAISES - 1`` of them, times that count, is the span of that many + 1 raises."""
+    ``CHATTER_RAISES - 1`` of them, times that count, is the span of that many + 1 raises; an alarm chatters
+    when its shortest such span is within the window. The first subquery holds every alarm raised in the range,
+    so that a count of zero is told from a range without alarms."""
     n = CHATTER_RAISES - 1
     group = _group(ALARM_TAGS)
     gaps = (f'SELECT elapsed("event", 1ns) AS "gap" FROM "{MEASUREMENT}" WHERE {_raised_where(where, time_filter)} '
             f"GROUP BY {group}")
     spans = f'SELECT moving_average("gap", {n}) AS "mean_gap" FROM ({gaps}) GROUP BY {group}'
+    # every alarm raised in the range has a row; one raised fewer than CHATTER_RAISES times has no span (10^18 ns)
+    none = (f'SELECT count("event") * 0 + 1000000000000000000.0 AS "mean_gap" FROM "{MEASUREMENT}" '
+            f"WHERE {_raised_where(where, time_filter)} GROUP BY {group}")
+    shortest = f'SELECT min("mean_gap") AS "mean_gap" FROM ({none}), ({spans}) GROUP BY {group}'
     limit_ns = CHATTER_WINDOW_MS * 1_000_000 / n
-    per_alarm = (f'SELECT count("mean_gap") AS "windows" FROM ({spans}) WHERE "mean_gap" <= {limit_ns!r} '
-                 f"GROUP BY {group}")
-    return f'SELECT count("windows") FROM ({per_alarm})'
+    return f'SELECT count("mean_gap") FROM ({shortest}) WHERE "mean_gap" <= {limit_ns!r}'
 
 
 def stale_query(where: str = "", until: str = "${__to}ms") -> str:
