@@ -94,6 +94,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/api/history?format=csv", None, "viewer"),
     ("GET", "/api/handover", None, "viewer"),
     ("GET", "/api/overview", None, "viewer"),
+    ("GET", "/api/kpis?hours=1", None, "viewer"),
     ("GET", "/api/events", None, "viewer"),
     ("POST", "/alarms/plant/tank/none/hh/ack", {}, "operator"),
     ("POST", "/alarms/plant/tank/none/hh/shelve", {"duration_s": 60, "comment": "x"}, "operator"),
