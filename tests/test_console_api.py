@@ -564,6 +564,35 @@ class TestSecureCookie:
         assert "; secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
 
 
+class TestKpis:
+    """The console reads the alarm KPIs through /api/kpis, computed as ``alerts report`` computes them."""
+
+    def test_route_answers_the_reports_kpis(self, engine: RunningEngine) -> None:
+        """The route's flood, chattering and stale are ``alerts.report.kpis`` over the same events of the
+        engine's InfluxDB, with the thresholds of smartpark.kpis."""
+        from alerts.report import alarm_query, kpis
+        from smartpark import kpis as K
+
+        raise_again(engine, LEVEL_HH)
+        until = int(time.time() * 1000) + 1000
+        status, got, _ = engine.call("GET", f"/api/kpis?hours=2&until={until}",
+                                     headers={"Authorization": f"Bearer {engine.token}"})
+        assert status == 200, got
+        start = until - 2 * 3_600_000
+        expected = kpis(engine.db.query(alarm_query(start, until)), start, until)
+        assert got["alarms"] >= 1 and {k: got[k] for k in expected} == json_round(expected)
+        assert got["thresholds"] == {"flood_window_ms": K.FLOOD_WINDOW_MS, "flood_more_than": K.FLOOD_MORE_THAN,
+                                     "chatter_window_ms": K.CHATTER_WINDOW_MS, "chatter_raises": K.CHATTER_RAISES,
+                                     "stale_after_ms": K.STALE_AFTER_MS}
+
+
+def json_round(value: Any) -> Any:
+    """``value`` as it comes back from JSON (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(value))
+
+
 class TestDocument:
     """/openapi.json is made from the routes' declarations: it names every route the application serves, no
     other, with the bounds the handlers enforce."""
