@@ -1,7 +1,9 @@
 """The operator HTTP API and the console (aiohttp.web), with who may do what (CONTRACT §6, §8).
 
-Every route is declared once in :data:`ROUTES` with the least role it needs; the ``auth`` middleware
-enforces it for sessions and bearer tokens alike (401 without a valid session or token, 403 for a role that
+Every route is declared once (``route(...)`` in :func:`make_app`, collected in :data:`ROUTES`): the least
+role it needs, its parameters, body, answer and errors (:mod:`alerts.routes`), from which ``/openapi.json`` is
+generated; the handlers read their input through the same declarations. The ``auth`` middleware enforces the
+role for sessions and bearer tokens alike (401 without a valid session or token, 403 for a role that
 does not allow it or a session request without its CSRF header), before any handler runs. An alarm id
 contains slashes (``site/asset/sensor/rule``): it is matched by a path converter, and may be URL-encoded.
 

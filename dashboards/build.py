@@ -403,7 +403,8 @@ def _variables(*names: str, default_sensor: str | None = None) -> list[Json]:
 
 
 def alarms_dashboard(park: Park) -> Json:
-    flt = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/ AND '
+    tags = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/'  # the variables; the KPIs of smartpark.kpis take them
+    flt = f"{tags} AND "
     raised = f"{flt}\"event\" = 'raised' AND "
     group = '"site", "asset", "sensor", "rule", "priority"'
     # every event carries state, event and message, so their last() values come from the same (latest) event
@@ -415,7 +416,6 @@ def alarms_dashboard(park: Park) -> Json:
                  f'"message", "operator" FROM "alarm" WHERE {flt}$timeFilter ORDER BY time DESC LIMIT 500')
     per10 = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY time(10m) fill(0)'
     per_hour = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY time(1h) fill(0)'
-    tags = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/'  # the KPIs of smartpark.kpis, over the variables
     flood, peak = kpis.flood_query(tags), kpis.peak_query(tags)
     chatter, stale = kpis.chattering_query(tags), kpis.stale_query(tags)
     by_prio = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY "priority"'
