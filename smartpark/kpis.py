@@ -15,6 +15,9 @@ is the site (one control room per plant of the park).
   more than 24 h before the end of the period. Stale is a state at the end, not a count over the period: it is
   judged over the events of the :data:`STALE_LOOKBACK_MS` before the end, whatever the period's length.
 
+The notifications' flood gate (``alerts/notify/routing.py``) takes the same thresholds but watches the last
+10 minutes as alarms arrive, since it acts at the moment the eleventh comes; the KPI counts clock periods.
+
 Times are epoch milliseconds; a period is ``start <= time <= end`` (Grafana's ``$timeFilter``). InfluxDB keeps
 event times to the nanosecond and the Python sees them to the millisecond: the two can differ only for three
 raises 60 s apart to within a millisecond.
