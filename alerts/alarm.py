@@ -32,6 +32,11 @@ from .events import (
 )
 from .rules import CustomRule, PlantState, RuleSet
 
+
+class UnknownAlarm(UsageError):
+    """An operator action on an alarm id the engine does not know (the API answers 404)."""
+
+
 #: a rule's detail for the message: a text, or what makes it (formatted only when an event is made)
 Detail = str | Callable[[], str]
 
@@ -191,7 +196,7 @@ class Lifecycle:
     def get(self, alarm_id: str) -> Alarm:
         a = self.alarms.get(alarm_id)
         if a is None:
-            raise UsageError(f"unknown alarm id {alarm_id!r} (site/asset/sensor/rule)")
+            raise UnknownAlarm(f"unknown alarm id {alarm_id!r} (site/asset/sensor/rule)")
         return a
 
     def _now(self, now_ms: int | None) -> int:

@@ -1,7 +1,9 @@
 """The operator HTTP API and the console (aiohttp.web), with who may do what (CONTRACT §6, §8).
 
-Every route is declared once in :data:`ROUTES` with the least role it needs; the ``auth`` middleware
-enforces it for sessions and bearer tokens alike (401 without a valid session or token, 403 for a role that
+Every route is declared once (``route(...)`` in :func:`make_app`, collected in :data:`ROUTES`): the least
+role it needs, its parameters, body, answer and errors (:mod:`alerts.routes`), from which ``/openapi.json`` is
+generated; the handlers read their input through the same declarations. The ``auth`` middleware enforces the
+role for sessions and bearer tokens alike (401 without a valid session or token, 403 for a role that
 does not allow it or a session request without its CSRF header), before any handler runs. An alarm id
 contains slashes (``site/asset/sensor/rule``): it is matched by a path converter, and may be URL-encoded.
 
@@ -19,11 +21,9 @@ import hmac
 import io
 import json
 import logging
-import math
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from smartpark import kpis
 from smartpark.errors import UsageError, WriteError
 from smartpark.lineproto import quote_literal
 from smartpark.park import Park
@@ -47,19 +48,34 @@ from .console.auth import (
     service_principal,
 )
 from .console.hub import EventHub
-from .events import AlarmEvent
-from .report import kpis
+from .events import EVENTS, PRIORITIES, STATES, AlarmEvent
+from .report import alarm_query
+from .report import kpis as kpis_of
+from .routes import (
+    MAX_ID,
+    MAX_TEXT,
+    Answer,
+    Body,
+    ClientError,
+    Field,
+    Forbidden,
+    Handler,
+    Json,
+    NotFound,
+    Number,
+    Param,
+    Route,
+    Text,
+    TooLarge,
+    TooSlow,
+    openapi,
+    status_of,
+)
 from .users import MAX_PASSWORD, UserStore
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("ack", "shelve", "unshelve", "out-of-service", "in-service")
-#: the least role of each operator action (CONTRACT §8)
-ACTION_ROLE = {"ack": "operator", "shelve": "operator", "unshelve": "supervisor",
-               "out-of-service": "supervisor", "in-service": "supervisor"}
 MAX_BODY = 64 * 1024
-MAX_TEXT = 2000  # characters of a comment or an operator name
-MAX_ID = 200  # characters of an alarm or sensor id
 MAX_BULK = 2000  # alarms acknowledged by one request
 HEADER_READ_S = 10.0  # a connection that has not sent a whole request head by then is closed
 BODY_READ_S = 10.0
@@ -70,6 +86,7 @@ _ID = re.compile(r"^[a-z][a-z0-9_]{0,31}(/[a-z0-9][a-z0-9_.-]{0,63}){1,3}$")
 #: the request's authenticated user (aiohttp >= 3.13 types request keys)
 PRINCIPAL: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
 ROUTES: web.AppKey[list[Route]] = web.AppKey("routes")  # every declared route, for the roles matrix
+OPENAPI_DOC: web.AppKey[Json] = web.AppKey("openapi")  # the document made from ROUTES
 STATIC = Path(str(resources.files("alerts.console") / "static"))
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -99,14 +116,6 @@ class Backend(Protocol):
         ...
 
 
-class ClientError(Exception):
-    """A request the client got wrong: answered ``status`` with ``{"error": message}``, never logged as an error."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def error(message: str, status: int) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -127,14 +136,14 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ClientError(f"the body is larger than {MAX_BODY} bytes", 413)
+        raise TooLarge(f"the body is larger than {MAX_BODY} bytes")
     try:
         async with asyncio.timeout(BODY_READ_S):
             raw = await request.read()  # the whole body; over client_max_size (MAX_BODY) it answers 413
     except TimeoutError:
-        raise ClientError(f"the body did not arrive within {BODY_READ_S:g} s", 408) from None
+        raise TooSlow(f"the body did not arrive within {BODY_READ_S:g} s") from None
     if len(raw) > MAX_BODY:
-        raise ClientError(f"the body is larger than {MAX_BODY} bytes", 413)
+        raise TooLarge(f"the body is larger than {MAX_BODY} bytes")
     if not raw.strip():
         return {}
     try:
@@ -166,25 +175,6 @@ def _nesting(text: str) -> int:
     return deepest
 
 
-def text_field(body: dict[str, Any], name: str, *, required: bool = False, limit: int = MAX_TEXT) -> str | None:
-    value = body.get(name)
-    if value is None or value == "":
-        if required:
-            raise ClientError(f"{name} is required")
-        return None
-    if not isinstance(value, str):
-        raise ClientError(f"{name} is a string")
-    if len(value) > limit:
-        raise ClientError(f"{name} has at most {limit} characters, got {len(value)}")
-    if "\x00" in value:
-        raise ClientError(f"{name} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (\\ud800): no UTF-8 store or webhook could carry it
-        raise ClientError(f"{name} is not valid Unicode text") from None
-    return value
-
-
 def alarm_id(raw: str) -> str:
     aid = unquote(raw)
     if len(aid) > MAX_ID:
@@ -192,26 +182,6 @@ def alarm_id(raw: str) -> str:
     if not _ID.match(aid):
         raise ClientError("an alarm id is site/asset/sensor/rule")
     return aid
-
-
-def _query(request: web.Request, name: str, default: str = "", limit: int = MAX_ID) -> str:
-    value = request.query.get(name, default)
-    if len(value) > limit:
-        raise ClientError(f"parameter {name} has at most {limit} characters")
-    return value
-
-
-def _number(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ClientError(f"parameter {name} is a number") from None
-    if not (math.isfinite(value) and lo <= value <= hi):
-        raise ClientError(f"parameter {name} lies between {lo:g} and {hi:g}")
-    return value
 
 
 def _header(request: web.Request, name: str) -> str:
@@ -222,16 +192,51 @@ def _header(request: web.Request, name: str) -> str:
     return value
 
 
-# ---------------------------------------------------------------------------------------------- the document
+# ---------------------------------------------------------------------------------------------- declarations
+# What the routes below declare: parameters and body fields (read through these objects), answers' schemas.
+ALARM_ID = Text("id", "site/asset/sensor/rule (slashes allowed, or URL-encoded)", where="path")
+HOURS_BACK = Number("hours", "hours back from until", 0.1, 24 * 31, 6.0)
+UNTIL = Number("until", "end of the period, epoch ms (default now)", 0, 1e14)
+SINCE = Number("since", "start of the period, epoch ms (default 24 h before until)", 0, 1e14)
+SITE = Text("site", "a site id", 32)
+FORMAT = Text("format", "pdf | xlsx | csv | html", 8, "pdf")
+COMMENT = Field("comment", {"type": "string", "maxLength": MAX_TEXT,
+                            "description": "why (required to shelve and to take out of service)"})
+OPERATOR = Field("operator", {"type": "string", "maxLength": MAX_TEXT,
+                              "description": "ignored: the audit names the authenticated user"})
+DURATION = Field("duration_s", {"type": "number", "exclusiveMinimum": 0, "maximum": max(MAX_SHELVE_S.values()),
+                                "description": "seconds; operators up to 8 h, supervisors up to 7 days"})
+IDS = Field("ids", {"type": "array", "items": {"type": "string", "maxLength": MAX_ID}, "maxItems": MAX_BULK})
+USER = Field("user", {"type": "string", "maxLength": 64})
+PASSWORD = Field("password", {"type": "string", "maxLength": MAX_PASSWORD})
+HISTORY_FILTERS = tuple(Text(t, f"only events with this {t}", 64)
+                        for t in ("site", "asset", "sensor", "rule", "event", "operator", "priority"))
+HISTORY_LIMIT = Number("limit", "at most this many events, newest first", 1, 50_000, 5000)
+HISTORY_PARAMS: tuple[Param, ...] = (SINCE, UNTIL, *HISTORY_FILTERS, HISTORY_LIMIT,
+                                    Text("format", "csv for a CSV file", 8))
+
+#: each operator action: its least role (CONTRACT §8), summary and body
+ACTION_ROLE = {"ack": "operator", "shelve": "operator", "unshelve": "supervisor",
+               "out-of-service": "supervisor", "in-service": "supervisor"}
+ACTIONS = tuple(ACTION_ROLE)
+_ACTION_DOC: dict[str, tuple[str, Body]] = {
+    "ack": ("Acknowledge (UNACK -> ACKED, RTNUN -> NORM)", Body((COMMENT, OPERATOR))),
+    "shelve": ("Shelve with a reason for a bounded time: operators up to 8 h, supervisors up to 7 days",
+               Body((COMMENT, OPERATOR, DURATION), ("comment", "duration_s"))),
+    "unshelve": ("Unshelve", Body((COMMENT, OPERATOR))),
+    "out-of-service": ("Take out of service (needs a reason)", Body((COMMENT, OPERATOR), ("comment",))),
+    "in-service": ("Return to service", Body((COMMENT, OPERATOR))),
+}
+
 _EVENT = {
     "type": "object",
     "required": ["id", "site", "asset", "sensor", "rule", "priority", "event", "state", "ts", "message"],
     "properties": {
         "id": {"type": "string", "examples": ["wwtp/effluent/cod/hh"]},
         "site": {"type": "string"}, "asset": {"type": "string"}, "sensor": {"type": "string"},
-        "rule": {"type": "string"}, "priority": {"enum": ["high", "medium", "low"]},
-        "event": {"enum": ["raised", "cleared", "acked", "shelved", "unshelved", "out_of_service", "in_service"]},
-        "state": {"enum": ["NORM", "UNACK", "ACKED", "RTNUN", "SHLVD", "OOSRV"]},
+        "rule": {"type": "string"}, "priority": {"enum": list(PRIORITIES)},
+        "event": {"enum": list(EVENTS)},
+        "state": {"enum": list(STATES)},
         "value": {"type": ["number", "null"]}, "limit": {"type": ["number", "null"]},
         "ts": {"type": "integer", "description": "epoch milliseconds"},
         "message": {"type": "string"},
@@ -248,109 +253,48 @@ _ACTIVE = {
         "message": {"type": "string"},
     },
 }
-_ERROR = {"description": "refused", "content": {"application/json": {"schema": {
-    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
-_COMMENT = {"comment": {"type": "string", "maxLength": MAX_TEXT,
-                        "description": "why (required to shelve and to take out of service)"},
-            "operator": {"type": "string", "maxLength": MAX_TEXT,
-                         "description": "ignored: the audit names the authenticated user"}}
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"session": []}]
-
-
-def _responses(ok: dict[str, Any]) -> dict[str, Any]:
-    return {"200": ok, "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR, "413": _ERROR}
-
-
-def _action(summary: str, role: str, body: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"post": {
-        "summary": f"{summary} (role {role} or above)",
-        "security": _SECURITY,
-        "parameters": [{"name": "id", "in": "path", "required": True,
-                        "schema": {"type": "string", "maxLength": MAX_ID},
-                        "description": "site/asset/sensor/rule (slashes allowed, or URL-encoded)"}],
-        "requestBody": {"content": {"application/json": {"schema": {
-            "type": "object", "properties": body, "required": required or [], "maxProperties": 16}}}},
-        "responses": _responses({"description": "the event", "content": {"application/json": {"schema": _EVENT}}}),
-    }}
-
-
-def _get(summary: str, schema: dict[str, Any] | None = None, role: str = "viewer") -> dict[str, Any]:
-    content = {"application/json": {"schema": schema or {"type": "object"}}}
-    return {"get": {"summary": f"{summary} (role {role} or above)", "security": _SECURITY,
-                    "responses": _responses({"description": "ok", "content": content})}}
-
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "smartpark alarm engine operator API", "version": "2",
-             "description": "ISA-18.2 alarm list and operator actions; every action is audited into the `alarm` "
-                            "measurement with the authenticated user (CONTRACT §3, §5, §8). Bodies are JSON objects "
-                            f"of at most {MAX_BODY} bytes; text fields (comment, operator) have at most {MAX_TEXT} "
-                            "characters. A session request that changes state carries the header X-CSRF-Token."},
-    "components": {"securitySchemes": {
-        "bearer": {"type": "http", "scheme": "bearer",
-                   "description": "the service token (acts as admin, audited as service) or a personal token"},
-        "session": {"type": "apiKey", "in": "cookie", "name": COOKIE}}},
-    "paths": {
-        "/alarms": _get("Active alarms (every state but NORM), most important first",
-                        {"type": "array", "items": _ACTIVE}),
-        "/alarms/{id}/ack": _action("Acknowledge (UNACK -> ACKED, RTNUN -> NORM)", "operator", _COMMENT),
-        "/alarms/{id}/shelve": _action(
-            "Shelve with a reason for a bounded time: operators up to 8 h, supervisors up to 7 days", "operator",
-            {**_COMMENT, "duration_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400}},
-            ["comment", "duration_s"]),
-        "/alarms/{id}/unshelve": _action("Unshelve", "supervisor", _COMMENT),
-        "/alarms/{id}/out-of-service": _action("Take out of service (needs a reason)", "supervisor", _COMMENT,
-                                               ["comment"]),
-        "/alarms/{id}/in-service": _action("Return to service", "supervisor", _COMMENT),
-        "/api/ack": {"post": {
-            "summary": "Acknowledge several alarms (role operator or above)", "security": _SECURITY,
-            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-                "ids": {"type": "array", "items": {"type": "string", "maxLength": MAX_ID}, "maxItems": MAX_BULK},
-                "comment": _COMMENT["comment"]}}}}},
-            "responses": _responses({"description": "acknowledged ids and refused ones with why"})}},
-        "/status": _get("Counters: messages received, readings, invalid, events, written; per notifier; backlogs"),
-        "/api/login": {"post": {
-            "summary": "Log in: sets the session cookie (public)",
-            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": [
-                "user", "password"], "properties": {"user": {"type": "string", "maxLength": 64},
-                                                    "password": {"type": "string", "maxLength": MAX_PASSWORD}}}}}},
-            "responses": {"200": {"description": "the session, as GET /api/session"}, "400": _ERROR,
-                          "401": _ERROR}}},
-        "/api/logout": {"post": {"summary": "End the session", "security": _SECURITY,
-                                 "responses": _responses({"description": "ok"})}},
-        "/api/session": _get("The session's user, role and CSRF token", {"type": "object", "properties": {
-            "user": {"type": "string"}, "role": {"type": "string"}, "csrf": {"type": "string"}}}),
-        "/api/events": _get("Server-Sent Events: every alarm event as it happens; Last-Event-ID catches up"),
-        "/api/park": _get("The park model: sites, assets, sensors with names (en, zh), units and limits"),
-        "/api/alarm": _get("One alarm (query id): its state and its event history"),
-        "/api/trend": _get("A sensor's readings (query sensor, hours) with its limits and an alarm's events"),
-        "/api/history": _get("Events by site, sensor, time range (since, until: epoch ms), event and operator; "
-                             "format=csv for a CSV file"),
-        "/api/handover": _get("The shift handover (query hours, default 8): active, shelved and out-of-service "
-                              "alarms, the shift's events, operator actions and KPIs"),
-        "/api/overview": _get("Each sensor's latest value against its limits, stale sensors marked"),
-        "/api/users": _get("Users and roles", role="admin"),
-        "/api/reports/daily": _get("The compliance report of a day (query date YYYY-MM-DD, default yesterday in the "
-                                   "park's time zone; site; format pdf|xlsx|csv|html, default pdf), CONTRACT §11"),
-        "/api/reports/monthly": _get("The compliance report of a month (query month YYYY-MM, default last month; "
-                                     "site; format pdf|xlsx|csv|html, default pdf), CONTRACT §11"),
-        "/openapi.json": {"get": {"summary": "This document (public)",
-                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+_KPIS = {
+    "type": "object",
+    "description": "smartpark.kpis: flood (more than 10 alarms at one site in a 10-minute period), chattering "
+                   "(3 raises of one alarm within 60 s), stale (standing for more than 24 h)",
+    "properties": {
+        "since_ms": {"type": "integer"}, "until_ms": {"type": "integer"}, "alarms": {"type": "integer"},
+        "per_10min_avg": {"type": "number"}, "per_10min_peak": {"type": "integer"},
+        "flood_windows": {"type": "integer"}, "flood_time_pct": {"type": "number"},
+        "chattering": {"type": "array", "items": {"type": "string"}},
+        "stale": {"type": "array", "items": {"type": "string"}},
+        "top10": {"type": "array"}, "priority": {"type": "object"}, "operator_actions": {"type": "integer"},
+        "thresholds": {"type": "object"},
     },
 }
+_HTML = Answer("the console's page", media=("text/html",))
+_REPORT = Answer("the report", media=tuple(REPORT_TYPES.values()))
+INFO = {"title": "smartpark alarm engine operator API", "version": "2",
+        "description": "ISA-18.2 alarm list and operator actions; every action is audited into the `alarm` "
+                       "measurement with the authenticated user (CONTRACT §3, §5, §8). Bodies are JSON objects "
+                       f"of at most {MAX_BODY} bytes; text fields (comment, operator) have at most {MAX_TEXT} "
+                       "characters. A session request that changes state carries the header X-CSRF-Token. "
+                       "This document is generated from the routes' declarations (alerts/api.py)."}
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "the service token (acts as admin, audited as service) or a personal token"},
+    "session": {"type": "apiKey", "in": "cookie", "name": COOKIE}}
+def static_routes() -> list[Route]:
+    """The files of the static folder, served by aiohttp itself: documented one by one, not handled here."""
+    media = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+    return [Route("GET", f"/static/{p.name}", None, None, f"static_{p.stem}", "A file of the console",
+                  answer=Answer("the file", media=(media.get(p.suffix, "application/octet-stream"),)))
+            for p in sorted(STATIC.iterdir()) if p.is_file()]
+
+
+def thresholds() -> dict[str, int]:
+    """The KPIs' thresholds, as the console shows them beside the values."""
+    return {"flood_window_ms": kpis.FLOOD_WINDOW_MS, "flood_more_than": kpis.FLOOD_MORE_THAN,
+            "chatter_window_ms": kpis.CHATTER_WINDOW_MS, "chatter_raises": kpis.CHATTER_RAISES,
+            "stale_after_ms": kpis.STALE_AFTER_MS}
 
 
 # ---------------------------------------------------------------------------------------------- the app
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    role: str | None  # None: public
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    name: str
-
-
 def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessions | None = None,
              throttle: LoginThrottle | None = None) -> web.Application:
     """The aiohttp application of the API and the console. ``secure_cookies``: behind TLS."""
@@ -385,27 +329,26 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
 
     routes: list[Route] = []
 
-    def route(method: str, path: str, role: str | None
-              ) -> Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]],
-                            Callable[[web.Request], Awaitable[web.StreamResponse]]]:
-        def deco(fn: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-            routes.append(Route(method, path, role, fn, fn.__name__))
+    def route(method: str, path: str, role: str | None, summary: str, *, params: tuple[Param, ...] = (),
+              body: Body | None = None, answer: Answer | None = None, errors: tuple[type[Exception], ...] = ()
+              ) -> Callable[[Handler], Handler]:
+        """Declare a route: everything the document says of it is given here, once."""
+        def deco(fn: Handler) -> Handler:
+            routes.append(Route(method, path, role, fn, fn.__name__, summary, params, body,
+                                answer or Answer("ok", {"type": "object"}), errors))
             return fn
         return deco
 
     @web.middleware
-    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                    ) -> web.StreamResponse:
-        """Client errors as ``{"error"}``, server faults logged once; security headers on every answer."""
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Client errors as ``{"error"}`` with the status of their type, server faults logged once; security
+        headers on every answer."""
         try:
             resp = await handler(request)
-        except ClientError as exc:
-            resp = error(str(exc), exc.status)
-            if exc.status in (408, 413):  # the rest of that body is not read: the connection cannot go on
+        except (ClientError, UsageError) as exc:
+            resp = error(str(exc), status_of(type(exc)))
+            if isinstance(exc, TooSlow | TooLarge):  # the rest of that body is not read: the connection cannot go on
                 resp.force_close()
-        except UsageError as exc:
-            resp = error(str(exc), 400)
         except web.HTTPException as exc:
             if exc.status >= 500:
                 raise
@@ -417,7 +360,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             raise
         except WriteError as exc:
             log.warning("InfluxDB not available for %s: %s", request.path[:80], exc)
-            resp = error(f"InfluxDB is not available: {exc}", 503)
+            resp = error(f"InfluxDB is not available: {exc}", status_of(type(exc)))
         except Exception:
             log.exception("fault answering %s %s", request.method, request.path[:80])
             resp = error("internal error (logged by the engine)", 500)
@@ -429,8 +372,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         return resp
 
     @web.middleware
-    async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                   ) -> web.StreamResponse:
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         info = request.match_info.route
         spec: Route | None = getattr(info, "smartpark_route", None)
         if spec is None and request.path.startswith("/static/"):
@@ -452,18 +394,22 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
     async def index(request: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8")
 
-    route("GET", "/", None)(index)
-    route("GET", "/alarm/{id:.+}", None)(index)  # notification links: the console opens that alarm after login
+    route("GET", "/", None, "The console's login page", answer=_HTML)(index)
+    # notification links: the console opens that alarm after login
+    route("GET", "/alarm/{id:.+}", None, "The console, opening an alarm after login", params=(ALARM_ID,),
+          answer=_HTML)(index)
 
-    @route("GET", "/openapi.json", None)
-    async def openapi(request: web.Request) -> web.Response:
-        return web.json_response(OPENAPI)
+    @route("GET", "/openapi.json", None, "This document", answer=Answer("OpenAPI 3.1", {"type": "object"}))
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(document)
 
-    @route("POST", "/api/login", None)
+    @route("POST", "/api/login", None, "Log in: sets the session cookie", body=Body((USER, PASSWORD),
+                                                                                    ("user", "password")),
+           answer=Answer("the session, as GET /api/session", {"type": "object"}))
     async def login(request: web.Request) -> web.Response:
         body = await read_body(request)
-        name = text_field(body, "user", required=True, limit=64) or ""
-        password = text_field(body, "password", required=True, limit=MAX_PASSWORD) or ""
+        name = USER.text(body, required=True) or ""
+        password = PASSWORD.text(body, required=True) or ""
         wait = throttle.delay(name)
         if wait:
             await asyncio.sleep(wait)
@@ -482,31 +428,40 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         return resp
 
     # ------------------------------------------------------------------ any authenticated user
-    @route("GET", "/api/session", "viewer")
+    @route("GET", "/api/session", "viewer", "The session's user, role and CSRF token",
+           answer=Answer("the session", {"type": "object", "properties": {
+               "user": {"type": "string"}, "role": {"type": "string"}, "csrf": {"type": "string"}}}))
     async def session(request: web.Request) -> web.Response:
         who: Principal = request[PRINCIPAL]
         return web.json_response({"user": who.user, "role": who.role, "csrf": who.csrf})
 
-    @route("POST", "/api/logout", "viewer")
+    @route("POST", "/api/logout", "viewer", "End the session")
     async def logout(request: web.Request) -> web.Response:
         sessions.close(request.cookies.get(COOKIE, ""))
         resp = web.json_response({"ok": True})
         resp.del_cookie(COOKIE, path="/")
         return resp
 
-    @route("GET", "/alarms", "viewer")
+    @route("GET", "/alarms", "viewer", "Active alarms (every state but NORM), most important first",
+           answer=Answer("the active alarms", {"type": "array", "items": _ACTIVE}))
     async def get_alarms(request: web.Request) -> web.Response:
         return web.json_response(backend.active())
 
-    @route("GET", "/status", "viewer")
+    @route("GET", "/status", "viewer",
+           "Counters: messages received, readings, invalid, events, written; per notifier; backlogs")
     async def get_status(request: web.Request) -> web.Response:
         return web.json_response({**backend.status(), "consoles": backend.hub.clients})
 
-    @route("GET", "/api/park", "viewer")
+    @route("GET", "/api/park", "viewer", "The park model: sites, assets, sensors with names (en, zh), units and "
+                                         "limits")
     async def get_park(request: web.Request) -> web.Response:
         return web.json_response(park_model(park))
 
-    @route("GET", "/api/events", "viewer")
+    @route("GET", "/api/events", "viewer", "Server-Sent Events: every alarm event as it happens; Last-Event-ID "
+                                           "catches up",
+           params=(Text("Last-Event-ID", "the last event seen", 18, where="header"),
+                   Text("last", "the last event seen (for a new EventSource)", 18)),
+           answer=Answer("the event stream", media=("text/event-stream",)), errors=(ClientError,))
     async def events(request: web.Request) -> web.StreamResponse:
         raw = _header(request, "Last-Event-ID") or request.query.get("last", "")
         last: int | None = None
@@ -529,28 +484,35 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
                 pass  # the console went away
         return resp
 
-    @route("GET", "/api/alarm", "viewer")
+    alarm_param = Text("id", "site/asset/sensor/rule")
+
+    @route("GET", "/api/alarm", "viewer", "One alarm (query id): its state and its event history",
+           params=(alarm_param,), errors=(NotFound, WriteError))
     async def get_alarm(request: web.Request) -> web.Response:
-        aid = alarm_id(_query(request, "id"))
+        aid = alarm_id(alarm_param.read(request))
         row = next((a for a in backend.active() if a["id"] == aid), None)
         site, asset, sensor, rule = aid.split("/", 3) if aid.count("/") == 3 else (*aid.split("/"), "")
         if park.lookup(site, asset, sensor) is None:
-            raise ClientError(f"unknown alarm id {aid!r}", 404)
+            raise NotFound(f"unknown alarm id {aid!r}")
         q = (f"SELECT * FROM alarm WHERE site = {quote_literal(site)} AND asset = {quote_literal(asset)} AND "
              f"sensor = {quote_literal(sensor)} AND rule = {quote_literal(rule)} ORDER BY time DESC LIMIT 500")
         return web.json_response({"id": aid, "active": row, "events": [_event_row(r) for r in await backend.rows(q)]})
 
-    @route("GET", "/api/trend", "viewer")
+    sensor_param = Text("sensor", "site/asset/sensor")
+
+    @route("GET", "/api/trend", "viewer", "A sensor's readings (query sensor, hours) with its limits and an "
+                                          "alarm's events",
+           params=(sensor_param, HOURS_BACK, UNTIL), errors=(NotFound, WriteError))
     async def trend(request: web.Request) -> web.Response:
-        key = _query(request, "sensor")
+        key = sensor_param.read(request)
         if not key:
             raise ClientError("parameter sensor is required (site/asset/sensor)")
         parts = key.split("/")
         ref = park.lookup(*parts) if len(parts) == 3 else None
         if ref is None:
-            raise ClientError(f"unknown sensor {key!r} (site/asset/sensor)", 404)
-        hours = _number(request, "hours", 6.0, 0.1, 24 * 31)
-        end = int(_number(request, "until", time.time() * 1000, 0, 1e14))
+            raise NotFound(f"unknown sensor {key!r} (site/asset/sensor)")
+        hours = HOURS_BACK.read(request)
+        end = int(UNTIL.read(request, time.time() * 1000))
         start = end - int(hours * 3_600_000)
         step = max(1, int(hours * 3600 / 600))  # at most ~600 points
         where = (f"site = {quote_literal(ref.site)} AND asset = {quote_literal(ref.asset)} AND "
@@ -566,7 +528,10 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             "points": [[int(p["time"]), p.get("value"), p.get("lo"), p.get("hi")] for p in points],
             "events": [_event_row(r) for r in marks]})
 
-    @route("GET", "/api/history", "viewer")
+    @route("GET", "/api/history", "viewer", "Events by site, sensor, time range (since, until: epoch ms), event "
+                                            "and operator; format=csv for a CSV file",
+           params=HISTORY_PARAMS, answer=Answer("the events, newest first", {"type": "array"},
+                                                ("application/json", "text/csv")), errors=(WriteError,))
     async def history(request: web.Request) -> web.StreamResponse:
         rows = await backend.rows(_history_query(request))
         events = [_event_row(r) for r in rows]
@@ -582,23 +547,39 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
                                 headers={"Content-Disposition": 'attachment; filename="alarm-history.csv"'})
         return web.json_response(events)
 
-    @route("GET", "/api/handover", "viewer")
+    shift_hours = Number("hours", "the shift's hours back from until", 0.1, 24 * 7, 8.0)
+
+    @route("GET", "/api/handover", "viewer", "The shift handover (query hours, default 8): active, shelved and "
+                                             "out-of-service alarms, the shift's events, operator actions and KPIs",
+           params=(shift_hours, UNTIL), errors=(WriteError,))
     async def handover(request: web.Request) -> web.Response:
-        hours = _number(request, "hours", 8.0, 0.1, 24 * 7)
-        end = int(_number(request, "until", time.time() * 1000, 0, 1e14))
+        hours = shift_hours.read(request)
+        end = int(UNTIL.read(request, time.time() * 1000))
         start = end - int(hours * 3_600_000)
-        rows = await backend.rows(f"SELECT * FROM alarm WHERE time > {start}ms AND time <= {end}ms")
+        rows = await backend.rows(alarm_query(start, end))  # the shift's events, and before it for staleness
         active = backend.active()
-        events = [_event_row(r) for r in rows]
+        events = [_event_row(r) for r in rows if r["time"] > start]
         return web.json_response({
             "start": start, "end": end,
             "active": [a for a in active if a["state"] in ("UNACK", "ACKED", "RTNUN")],
             "shelved": [a for a in active if a["state"] == "SHLVD"],
             "out_of_service": [a for a in active if a["state"] == "OOSRV"],
             "events": events, "actions": [e for e in events if e.get("operator")],
-            "kpis": kpis(rows, start, end)})
+            "kpis": kpis_of(rows, start, end)})
 
-    @route("GET", "/api/overview", "viewer")
+    kpi_hours = Number("hours", "hours back from until", 0.1, 24 * 31, 24.0)
+
+    @route("GET", "/api/kpis", "viewer", "The alarm-system KPIs of a period (query hours, default 24): flood, "
+                                         "chattering and stale as smartpark.kpis defines them, with their thresholds",
+           params=(kpi_hours, UNTIL), answer=Answer("the KPIs", _KPIS), errors=(WriteError,))
+    async def get_kpis(request: web.Request) -> web.Response:
+        end = int(UNTIL.read(request, time.time() * 1000))
+        start = end - int(kpi_hours.read(request) * 3_600_000)
+        rows = await backend.rows(alarm_query(start, end))
+        return web.json_response({**kpis_of(rows, start, end), "thresholds": thresholds()})
+
+    @route("GET", "/api/overview", "viewer", "Each sensor's latest value against its limits, stale sensors marked",
+           errors=(WriteError,))
     async def overview(request: web.Request) -> web.Response:
         rows = await backend.rows("SELECT last(value) AS value FROM reading WHERE time > now() - 7d "
                                   "GROUP BY site, asset, sensor")
@@ -618,42 +599,49 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         return web.json_response({"now": now, "sensors": out})
 
     # ------------------------------------------------------------------ operator actions
-    async def post_action(request: web.Request) -> web.Response:
-        who: Principal = request[PRINCIPAL]
-        action = request.match_info["action"]
-        aid = alarm_id(request.match_info["id"])
-        body = await read_body(request)
-        if action == "shelve" and who.allows("operator"):
-            duration = body.get("duration_s")
-            if isinstance(duration, bool) or not isinstance(duration, int | float):
-                raise ClientError("duration_s is a number of seconds")
-            cap = MAX_SHELVE_S.get(who.role, 0.0)
-            if not 0 < duration <= cap:
-                raise ClientError(f"{who.role}s shelve for more than 0 and at most {cap / 3600:g} h", 403
-                                  if duration > 0 else 400)
-        ev = await _do(who, action, aid, body)
-        return web.json_response(ev.to_dict())
-
     async def _do(who: Principal, action: str, aid: str, body: dict[str, Any]) -> AlarmEvent:
         if not backend.has_alarm(aid):
-            raise ClientError(f"unknown alarm id {aid!r} (site/asset/sensor/rule)", 404)
-        text_field(body, "operator")  # accepted for older callers, bounded, never audited
-        comment = text_field(body, "comment")
+            raise NotFound(f"unknown alarm id {aid!r} (site/asset/sensor/rule)")
+        OPERATOR.text(body)  # accepted for older callers, bounded, never audited
+        comment = COMMENT.text(body)
         clean: dict[str, Any] = {"id": aid, "operator": who.user, "comment": comment}
         if action == "shelve":
             clean["duration_s"] = float(body["duration_s"])
             clean["max_shelve_s"] = MAX_SHELVE_S.get(who.role, 0.0)
         return await backend.act(action, clean)
 
-    for name in ACTIONS:
-        routes.append(Route("POST", f"/alarms/{{id:.+}}/{{action:{name}}}", ACTION_ROLE[name], post_action,
-                            f"action_{name}"))
+    def action_route(action: str) -> None:
+        summary, body = _ACTION_DOC[action]
 
-    @route("POST", "/api/ack", "operator")
+        async def post_action(request: web.Request) -> web.Response:
+            who: Principal = request[PRINCIPAL]
+            aid = alarm_id(request.match_info["id"])
+            body = await read_body(request)
+            if action == "shelve" and who.allows("operator"):
+                duration = body.get(DURATION.name)
+                if isinstance(duration, bool) or not isinstance(duration, int | float):
+                    raise ClientError("duration_s is a number of seconds")
+                cap = MAX_SHELVE_S.get(who.role, 0.0)
+                if not 0 < duration <= cap:
+                    refusal = Forbidden if duration > 0 else ClientError
+                    raise refusal(f"{who.role}s shelve for more than 0 and at most {cap / 3600:g} h")
+            ev = await _do(who, action, aid, body)
+            return web.json_response(ev.to_dict())
+
+        post_action.__name__ = f"action_{action}"
+        route("POST", f"/alarms/{{id:.+}}/{action}", ACTION_ROLE[action], summary, params=(ALARM_ID,), body=body,
+              answer=Answer("the event", _EVENT), errors=(Forbidden, NotFound))(post_action)
+
+    for name in ACTIONS:
+        action_route(name)
+
+    @route("POST", "/api/ack", "operator", "Acknowledge several alarms", body=Body((IDS, COMMENT)),
+           answer=Answer("acknowledged ids and refused ones with why", {"type": "object", "properties": {
+               "acked": {"type": "array", "items": {"type": "string"}}, "refused": {"type": "object"}}}))
     async def ack_many(request: web.Request) -> web.Response:
         who: Principal = request[PRINCIPAL]
         body = await read_body(request)
-        ids = body.get("ids")
+        ids = body.get(IDS.name)
         if not isinstance(ids, list) or len(ids) > MAX_BULK or not all(isinstance(i, str) for i in ids):
             raise ClientError(f"ids is a list of at most {MAX_BULK} alarm ids")
         done, refused = [], {}
@@ -667,36 +655,47 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         return web.json_response({"acked": done, "refused": refused})
 
     # ------------------------------------------------------------------ compliance reports (reports/)
-    async def report(request: web.Request, kind: str, period_key: str) -> web.Response:
-        fmt = _query(request, "format", "pdf", 8)
-        site = _query(request, "site", "", 32) or None
-        name, data = await backend.report(kind, _query(request, period_key, "", 10), site, fmt)
+    async def report(request: web.Request, kind: str, period: Text) -> web.Response:
+        fmt = FORMAT.read(request)
+        site = SITE.read(request) or None
+        name, data = await backend.report(kind, period.read(request), site, fmt)
         disposition = "inline" if fmt in ("pdf", "html") else "attachment"
         return web.Response(body=data, content_type=REPORT_TYPES.get(fmt, "application/octet-stream"),
                             charset="utf-8" if fmt in ("csv", "html") else None,
                             headers={"Content-Disposition": f'{disposition}; filename="{name}"'})
 
-    @route("GET", "/api/reports/daily", "viewer")
-    async def report_daily(request: web.Request) -> web.Response:
-        return await report(request, "daily", "date")
+    day = Text("date", "YYYY-MM-DD, default yesterday in the park's time zone", 10)
+    month = Text("month", "YYYY-MM, default last month", 10)
 
-    @route("GET", "/api/reports/monthly", "viewer")
+    @route("GET", "/api/reports/daily", "viewer", "The compliance report of a day (query date, site, format), "
+                                                  "CONTRACT §11",
+           params=(day, SITE, FORMAT), answer=_REPORT, errors=(UsageError, WriteError))
+    async def report_daily(request: web.Request) -> web.Response:
+        return await report(request, "daily", day)
+
+    @route("GET", "/api/reports/monthly", "viewer", "The compliance report of a month (query month, site, "
+                                                    "format), CONTRACT §11",
+           params=(month, SITE, FORMAT), answer=_REPORT, errors=(UsageError, WriteError))
     async def report_monthly(request: web.Request) -> web.Response:
-        return await report(request, "monthly", "month")
+        return await report(request, "monthly", month)
 
     # ------------------------------------------------------------------ admin
-    @route("GET", "/api/users", "admin")
+    @route("GET", "/api/users", "admin", "Users and roles",
+           answer=Answer("the users", {"type": "array", "items": {"type": "object"}}))
     async def users(request: web.Request) -> web.Response:
         backend.users.refresh()
         return web.json_response([{"name": u.name, "role": u.role, "tokens": len(u.tokens)}
                                   for u in backend.users.users.values()])
 
+    document = openapi([*routes, *static_routes()], INFO, SECURITY_SCHEMES)
     app = web.Application(middlewares=[guard, auth], client_max_size=MAX_BODY)
     for r in routes:
+        assert r.handler is not None  # every declared route but the static folder has its handler here
         resource_route = app.router.add_route(r.method, r.path, r.handler)
         resource_route.smartpark_route = r  # type: ignore[attr-defined]  # the auth middleware reads it
     app.router.add_static("/static", STATIC, name="static")
     app[ROUTES] = routes
+    app[OPENAPI_DOC] = document
     return app
 
 
@@ -720,17 +719,16 @@ def _event_row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _history_query(request: web.Request) -> str:
-    now = int(time.time() * 1000)
-    until = int(_number(request, "until", now, 0, 1e14))
-    since = int(_number(request, "since", until - 24 * 3_600_000, 0, 1e14))
+    until = int(UNTIL.read(request, time.time() * 1000))
+    since = int(SINCE.read(request, until - 24 * 3_600_000))
     if since >= until:
         raise ClientError("since lies before until")
     conds = [f"time > {since}ms", f"time <= {until}ms"]
-    for name in ("site", "asset", "sensor", "rule", "event", "operator", "priority"):
-        value = _query(request, name, limit=64)
+    for p in HISTORY_FILTERS:
+        value = p.read(request)
         if value:
-            conds.append(f"{name} = {quote_literal(value)}")
-    limit = int(_number(request, "limit", 5000, 1, 50_000))
+            conds.append(f"{p.name} = {quote_literal(value)}")
+    limit = int(HISTORY_LIMIT.read(request))
     return f"SELECT * FROM alarm WHERE {' AND '.join(conds)} ORDER BY time DESC LIMIT {limit}"
 
 
@@ -793,7 +791,7 @@ __all__ = [
     "ACTION_ROLE",
     "MAX_BODY",
     "MAX_TEXT",
-    "OPENAPI",
+    "OPENAPI_DOC",
     "ROUTES",
     "GuardedSite",
     "Route",

@@ -155,7 +155,7 @@ def cmd_action(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from smartpark.influx import InfluxClient
 
-    from .report import kpis, render
+    from .report import alarm_query, kpis, render
 
     since_s = parse_duration(args.since)
     if args.until not in ("now", "last") and not args.until.isdigit():
@@ -171,7 +171,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 end = int(args.until)
             start = end - int(since_s * 1000)
-            return await db.rows(f"SELECT * FROM alarm WHERE time > {start}ms AND time <= {end}ms"), end
+            return await db.rows(alarm_query(start, end)), end
 
     rows, end = asyncio.run(fetch())
     k = kpis(rows, end - int(since_s * 1000), end)

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from smartpark import kpis
 from smartpark.averages import FIVE_MIN_MS, day_need, five_min_need, hour_need
 from smartpark.lineproto import quote_ident, quote_literal
 from smartpark.park import Asset, Park, Regulatory, Sensor, Site
@@ -402,7 +403,8 @@ def _variables(*names: str, default_sensor: str | None = None) -> list[Json]:
 
 
 def alarms_dashboard(park: Park) -> Json:
-    flt = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/ AND '
+    tags = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/'  # the variables; the KPIs of smartpark.kpis take them
+    flt = f"{tags} AND "
     raised = f"{flt}\"event\" = 'raised' AND "
     group = '"site", "asset", "sensor", "rule", "priority"'
     # every event carries state, event and message, so their last() values come from the same (latest) event
@@ -414,10 +416,8 @@ def alarms_dashboard(park: Park) -> Json:
                  f'"message", "operator" FROM "alarm" WHERE {flt}$timeFilter ORDER BY time DESC LIMIT 500')
     per10 = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY time(10m) fill(0)'
     per_hour = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY time(1h) fill(0)'
-    flood = (f'SELECT count("n") FROM (SELECT count("event") AS "n" FROM "alarm" WHERE {raised}$timeFilter '
-             'GROUP BY time(10m)) WHERE "n" > 10')
-    chatter = (f'SELECT count("n") FROM (SELECT count("event") AS "n" FROM "alarm" WHERE {raised}$timeFilter '
-               f'GROUP BY time(1m), "sensor", "rule") WHERE "n" >= 3')
+    flood, peak = kpis.flood_query(tags), kpis.peak_query(tags)
+    chatter, stale = kpis.chattering_query(tags), kpis.stale_query(tags)
     by_prio = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY "priority"'
     bad_actors = (f'SELECT count("event") AS "raised" FROM "alarm" WHERE {raised}$timeFilter '
                   f"GROUP BY {group}")
@@ -427,21 +427,33 @@ def alarms_dashboard(park: Park) -> Json:
                       calc="mean", decimals=1, no_value="0",
                       thresholds=g.threshold_steps([(6, ORANGE), (12, RED)], GREEN),
                       description="ISA-18.2 / EEMUA 191: about 6 per hour is acceptable, over 12 is overloaded.")
-    kpi_peak = g.stat("10分钟峰值 · Peak alarms in 10 min", [g.target(per10, "A", alias="peak/10 min")],
-                      calc="max", no_value="0", thresholds=g.threshold_steps([(2, ORANGE), (10, RED)], GREEN),
-                      description="Most alarms raised in one 10-minute window; over 10 is an alarm flood.")
+    window_min, flood_n = kpis.FLOOD_WINDOW_MS // 60_000, kpis.FLOOD_MORE_THAN
+    chatter_n, chatter_s = kpis.CHATTER_RAISES, kpis.CHATTER_WINDOW_MS // 1000
+    chatter_t = f"{chatter_s // 60} min" if chatter_s % 60 == 0 else f"{chatter_s} s"
+    stale_h = kpis.STALE_AFTER_MS // 3_600_000
+    kpi_peak = g.stat("10分钟峰值 · Peak alarms in 10 min", [g.target(peak, "A", alias="peak/10 min")],
+                      calc="max", no_value="0",
+                      thresholds=g.threshold_steps([(2, ORANGE), (flood_n + 1, RED)], GREEN),
+                      description=f"Most alarms raised at one site in one {window_min}-minute period; "
+                                  f"over {flood_n} is an alarm flood.")
     kpi_flood = g.stat("报警泛滥时段 · 10-min windows in flood", [g.target(flood, "A", alias="windows")],
                        no_value="0", thresholds=g.threshold_steps([(1, RED)], GREEN),
-                       description="10-minute windows with more than 10 alarms raised (ISA-18.2 flood).")
-    kpi_chatter = g.stat("振荡报警 · Chattering (≥3 raises in 1 min)",
-                         [g.target(chatter, "A", alias="minutes")], no_value="0",
+                       description=f"{window_min}-minute periods in which more than {flood_n} alarms were raised "
+                                   "at one site (ISA-18.2 / EEMUA 191 flood), counted per site.")
+    kpi_chatter = g.stat(f"振荡报警 · Chattering (≥{chatter_n} raises in {chatter_t})",
+                         [g.target(chatter, "A", alias="alarms")], no_value="0",
                          thresholds=g.threshold_steps([(1, ORANGE)], GREEN),
-                         description="Alarm-minutes in which one alarm was raised 3 times or more.")
+                         description=f"Alarms raised {chatter_n} times or more within {chatter_t} "
+                                     "(a sliding window).")
+    kpi_stale = g.stat(f"陈旧报警 · Stale (standing > {stale_h} h)", [g.target(stale, "A", alias="alarms")],
+                       no_value="0", thresholds=g.threshold_steps([(1, ORANGE)], GREEN),
+                       description=f"Alarms still in alarm (unacknowledged or acknowledged) at the end of the "
+                                   f"range and raised more than {stale_h} h before it, whatever the range.")
     kpi_shelved = g.stat("搁置 · Shelved alarms", [g.target(shelved, "A", alias="shelved")], no_value="0",
                          thresholds=g.threshold_steps([(1, "blue")], GREEN),
                          description="Alarms whose last event left them shelved (SHLVD).")
-    for p in (kpi_rate, kpi_peak, kpi_flood, kpi_chatter, kpi_shelved):
-        p["_w"], p["_h"] = 4, 4
+    for p, w in ((kpi_rate, 4), (kpi_peak, 3), (kpi_flood, 3), (kpi_chatter, 3), (kpi_stale, 4), (kpi_shelved, 3)):
+        p["_w"], p["_h"] = w, 4
     active_count = g.stat("活动报警 · Active", [g.target(active_count_query(flt), "A", alias="$tag_priority")],
                           no_value="0", text_mode="value_and_name")
     active_count["fieldConfig"]["overrides"] = _priority_overrides()
@@ -467,7 +479,8 @@ def alarms_dashboard(park: Park) -> Json:
                                       {"id": "limit", "options": {"limitField": 10}}, no_time],
                      description="The alarms raised most often: first candidates for rationalisation.")
     actors["_w"] = 6
-    panels = [g.row("关键指标 · KPIs"), active_count, kpi_rate, kpi_peak, kpi_flood, kpi_chatter, kpi_shelved,
+    panels = [g.row("关键指标 · KPIs"), active_count, kpi_rate, kpi_peak, kpi_flood, kpi_chatter, kpi_stale,
+              kpi_shelved,
               rate, prio, actors, g.row("报警 · Alarms"), active, history]
     return g.dashboard(
         "smartpark-alarms", "报警 · Alarms", tags=[TAG, "alarms"], panels=g.layout(panels),

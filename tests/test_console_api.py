@@ -94,6 +94,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/api/history?format=csv", None, "viewer"),
     ("GET", "/api/handover", None, "viewer"),
     ("GET", "/api/overview", None, "viewer"),
+    ("GET", "/api/kpis?hours=1", None, "viewer"),
     ("GET", "/api/events", None, "viewer"),
     ("POST", "/alarms/plant/tank/none/hh/ack", {}, "operator"),
     ("POST", "/alarms/plant/tank/none/hh/shelve", {"duration_s": 60, "comment": "x"}, "operator"),
@@ -561,3 +562,117 @@ class TestSecureCookie:
 
         cookie = asyncio.run(main()).lower()
         assert "; secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+
+
+class TestKpis:
+    """The console reads the alarm KPIs through /api/kpis, computed as ``alerts report`` computes them."""
+
+    def test_route_answers_the_reports_kpis(self, engine: RunningEngine) -> None:
+        """The route's flood, chattering and stale are ``alerts.report.kpis`` over the same events of the
+        engine's InfluxDB, with the thresholds of smartpark.kpis."""
+        from alerts.report import alarm_query, kpis
+        from smartpark import kpis as K
+
+        raise_again(engine, LEVEL_HH)
+        until = int(time.time() * 1000) + 1000
+        status, got, _ = engine.call("GET", f"/api/kpis?hours=2&until={until}",
+                                     headers={"Authorization": f"Bearer {engine.token}"})
+        assert status == 200, got
+        start = until - 2 * 3_600_000
+        expected = kpis(engine.db.query(alarm_query(start, until)), start, until)
+        assert got["alarms"] >= 1 and {k: got[k] for k in expected} == json_round(expected)
+        assert got["thresholds"] == {"flood_window_ms": K.FLOOD_WINDOW_MS, "flood_more_than": K.FLOOD_MORE_THAN,
+                                     "chatter_window_ms": K.CHATTER_WINDOW_MS, "chatter_raises": K.CHATTER_RAISES,
+                                     "stale_after_ms": K.STALE_AFTER_MS}
+
+
+def json_round(value: Any) -> Any:
+    """``value`` as it comes back from JSON (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+class TestDocument:
+    """/openapi.json is made from the routes' declarations: it names every route the application serves, no
+    other, with the bounds the handlers enforce."""
+
+    def test_every_route_is_in_the_document_and_back(self) -> None:
+        """Each documented operation resolves to a route of the app's router, and each route of the router
+        (the static folder included; HEAD goes with GET) is documented."""
+        import asyncio
+
+        from aiohttp.test_utils import make_mocked_request
+
+        app = api.make_app(SimpleNamespace(park=PARK))
+        doc = app[api.OPENAPI_DOC]
+
+        async def resolve() -> dict[tuple[str, str], Any]:
+            found = {}
+            for path, ops in doc["paths"].items():
+                for method in ops:
+                    url = path.replace("{id}", "plant/tank/level/hh")
+                    match = await app.router.resolve(make_mocked_request(method.upper(), url, app=app))
+                    assert match.http_exception is None, (method, path, match.http_exception)
+                    found[(method, path)] = match.route
+            return found
+
+        found = asyncio.run(resolve())
+        served = [r for r in app.router.routes() if r.method != "HEAD"]
+        assert {id(r) for r in found.values()} == {id(r) for r in served}
+        declared = [r for r in served if getattr(r, "smartpark_route", None)]
+        assert len(set(map(id, found.values()))) == len(declared) + 1  # one route per operation, plus the folder
+        assert "/api/kpis" in doc["paths"] and "/static/app.js" in doc["paths"]
+
+    def test_bounds_are_the_enforced_ones(self, engine: RunningEngine) -> None:
+        """A parameter's documented maximum is what the route refuses beyond."""
+        doc = engine.call("GET", "/openapi.json")[1]
+        params = {p["name"]: p for p in doc["paths"]["/api/trend"]["get"]["parameters"]}
+        top = params["hours"]["schema"]["maximum"]
+        hdr = {"Authorization": f"Bearer {engine.token}"}
+        ok = engine.call("GET", f"/api/trend?sensor=plant/tank/level&hours={top:g}", headers=hdr)[0]
+        over = engine.call("GET", f"/api/trend?sensor=plant/tank/level&hours={top + 1:g}", headers=hdr)
+        assert ok == 200 and over[0] == 400 and f"{top:g}" in over[1]["error"]
+
+
+class TestStatusByType:
+    """The status of a refusal is its error's type, never its text."""
+
+    def test_types(self) -> None:
+        from alerts.alarm import UnknownAlarm
+        from alerts.routes import ClientError, Forbidden, NotFound, TooLarge, TooSlow, status_of
+        from smartpark.errors import WriteError
+
+        assert [status_of(t) for t in (ClientError, Forbidden, NotFound, TooSlow, TooLarge, UnknownAlarm,
+                                       UsageError, WriteError, ValueError)] == \
+            [400, 403, 404, 408, 413, 404, 400, 503, 500]
+
+    def test_unknown_alarm_from_the_engine_is_404(self, tmp_path: Path) -> None:
+        """An alarm that leaves the engine between the API's check and the action (a rules reload) answers 404
+        with the engine's words; another usage error of the engine, whatever it says, 400."""
+        import asyncio
+
+        from aiohttp.test_utils import TestClient, TestServer
+
+        from alerts.alarm import UnknownAlarm
+        from alerts.console.hub import EventHub
+
+        refusals = {"plant/tank/level/hh": UnknownAlarm("unknown alarm id 'plant/tank/level/hh'"),
+                    "plant/tank/level/h": UsageError("unknown alarm: this text decides nothing")}
+
+        async def act(action: str, body: dict[str, Any]) -> Any:
+            raise refusals[body["id"]]
+
+        backend = SimpleNamespace(park=PARK, users=UserStore(tmp_path / "users.yaml"), hub=EventHub(), token="t",
+                                  has_alarm=lambda aid: True, act=act)
+
+        async def main() -> list[tuple[int, str]]:
+            out = []
+            async with TestClient(TestServer(api.make_app(backend))) as client:
+                for aid in refusals:
+                    r = await client.post(f"/alarms/{aid}/ack", json={}, headers={"Authorization": "Bearer t"})
+                    out.append((r.status, (await r.json())["error"]))
+            return out
+
+        assert asyncio.run(main()) == [(404, "unknown alarm id 'plant/tank/level/hh'"),
+                                       (400, "unknown alarm: this text decides nothing")]

@@ -243,6 +243,8 @@ class TestConsole:
         page.wait_for_selector('#overview .sensor[data-key="plant/tank/temp"]')
         assert "86" in page.inner_text('#overview .sensor[data-key="plant/tank/temp"]')
         assert page.eval_on_selector_all("#overview .sensor.stale", "els => els.length") >= 1  # never reported
+        kpis = page.inner_text("#overview .overview-kpis")  # flood, chattering, stale with their definitions
+        assert "more than 10 alarms at one site in 10 min" in kpis and "more than 24 h" in kpis
         page.click("#lang")
         page.wait_for_selector('#overview .sensor[data-key="plant/tank/level"]:has-text("液位")')
         assert page.inner_text("#nav a[data-view=handover]") == "交接班"

@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from smartpark.kpis import FLOOD_MORE_THAN, FLOOD_WINDOW_MS
+
 from .. import texts
 from ..events import ACKED_EV, CLEARED, IN_SERVICE, OUT_OF_SERVICE, RAISED, SHELVED, AlarmEvent
 from .notifiers import Notification, Notifier, make_notifier
 from .outbox import Outbox
 
-FLOOD_WINDOW_MS = 600_000
-FLOOD_ON = 10    # more than 10 alarms in 10 minutes at one site: flood
+# the flood of smartpark.kpis, watched as alarms arrive: over the last 10 minutes (sliding) rather than by clock
+# periods, since the gate acts at the moment the 11th alarm comes
+FLOOD_ON = FLOOD_MORE_THAN  # more than 10 alarms in 10 minutes at one site: flood
 FLOOD_OFF = 5    # until fewer than 5 in 10 minutes
 REASONS = ("event", "repeat", "escalation", "flood", "flood_over")
 

@@ -22,7 +22,9 @@ const T = {
     out_of_service: "Out of service", active: "Active", period: "Period",
     k_alarms: "alarms raised", k_avg: "alarms per 10 min, average", k_peak: "alarms per 10 min, peak",
     k_flood: "time in flood (%)", k_chat: "chattering alarms", k_stale: "stale alarms (> 24 h)",
-    k_actions: "operator actions", st_NORM: "normal", st_UNACK: "unacknowledged", st_ACKED: "acknowledged",
+    k_actions: "operator actions", k_24h: "Alarm KPIs, last 24 h", k_flood_n: "10-min periods in flood",
+    k_flood_def: "more than {n} alarms at one site in {m} min", k_chat_def: "{n} raises or more within {s} s",
+    k_stale_def: "in alarm for more than {h} h", st_NORM: "normal", st_UNACK: "unacknowledged", st_ACKED: "acknowledged",
     st_RTNUN: "returned, unacknowledged", st_SHLVD: "shelved", st_OOSRV: "out of service",
     ack_all_confirm: "Acknowledge {n} alarms?", lang: "中文",
   },
@@ -40,7 +42,9 @@ const T = {
     stale: "数据过期", no_data: "无数据", handover_title: "交接班报告", kpis: "报警指标", actions: "操作记录",
     shelved: "已搁置", out_of_service: "停用", active: "活动报警", period: "时段", k_alarms: "报警次数",
     k_avg: "每10分钟报警数（平均）", k_peak: "每10分钟报警数（峰值）", k_flood: "报警泛滥时间 (%)",
-    k_chat: "振荡报警", k_stale: "陈旧报警（超过24小时）", k_actions: "操作次数", st_NORM: "正常",
+    k_chat: "振荡报警", k_stale: "陈旧报警（超过24小时）", k_actions: "操作次数", k_24h: "报警指标（最近24小时）",
+    k_flood_n: "报警泛滥时段（10分钟）", k_flood_def: "同一厂区 {m} 分钟内超过 {n} 条报警",
+    k_chat_def: "{s} 秒内触发 {n} 次及以上", k_stale_def: "持续报警超过 {h} 小时", st_NORM: "正常",
     st_UNACK: "未确认", st_ACKED: "已确认", st_RTNUN: "已恢复未确认", st_SHLVD: "已搁置", st_OOSRV: "停用",
     ack_all_confirm: "确认 {n} 条报警？", lang: "English",
   },
@@ -585,7 +589,26 @@ async function loadOverview() {
             : `${fmtNum(s.value)} ${sensor.unit}${s.stale ? ` (${t("stale")})` : ""}`),
           el("span", { class: "lim" }, lims));
       })))));
-  $("#overview").replaceChildren(el("div", { class: "sites" }, ...sites));
+  $("#overview").replaceChildren(await kpiPanel(), el("div", { class: "sites" }, ...sites));
+}
+
+// the three KPIs of smartpark.kpis over the last 24 h, each with its definition (the server's thresholds)
+async function kpiPanel() {
+  const k = await api("GET", "/api/kpis?hours=24");
+  const th = k.thresholds;
+  const fill = (key, vars) => Object.entries(vars).reduce((s, [n, v]) => s.replace(`{${n}}`, v), t(key));
+  const rows = [
+    ["k_flood_n", k.flood_windows, fill("k_flood_def", { n: th.flood_more_than, m: th.flood_window_ms / 60000 }),
+      []],
+    ["k_chat", k.chattering.length, fill("k_chat_def", { n: th.chatter_raises, s: th.chatter_window_ms / 1000 }),
+      k.chattering],
+    ["k_stale", k.stale.length, fill("k_stale_def", { h: th.stale_after_ms / 3600000 }), k.stale],
+  ];
+  return el("div", { class: "card kpis overview-kpis" }, el("h3", null, t("k_24h")),
+    el("table", { class: "kpis" }, el("tbody", null, ...rows.map(([key, n, def, ids]) =>
+      el("tr", { "data-kpi": key }, el("td", null, t(key)), el("td", { class: "num" }, String(n)),
+        el("td", { class: "lim" }, def), el("td", null, ...ids.map((id) =>
+          el("a", { href: `#/alarm/${id}` }, `${id} `))))))));
 }
 
 // ------------------------------------------------------------------ live events (SSE)
