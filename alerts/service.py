@@ -30,7 +30,9 @@ from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
 from smartpark.mqtt import MqttError, MqttSource, Publisher, reason
 from smartpark.park import Park, SensorRef
-from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
+from smartpark.schema import READING
+from smartpark.topics import SUBSCRIPTION, alarm_topic, status_topic
+from smartpark.wire import Decoder, Reading
 
 from .api import GuardedSite, make_app, runner_args
 from .clock import EventClock, WallClock
@@ -267,7 +269,7 @@ class AlertService:
         since = min(last.values())
         floor = max(last.values()) - 24 * 3_600_000
         since = max(since, floor)
-        rows = await db.rows(f"SELECT value, quality, flag FROM reading WHERE time > {since}ms "
+        rows = await db.rows(f"SELECT value, quality, flag FROM {READING} WHERE time > {since}ms "
                              "GROUP BY site, asset, sensor")
         readings = []
         for row in rows:
@@ -296,7 +298,7 @@ class AlertService:
         if not need:
             return
         if self.event_clock:
-            newest = await db.rows("SELECT last(value) FROM reading")
+            newest = await db.rows(f"SELECT last(value) FROM {READING}")
             if not newest:
                 return
             now = int(newest[0]["time"])
@@ -305,7 +307,7 @@ class AlertService:
         readings: list[Reading] = []
         for key, back in need.items():
             site, asset, sensor = key.split("/")
-            q = (f"SELECT value, quality, flag FROM reading WHERE site = {quote_literal(site)} AND asset = "
+            q = (f"SELECT value, quality, flag FROM {READING} WHERE site = {quote_literal(site)} AND asset = "
                  f"{quote_literal(asset)} AND sensor = {quote_literal(sensor)} AND time > {now - back}ms "
                  f"AND time <= {now}ms")
             ref = self.park.get(key)
