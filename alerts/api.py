@@ -35,6 +35,7 @@ from aiohttp.web_protocol import RequestHandler
 from smartpark.errors import UsageError, WriteError
 from smartpark.lineproto import quote_literal
 from smartpark.park import Park
+from smartpark.schema import ACTIVE_STATES, ALARM, EVENTS, OOSRV, PRIORITIES, READING, SHLVD, STATES, vocabulary
 
 from .console.auth import (
     COOKIE,
@@ -229,9 +230,9 @@ _EVENT = {
     "properties": {
         "id": {"type": "string", "examples": ["wwtp/effluent/cod/hh"]},
         "site": {"type": "string"}, "asset": {"type": "string"}, "sensor": {"type": "string"},
-        "rule": {"type": "string"}, "priority": {"enum": ["high", "medium", "low"]},
-        "event": {"enum": ["raised", "cleared", "acked", "shelved", "unshelved", "out_of_service", "in_service"]},
-        "state": {"enum": ["NORM", "UNACK", "ACKED", "RTNUN", "SHLVD", "OOSRV"]},
+        "rule": {"type": "string"}, "priority": {"enum": list(PRIORITIES)},
+        "event": {"enum": list(EVENTS)},
+        "state": {"enum": list(STATES)},
         "value": {"type": ["number", "null"]}, "limit": {"type": ["number", "null"]},
         "ts": {"type": "integer", "description": "epoch milliseconds"},
         "message": {"type": "string"},
@@ -322,7 +323,8 @@ OPENAPI: dict[str, Any] = {
         "/api/session": _get("The session's user, role and CSRF token", {"type": "object", "properties": {
             "user": {"type": "string"}, "role": {"type": "string"}, "csrf": {"type": "string"}}}),
         "/api/events": _get("Server-Sent Events: every alarm event as it happens; Last-Event-ID catches up"),
-        "/api/park": _get("The park model: sites, assets, sensors with names (en, zh), units and limits"),
+        "/api/park": _get("The park model: sites, assets, sensors with names (en, zh), units and limits; and the "
+                          "contract's vocabularies (states, events, priorities) under vocabulary"),
         "/api/alarm": _get("One alarm (query id): its state and its event history"),
         "/api/trend": _get("A sensor's readings (query sensor, hours) with its limits and an alarm's events"),
         "/api/history": _get("Events by site, sensor, time range (since, until: epoch ms), event and operator; "
@@ -504,7 +506,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
 
     @route("GET", "/api/park", "viewer")
     async def get_park(request: web.Request) -> web.Response:
-        return web.json_response(park_model(park))
+        return web.json_response({**park_model(park), "vocabulary": vocabulary()})
 
     @route("GET", "/api/events", "viewer")
     async def events(request: web.Request) -> web.StreamResponse:
@@ -536,7 +538,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         site, asset, sensor, rule = aid.split("/", 3) if aid.count("/") == 3 else (*aid.split("/"), "")
         if park.lookup(site, asset, sensor) is None:
             raise ClientError(f"unknown alarm id {aid!r}", 404)
-        q = (f"SELECT * FROM alarm WHERE site = {quote_literal(site)} AND asset = {quote_literal(asset)} AND "
+        q = (f"SELECT * FROM {ALARM} WHERE site = {quote_literal(site)} AND asset = {quote_literal(asset)} AND "
              f"sensor = {quote_literal(sensor)} AND rule = {quote_literal(rule)} ORDER BY time DESC LIMIT 500")
         return web.json_response({"id": aid, "active": row, "events": [_event_row(r) for r in await backend.rows(q)]})
 
@@ -555,9 +557,9 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         step = max(1, int(hours * 3600 / 600))  # at most ~600 points
         where = (f"site = {quote_literal(ref.site)} AND asset = {quote_literal(ref.asset)} AND "
                  f"sensor = {quote_literal(ref.sensor.id)} AND time > {start}ms AND time <= {end}ms")
-        points = await backend.rows(f"SELECT mean(value) AS value, min(value) AS lo, max(value) AS hi FROM reading "
+        points = await backend.rows(f"SELECT mean(value) AS value, min(value) AS lo, max(value) AS hi FROM {READING} "
                                     f"WHERE {where} GROUP BY time({step}s) fill(none)")
-        marks = await backend.rows(f"SELECT * FROM alarm WHERE {where}")
+        marks = await backend.rows(f"SELECT * FROM {ALARM} WHERE {where}")
         s = ref.sensor
         limits = dict(s.limits.items())
         limits.update({r.rule: r.limit for r in s.regulatory if isinstance(r.limit, int | float)})
@@ -587,20 +589,20 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         hours = _number(request, "hours", 8.0, 0.1, 24 * 7)
         end = int(_number(request, "until", time.time() * 1000, 0, 1e14))
         start = end - int(hours * 3_600_000)
-        rows = await backend.rows(f"SELECT * FROM alarm WHERE time > {start}ms AND time <= {end}ms")
+        rows = await backend.rows(f"SELECT * FROM {ALARM} WHERE time > {start}ms AND time <= {end}ms")
         active = backend.active()
         events = [_event_row(r) for r in rows]
         return web.json_response({
             "start": start, "end": end,
-            "active": [a for a in active if a["state"] in ("UNACK", "ACKED", "RTNUN")],
-            "shelved": [a for a in active if a["state"] == "SHLVD"],
-            "out_of_service": [a for a in active if a["state"] == "OOSRV"],
+            "active": [a for a in active if a["state"] in ACTIVE_STATES],
+            "shelved": [a for a in active if a["state"] == SHLVD],
+            "out_of_service": [a for a in active if a["state"] == OOSRV],
             "events": events, "actions": [e for e in events if e.get("operator")],
             "kpis": kpis(rows, start, end)})
 
     @route("GET", "/api/overview", "viewer")
     async def overview(request: web.Request) -> web.Response:
-        rows = await backend.rows("SELECT last(value) AS value FROM reading WHERE time > now() - 7d "
+        rows = await backend.rows(f"SELECT last(value) AS value FROM {READING} WHERE time > now() - 7d "
                                   "GROUP BY site, asset, sensor")
         latest = {(r.get("site"), r.get("asset"), r.get("sensor")): r for r in rows}
         now = int(time.time() * 1000)
@@ -731,7 +733,7 @@ def _history_query(request: web.Request) -> str:
         if value:
             conds.append(f"{name} = {quote_literal(value)}")
     limit = int(_number(request, "limit", 5000, 1, 50_000))
-    return f"SELECT * FROM alarm WHERE {' AND '.join(conds)} ORDER BY time DESC LIMIT {limit}"
+    return f"SELECT * FROM {ALARM} WHERE {' AND '.join(conds)} ORDER BY time DESC LIMIT {limit}"
 
 
 def _csv_safe(value: Any) -> Any:
