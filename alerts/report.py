@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from smartpark.schema import PRIORITIES, RAISED, UNRESOLVED_STATES
+
 TEN_MIN = 600_000
 DAY = 86_400_000
 
@@ -16,7 +18,7 @@ DAY = 86_400_000
 def kpis(rows: list[dict[str, Any]], start_ms: int, end_ms: int) -> dict[str, Any]:
     """``rows``: points of the ``alarm`` measurement (``time`` in ms, tags and fields)."""
     rows = sorted(rows, key=lambda r: r["time"])
-    raised = [r for r in rows if r.get("event") == "raised"]
+    raised = [r for r in rows if r.get("event") == RAISED]
     span = max(end_ms - start_ms, TEN_MIN)
     buckets = Counter((r["time"] - start_ms) // TEN_MIN for r in raised)
     ids = [f"{r['site']}/{r['asset']}/{r['sensor']}/{r['rule']}" for r in raised]
@@ -55,9 +57,9 @@ def kpis(rows: list[dict[str, Any]], start_ms: int, end_ms: int) -> dict[str, An
     for r in rows:
         aid = f"{r['site']}/{r['asset']}/{r['sensor']}/{r['rule']}"
         last[aid] = r
-        if r.get("event") == "raised":
+        if r.get("event") == RAISED:
             last_raise[aid] = r["time"]
-    stale = sorted(a for a, r in last.items() if r.get("state") in ("UNACK", "ACKED")
+    stale = sorted(a for a, r in last.items() if r.get("state") in UNRESOLVED_STATES
                    and a in last_raise and end_ms - last_raise[a] > DAY)
     return {
         "since_ms": start_ms, "until_ms": end_ms, "alarms": len(raised),
@@ -88,7 +90,7 @@ def render(k: dict[str, Any]) -> None:
     t.add_row("time in flood", f"{k['flood_time_pct']:g} %", "< 1 %")
     t.add_row("chattering alarms (≥3 in 1 min)", str(len(k["chattering"])), "0")
     t.add_row("stale alarms (active > 24 h)", str(len(k["stale"])), "< 5")
-    prio = " / ".join(str(k["priority"].get(p, 0)) for p in ("high", "medium", "low"))
+    prio = " / ".join(str(k["priority"].get(p, 0)) for p in PRIORITIES)
     t.add_row("priority high / medium / low", prio, "≈ 5 / 15 / 80 %")
     c.print(t)
     top = Table(title="10 most frequent alarms")

@@ -30,7 +30,7 @@ from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
 from smartpark.mqtt import MqttError, MqttSource, Publisher, reason
 from smartpark.park import Park, SensorRef
-from smartpark.schema import READING
+from smartpark.schema import GOOD, OUT_OF_RANGE, READING
 from smartpark.topics import SUBSCRIPTION, alarm_topic, status_topic
 from smartpark.wire import Decoder, Reading
 
@@ -69,7 +69,7 @@ def api_token(settings: Settings, create: bool = False) -> str | None:
 def _history_reading(ref: SensorRef, row: dict[str, Any]) -> Reading:
     """A reading of InfluxDB history as the decoder made it: its quality and HJ 212 flag decide whether the
     averages count it (an absent flag may come back empty)."""
-    return Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or "good", row.get("flag") or None)
+    return Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or GOOD, row.get("flag") or None)
 
 
 def wall_ms() -> int:
@@ -172,7 +172,7 @@ class AlertService:
         The caller flushes the journal (``store.flush``) before acknowledging the message."""
         self.counts["received"] += 1
         dec = self.decoder.decode(topic, payload, received_ms)
-        self.counts["invalid"] += len(dec.rejected) - sum(1 for r in dec.rejected if r.reason == "out_of_range")
+        self.counts["invalid"] += len(dec.rejected) - sum(1 for r in dec.rejected if r.reason == OUT_OF_RANGE)
         events: list[AlarmEvent] = []
         if dec.readings:
             self.store.readings(dec.readings)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from smartpark.schema import HIGH
+
 from .. import texts
 from ..events import ACKED_EV, CLEARED, IN_SERVICE, OUT_OF_SERVICE, RAISED, SHELVED, AlarmEvent
 from .notifiers import Notification, Notifier, make_notifier
@@ -96,7 +98,7 @@ class Dispatcher:
             site = ev.site
         nid = notification_id(dest.name, reason, level, ev, site, ts, k)
         body += f"\nnotification_id: {nid}"  # the last line, so that people can quote it
-        self._out.append((dest.name, Notification(reason, site, ev.priority if ev else "high", title, body, ev,
+        self._out.append((dest.name, Notification(reason, site, ev.priority if ev else HIGH, title, body, ev,
                                                   nid, level)))
 
     def commit(self) -> None:
@@ -137,7 +139,7 @@ class Dispatcher:
                     self._offer(r.dest, "flood", None, site=ev.site, ts=ev.ts, title=title, body=body)
                 if ev.site in self.flooding:
                     continue
-                if ev.event in (RAISED, CLEARED, SHELVED, OUT_OF_SERVICE, IN_SERVICE) or ev.priority == "high":
+                if ev.event in (RAISED, CLEARED, SHELVED, OUT_OF_SERVICE, IN_SERVICE) or ev.priority == HIGH:
                     self._offer(r.dest, "event", ev)
             if ev.site in self.flooding and ev.event == RAISED:
                 self.flooding[ev.site] += 1
@@ -161,7 +163,7 @@ class Dispatcher:
             if self._count(site, now) < FLOOD_OFF:
                 held = self.flooding.pop(site)
                 for r in self.routes:
-                    if not r.dest.structured and r.matches(site, "high"):
+                    if not r.dest.structured and r.matches(site, HIGH):
                         title, body = texts.flood_over(site, held)
                         self._offer(r.dest, "flood_over", None, site=site, ts=now, title=title, body=body)
         for u in self._unacked.values():
