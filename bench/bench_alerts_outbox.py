@@ -33,6 +33,7 @@ from alerts.service import AlertService, wall_ms
 from devstack import free_port
 from smartpark.config import Settings
 from smartpark.park import parse_park
+from smartpark.topics import reading_topic
 
 PARK = parse_park("""
 park: {id: b, name: Bench park, timezone: Asia/Shanghai}
@@ -47,7 +48,7 @@ sites:
              limits: {hh: 90, h: 80}, deadband: 2}
 """, "bench-park.yaml")
 T0 = 1_772_416_800_000
-TOPIC = "park/plant/tank/level"
+TOPIC = reading_topic("plant", "tank", "level")
 
 
 def messages(n: int, start: int) -> list[bytes]:
