@@ -47,6 +47,11 @@ def share_subscription(group: str | None, topic: str = SUBSCRIPTION) -> str:
     return f"{SHARE_PREFIX}/{group}/{topic}" if group else topic
 
 
+def is_shared(topic: str) -> bool:
+    """A share-group subscription (``$share/{group}/...``): the broker hands each message to one member."""
+    return topic.startswith(SHARE_PREFIX + "/")
+
+
 def hj212_topic(mn: str | None) -> str:
     """``hj212/<MN>``, or ``hj212/-`` when the packet has no readable MN: the ``topic`` of its dead letters."""
     return f"{HJ212_ROOT}/{mn or '-'}"

@@ -149,6 +149,7 @@ class TestTheModulesHoldTheContract:
         assert topics.is_service_topic("park/_sys/collector/a")
         assert not topics.is_service_topic("park/wwtp/effluent/cod")
         assert topics.sensor_path("park/wwtp/effluent") == "wwtp/effluent"
+        assert topics.is_shared("$share/g/park/#") and not topics.is_shared("park/#")
 
     def test_schema(self) -> None:
         assert schema.MEASUREMENTS == ("reading", "hj212", "notification", "alarm", "dead_letter", "collector",
