@@ -36,7 +36,7 @@ QUERY_MEASUREMENT = re.compile(r'\b(?:FROM|INTO)\s+(?:"?\w+"?\.)?"?(?:' + "|".jo
 
 def _prose_and_exports(tree: ast.AST) -> set[int]:
     """The docstrings, and the names an ``__all__`` lists (identifiers, not values)."""
-    found = set()
+    found: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
             found.update(id(n) for n in ast.walk(node.value))
