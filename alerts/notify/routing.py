@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from smartpark.schema import HIGH
+from smartpark.schema import HIGH, NOTIFICATION_REASONS
 
 from .. import texts
 from ..events import ACKED_EV, CLEARED, IN_SERVICE, OUT_OF_SERVICE, RAISED, SHELVED, AlarmEvent
@@ -28,7 +28,7 @@ from .outbox import Outbox
 FLOOD_WINDOW_MS = 600_000
 FLOOD_ON = 10    # more than 10 alarms in 10 minutes at one site: flood
 FLOOD_OFF = 5    # until fewer than 5 in 10 minutes
-REASONS = ("event", "repeat", "escalation", "flood", "flood_over")
+REASONS = (*NOTIFICATION_REASONS, "flood", "flood_over")  # flood summaries go to people only
 
 
 def notification_id(dest: str, reason: str, level: int, ev: AlarmEvent | None, site: str = "", ts: int = 0,

@@ -18,9 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 
 from smartpark.errors import NotifyError
+from smartpark.schema import DELIVERED, EXPIRED
 
 from .notifiers import Notifier
-from .outbox import DELIVERED, EXPIRED, Outbox
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
