@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from smartpark.schema import PRIORITIES, RAISED, UNRESOLVED_STATES
+from smartpark.schema import PRIORITIES, RAISED, STANDING_STATES
 
 TEN_MIN = 600_000
 DAY = 86_400_000
@@ -59,7 +59,7 @@ def kpis(rows: list[dict[str, Any]], start_ms: int, end_ms: int) -> dict[str, An
         last[aid] = r
         if r.get("event") == RAISED:
             last_raise[aid] = r["time"]
-    stale = sorted(a for a, r in last.items() if r.get("state") in UNRESOLVED_STATES
+    stale = sorted(a for a, r in last.items() if r.get("state") in STANDING_STATES
                    and a in last_raise and end_ms - last_raise[a] > DAY)
     return {
         "since_ms": start_ms, "until_ms": end_ms, "alarms": len(raised),

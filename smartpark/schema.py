@@ -90,7 +90,7 @@ STATES = (NORM, UNACK, ACKED, RTNUN, SHLVD, OOSRV)
 STATE_ROLES = {"normal": NORM, "unacked": UNACK, "acked": ACKED, "returned": RTNUN, "shelved": SHLVD,
                "out_of_service": OOSRV}
 ACTIVE_STATES = (UNACK, ACKED, RTNUN)  # still need the operator: the active alarm list
-UNRESOLVED_STATES = (UNACK, ACKED)  # standing alarms: the condition is still present
+STANDING_STATES = (UNACK, ACKED)  # in alarm: not yet returned to normal
 
 # event kinds
 RAISED, CLEARED, ACKED_EV, SHELVED, UNSHELVED, OUT_OF_SERVICE, IN_SERVICE = (
