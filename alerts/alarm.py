@@ -11,6 +11,7 @@ from typing import Any
 
 from smartpark.errors import UsageError
 from smartpark.park import Regulatory, SensorRef
+from smartpark.schema import PRIORITIES, regulatory_rule
 
 from . import texts
 from .clock import Clock
@@ -36,6 +37,8 @@ from .rules import CustomRule, PlantState, RuleSet
 class UnknownAlarm(UsageError):
     """An operator action on an alarm id the engine does not know (the API answers 404)."""
 
+
+REG_5MIN = regulatory_rule("5min")  # GB 18484's five-minute mean: its excursions are counted
 
 #: a rule's detail for the message: a text, or what makes it (formatted only when an event is made)
 Detail = str | Callable[[], str]
@@ -139,7 +142,7 @@ class Lifecycle:
             out.append(self._event(a, RAISED, ts, self._message(a, RAISED, detail)))
         else:
             a.last_ts = ts
-        if a.rule == "reg_5min":  # a legal excursion counts whether or not an operator shelved its alarm
+        if a.rule == REG_5MIN:  # a legal excursion counts whether or not an operator shelved its alarm
             self._excursion(a, ts, out)
 
     def _clear(self, a: Alarm, ts: int, out: list[AlarmEvent], detail: Detail = "") -> None:
@@ -263,7 +266,7 @@ class Lifecycle:
     # ------------------------------------------------------------------ views
     def active(self) -> list[dict[str, Any]]:
         """Alarms that are not NORM, most important first: what an operator's alarm list shows."""
-        order = {"high": 0, "medium": 1, "low": 2}
+        order = {p: i for i, p in enumerate(PRIORITIES)}
         rows = [a for a in self.alarms.values() if a.state != NORM]
         rows.sort(key=lambda a: (order.get(a.priority, 3), -(a.last_ts or 0)))
         return [{"id": a.id, "site": a.site, "asset": a.asset, "sensor": a.sensor, "rule": a.rule,

@@ -36,6 +36,7 @@ from smartpark import kpis
 from smartpark.errors import UsageError, WriteError
 from smartpark.lineproto import quote_literal
 from smartpark.park import Park
+from smartpark.schema import ACTIVE_STATES, ALARM, EVENTS, OOSRV, PRIORITIES, READING, SHLVD, STATES, vocabulary
 
 from .console.auth import (
     COOKIE,
@@ -48,7 +49,7 @@ from .console.auth import (
     service_principal,
 )
 from .console.hub import EventHub
-from .events import EVENTS, PRIORITIES, STATES, AlarmEvent
+from .events import AlarmEvent
 from .report import alarm_query
 from .report import kpis as kpis_of
 from .routes import (
@@ -453,9 +454,10 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         return web.json_response({**backend.status(), "consoles": backend.hub.clients})
 
     @route("GET", "/api/park", "viewer", "The park model: sites, assets, sensors with names (en, zh), units and "
-                                         "limits")
+                                         "limits; and the contract's vocabularies (states, events, priorities) "
+                                         "under vocabulary")
     async def get_park(request: web.Request) -> web.Response:
-        return web.json_response(park_model(park))
+        return web.json_response({**park_model(park), "vocabulary": vocabulary()})
 
     @route("GET", "/api/events", "viewer", "Server-Sent Events: every alarm event as it happens; Last-Event-ID "
                                            "catches up",
@@ -494,7 +496,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         site, asset, sensor, rule = aid.split("/", 3) if aid.count("/") == 3 else (*aid.split("/"), "")
         if park.lookup(site, asset, sensor) is None:
             raise NotFound(f"unknown alarm id {aid!r}")
-        q = (f"SELECT * FROM alarm WHERE site = {quote_literal(site)} AND asset = {quote_literal(asset)} AND "
+        q = (f"SELECT * FROM {ALARM} WHERE site = {quote_literal(site)} AND asset = {quote_literal(asset)} AND "
              f"sensor = {quote_literal(sensor)} AND rule = {quote_literal(rule)} ORDER BY time DESC LIMIT 500")
         return web.json_response({"id": aid, "active": row, "events": [_event_row(r) for r in await backend.rows(q)]})
 
@@ -517,9 +519,9 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         step = max(1, int(hours * 3600 / 600))  # at most ~600 points
         where = (f"site = {quote_literal(ref.site)} AND asset = {quote_literal(ref.asset)} AND "
                  f"sensor = {quote_literal(ref.sensor.id)} AND time > {start}ms AND time <= {end}ms")
-        points = await backend.rows(f"SELECT mean(value) AS value, min(value) AS lo, max(value) AS hi FROM reading "
+        points = await backend.rows(f"SELECT mean(value) AS value, min(value) AS lo, max(value) AS hi FROM {READING} "
                                     f"WHERE {where} GROUP BY time({step}s) fill(none)")
-        marks = await backend.rows(f"SELECT * FROM alarm WHERE {where}")
+        marks = await backend.rows(f"SELECT * FROM {ALARM} WHERE {where}")
         s = ref.sensor
         limits = dict(s.limits.items())
         limits.update({r.rule: r.limit for r in s.regulatory if isinstance(r.limit, int | float)})
@@ -561,9 +563,9 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         events = [_event_row(r) for r in rows if r["time"] > start]
         return web.json_response({
             "start": start, "end": end,
-            "active": [a for a in active if a["state"] in ("UNACK", "ACKED", "RTNUN")],
-            "shelved": [a for a in active if a["state"] == "SHLVD"],
-            "out_of_service": [a for a in active if a["state"] == "OOSRV"],
+            "active": [a for a in active if a["state"] in ACTIVE_STATES],
+            "shelved": [a for a in active if a["state"] == SHLVD],
+            "out_of_service": [a for a in active if a["state"] == OOSRV],
             "events": events, "actions": [e for e in events if e.get("operator")],
             "kpis": kpis_of(rows, start, end)})
 
@@ -581,7 +583,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
     @route("GET", "/api/overview", "viewer", "Each sensor's latest value against its limits, stale sensors marked",
            errors=(WriteError,))
     async def overview(request: web.Request) -> web.Response:
-        rows = await backend.rows("SELECT last(value) AS value FROM reading WHERE time > now() - 7d "
+        rows = await backend.rows(f"SELECT last(value) AS value FROM {READING} WHERE time > now() - 7d "
                                   "GROUP BY site, asset, sensor")
         latest = {(r.get("site"), r.get("asset"), r.get("sensor")): r for r in rows}
         now = int(time.time() * 1000)
@@ -729,7 +731,7 @@ def _history_query(request: web.Request) -> str:
         if value:
             conds.append(f"{p.name} = {quote_literal(value)}")
     limit = int(HISTORY_LIMIT.read(request))
-    return f"SELECT * FROM alarm WHERE {' AND '.join(conds)} ORDER BY time DESC LIMIT {limit}"
+    return f"SELECT * FROM {ALARM} WHERE {' AND '.join(conds)} ORDER BY time DESC LIMIT {limit}"
 
 
 def _csv_safe(value: Any) -> Any:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError
 from smartpark.park import load_park
+from smartpark.schema import ALARM
 from smartpark.timing import parse_duration
 
 
@@ -166,7 +167,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             if args.until == "now":
                 end = int(time.time() * 1000)
             elif args.until == "last":
-                last = await db.rows("SELECT last(state) FROM alarm")
+                last = await db.rows(f"SELECT last(state) FROM {ALARM}")
                 end = int(last[0]["time"]) + 1 if last else int(time.time() * 1000)
             else:
                 end = int(args.until)

@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 
 from smartpark.averages import five_min_need, is_valid
 from smartpark.park import LIMIT_KEYS, Park, SensorRef
+from smartpark.schema import BAD, BAD_QUALITY, HH, LL, NO_DATA, OUT_OF_RANGE, REG_5MIN_EXCURSIONS, ROC, STUCK, H, L
 from smartpark.wire import Reading
 
 from . import texts
@@ -122,16 +123,16 @@ class Engine(Persistence, Averaging):
         for key, limit in s.limits.items():
             st.limits.append(self._add(Alarm(ref, key, self._prio(ref, key), limit=limit, on_ms=on, off_ms=off,
                                              deadband=s.deadband)))
-        highs = [lim for k, lim in s.limits.items() if k in ("h", "hh")]
-        lows = [lim for k, lim in s.limits.items() if k in ("l", "ll")]
+        highs = [lim for k, lim in s.limits.items() if k in (H, HH)]
+        lows = [lim for k, lim in s.limits.items() if k in (L, LL)]
         st.qhi = min(highs) if highs else math.inf
         st.qlo = max(lows) if lows else -math.inf
-        st.nd = self._add(Alarm(ref, "no_data", self._prio(ref, "no_data")))
-        st.oor = self._add(Alarm(ref, "out_of_range", self._prio(ref, "out_of_range")))
-        st.stuck = self._add(Alarm(ref, "stuck", self._prio(ref, "stuck")))
-        st.bq = self._add(Alarm(ref, "bad_quality", self._prio(ref, "bad_quality")))
+        st.nd = self._add(Alarm(ref, NO_DATA, self._prio(ref, NO_DATA)))
+        st.oor = self._add(Alarm(ref, OUT_OF_RANGE, self._prio(ref, OUT_OF_RANGE)))
+        st.stuck = self._add(Alarm(ref, STUCK, self._prio(ref, STUCK)))
+        st.bq = self._add(Alarm(ref, BAD_QUALITY, self._prio(ref, BAD_QUALITY)))
         if s.rate_per_min:
-            st.roc = self._add(Alarm(ref, "roc", self._prio(ref, "roc"), limit=s.rate_per_min, on_ms=on, off_ms=off))
+            st.roc = self._add(Alarm(ref, ROC, self._prio(ref, ROC), limit=s.rate_per_min, on_ms=on, off_ms=off))
         for reg in s.regulatory:
             reg_limit = float(reg.limit) if isinstance(reg.limit, float | int) else None
             a = self._add(Alarm(ref, reg.rule, self._prio(ref, reg.rule), limit=reg_limit, reg=reg,
@@ -141,7 +142,7 @@ class Engine(Persistence, Averaging):
             elif reg.averaging == "5min":
                 st.roll = a
                 st.roll_n_need = five_min_need(s)
-                st.exc = self._add(Alarm(ref, "reg_5min_excursions", self._prio(ref, "reg_5min_excursions"),
+                st.exc = self._add(Alarm(ref, REG_5MIN_EXCURSIONS, self._prio(ref, REG_5MIN_EXCURSIONS),
                                          limit=MAX_EXCURSIONS))
             else:
                 st.bucket_alarms[reg.averaging] = a
@@ -172,7 +173,7 @@ class Engine(Persistence, Averaging):
             s.nd.value = r.value
             self._clear(s.nd, ts, out, texts.DATA_AGAIN)
         v = r.value
-        if not s.lo <= v <= s.hi or r.quality == "bad":
+        if not s.lo <= v <= s.hi or r.quality == BAD:
             self._unusable(s, r, ts, out)  # a sign of life (above), never judged against limits
             return out
         if s.oor.active or s.bad_since is not None:

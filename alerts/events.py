@@ -11,27 +11,45 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smartpark.lineproto import encode_line
+from smartpark.schema import (  # the states, events and priorities, under the names the engine uses
+    ACKED,
+    ACKED_EV,
+    ALARM,
+    CLEARED,
+    EVENTS,
+    HEALTH_RULES,
+    HH,
+    HIGH,
+    IN_SERVICE,
+    LL,
+    LOW,
+    MEDIUM,
+    NORM,
+    OOSRV,
+    OUT_OF_SERVICE,
+    PRIORITIES,
+    RAISED,
+    RTNUN,
+    SHELVED,
+    SHLVD,
+    STATES,
+    UNACK,
+    UNSHELVED,
+    is_regulatory,
+)
 
-# ISA-18.2 states
-NORM, UNACK, ACKED, RTNUN, SHLVD, OOSRV = "NORM", "UNACK", "ACKED", "RTNUN", "SHLVD", "OOSRV"
-STATES = (NORM, UNACK, ACKED, RTNUN, SHLVD, OOSRV)
-
-# event kinds
-RAISED, CLEARED, ACKED_EV, SHELVED, UNSHELVED, OUT_OF_SERVICE, IN_SERVICE = (
-    "raised", "cleared", "acked", "shelved", "unshelved", "out_of_service", "in_service")
-EVENTS = (RAISED, CLEARED, ACKED_EV, SHELVED, UNSHELVED, OUT_OF_SERVICE, IN_SERVICE)
-
-PRIORITIES = ("high", "medium", "low")
-HEALTH_RULES = ("no_data", "stuck", "out_of_range", "bad_quality")
+__all__ = ["ACKED", "ACKED_EV", "CLEARED", "EVENTS", "HEALTH_RULES", "IN_SERVICE", "NORM", "OOSRV", "OUT_OF_SERVICE",
+           "PRIORITIES", "RAISED", "RTNUN", "SHELVED", "SHLVD", "STATES", "UNACK", "UNSHELVED", "AlarmEvent",
+           "default_priority"]
 
 
 def default_priority(rule: str) -> str:
     """CONTRACT §5: high for hh/ll/regulatory, medium for h/l, low for sensor health."""
-    if rule in ("hh", "ll") or rule.startswith("reg_"):
-        return "high"
+    if rule in (HH, LL) or is_regulatory(rule):
+        return HIGH
     if rule in HEALTH_RULES:
-        return "low"
-    return "medium"
+        return LOW
+    return MEDIUM
 
 
 @dataclass(slots=True)
@@ -84,4 +102,4 @@ class AlarmEvent:
             fields["value"] = float(self.value)
         if self.limit is not None:
             fields["limit"] = float(self.limit)
-        return encode_line("alarm", tags, fields, self.ts_ns)
+        return encode_line(ALARM, tags, fields, self.ts_ns)

@@ -17,6 +17,7 @@ from smartpark.kpis import (
     STALE_LOOKBACK_MS,
     summary,
 )
+from smartpark.schema import ALARM, PRIORITIES
 
 WINDOW_MIN = FLOOD_WINDOW_MS // 60_000
 
@@ -31,7 +32,7 @@ def alarm_query(start_ms: int, end_ms: int) -> str:
     """The events the KPIs of ``[start_ms, end_ms]`` need: the period's, and for staleness those of the
     lookback before its end."""
     since = min(start_ms, end_ms - STALE_LOOKBACK_MS)
-    return f"SELECT * FROM alarm WHERE time > {since}ms AND time <= {end_ms}ms"
+    return f"SELECT * FROM {ALARM} WHERE time > {since}ms AND time <= {end_ms}ms"
 
 
 def render(k: dict[str, Any]) -> None:
@@ -53,7 +54,7 @@ def render(k: dict[str, Any]) -> None:
     t.add_row(f"chattering alarms (≥ {CHATTER_RAISES} raises in {CHATTER_WINDOW_MS // 1000} s)",
               str(len(k["chattering"])), "0")
     t.add_row(f"stale alarms (standing > {STALE_AFTER_MS // 3_600_000} h)", str(len(k["stale"])), "< 5")
-    prio = " / ".join(str(k["priority"].get(p, 0)) for p in ("high", "medium", "low"))
+    prio = " / ".join(str(k["priority"].get(p, 0)) for p in PRIORITIES)
     t.add_row("priority high / medium / low", prio, "≈ 5 / 15 / 80 %")
     c.print(t)
     top = Table(title="10 most frequent alarms")

@@ -40,10 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smartpark.errors import ConfigError
 from smartpark.park import ID_RE, Park, load_yaml_with_lines, locate, validate_document
+from smartpark.schema import RESERVED_RULES, is_regulatory
 
 Name = Annotated[str, Field(pattern=ID_RE.pattern)]
-RESERVED_RULES = frozenset({"ll", "l", "h", "hh", "roc", "no_data", "stuck", "out_of_range", "bad_quality",
-                            "reg_5min_excursions"})
 
 
 class _Strict(BaseModel):
@@ -234,7 +233,7 @@ def parse_rules(text: str, park: Park, file: str = "<rules>") -> RuleSet:
         ref = park.lookup(*parts) if len(parts) == 3 else None
         if ref is None:
             raise err(f"unknown sensor {r.sensor!r}", "rules", i, "sensor")
-        if r.name in RESERVED_RULES or r.name.startswith("reg_"):
+        if r.name in RESERVED_RULES or is_regulatory(r.name):
             raise err(f"rule name {r.name!r} is reserved for the park model's rules", "rules", i, "name")
         if f"{r.sensor}/{r.name}" in seen:
             raise err(f"duplicate rule {r.name!r} on {r.sensor}", "rules", i, "name")

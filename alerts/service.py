@@ -29,8 +29,10 @@ from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
 from smartpark.mqtt import MqttError, MqttSource, Publisher, reason
 from smartpark.park import Park, SensorRef
+from smartpark.schema import GOOD, OUT_OF_RANGE, READING
 from smartpark.timing import Backoff
-from smartpark.wire import SUBSCRIPTION, Decoder, Reading, alarm_topic, status_topic
+from smartpark.topics import SUBSCRIPTION, alarm_topic, status_topic
+from smartpark.wire import Decoder, Reading
 
 from .api import GuardedSite, make_app, runner_args
 from .clock import EventClock, WallClock
@@ -67,7 +69,7 @@ def api_token(settings: Settings, create: bool = False) -> str | None:
 def _history_reading(ref: SensorRef, row: dict[str, Any]) -> Reading:
     """A reading of InfluxDB history as the decoder made it: its quality and HJ 212 flag decide whether the
     averages count it (an absent flag may come back empty)."""
-    return Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or "good", row.get("flag") or None)
+    return Reading(ref, float(row["value"]), int(row["time"]), row.get("quality") or GOOD, row.get("flag") or None)
 
 
 def wall_ms() -> int:
@@ -170,7 +172,7 @@ class AlertService:
         The caller flushes the journal (``store.flush``) before acknowledging the message."""
         self.counts["received"] += 1
         dec = self.decoder.decode(topic, payload, received_ms)
-        self.counts["invalid"] += len(dec.rejected) - sum(1 for r in dec.rejected if r.reason == "out_of_range")
+        self.counts["invalid"] += len(dec.rejected) - sum(1 for r in dec.rejected if r.reason == OUT_OF_RANGE)
         events: list[AlarmEvent] = []
         if dec.readings:
             self.store.readings(dec.readings)
@@ -267,7 +269,7 @@ class AlertService:
         since = min(last.values())
         floor = max(last.values()) - 24 * 3_600_000
         since = max(since, floor)
-        rows = await db.rows(f"SELECT value, quality, flag FROM reading WHERE time > {since}ms "
+        rows = await db.rows(f"SELECT value, quality, flag FROM {READING} WHERE time > {since}ms "
                              "GROUP BY site, asset, sensor")
         readings = []
         for row in rows:
@@ -296,7 +298,7 @@ class AlertService:
         if not need:
             return
         if self.event_clock:
-            newest = await db.rows("SELECT last(value) FROM reading")
+            newest = await db.rows(f"SELECT last(value) FROM {READING}")
             if not newest:
                 return
             now = int(newest[0]["time"])
@@ -305,7 +307,7 @@ class AlertService:
         readings: list[Reading] = []
         for key, back in need.items():
             site, asset, sensor = key.split("/")
-            q = (f"SELECT value, quality, flag FROM reading WHERE site = {quote_literal(site)} AND asset = "
+            q = (f"SELECT value, quality, flag FROM {READING} WHERE site = {quote_literal(site)} AND asset = "
                  f"{quote_literal(asset)} AND sensor = {quote_literal(sensor)} AND time > {now - back}ms "
                  f"AND time <= {now}ms")
             ref = self.park.get(key)

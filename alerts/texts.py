@@ -12,6 +12,21 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
 from smartpark.numbers import beside_limit
+from smartpark.schema import (
+    BAD_QUALITY,
+    ESCALATION,
+    EVENT,
+    HH,
+    LL,
+    NO_DATA,
+    OUT_OF_RANGE,
+    REG_5MIN_EXCURSIONS,
+    REPEAT,
+    ROC,
+    STUCK,
+    H,
+    L,
+)
 
 from .events import RAISED
 
@@ -20,19 +35,19 @@ if TYPE_CHECKING:
     from .events import AlarmEvent
 
 LABELS = {
-    "hh": ("High-high", "高高报警"), "h": ("High", "高报警"), "l": ("Low", "低报警"), "ll": ("Low-low", "低低报警"),
-    "roc": ("Rate of change", "变化率报警"), "no_data": ("No data", "无数据"),
-    "stuck": ("Flat-lined (stuck)", "数据恒定(疑似卡死)"), "out_of_range": ("Outside instrument range", "超出量程"),
-    "reg_5min_excursions": ("More than 5 five-minute excursions today", "当日5分钟均值超标超过5次"),
+    HH: ("High-high", "高高报警"), H: ("High", "高报警"), L: ("Low", "低报警"), LL: ("Low-low", "低低报警"),
+    ROC: ("Rate of change", "变化率报警"), NO_DATA: ("No data", "无数据"),
+    STUCK: ("Flat-lined (stuck)", "数据恒定(疑似卡死)"), OUT_OF_RANGE: ("Outside instrument range", "超出量程"),
+    REG_5MIN_EXCURSIONS: ("More than 5 five-minute excursions today", "当日5分钟均值超标超过5次"),
     "reg_instant": ("Regulatory limit", "超过排放/法规限值"), "reg_5min": ("Regulatory 5-min mean", "5分钟均值超标"),
     "reg_1h": ("Regulatory hourly mean", "小时均值超标"), "reg_24h": ("Regulatory daily mean", "日均值超标"),
     "reg_monthly": ("Regulatory monthly mean", "月均值超标"),
-    "bad_quality": ("Bad quality", "数据质量坏"),
+    BAD_QUALITY: ("Bad quality", "数据质量坏"),
 }
 #: rules whose message is their detail alone (no value against a limit)
-DETAIL_ONLY = frozenset(("no_data", "stuck", "out_of_range", "bad_quality", "reg_5min_excursions"))
+DETAIL_ONLY = frozenset((NO_DATA, STUCK, OUT_OF_RANGE, BAD_QUALITY, REG_5MIN_EXCURSIONS))
 #: what a notification's title says before the alarm, by reason
-REASON_TAGS = {"event": "", "repeat": "[未确认 unacknowledged] ", "escalation": "[升级 escalated] "}
+REASON_TAGS = {EVENT: "", REPEAT: "[未确认 unacknowledged] ", ESCALATION: "[升级 escalated] "}
 
 
 def fmt(v: float | None) -> str:

@@ -35,6 +35,7 @@ from alerts import Engine, EventClock
 from devstack import SMARTPARK, Stack, free_port
 from simulators import Simulator
 from smartpark.park import Park, load_park
+from smartpark.topics import sensor_topic
 from smartpark.wire import Decoder, Reading
 
 PROBE = "hw_center/quench_tower/outlet_temp"  # h 200, hh 230
@@ -167,7 +168,7 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
         base.append(time.time() * 1000 - json.loads(m.payload)["ts"])
     sub.on_message = on_message
     sub.connect("127.0.0.1", stack.mqtt_port)
-    sub.subscribe(f"park/{PROBE}", qos=1)
+    sub.subscribe(sensor_topic(PROBE), qos=1)
     sub.loop_start()
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe")
     pub.connect("127.0.0.1", stack.mqtt_port)
@@ -183,7 +184,7 @@ async def bench_latency(seconds: float, rate: float, probe_hz: float) -> dict[st
     k = 0
     while time.monotonic() < t_end:
         value = 300.0 if k % 2 == 0 else 150.0
-        pub.publish(f"park/{PROBE}", json.dumps({"value": value, "ts": int(time.time() * 1000)}), qos=1)
+        pub.publish(sensor_topic(PROBE), json.dumps({"value": value, "ts": int(time.time() * 1000)}), qos=1)
         k += 1
         await asyncio.sleep(1 / probe_hz / 2)
     out, _ = await asyncio.to_thread(gen.communicate)

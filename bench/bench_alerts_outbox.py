@@ -34,10 +34,11 @@ from devstack import free_port
 from devstack.parks import one_tank_level
 from smartpark.config import Settings
 from smartpark.park import parse_park
+from smartpark.topics import reading_topic
 
 PARK = parse_park(one_tank_level("{id: b, name: Bench park, timezone: Asia/Shanghai}"), "bench-park.yaml")
 T0 = 1_772_416_800_000
-TOPIC = "park/plant/tank/level"
+TOPIC = reading_topic("plant", "tank", "level")
 
 
 def messages(n: int, start: int) -> list[bytes]:

@@ -39,6 +39,7 @@ sys.path[:0] = [str(ROOT)]
 from devstack import Persistence, Stack, free_port  # noqa: E402
 from smartpark.config import parse_mqtt_url  # noqa: E402
 from smartpark.mqtt import Publisher  # noqa: E402
+from smartpark.topics import SUBSCRIPTION, reading_topic  # noqa: E402
 
 SETTINGS: dict[str, Persistence] = {
     "persistence false": Persistence(enabled=False),
@@ -55,7 +56,7 @@ SESSION = "bench-collector"
 
 def _subscribe_offline(port: int) -> None:
     """A persistent QoS 1 session on park/# that then disconnects: the broker queues for it."""
-    subprocess.run(["mosquitto_sub", "-p", str(port), "-c", "-i", SESSION, "-q", "1", "-t", "park/#", "-E"],
+    subprocess.run(["mosquitto_sub", "-p", str(port), "-c", "-i", SESSION, "-q", "1", "-t", SUBSCRIPTION, "-E"],
                    check=True, timeout=30, capture_output=True)
 
 
@@ -63,7 +64,7 @@ def _publish(port: int, n: int, start: int) -> float:
     """``n`` QoS 1 messages through one connection (the simulators' publisher, 2,000 unacknowledged at most);
     seconds until every PUBACK was received. (``mosquitto_pub -l`` of mosquitto 2.0.11 drops lines at this
     rate: it is not used.)"""
-    messages = [("park/bench/a/s", f'{{"value": {i}.5, "ts": {1_764_201_600_000 + i}}}'.encode())
+    messages = [(reading_topic("bench", "a", "s"), f'{{"value": {i}.5, "ts": {1_764_201_600_000 + i}}}'.encode())
                 for i in range(start, start + n)]
 
     async def go() -> float:

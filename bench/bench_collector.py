@@ -40,6 +40,7 @@ from collector_ceilings import (
 
 from devstack import SMARTPARK, Stack, free_port
 from devstack.load import write_park
+from smartpark.topics import reading_topic, snapshot_topic
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -101,7 +102,7 @@ def snapshot_jobs(n_readings: int, per_msg: int = 20, assets: int = 4) -> list[t
     for a in range(assets):
         lines = [json.dumps({"ts": TS0 + i, "values": {f"s{s:03d}": round(1 + (i + s) % 900 * 0.5, 1)
                                                           for s in range(per_msg)}}) for i in range(per_asset)]
-        jobs.append((f"park/plant/a{a:02d}", lines))
+        jobs.append((snapshot_topic("plant", f"a{a:02d}"), lines))
     return jobs
 
 
@@ -150,7 +151,8 @@ def main() -> int:
             res[f"{kind}_peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
 
         if "c" in only:
-            collect("c", args.n, lambda: split_jobs(args.n, [f"park/plant/a0{k}/s00{k}" for k in range(4)]),
+            singles = [reading_topic("plant", f"a0{k}", f"s00{k}") for k in range(4)]
+            collect("c", args.n, lambda: split_jobs(args.n, singles),
                     "c_collect_msgs_s", a, "c_ratio_to_a")
         if "d" in only:
             collect("d", args.n // 20, lambda: snapshot_jobs(args.n), "d_collect_readings_s", b, "d_ratio_to_b")

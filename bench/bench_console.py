@@ -46,6 +46,7 @@ from bench_alerts import (  # the sibling benchmark's tools
 from alerts.users import UserStore
 from devstack import SMARTPARK, Stack, free_port
 from smartpark.park import load_park, parse_park
+from smartpark.topics import sensor_topic
 
 CHROMIUM = os.environ.get("SMARTPARK_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -148,7 +149,7 @@ def bench_latency(browser: Any, seconds: float, rate: float, probe_hz: float) ->
     t_end = time.monotonic() + seconds
     while time.monotonic() < t_end:
         value = 300.0 if k % 2 == 0 else 150.0
-        pub.publish(f"park/{PROBE}", json.dumps({"value": value, "ts": int(time.time() * 1000)}), qos=1)
+        pub.publish(sensor_topic(PROBE), json.dumps({"value": value, "ts": int(time.time() * 1000)}), qos=1)
         k += 1
         page.wait_for_timeout(1000 / probe_hz / 2)  # lets the page run while waiting
     out, _ = gen.communicate()
@@ -199,7 +200,7 @@ def bench_list(browser: Any, alarms: int = 1000) -> dict[str, Any]:
     pub.loop_start()
     now = int(time.time() * 1000)
     for ref in park:
-        pub.publish(f"park/{ref.key}", json.dumps({"value": 95.0, "ts": now}), qos=1).wait_for_publish()
+        pub.publish(ref.topic, json.dumps({"value": 95.0, "ts": now}), qos=1).wait_for_publish()
     deadline = time.monotonic() + 60
     while eng.status()["counts"]["events"] < alarms and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -226,7 +227,7 @@ def bench_list(browser: Any, alarms: int = 1000) -> dict[str, Any]:
         window.__mut.removed += m.removedNodes.length; } })
       .observe(document.querySelector('#active-table tbody'), {childList: true}); }""")
     first = park.sensors()[0]
-    pub.publish(f"park/{first.key}", json.dumps({"value": 85.0, "ts": int(time.time() * 1000)}), qos=1)
+    pub.publish(first.topic, json.dumps({"value": 85.0, "ts": int(time.time() * 1000)}), qos=1)
     page.wait_for_function("window.__mut.added > 0", timeout=30_000)
     page.wait_for_timeout(3000)  # the reconciling fetch after an event patches rows too: let it run
     kept = page.evaluate("[...document.querySelectorAll('#active-table tbody tr')].filter(t => t.__old).length")
@@ -296,7 +297,7 @@ def bench_eval(seconds: float, consoles: int = 20, repeat: int = 2) -> dict[str,
         t0 = time.monotonic()
         k = 0
         while gen.poll() is None:  # alarms toggle through the flood: events reach the consoles
-            pub.publish(f"park/{PROBE}", json.dumps({"value": 300.0 if k % 2 == 0 else 150.0,
+            pub.publish(sensor_topic(PROBE), json.dumps({"value": 300.0 if k % 2 == 0 else 150.0,
                                                      "ts": int(time.time() * 1000)}), qos=1)
             k += 1
             time.sleep(0.05)

@@ -30,6 +30,7 @@ from simulators import backfill
 from smartpark.config import Settings
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
+from smartpark.schema import READING
 
 
 async def _timed(coro_factory: Callable[..., Awaitable[object]], repeat: int) -> float:
@@ -55,7 +56,7 @@ async def main(args: argparse.Namespace) -> None:
                 n = await backfill(park, client, now - args.hours * 3_600_000, now, seed=1, batch_lines=20_000)
                 print(f"backfill: {n:,} readings in {time.perf_counter() - t:.1f} s")
                 full = TimeRange(now - args.hours * 3_600_000, now)
-                scan_q = (f'SELECT count("value") FROM "reading" WHERE time >= {full.from_ms}ms '
+                scan_q = (f'SELECT count("value") FROM "{READING}" WHERE time >= {full.from_ms}ms '
                           f"and time <= {full.to_ms}ms")
                 scan = await _timed(lambda: client.query(scan_q), args.repeat)
                 print(f"ceiling: full scan of {args.hours} h: {scan * 1000:.0f} ms")

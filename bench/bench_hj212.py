@@ -42,6 +42,7 @@ from hj212.frame import FrameReader  # noqa: E402
 from hj212.packet import parse  # noqa: E402
 from hj212.simulate import realtime_packet  # noqa: E402
 from smartpark.park import load_park, parse_park  # noqa: E402
+from smartpark.topics import reading_topic, snapshot_topic  # noqa: E402
 from smartpark.wire import Decoder  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -73,9 +74,9 @@ def cpu(n: int) -> None:
         ts = t0 + i * 1000
         packets.append(realtime_packet(logger, ts, values, TZ))
         by_sensor = {logger.codes[c][0].sensor.id: v for c, v in values.items()}
-        snaps.append(("park/hw_center/stack_cems", b'{"ts": %d, "values": {%s}}' % (
+        snaps.append((snapshot_topic("hw_center", "stack_cems"), b'{"ts": %d, "values": {%s}}' % (
             ts, ", ".join(f'"{k}": {v!r}' for k, v in by_sensor.items()).encode())))
-        singles += [(f"park/hw_center/stack_cems/{k}", b'{"value": %r, "ts": %d}' % (v, ts))
+        singles += [(reading_topic("hw_center", "stack_cems", k), b'{"value": %r, "ts": %d}' % (v, ts))
                     for k, v in by_sensor.items()]
     per_packet = len(logger.codes)
     stream = b"".join(packets)

@@ -33,6 +33,7 @@ from pathlib import Path
 from devstack import Stack, free_port
 from simulators import Simulator, publish
 from smartpark.park import load_park
+from smartpark.topics import SUBSCRIPTION, reading_topic
 
 START = 1_764_201_600_000
 
@@ -65,7 +66,7 @@ def gen_rates(hours: float) -> dict[str, float]:
 
 
 def _sub(port: int, n: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", "park/#", "-q", "0",
+    proc = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", SUBSCRIPTION, "-q", "0",
                              "-C", str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # let the subscription stand (a benchmark, not a test)
     return proc
@@ -77,8 +78,9 @@ def ceiling(port: int, payloads: list[bytes], qos: int, procs: int) -> float:
     sub = _sub(port, n)
     parts = [b"\n".join(payloads[i::procs]) + b"\n" for i in range(procs)]
     t = time.perf_counter()
-    pubs = [subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", f"park/bench/x/p{i}",
-                              "-q", str(qos), "-l"], stdin=subprocess.PIPE) for i in range(procs)]
+    pubs = [subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port),
+                              "-t", reading_topic("bench", "x", f"p{i}"), "-q", str(qos), "-l"],
+                             stdin=subprocess.PIPE) for i in range(procs)]
     for proc, part in zip(pubs, parts, strict=True):
         assert proc.stdin is not None
         proc.stdin.write(part)

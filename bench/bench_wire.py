@@ -18,6 +18,7 @@ from collections.abc import Callable
 import orjson
 
 from smartpark.park import load_park
+from smartpark.topics import snapshot_topic
 from smartpark.wire import Decoder, PointEncoder
 
 
@@ -34,7 +35,7 @@ def main() -> None:
         singles.append((ref.topic, json.dumps(doc).encode()))
     assets: dict[str, list] = {}
     for ref in refs:
-        assets.setdefault(f"park/{ref.site}/{ref.asset}", []).append(ref)
+        assets.setdefault(snapshot_topic(ref.site, ref.asset), []).append(ref)
     snaps = []
     keys = [k for k, v in assets.items() if len(v) >= 5]
     for i in range(5_000):

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from smartpark.topics import reading_topic, snapshot_topic
+
 ROOT = Path(__file__).resolve().parent.parent
 TS = 1_795_000_000_000
 
@@ -43,8 +45,8 @@ def messages(park_mod: ModuleType, root: Path) -> tuple[Any, list[tuple[str, byt
     for site in park.sites:
         for asset in site.assets:
             values = {s.id: (s.normal[0] + s.normal[1]) / 2 for s in asset.sensors}
-            out.append((f"park/{site.id}/{asset.id}", orjson.dumps({"ts": TS, "values": values})))
-            out += [(f"park/{site.id}/{asset.id}/{sid}", orjson.dumps({"value": v, "ts": TS, "quality": "good"}))
+            out.append((snapshot_topic(site.id, asset.id), orjson.dumps({"ts": TS, "values": values})))
+            out += [(reading_topic(site.id, asset.id, sid), orjson.dumps({"value": v, "ts": TS, "quality": "good"}))
                     for sid, v in values.items()]
     return park, out
 

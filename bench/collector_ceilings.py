@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 from urllib.request import urlopen
 
+from smartpark.schema import COLLECTOR, DEAD_LETTER, READING
+
 TS0 = 1_764_201_600_000
 PUB_CHUNK = 50_000  # mosquitto_pub -l at QoS 1 silently stops after ~34,500 lines in 2.0.11: stay below
 
@@ -93,7 +95,7 @@ def _query(conn: http.client.HTTPConnection, q: str) -> None:
     conn.getresponse().read()
 
 
-def count_points(url: str, db: str, measurement: str = "reading", field: str = "value", where: str = "") -> int:
+def count_points(url: str, db: str, measurement: str = READING, field: str = "value", where: str = "") -> int:
     import urllib.parse
     import urllib.request
     q = urllib.parse.urlencode({"db": db, "q": f'SELECT count("{field}") FROM "{measurement}"'
@@ -131,7 +133,7 @@ def wait_until_written(url: str, db: str, readings: int, poll: float = 0.02, tim
         if now > deadline:
             raise TimeoutError(f"{total} points in {db} after {timeout} s, expected {readings}")
         if total >= readings:
-            other = count_points(url, db, "collector", "received") + count_points(url, db, "dead_letter", "detail")
+            other = count_points(url, db, COLLECTOR, "received") + count_points(url, db, DEAD_LETTER, "detail")
             if total - other >= readings:
                 return now
         time.sleep(poll)

@@ -9,15 +9,17 @@ import signal
 from smartpark.config import Settings
 from smartpark.errors import ConfigError, UsageError
 from smartpark.park import load_park
+from smartpark.schema import DEAD_LETTER
+from smartpark.topics import SUBSCRIPTION, share_subscription
 
 from .service import Collector
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("collect", help="MQTT readings -> InfluxDB, durable (spool) and acked after writing",
-                              description="Subscribe to park/# (QoS 1, persistent session) and write every "
-                              "reading to InfluxDB; invalid messages go to dead_letter.")
-    p.add_argument("--share-group", metavar="G", help="subscribe through $share/G/park/# to split the load "
+                              description=f"Subscribe to {SUBSCRIPTION} (QoS 1, persistent session) and write every "
+                              f"reading to InfluxDB; invalid messages go to {DEAD_LETTER}.")
+    p.add_argument("--share-group", metavar="G", help=f"subscribe through {share_subscription('G')} to split the load "
                    "with other collectors (give each a distinct --instance)")
     p.add_argument("--instance", default="default", help="name of this collector: MQTT client id "
                    "smartpark-collector-NAME (persistent session), status topic and spool directory "

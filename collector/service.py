@@ -24,16 +24,15 @@ from smartpark.influx import InfluxClient
 from smartpark.lineproto import encode_line
 from smartpark.mqtt import Message, MqttSource
 from smartpark.park import Park
+from smartpark.schema import COLLECTOR
 from smartpark.timing import Backoff
+from smartpark.topics import SUBSCRIPTION, share_subscription, status_topic
 from smartpark.wire import (
     BAD_VALUE,
-    SUBSCRIPTION,
     Decoder,
     Rejected,
     UniqueNs,
     dead_letter_line,
-    share_subscription,
-    status_topic,
     unexpected,
 )
 
@@ -338,8 +337,8 @@ class Collector:
                 fut.cancel()
 
     def _status_line(self) -> str:
-        return encode_line("collector", {"instance": self.instance}, asdict(self.counters),
-                           self._unique.next("collector", time.time_ns()))
+        return encode_line(COLLECTOR, {"instance": self.instance}, asdict(self.counters),
+                           self._unique.next(COLLECTOR, time.time_ns()))
 
     # ------------------------------------------------------------------ durability
     async def _sink(self, db: InfluxClient, spool: Spool, source: Source,

@@ -20,6 +20,18 @@ from smartpark import kpis
 from smartpark.averages import FIVE_MIN_MS, day_need, five_min_need, hour_need
 from smartpark.lineproto import quote_ident, quote_literal
 from smartpark.park import Asset, Park, Regulatory, Sensor, Site
+from smartpark.schema import (
+    ACTIVE_STATES,
+    ALARM,
+    CLEARED,
+    COLLECTOR,
+    DEAD_LETTER,
+    RAISED,
+    READING,
+    READING_1H,
+    ROLLUP_RP,
+    SHLVD,
+)
 
 from . import grafana as g
 from .grafana import CLEAR, GREEN, ORANGE, RED, Json
@@ -40,7 +52,9 @@ KEY_FIGURES: tuple[tuple[str, str, str], ...] = (
 REG_AVERAGES = ("5min", "1h", "24h")
 REG_LABEL = {"5min": ("5分钟均值", "5-min mean"), "1h": ("小时均值", "hourly mean"), "24h": ("日均值", "daily mean")}
 
-ACTIVE_STATES = ("UNACK", "ACKED", "RTNUN")  # ISA-18.2 states that still need the operator
+# the measurements as InfluxQL identifiers
+_READING, _ALARM, _DEAD_LETTER, _COLLECTOR = (quote_ident(m) for m in (READING, ALARM, DEAD_LETTER, COLLECTOR))
+_READING_1H = f"{quote_ident(ROLLUP_RP)}.{quote_ident(READING_1H)}"
 PRIORITY_COLORS = {"high": RED, "medium": ORANGE, "low": "yellow"}
 
 # Grafana's unit ids for the park's units; others are shown as a suffix.
@@ -79,7 +93,7 @@ def reading_query(site: str, asset: str, sensor: str, *, agg: str = "mean", buck
     """Aggregated readings of one sensor; ``valid`` (the instrument range) leaves out the out-of-range values
     that the collector stores with quality ``bad`` (InfluxQL cannot test a field that is usually absent)."""
     rng = f' AND "value" >= {valid[0]:g} AND "value" <= {valid[1]:g}' if valid else ""
-    q = (f'SELECT {agg}("value") FROM "reading" WHERE {where_sensor(site, asset, sensor)}{rng} AND $timeFilter '
+    q = (f'SELECT {agg}("value") FROM {_READING} WHERE {where_sensor(site, asset, sensor)}{rng} AND $timeFilter '
          f"GROUP BY time({bucket}) fill({fill})")
     return q + (f" tz({quote_literal(tz)})" if tz else "")
 
@@ -104,7 +118,7 @@ def valid_sums(where: str, step: str, zone: str = "") -> str:
     # value is empty, which != 'N' would match
     not_ns = '"flag" =~ /^[^NS]/'
     return ", ".join(
-        f'(SELECT sum("value"){sign} AS "s", count("value"){sign} AS "c" FROM "reading" WHERE {where}{cond} '
+        f'(SELECT sum("value"){sign} AS "s", count("value"){sign} AS "c" FROM {_READING} WHERE {where}{cond} '
         f"GROUP BY time({step}) fill(none){zone})"
         for sign, cond in (("", ""), (" * -1", " AND \"quality\" = 'bad'"), (" * -1", f" AND {not_ns}"),
                            ("", f" AND \"quality\" = 'bad' AND {not_ns}")))
@@ -159,14 +173,14 @@ def tiered_targets(site: str, asset: str, sensor: str, alias: str, valid: tuple[
     """A sensor's trend: raw readings after the split point, ``rollup.reading_1h`` means before it."""
     raw = reading_query(site, asset, sensor, valid=valid).replace(
         "$timeFilter", f"$timeFilter AND time > {_SPLIT}")
-    rollup = (f'SELECT mean("mean") FROM "rollup"."reading_1h" WHERE {where_sensor(site, asset, sensor)} '
+    rollup = (f'SELECT mean("mean") FROM {_READING_1H} WHERE {where_sensor(site, asset, sensor)} '
               f"AND $timeFilter AND time <= {_SPLIT} GROUP BY time($__interval) fill(none)")
     return [g.target(raw, "A", alias=alias), g.target(rollup, "B", alias=alias)]
 
 
 def last_state_subquery(where: str, group: str) -> str:
     """The latest state of every alarm (one series per alarm id) within the time range."""
-    return f'SELECT last("state") AS "state" FROM "alarm" WHERE {where}$timeFilter GROUP BY {group}'
+    return f'SELECT last("state") AS "state" FROM {_ALARM} WHERE {where}$timeFilter GROUP BY {group}'
 
 
 def active_filter() -> str:
@@ -265,10 +279,11 @@ def _annotations(site: str | None) -> list[Json]:
     where = f'"site" = {quote_literal(site)} AND ' if site else ""
     out = []
     for prio, color in PRIORITY_COLORS.items():
-        q = (f'SELECT "message", "rule", "sensor", "value" FROM "alarm" WHERE {where}"priority" = '
-             f"{quote_literal(prio)} AND \"event\" = 'raised' AND $timeFilter")
+        q = (f'SELECT "message", "rule", "sensor", "value" FROM {_ALARM} WHERE {where}"priority" = '
+             f"{quote_literal(prio)} AND \"event\" = '{RAISED}' AND $timeFilter")
         out.append(g.annotation(f"报警 · Alarms raised ({prio})", q, color=color))
-    q = f'SELECT "message", "rule", "sensor", "value" FROM "alarm" WHERE {where}"event" = \'cleared\' AND $timeFilter'
+    q = (f'SELECT "message", "rule", "sensor", "value" FROM {_ALARM} WHERE {where}"event" = \'{CLEARED}\' '
+         "AND $timeFilter")
     out.append(g.annotation("恢复 · Alarms cleared", q, color=GREEN, enable=False))
     return out
 
@@ -281,7 +296,7 @@ def _priority_overrides() -> list[Json]:
 
 def _status_tile(title: str, where: str, n_sensors: int, what: str) -> Json:
     """Active alarms by priority (the worst shows red or orange) and how many sensors reported."""
-    reporting = (f'SELECT count("value") FROM (SELECT last("value") AS "value" FROM "reading" WHERE {where}'
+    reporting = (f'SELECT count("value") FROM (SELECT last("value") AS "value" FROM {_READING} WHERE {where}'
                  f'$timeFilter GROUP BY "asset", "sensor")')
     name = f"reporting / {n_sensors}"
     panel = g.stat(
@@ -389,13 +404,13 @@ def site_dashboard(park: Park, site: Site) -> Json:
 
 
 def _variables(*names: str, default_sensor: str | None = None) -> list[Json]:
-    out = [g.query_variable("site", "厂区 Site", 'SHOW TAG VALUES FROM "reading" WITH KEY = "site"')]
+    out = [g.query_variable("site", "厂区 Site", f'SHOW TAG VALUES FROM {_READING} WITH KEY = "site"')]
     if "asset" in names:
-        out.append(g.query_variable("asset", "装置 Asset", 'SHOW TAG VALUES FROM "reading" WITH KEY = "asset" '
+        out.append(g.query_variable("asset", "装置 Asset", f'SHOW TAG VALUES FROM {_READING} WITH KEY = "asset" '
                                     'WHERE "site" =~ /^$site$/'))
     if "sensor" in names:
         # no "All" here: every sensor of the park at once costs more than a full scan of the day (bench/)
-        out.append(g.query_variable("sensor", "测点 Sensor", 'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor" '
+        out.append(g.query_variable("sensor", "测点 Sensor", f'SHOW TAG VALUES FROM {_READING} WITH KEY = "sensor" '
                                     'WHERE "site" =~ /^$site$/ AND "asset" =~ /^$asset$/', include_all=False))
         if default_sensor:  # Grafana keeps a saved selection that still exists, else takes the first sensor
             out[-1]["current"] = {"selected": True, "text": [default_sensor], "value": [default_sensor]}
@@ -405,23 +420,23 @@ def _variables(*names: str, default_sensor: str | None = None) -> list[Json]:
 def alarms_dashboard(park: Park) -> Json:
     tags = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/'  # the variables; the KPIs of smartpark.kpis take them
     flt = f"{tags} AND "
-    raised = f"{flt}\"event\" = 'raised' AND "
+    raised = f"{flt}\"event\" = '{RAISED}' AND "
     group = '"site", "asset", "sensor", "rule", "priority"'
     # every event carries state, event and message, so their last() values come from the same (latest) event
     latest = (f'SELECT last("state") AS "state", last("event") AS "event", last("message") AS "message" '
-              f'FROM "alarm" WHERE {flt}$timeFilter GROUP BY {group}')
+              f'FROM {_ALARM} WHERE {flt}$timeFilter GROUP BY {group}')
     active_q = (f'SELECT "state", "event", "message" FROM ({latest}) WHERE {active_filter()} '
-                f"OR \"state\" = 'SHLVD' GROUP BY {group}")
+                f"OR \"state\" = '{SHLVD}' GROUP BY {group}")
     history_q = (f'SELECT "site", "asset", "sensor", "rule", "priority", "event", "state", "value", "limit", '
-                 f'"message", "operator" FROM "alarm" WHERE {flt}$timeFilter ORDER BY time DESC LIMIT 500')
-    per10 = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY time(10m) fill(0)'
-    per_hour = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY time(1h) fill(0)'
+                 f'"message", "operator" FROM {_ALARM} WHERE {flt}$timeFilter ORDER BY time DESC LIMIT 500')
+    per10 = f'SELECT count("event") FROM {_ALARM} WHERE {raised}$timeFilter GROUP BY time(10m) fill(0)'
+    per_hour = f'SELECT count("event") FROM {_ALARM} WHERE {raised}$timeFilter GROUP BY time(1h) fill(0)'
     flood, peak = kpis.flood_query(tags), kpis.peak_query(tags)
     chatter, stale = kpis.chattering_query(tags), kpis.stale_query(tags)
-    by_prio = f'SELECT count("event") FROM "alarm" WHERE {raised}$timeFilter GROUP BY "priority"'
-    bad_actors = (f'SELECT count("event") AS "raised" FROM "alarm" WHERE {raised}$timeFilter '
+    by_prio = f'SELECT count("event") FROM {_ALARM} WHERE {raised}$timeFilter GROUP BY "priority"'
+    bad_actors = (f'SELECT count("event") AS "raised" FROM {_ALARM} WHERE {raised}$timeFilter '
                   f"GROUP BY {group}")
-    shelved = (f'SELECT count("state") FROM ({last_state_subquery(flt, group)}) WHERE "state" = \'SHLVD\'')
+    shelved = (f'SELECT count("state") FROM ({last_state_subquery(flt, group)}) WHERE "state" = \'{SHLVD}\'')
 
     kpi_rate = g.stat("平均报警率 · Average alarms per hour", [g.target(per_hour, "A", alias="alarms/h")],
                       calc="mean", decimals=1, no_value="0",
@@ -492,7 +507,7 @@ def alarms_dashboard(park: Park) -> Json:
 
 def collector_dashboard(park: Park) -> Json:
     def rate(field: str, per: str = "1s") -> str:
-        return (f'SELECT non_negative_derivative(max("{field}"), {per}) FROM "collector" WHERE $timeFilter '
+        return (f'SELECT non_negative_derivative(max("{field}"), {per}) FROM {_COLLECTOR} WHERE $timeFilter '
                 'GROUP BY time($__interval), "instance" fill(null)')
 
     ingest = g.timeseries("接收速率 · Ingest rate (messages/s)",
@@ -501,12 +516,12 @@ def collector_dashboard(park: Park) -> Json:
                           min_interval="10s",
                           description="Rate of the collector's counters (CONTRACT §3 'collector').")
     points = g.timeseries("写入点数 · Readings stored per interval",
-                          [g.target('SELECT count("value") FROM "reading" WHERE $timeFilter '
+                          [g.target(f'SELECT count("value") FROM {_READING} WHERE $timeFilter '
                                     'GROUP BY time($__interval) fill(0)', "A", alias="points")], bars=True,
-                          description="What InfluxDB holds: points of 'reading' per interval, whoever wrote them.")
+                          description=f"What InfluxDB holds: points of '{READING}' per interval, whoever wrote them.")
     lag = g.timeseries(
         "写入积压 · Unwritten messages (received − written − invalid)",
-        [g.target('SELECT last("received") - last("written") - last("invalid") FROM "collector" WHERE $timeFilter '
+        [g.target(f'SELECT last("received") - last("written") - last("invalid") FROM {_COLLECTOR} WHERE $timeFilter '
                   'GROUP BY time($__interval), "instance" fill(null)', "A", alias="backlog $tag_instance")],
         min_interval="10s",
         description="Messages received but not yet in InfluxDB: batching and write latency show here as a "
@@ -520,20 +535,20 @@ def collector_dashboard(park: Park) -> Json:
                          description="Batches put in the durable spool and write retries: non-zero while "
                                      "InfluxDB is unreachable.")
     dead = g.timeseries("死信 · Dead letters by reason",
-                        [g.target('SELECT count("topic") FROM "dead_letter" WHERE $timeFilter '
+                        [g.target(f'SELECT count("topic") FROM {_DEAD_LETTER} WHERE $timeFilter '
                                   'GROUP BY time($__interval), "reason" fill(0)', "A", alias="$tag_reason")],
                         bars=True, stack=True, description="Rejected messages (CONTRACT §3 reasons).")
     dead_tbl = g.table("最近死信 · Latest dead letters",
-                       [g.target('SELECT "reason", "topic", "detail", "payload" FROM "dead_letter" WHERE $timeFilter '
+                       [g.target(f'SELECT "reason", "topic", "detail", "payload" FROM {_DEAD_LETTER} WHERE $timeFilter '
                                  'ORDER BY time DESC LIMIT 100', "A", table=True)])
     status = g.state_timeline(
         "服务状态 · Collector status (reports per interval)",
-        [g.target('SELECT count("received") FROM "collector" WHERE $timeFilter '
+        [g.target(f'SELECT count("received") FROM {_COLLECTOR} WHERE $timeFilter '
                   'GROUP BY time($__interval), "instance" fill(0)', "A", alias="$tag_instance")],
         thresholds=g.threshold_steps([(1, GREEN)], RED), min_interval="1m",
         description="Green while a collector instance reports its counters; red when it stopped reporting.")
     fresh = g.table("数据新鲜度 · Latest reading per site",
-                    [g.target('SELECT last("value") AS "value", "sensor" FROM "reading" WHERE $timeFilter '
+                    [g.target(f'SELECT last("value") AS "value", "sensor" FROM {_READING} WHERE $timeFilter '
                               'GROUP BY "site"', "A", table=True)],
                     description="Time of the newest reading stored for each site: a site whose time lags the "
                                 "others has lost its gateway, its network or the collector.")
@@ -563,13 +578,13 @@ def explorer_dashboard(park: Park) -> Json:
     flt = '"site" =~ /^$site$/ AND "asset" =~ /^$asset$/ AND "sensor" =~ /^$sensor$/'
     series = g.timeseries(
         "测点 · Readings ($site/$asset/$sensor)",
-        [g.target(f'SELECT mean("value") FROM "reading" WHERE {flt} AND $timeFilter '
+        [g.target(f'SELECT mean("value") FROM {_READING} WHERE {flt} AND $timeFilter '
                   'GROUP BY time($__interval), "site", "asset", "sensor" fill(null)', "A",
                   alias="$tag_site/$tag_asset/$tag_sensor")],
         description="Any sensors side by side; pick site, asset and sensor above.")
     series["_w"], series["_h"] = 24, 10
     events = g.table("报警事件 · Alarm events of the selection",
-                     [g.target(f'SELECT "sensor", "rule", "event", "state", "value", "limit", "message" FROM "alarm" '
+                     [g.target(f'SELECT "sensor", "rule", "event", "state", "value", "limit", "message" FROM {_ALARM} '
                                f"WHERE {flt} AND $timeFilter ORDER BY time DESC LIMIT 200", "A", table=True)])
     events["_w"] = 24
     return g.dashboard(

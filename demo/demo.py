@@ -57,11 +57,12 @@ from smartpark.config import InfluxTarget, Settings
 from smartpark.influx import InfluxClient
 from smartpark.numbers import beside_limit, number
 from smartpark.park import Park, load_park
+from smartpark.schema import ACKED, ACKED_EV, ALARM, DEAD_LETTER, NORM, OOSRV, RAISED, READING, RTNUN, SHLVD, UNACK
 from smartpark.timing import parse_duration
-from smartpark.wire import SYS_ROOT, status_topic
+from smartpark.topics import SYS_SUBSCRIPTION, status_topic
 
 SERVICE_STOP_TIMEOUT = 20.0
-STATE_COLOURS = {"UNACK": "red", "ACKED": "yellow", "RTNUN": "cyan", "SHLVD": "magenta", "OOSRV": "dim"}
+STATE_COLOURS = {UNACK: "red", ACKED: "yellow", RTNUN: "cyan", SHLVD: "magenta", OOSRV: "dim"}
 
 
 @dataclass
@@ -299,7 +300,7 @@ class Demo:
         waiting = set(topics)
         async with asyncio.timeout(max(1.0, seconds)), aiomqtt.Client(
                 hostname="127.0.0.1", port=int(self.mqtt_url.rsplit(":", 1)[1])) as client:
-            await client.subscribe(f"{SYS_ROOT}/#", qos=1)
+            await client.subscribe(SYS_SUBSCRIPTION, qos=1)
             async for msg in client.messages:
                 try:
                     online = json.loads(bytes(msg.payload)).get("status") == "online"
@@ -389,10 +390,10 @@ class Demo:
     async def _count(self, outcome: Outcome) -> None:
         target = self.influx_target
         async with InfluxClient(target) as db:
-            rows = await db.rows(f"SELECT count(value) FROM reading WHERE time >= {self._t0_ms - 10**9}ms")
+            rows = await db.rows(f"SELECT count(value) FROM {READING} WHERE time >= {self._t0_ms - 10**9}ms")
             total = int(rows[0]["count"]) if rows else 0
             outcome.readings = total - outcome.backfilled if total >= outcome.backfilled else total
-            dl = await db.rows("SELECT count(detail) FROM dead_letter")
+            dl = await db.rows(f"SELECT count(detail) FROM {DEAD_LETTER}")
             outcome.dead_letters = int(dl[0]["count"]) if dl else 0
         self.hj212_live = await self._hj212_metrics()
         outcome.hj212_readings = self.hj212_live[1]
@@ -424,7 +425,7 @@ class Demo:
         if outcome.acked is not None:
             return
         for alarm in active:
-            if alarm.get("state") == "UNACK":
+            if alarm.get("state") == UNACK:
                 alarm_id = alarm["id"]
                 async with aiohttp.ClientSession() as http, http.post(
                         f"http://127.0.0.1:{self.api_port}/alarms/{alarm_id}/ack",
@@ -491,15 +492,16 @@ class Demo:
         target = self.influx_target
         async with InfluxClient(target) as db:
             outcome.alarms = await db.rows(
-                "SELECT value, \"limit\", state, message FROM alarm WHERE event = 'raised' "
+                f"SELECT value, \"limit\", state, message FROM {ALARM} WHERE event = '{RAISED}' "
                 "GROUP BY site, asset, sensor, rule")
         outcome.notifications = len(self.notes.events)
         async with InfluxClient(target) as db:
-            acks = await db.rows("SELECT count(state) FROM alarm WHERE event = 'acked' AND operator = 'demo'")
+            acks = await db.rows(f"SELECT count(state) FROM {ALARM} WHERE event = '{ACKED_EV}' "
+                                 "AND operator = 'demo'")
             outcome.acked_events = int(acks[0]["count"]) if acks else 0
         if outcome.acked:
             active = await self._active()
-            outcome.acked_state = next((a.get("state") for a in active if a.get("id") == outcome.acked), "NORM")
+            outcome.acked_state = next((a.get("state") for a in active if a.get("id") == outcome.acked), NORM)
         outcome.report = await self._report()
         if not self.args.no_preview:
             outcome.previews = await self._previews()
@@ -559,7 +561,7 @@ class Demo:
         if self.args.keep:
             c.print(f"  the stack is still running: export {env}")
             c.print(f"  curl -G {self.influx_url}/query --data-urlencode db={self.settings.influx_db} "
-                    "--data-urlencode 'q=SELECT last(value) FROM reading GROUP BY sensor'")
+                    f"--data-urlencode 'q=SELECT last(value) FROM {READING} GROUP BY sensor'")
             c.print(f"  {exe} --state-dir {self.root} stack down      # when done")
         else:
             c.print(f"  {exe} demo --keep          # leave the stack running to look around")

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from collector import Collector
 from smartpark.config import Settings
 from smartpark.park import Park, load_park
+from smartpark.topics import SUBSCRIPTION
 
 from .epochs import RECENT_MIDNIGHT_MS
 from .stack import SMARTPARK
@@ -114,7 +115,7 @@ def replay_process(port: int, messages: Iterable[tuple[str, bytes]], tmp: Path) 
     """
     path = tmp / f"replay-{uuid.uuid4().hex[:8]}.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
-        f.write(json.dumps({"format": "smartpark-recording", "version": 1, "topic": "park/#"}) + "\n")
+        f.write(json.dumps({"format": "smartpark-recording", "version": 1, "topic": SUBSCRIPTION}) + "\n")
         for i, (topic, payload) in enumerate(messages):
             f.write(json.dumps({"t": i, "topic": topic, "qos": 1, "retain": False, "payload": payload.decode()}) + "\n")
     return subprocess.Popen([*SMARTPARK, "--mqtt-url", f"mqtt://127.0.0.1:{port}", "replay",

@@ -33,6 +33,7 @@ from smartpark.averages import (
 )
 from smartpark.influx import InfluxClient
 from smartpark.park import Park, Regulatory, SensorRef
+from smartpark.schema import ALARM, READING
 
 
 def exceeds(reg: Regulatory | None, mean: float | None) -> bool:
@@ -123,7 +124,7 @@ async def _raw(db: InfluxClient, site: str, refs: list[SensorRef], start: int, e
     if not refs:
         return out
     sensors = " OR ".join(f"\"sensor\" = '{s}'" for s in sorted({r.sensor.id for r in refs}))
-    q = (f"SELECT * FROM \"reading\" WHERE \"site\" = '{site}' AND ({sensors}) AND time >= {start}ms "
+    q = (f"SELECT * FROM \"{READING}\" WHERE \"site\" = '{site}' AND ({sensors}) AND time >= {start}ms "
          f'AND time < {end}ms GROUP BY "asset", "sensor"')
     for result in await db.query(q):
         for series in result.get("series", []):
@@ -145,7 +146,7 @@ async def _raw(db: InfluxClient, site: str, refs: list[SensorRef], start: int, e
 
 
 async def _alarms(db: InfluxClient, site: str, start: int, end: int) -> list[dict[str, Any]]:
-    q = (f"SELECT * FROM \"alarm\" WHERE \"site\" = '{site}' AND time >= {start}ms AND time < {end}ms")
+    q = (f"SELECT * FROM \"{ALARM}\" WHERE \"site\" = '{site}' AND time >= {start}ms AND time < {end}ms")
     try:
         return await db.rows(q)
     except ValueError:

@@ -20,12 +20,13 @@ from zoneinfo import ZoneInfo
 
 from smartpark.influx import InfluxClient, Retention
 from smartpark.lineproto import encode_line
+from smartpark.schema import READING, ROLLUPS
 
 from .journal import PERIOD_MS
 
 HOUR_MS = 3_600_000
-PERIODS = {"5m": "reading_5m", "1h": "reading_1h", "1d": "reading_1d"}
-RAW_MEASUREMENT = "reading"
+PERIODS = ROLLUPS  # period -> its measurement
+RAW_MEASUREMENT = READING
 WRITE_BATCH = 5000
 
 Key = tuple[str, str, str]  # site, asset, sensor

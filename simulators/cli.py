@@ -33,6 +33,7 @@ from smartpark.errors import UsageError
 from smartpark.influx import InfluxClient
 from smartpark.park import Park, load_park
 from smartpark.timing import parse_duration
+from smartpark.topics import SUBSCRIPTION
 
 from .io import backfill, publish, record, replay
 from .scenario import Scenario, list_scenarios, load_scenario
@@ -84,11 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site", action="append", dest="sites", metavar="SITE", help="only this site (repeatable)")
     p.set_defaults(func=_simulate)
 
-    r = sub.add_parser("record", help="capture park/# traffic into a compressed JSON-lines file")
+    r = sub.add_parser("record", help=f"capture {SUBSCRIPTION} traffic into a compressed JSON-lines file")
     r.add_argument("file", help="output file (.jsonl.gz)")
     r.add_argument("--duration", help="stop after this long (default: until SIGINT/SIGTERM)")
     r.add_argument("--count", type=int, help="stop after this many messages")
-    r.add_argument("--topic", default="park/#", help="topic filter to record (default park/#)")
+    r.add_argument("--topic", default=SUBSCRIPTION, help=f"topic filter to record (default {SUBSCRIPTION})")
     r.set_defaults(func=_record)
 
     rp = sub.add_parser("replay", help="republish a recording with its original timing scaled")

@@ -32,7 +32,7 @@ from smartpark.influx import InfluxClient
 from smartpark.mqtt import MqttRefused, Publisher
 from smartpark.park import Park
 from smartpark.timing import Backoff
-from smartpark.wire import is_service_topic
+from smartpark.topics import SUBSCRIPTION, is_service_topic
 
 from .scenario import Scenario
 from .simulator import Message, Simulator
@@ -212,7 +212,7 @@ async def backfill(park: Park, client: InfluxClient, start_ms: int, end_ms: int,
 
 # --------------------------------------------------------------------------- record and replay
 
-async def record(mqtt_url: str, path: str | Path, *, topic: str = "park/#", stop: asyncio.Event | None = None,
+async def record(mqtt_url: str, path: str | Path, *, topic: str = SUBSCRIPTION, stop: asyncio.Event | None = None,
                  duration_s: float | None = None, count: int | None = None, qos: int = 1,
                  ready: asyncio.Event | None = None, on_message: Callable[[Message], None] | None = None) -> int:
     """Capture traffic into a gzip JSON-lines file: a header line, then one line per message with its

@@ -25,11 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smartpark.errors import ConfigError
 from smartpark.park import LIMIT_KEYS, Park, load_yaml_with_lines, validate_document
+from smartpark.schema import REG_5MIN_EXCURSIONS, RESERVED_RULES, is_regulatory
 
 from .shapes import COMMON_KEYS, GARBAGE_KINDS, SHAPES, ShapeContext, Trace, apply_shape
 
 ShapeName = Literal[tuple(SHAPES)]  # type: ignore[valid-type]  # the registry's names, checked by pydantic
-HEALTH_RULES = ("no_data", "stuck", "out_of_range", "roc")
 RULE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEFAULT_DATE = Date(2026, 11, 2)  # a Monday: scenarios replay on a fixed day so that runs are reproducible
 
@@ -284,11 +284,11 @@ def _rule_problem(park: Park, key: str, rule: str) -> str | None:
         if dict(sensor.limits.items()).get(rule) is None:
             return f"{key} has no {rule!r} limit in the park model"
         return None
-    if rule.startswith("reg_") and rule != "reg_5min_excursions":
+    if is_regulatory(rule) and rule != REG_5MIN_EXCURSIONS:
         if rule not in {r.rule for r in sensor.regulatory}:
             return f"{key} has no regulatory limit {rule!r} (it has: {[r.rule for r in sensor.regulatory]})"
         return None
-    if rule in HEALTH_RULES or rule == "reg_5min_excursions" or RULE_RE.match(rule):
+    if rule in RESERVED_RULES or RULE_RE.match(rule):
         return None
     return f"rule {rule!r} is not a rule name"
 

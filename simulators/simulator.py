@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from smartpark.lineproto import tag_prefix
 from smartpark.park import Park, SensorRef
+from smartpark.topics import snapshot_topic
+from smartpark.wire import reading_prefix
 
 from .model import SensorTable, ar1, squeeze
 from .scenario import Compiled, Scenario
@@ -194,12 +195,13 @@ class Simulator:
     def _snapshot_messages(self, blocks: list[Block]) -> list[Message]:
         ts, idx, vals = self._order(blocks)
         refs = self.park.sensors()
+        asset_topics = [snapshot_topic(r.site, r.asset) for r in refs]
         out: list[Message] = []
         cur_key: tuple[int, str] | None = None
         entries: list[str] = []
         for t, i, v in zip(ts.tolist(), idx.tolist(), vals.tolist(), strict=True):
             ref = refs[i]
-            key = (t, f"park/{ref.site}/{ref.asset}")
+            key = (t, asset_topics[i])
             if key != cur_key:
                 if cur_key is not None:
                     out.append(_snapshot(cur_key, entries))
@@ -231,8 +233,7 @@ class Simulator:
         Garbage payloads are not readings and are left out; values outside the instrument range carry
         ``quality="bad"`` as the collector stores them (CONTRACT §3).
         """
-        prefixes = [tag_prefix("reading", {"site": r.site, "asset": r.asset, "sensor": r.sensor.id}) + " value="
-                    for r in self.park]
+        prefixes = [reading_prefix(r) for r in self.park]
         ranges = [r.sensor.range for r in self.park]
         for blocks in self.blocks(duration_s):
             out: list[str] = []

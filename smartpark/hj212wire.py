@@ -11,37 +11,33 @@ from collections.abc import Mapping
 
 from .lineproto import escape_string_field, format_float, tag_prefix
 from .park import SensorRef
+from .schema import (
+    BAD,
+    FLAG_QUALITY,
+    FLAGS,
+    GOOD,
+    HJ212_AUTH,
+    HJ212_CRC,
+    HJ212_DECRYPT,
+    HJ212_FRAME,
+    HJ212_REASONS,
+    UNKNOWN_MN,
+)
+from .schema import HJ212 as HJ212_MEASUREMENT
+from .topics import hj212_topic as dead_letter_topic
 
-# Dead-letter reasons of data-logger packets (CONTRACT §3, §7)
-HJ212_FRAME = "hj212_frame"
-HJ212_CRC = "hj212_crc"
-HJ212_AUTH = "hj212_auth"
-HJ212_DECRYPT = "hj212_decrypt"
-UNKNOWN_MN = "unknown_mn"
-HJ212_REASONS = (HJ212_FRAME, HJ212_CRC, HJ212_AUTH, HJ212_DECRYPT, UNKNOWN_MN)
-
-HJ212_MEASUREMENT = "hj212"
-TOPIC_ROOT = "hj212"
-
-# HJ 212 data flags (CONTRACT §2) and the quality each implies when the message gives none
-FLAGS = {"N": "normal", "F": "stopped", "M": "maintenance", "S": "manual entry", "D": "fault",
-         "C": "calibration", "T": "over the measuring range", "B": "communication fault"}
+__all__ = ["FLAGS", "HJ212_AUTH", "HJ212_CRC", "HJ212_DECRYPT", "HJ212_FRAME", "HJ212_MEASUREMENT", "HJ212_REASONS",
+           "PERIOD_CNS", "PERIOD_FIELDS", "UNKNOWN_MN", "dead_letter_topic", "flag_quality",
+           "period_line", "with_flag"]
 
 # period records (CONTRACT §3: the ``cn`` tag)
 PERIOD_CNS = {"2051": "minute", "2061": "hour", "2031": "day"}
 PERIOD_FIELDS = ("avg", "min", "max", "cou")
 
 
-def dead_letter_topic(mn: str | None) -> str:
-    """``hj212/<MN>``, or ``hj212/-`` when the packet has no readable MN."""
-    return f"{TOPIC_ROOT}/{mn or '-'}"
-
-
 def flag_quality(flag: str | None) -> str:
     """``N`` (or no flag) -> ``good``, ``S`` -> ``uncertain``, any other -> ``bad`` (CONTRACT §2)."""
-    if flag is None or flag == "N":
-        return "good"
-    return "uncertain" if flag == "S" else "bad"
+    return GOOD if flag is None else FLAG_QUALITY.get(flag, BAD)
 
 
 def with_flag(line: str, flag: str | None) -> str:

@@ -24,6 +24,7 @@ import aiohttp
 from .config import InfluxTarget, retention_ms
 from .errors import PartialWriteError, WriteError
 from .lineproto import quote_ident
+from .schema import RAW_RP, ROLLUP_RP
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +252,6 @@ class InfluxClient:
         return False
 
 
-RAW_RP = "raw"
-ROLLUP_RP = "rollup"
 # what 2.x/3.x's v1 compatibility API answers to retention-policy statements
 _RP_UNSUPPORTED = re.compile(r"not (?:implemented|supported)|unsupported|not allowed", re.I)
 

@@ -30,10 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .lineproto import quote_literal
+from .schema import ALARM as MEASUREMENT
+from .schema import RAISED, STANDING_STATES
 
-MEASUREMENT = "alarm"
-RAISED = "raised"  # the event that annunciates an alarm (CONTRACT §5)
-STANDING_STATES = ("UNACK", "ACKED")  # in alarm: not yet returned to normal (CONTRACT §5)
 ALARM_TAGS = ("site", "asset", "sensor", "rule")  # an alarm's identity
 POSITION_TAG = "site"  # the operator position whose load a flood measures
 

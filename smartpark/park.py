@@ -22,12 +22,14 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .schema import LIMIT_RULES
+from .topics import sensor_topic
 
 ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 Id = Annotated[str, Field(pattern=ID_RE.pattern)]
 Averaging = Literal["instant", "5min", "1h", "24h", "monthly"]
 Priority = Literal["high", "medium", "low"]
-LIMIT_KEYS = ("ll", "l", "h", "hh")
+LIMIT_KEYS = LIMIT_RULES  # each limit key raises the rule of its name
 AVERAGING_SECONDS: dict[str, int] = {"instant": 0, "5min": 300, "1h": 3600, "24h": 86400, "monthly": 30 * 86400}
 
 
@@ -225,7 +227,7 @@ class SensorRef(BaseModel):
 
     @property
     def topic(self) -> str:
-        return f"park/{self.key}"
+        return sensor_topic(self.key)
 
 
 class Park(_Strict):

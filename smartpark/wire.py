@@ -19,58 +19,32 @@ import orjson
 from .errors import DecodeError
 from .lineproto import escape_string_field, format_float, tag_prefix
 from .park import Park, SensorRef
-
-ROOT = "park"
-ALARM_ROOT = f"{ROOT}/alarms"
-SYS_ROOT = f"{ROOT}/_sys"
-SUBSCRIPTION = f"{ROOT}/#"
-MAX_PAYLOAD = 64 * 1024
-DEAD_LETTER_PAYLOAD_BYTES = 1024
-QUALITIES = ("good", "uncertain", "bad")
-# HJ 212 data flags (CONTRACT §2) -> the quality a reading has when it names none
-FLAG_QUALITY = {"N": "good", "S": "uncertain", "F": "bad", "M": "bad", "D": "bad", "C": "bad", "T": "bad",
-                "B": "bad"}
-
-# Dead-letter reasons (CONTRACT §3)
-BAD_JSON = "bad_json"
-BAD_VALUE = "bad_value"
-BAD_TS = "bad_ts"
-UNKNOWN_SENSOR = "unknown_sensor"
-OUT_OF_RANGE = "out_of_range"
-TOO_LARGE = "too_large"
-REASONS = (BAD_JSON, BAD_VALUE, BAD_TS, UNKNOWN_SENSOR, OUT_OF_RANGE, TOO_LARGE)
+from .schema import (
+    BAD_JSON,
+    BAD_TS,
+    BAD_VALUE,
+    DEAD_LETTER,
+    DEAD_LETTER_PAYLOAD_BYTES,
+    FLAG_QUALITY,
+    MAX_PAYLOAD,
+    OUT_OF_RANGE,
+    QUALITIES,
+    READING,
+    TOO_LARGE,
+    UNKNOWN_SENSOR,
+)
+from .topics import (
+    ROOT,
+    is_service_topic,
+    reading_parts,
+    sensor_path,
+    snapshot_topic,
+)
 
 # epoch milliseconds accepted as a reading's time: 2000-01-01 .. 2100-01-01. Outside is almost always
 # seconds sent as milliseconds (or the reverse), which would silently land in 1970.
 TS_MIN_MS = 946_684_800_000
 TS_MAX_MS = 4_102_444_800_000
-
-
-# --------------------------------------------------------------------------- topics
-
-def reading_topic(site: str, asset: str, sensor: str) -> str:
-    return f"{ROOT}/{site}/{asset}/{sensor}"
-
-
-def snapshot_topic(site: str, asset: str) -> str:
-    return f"{ROOT}/{site}/{asset}"
-
-
-def alarm_topic(site: str, asset: str, sensor: str, rule: str) -> str:
-    return f"{ALARM_ROOT}/{site}/{asset}/{sensor}/{rule}"
-
-
-def status_topic(service: str, instance: str) -> str:
-    return f"{SYS_ROOT}/{service}/{instance}"
-
-
-def share_subscription(group: str | None, topic: str = SUBSCRIPTION) -> str:
-    return f"$share/{group}/{topic}" if group else topic
-
-
-def is_service_topic(topic: str) -> bool:
-    """Alarm-state and service-status topics live under ``park/`` too but are not readings."""
-    return topic.startswith((ALARM_ROOT + "/", SYS_ROOT + "/")) or topic in (ALARM_ROOT, SYS_ROOT)
 
 
 # --------------------------------------------------------------------------- decoded data
@@ -344,12 +318,12 @@ class Decoder:
             return out
         if is_service_topic(topic):  # alarm states and service status: under park/ but not readings
             return out
-        parts = topic.split("/")
-        if len(parts) == 4 and parts[0] == ROOT:
-            detail = f"no sensor {'/'.join(parts[1:])} in the park model"
+        parts = reading_parts(topic)
+        if parts is not None:
+            detail = f"no sensor {'/'.join(parts)} in the park model"
         else:
-            detail = ("topic is not park/{site}/{asset}/{sensor} of a known sensor "
-                      "nor park/{site}/{asset} of a known asset")
+            detail = (f"topic is not {ROOT}/{{site}}/{{asset}}/{{sensor}} of a known sensor "
+                      f"nor {ROOT}/{{site}}/{{asset}} of a known asset")
         out.rejected.append(Rejected(UNKNOWN_SENSOR, detail, topic, payload))
         return out
 
@@ -482,7 +456,7 @@ class Decoder:
             known = sensors.get(name)
             if known is None:
                 out.rejected.append(Rejected(UNKNOWN_SENSOR, f"snapshot entry {shown(name)}: no such sensor "
-                                             f"in {topic.removeprefix(ROOT + '/')}", topic, _entry_payload(name, raw)))
+                                             f"in {sensor_path(topic)}", topic, _entry_payload(name, raw)))
                 continue
             equality, eflag = qualities.get(name, quality), flags.get(name)
             if (type(raw) is float and raw - raw == 0.0 and known.lo <= raw <= known.hi and eflag is None
@@ -554,7 +528,7 @@ def _entry_payload(name: str, raw: Any) -> bytes:
 
 def reading_prefix(ref: SensorRef) -> str:
     """A sensor's ``reading`` point up to its value (tags sorted, as InfluxDB prefers)."""
-    return tag_prefix("reading", {"site": ref.site, "asset": ref.asset, "sensor": ref.sensor.id}) + " value="
+    return tag_prefix(READING, {"site": ref.site, "asset": ref.asset, "sensor": ref.sensor.id}) + " value="
 
 
 def reading_line(prefix: str, r: Reading) -> str:
@@ -605,5 +579,5 @@ class UniqueNs:
 
 def dead_letter_line(rej: Rejected, ts_ns: int) -> str:
     f = dead_letter_fields(rej)
-    return (f"{tag_prefix('dead_letter', {'reason': rej.reason})} topic={escape_string_field(f['topic'])},"
+    return (f"{tag_prefix(DEAD_LETTER, {'reason': rej.reason})} topic={escape_string_field(f['topic'])},"
             f"payload={escape_string_field(f['payload'])},detail={escape_string_field(f['detail'])} {ts_ns}")

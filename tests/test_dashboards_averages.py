@@ -140,7 +140,7 @@ def _message(ref: Any, value: float, ts: int, quality: str | None = None, flag: 
     """An MQTT reading message of ``ref``, as a device sends it."""
     import json
 
-    from smartpark.wire import reading_topic
+    from smartpark.topics import reading_topic
 
     doc: dict[str, Any] = {"value": value, "ts": ts}
     if quality is not None:

@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 from smartpark.config import Settings, parse_influx_url, parse_mqtt_url
 from smartpark.errors import ConfigError
 from smartpark.park import load_park
-from smartpark.wire import (
-    Decoder,
-    PointEncoder,
-    alarm_topic,
-    is_service_topic,
-    share_subscription,
-    status_topic,
-)
+from smartpark.topics import alarm_topic, is_service_topic, share_subscription, status_topic
+from smartpark.wire import Decoder, PointEncoder
 
 PARK = load_park()
 DEC = Decoder(PARK)

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smartpark.park import load_park
-from smartpark.wire import REASONS, Decoder, PointEncoder, dead_letter_line
+from smartpark.schema import REASONS
+from smartpark.wire import Decoder, PointEncoder, dead_letter_line
 
 PARK = load_park()
 DEC = Decoder(PARK)

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from smartpark.schema import DELIVERED, EXPIRED
+
 from .notifiers import NOTIFIERS, AppriseNotifier, Notification, Notifier, WebhookNotifier, make_notifier
-from .outbox import DELIVERED, EXPIRED, PENDING, Outbox
+from .outbox import PENDING, Outbox
 from .routing import REASONS, Dispatcher, Route, build_routes, notification_id
 from .sender import Sender
 

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from smartpark.lineproto import encode_line
+from smartpark.schema import EXPIRED, NOTIFICATION
 
 from ..events import AlarmEvent
 from .notifiers import Notification
 
-PENDING, DELIVERED, EXPIRED = "pending", "delivered", "expired"
+PENDING = "pending"  # the outbox's own: a notification not yet final
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notification (
@@ -176,7 +177,7 @@ class Outbox:
         rows = self.db.execute("SELECT seq, id, dest, reason, alarm, status, detail, attempts, done_at "
                                "FROM notification WHERE status != 'pending' AND reported = 0 ORDER BY seq "
                                "LIMIT ?", (limit,)).fetchall()
-        lines = [encode_line("notification", {"route": dest, "reason": reason},
+        lines = [encode_line(NOTIFICATION, {"route": dest, "reason": reason},
                              {"id": nid, "alarm": alarm, "status": status, "detail": detail, "attempts": attempts},
                              done_at * 1_000_000 + seq % 1_000_000)  # unique per point, the same on a re-write
                  for seq, nid, dest, reason, alarm, status, detail, attempts, done_at in rows]

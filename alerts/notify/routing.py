@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from smartpark.kpis import FLOOD_MORE_THAN, FLOOD_WINDOW_MS
+from smartpark.schema import HIGH, NOTIFICATION_REASONS
 
 from .. import texts
 from ..events import ACKED_EV, CLEARED, IN_SERVICE, OUT_OF_SERVICE, RAISED, SHELVED, AlarmEvent
@@ -29,7 +30,7 @@ from .outbox import Outbox
 # periods, since the gate acts at the moment the 11th alarm comes
 FLOOD_ON = FLOOD_MORE_THAN  # more than 10 alarms in 10 minutes at one site: flood
 FLOOD_OFF = 5    # until fewer than 5 in 10 minutes
-REASONS = ("event", "repeat", "escalation", "flood", "flood_over")
+REASONS = (*NOTIFICATION_REASONS, "flood", "flood_over")  # flood summaries go to people only
 
 
 def notification_id(dest: str, reason: str, level: int, ev: AlarmEvent | None, site: str = "", ts: int = 0,
@@ -99,7 +100,7 @@ class Dispatcher:
             site = ev.site
         nid = notification_id(dest.name, reason, level, ev, site, ts, k)
         body += f"\nnotification_id: {nid}"  # the last line, so that people can quote it
-        self._out.append((dest.name, Notification(reason, site, ev.priority if ev else "high", title, body, ev,
+        self._out.append((dest.name, Notification(reason, site, ev.priority if ev else HIGH, title, body, ev,
                                                   nid, level)))
 
     def commit(self) -> None:
@@ -140,7 +141,7 @@ class Dispatcher:
                     self._offer(r.dest, "flood", None, site=ev.site, ts=ev.ts, title=title, body=body)
                 if ev.site in self.flooding:
                     continue
-                if ev.event in (RAISED, CLEARED, SHELVED, OUT_OF_SERVICE, IN_SERVICE) or ev.priority == "high":
+                if ev.event in (RAISED, CLEARED, SHELVED, OUT_OF_SERVICE, IN_SERVICE) or ev.priority == HIGH:
                     self._offer(r.dest, "event", ev)
             if ev.site in self.flooding and ev.event == RAISED:
                 self.flooding[ev.site] += 1
@@ -164,7 +165,7 @@ class Dispatcher:
             if self._count(site, now) < FLOOD_OFF:
                 held = self.flooding.pop(site)
                 for r in self.routes:
-                    if not r.dest.structured and r.matches(site, "high"):
+                    if not r.dest.structured and r.matches(site, HIGH):
                         title, body = texts.flood_over(site, held)
                         self._offer(r.dest, "flood_over", None, site=site, ts=now, title=title, body=body)
         for u in self._unacked.values():

@@ -17,10 +17,11 @@ from collections import Counter
 from collections.abc import Callable
 
 from smartpark.errors import NotifyError
+from smartpark.schema import DELIVERED, EXPIRED
 from smartpark.timing import Backoff
 
 from .notifiers import Notifier
-from .outbox import DELIVERED, EXPIRED, Outbox
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,7 @@ from typing import Any
 from ..config import MqttTarget
 from ..errors import ConfigError
 from ..timing import Backoff, Wakeup
+from ..topics import is_shared
 from .codec import (
     DISCONNECT_PACKET,
     MQTT5,
@@ -234,7 +235,7 @@ class MqttSource:
                 raise MqttRefused(code, fallback=self._may_switch() and code in (0x01, 0x84))
             self._version_known = True
             self.broker_properties = props
-            if self.topic.startswith("$share/") and not self.takeover:
+            if is_shared(self.topic) and not self.takeover:
                 self._check_shared(props)
             self._session(present)
             conn.send(self._subscribe_packet())
@@ -261,7 +262,7 @@ class MqttSource:
             return unsubscribe_packet(self.topic, self.version)
         # QoS 1; with MQTT 5 also No Local (our own status is not sent back to us), which the
         # protocol forbids on shared subscriptions
-        return subscribe_packet(self.topic, self.version, qos=1, no_local=not self.topic.startswith("$share/"))
+        return subscribe_packet(self.topic, self.version, qos=1, no_local=not is_shared(self.topic))
 
     def _check_shared(self, props: dict[int, int]) -> None:
         """A share group where the broker has none would subscribe to a plain topic that nobody publishes."""

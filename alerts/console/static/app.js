@@ -51,6 +51,8 @@ const T = {
 };
 const ROLES = ["viewer", "operator", "supervisor", "admin"];
 const PRIO = { high: 0, medium: 1, low: 2 };
+// the ISA-18.2 state codes by meaning, as the engine serves them with the park model (smartpark.schema)
+let ST = {};
 const SHELVE = [[900, "15 min"], [1800, "30 min"], [3600, "1 h"], [7200, "2 h"], [14400, "4 h"], [28800, "8 h"],
   [86400, "24 h"], [259200, "3 d"], [604800, "7 d"]];
 const MAX_SHELVE = { operator: 28800, supervisor: 604800, admin: 604800 };
@@ -180,6 +182,7 @@ async function start() {
   for (const e of document.querySelectorAll(".op-only")) e.hidden = !allowed("operator");
   const [park, alarms] = await Promise.all([api("GET", "/api/park"), api("GET", "/alarms")]);
   S.park = park;
+  ST = park.vocabulary.state;
   S.sensors.clear();
   for (const site of S.park.sites) for (const asset of site.assets) for (const sensor of asset.sensors)
     S.sensors.set(`${site.id}/${asset.id}/${sensor.id}`, { site, asset, sensor });
@@ -203,7 +206,7 @@ function reconcile(rows) {
     seen.add(r.id);
     const old = S.rows.get(r.id);
     S.rows.set(r.id, Object.assign(old || {}, r));
-    if (r.state === "UNACK") S.unacked.add(r.id); else S.unacked.delete(r.id);
+    if (r.state === ST.unacked) S.unacked.add(r.id); else S.unacked.delete(r.id);
   }
   for (const id of [...S.rows.keys()]) if (!seen.has(id)) { S.rows.delete(id); S.unacked.delete(id); }
   renderActive();
@@ -212,7 +215,7 @@ function reconcile(rows) {
 function onEvent(ev) {
   S.lastEvent = ev;
   const old = S.rows.get(ev.id);
-  if (ev.state === "NORM") {
+  if (ev.state === ST.normal) {
     S.rows.delete(ev.id);
   } else {
     const row = Object.assign(old || { since: ev.ts, shelved_until: null }, {
@@ -224,8 +227,8 @@ function onEvent(ev) {
     S.rows.set(ev.id, row);
   }
   const wasUnacked = S.unacked.has(ev.id);
-  if (ev.state === "UNACK") S.unacked.add(ev.id); else S.unacked.delete(ev.id);
-  if (ev.state === "UNACK" && !wasUnacked && ev.event === "raised") beep();
+  if (ev.state === ST.unacked) S.unacked.add(ev.id); else S.unacked.delete(ev.id);
+  if (ev.state === ST.unacked && !wasUnacked && ev.event === "raised") beep();
   renderActiveRow(ev.id);
   updateCounts();
   updateCue();
@@ -236,7 +239,7 @@ function onEvent(ev) {
   S.reconcileTimer = setTimeout(() => loadAlarms().catch(() => {}), 1500);
 }
 function visible(row) {
-  if (row.state === "SHLVD" || row.state === "OOSRV") return false;
+  if (row.state === ST.shelved || row.state === ST.out_of_service) return false;
   const site = $("#f-site").value, prio = $("#f-prio").value;
   return (!site || row.site === site) && (!prio || row.priority === prio);
 }
@@ -246,15 +249,15 @@ function order(a, b) {
 function actionButtons(row) {
   // the buttons name their action; one listener (onActionClick) finds the alarm from the data-id around them
   const box = el("span", { class: "acts", "data-id": row.id });
-  if (allowed("operator") && (row.state === "UNACK" || row.state === "RTNUN"))
+  if (allowed("operator") && (row.state === ST.unacked || row.state === ST.returned))
     box.append(el("button", { type: "button", class: "act-ack", "data-act": "ack" }, t("ack")));
-  if (allowed("operator") && row.state !== "SHLVD" && row.state !== "OOSRV")
+  if (allowed("operator") && row.state !== ST.shelved && row.state !== ST.out_of_service)
     box.append(el("button", { type: "button", class: "act-shelve", "data-act": "shelve" }, t("shelve")));
-  if (allowed("supervisor") && row.state === "SHLVD")
+  if (allowed("supervisor") && row.state === ST.shelved)
     box.append(el("button", { type: "button", class: "act-unshelve", "data-act": "unshelve" }, t("unshelve")));
-  if (allowed("supervisor") && row.state !== "OOSRV")
+  if (allowed("supervisor") && row.state !== ST.out_of_service)
     box.append(el("button", { type: "button", class: "act-oos", "data-act": "out-of-service" }, t("oos")));
-  if (allowed("supervisor") && row.state === "OOSRV")
+  if (allowed("supervisor") && row.state === ST.out_of_service)
     box.append(el("button", { type: "button", class: "act-ins", "data-act": "in-service" }, t("ins")));
   box.append(el("a", { href: `#/alarm/${row.id}`, class: "act-detail" }, t("detail")));
   return box;
@@ -326,7 +329,8 @@ function updateCounts() {
   const counts = {};
   for (const r of S.rows.values()) counts[r.state] = (counts[r.state] || 0) + 1;
   const box = $("#counts");
-  box.replaceChildren(...["UNACK", "ACKED", "RTNUN", "SHLVD", "OOSRV"].map((s) =>
+  const states = S.park ? S.park.vocabulary.states : [];  // none until the park model has arrived
+  box.replaceChildren(...states.filter((s) => s !== ST.normal).map((s) =>
     el("span", { class: `count count-${s}`, "data-state": s }, badge(s), " ", t(`st_${s}`), ": ", counts[s] || 0)));
 }
 function updateCue() {
@@ -412,7 +416,7 @@ async function confirmAct(ev) {
   }
 }
 function ackAll() {
-  const ids = [...S.rows.values()].filter((r) => visible(r) && (r.state === "UNACK" || r.state === "RTNUN"))
+  const ids = [...S.rows.values()].filter((r) => visible(r) && (r.state === ST.unacked || r.state === ST.returned))
     .map((r) => r.id);
   if (!ids.length) return;
   const site = $("#f-site").value;
@@ -427,7 +431,7 @@ function ackAll() {
 
 // ------------------------------------------------------------------ shelved / out of service
 function renderLists() {
-  for (const [view, state] of [["shelved", "SHLVD"], ["oos", "OOSRV"]]) {
+  for (const [view, state] of [["shelved", ST.shelved], ["oos", ST.out_of_service]]) {
     const body = $(`#${view}-table tbody`);
     const rows = [...S.rows.values()].filter((r) => r.state === state).sort(order);
     body.replaceChildren(...rows.map((r) => el("tr", { "data-id": r.id },
@@ -435,11 +439,11 @@ function renderLists() {
       el("td", null, badge(r.state)),
       el("td", null, r.by || ""),
       el("td", null, r.why || ""),
-      el("td", { class: "num" }, fmtTime(state === "SHLVD" ? r.shelved_until : r.changed)),
+      el("td", { class: "num" }, fmtTime(state === ST.shelved ? r.shelved_until : r.changed)),
       el("td", { class: "acts" }, actionButtons(r)))));
   }
   // who and why come from the alarms' latest operator events
-  const need = [...S.rows.values()].filter((r) => (r.state === "SHLVD" || r.state === "OOSRV") && !r.by);
+  const need = [...S.rows.values()].filter((r) => (r.state === ST.shelved || r.state === ST.out_of_service) && !r.by);
   for (const r of need.slice(0, 50)) {
     api("GET", `/api/alarm?id=${encodeURIComponent(r.id)}`).then((d) => {
       const e = d.events.find((x) => x.event === "shelved" || x.event === "out_of_service");
@@ -448,7 +452,7 @@ function renderLists() {
   }
 }
 function renderListsOnly() { if (S.view === "shelved" || S.view === "oos") {
-  const keep = [...S.rows.values()].filter((r) => (r.state === "SHLVD" || r.state === "OOSRV") && !r.by);
+  const keep = [...S.rows.values()].filter((r) => (r.state === ST.shelved || r.state === ST.out_of_service) && !r.by);
   if (!keep.length) renderLists(); } }
 
 // ------------------------------------------------------------------ alarm detail with its trend
@@ -459,12 +463,12 @@ async function loadDetail() {
   const [d, tr] = await Promise.all([api("GET", `/api/alarm?id=${encodeURIComponent(id)}`),
     api("GET", `/api/trend?sensor=${encodeURIComponent(`${site}/${asset}/${sensor}`)}&hours=${hours}`)]);
   if (S.detailId !== id) return;
-  const row = d.active || { id, site, asset, sensor, rule: id.split("/")[3], state: "NORM", priority: "" };
+  const row = d.active || { id, site, asset, sensor, rule: id.split("/")[3], state: ST.normal, priority: "" };
   $("#detail-title").textContent = alarmLabel(row);
   $("#detail-state").replaceChildren(badge(row.state), " ", t(`st_${row.state}`),
     row.value !== undefined && row.value !== null ? ` · ${t("value")} ${fmtNum(row.value)} ${unit(row)}` : "",
     row.limit !== undefined && row.limit !== null ? ` · ${t("limit")} ${fmtNum(row.limit)}` : "");
-  $("#detail-actions").replaceChildren(row.state === "NORM" ? "" : actionButtons(row));
+  $("#detail-actions").replaceChildren(row.state === ST.normal ? "" : actionButtons(row));
   drawTrend(tr, row.rule);
   $("#detail-events tbody").replaceChildren(...d.events.map((e) => el("tr", { class: `ev-${e.event}` },
     el("td", { class: "num" }, fmtTime(e.time)), el("td", null, e.event), el("td", null, badge(e.state || "")),
