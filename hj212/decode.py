@@ -29,6 +29,7 @@ from smartpark.park import Hj212Code, Hj212Logger, Park, SensorRef
 from smartpark.wire import (
     BAD_TS,
     BAD_VALUE,
+    OUT_OF_RANGE,
     TS_MAX_MS,
     TS_MIN_MS,
     Decoder,
@@ -147,6 +148,11 @@ class PacketDecoder:
                 out.lines.append(with_flag(reading_line(self._prefix[r.ref.index], r), flags.get(r.ref.sensor.id)))
             out.rejected += [Rejected(rej.reason, rej.detail, topic, raw) for rej in decoded.rejected]
             if decoded.readings:
+                if any(rej.reason == OUT_OF_RANGE for rej in decoded.rejected):
+                    # dead-lettered here, once (topic hj212/<MN>, the packet): the collector, which stores
+                    # the fed snapshot too, keeps the reading as bad without a second dead letter
+                    doc["origin"] = topic
+                    payload = orjson.dumps(doc)
                 out.feed.append((asset_topic, payload))
         return out
 
