@@ -93,8 +93,24 @@ class Packet:
         return out
 
 
+_DATATIMES: dict[tuple[str, ZoneInfo], int] = {}  # loggers of one park send the same few DataTime at a time
+
+
 def datatime_ms(text: str, tz: ZoneInfo) -> int:
-    """``DataTime`` (``YYYYMMDDhhmmss``, optionally with milliseconds) in the park's time zone -> epoch ms."""
+    """``DataTime`` (``YYYYMMDDhhmmss``, optionally with milliseconds) in the park's time zone -> epoch ms.
+
+    Remembered for the last few thousand texts: a burst of loggers reporting the same second (every
+    logger's real-time data are on the minute's or the interval's grid) costs one conversion, not one each."""
+    ms = _DATATIMES.get((text, tz))
+    if ms is None:
+        ms = _datatime_ms(text, tz)
+        if len(_DATATIMES) >= 4096:
+            _DATATIMES.clear()
+        _DATATIMES[text, tz] = ms
+    return ms
+
+
+def _datatime_ms(text: str, tz: ZoneInfo) -> int:
     m = _DATATIME.fullmatch(text)
     if not m:
         raise PacketError(HJ212_FRAME, f"DataTime {text[:32]!r} is not YYYYMMDDhhmmss[zzz]")

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiomqtt
+import pytest
 from services import Broker, InfluxDB
 
 from alerts.service import AlertService
@@ -510,14 +511,15 @@ class TestCommandLine:
         sensors = {r["sensor"] for r in influx_db.query("SELECT count(value) FROM reading GROUP BY sensor")}
         assert {"so2", "nox", "pm", "cod", "ph"} <= sensors
 
-    def test_address_in_use_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
-        """A taken --hj212-listen address: exit 1 with one line naming it, no traceback."""
+    @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+    def test_address_in_use_is_one_line_and_exit_1(self, tmp_path: Path, loop: str) -> None:
+        """A taken --hj212-listen address: exit 1 with one line naming it, no traceback (either event loop)."""
         import socket
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            r = subprocess.run([*SMARTPARK, "hj212", "serve", "--no-engine-feed",
+            r = subprocess.run([*SMARTPARK, "hj212", "serve", "--no-engine-feed", "--loop", loop,
                                 "--hj212-listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path)],
                                capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and "Traceback" not in r.stderr
