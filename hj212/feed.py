@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from typing import Any
 
 from smartpark.config import MqttTarget
 from smartpark.mqtt import MQTT311, MqttRefused, Publisher
@@ -76,20 +77,20 @@ class EngineFeed:
                     self._failed_before += pub.groups_failed
 
     def publish_soon(self, messages: list[tuple[str, bytes]],
-                     deadline: float | None = None) -> asyncio.Future[bool | None]:
+                     deadline: float | None = None) -> asyncio.Future[Any]:
         """Publish at QoS 1 now if the connection is up and has room (else as :meth:`publish` does, in a task);
-        the future is True once the broker acknowledged every one, False (or an exception) if it could not by
-        ``deadline`` (loop time; default: ``timeout`` from now). No task and no future per message: the packet
+        :func:`acked` tells from the future whether the broker acknowledged every one by ``deadline`` (loop
+        time; default: ``timeout`` from now). No task and no future per message: the packet
         path of every logger takes this, a burst of 5,000 loggers at once."""
         pub = self._pub
         if pub is None or not self._up.is_set() or not pub.connected or not pub.room(len(messages)):
             task = asyncio.ensure_future(self.publish(messages))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            return task  # type: ignore[return-value]  # Task[bool] is a Future[bool | None] for the caller
+            return task
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self.timeout
-        return pub.submit(messages, deadline)  # type: ignore[return-value]  # None on success: see acked()
+        return pub.submit(messages, deadline)
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> bool:
         """Publish at QoS 1; True once the broker acknowledged every one, False if it could not in time."""
@@ -111,10 +112,12 @@ class EngineFeed:
                         continue
                     break
                 try:
-                    await pub.submit(messages, deadline)
-                except (ConnectionError, TimeoutError, OSError) as exc:
+                    error = await pub.submit(messages, deadline)
+                except ConnectionError as exc:
+                    error = exc
+                if error is not None:
                     log.warning("hj212: %d snapshots not accepted by the broker (%s); no 9014 for their packet",
-                                len(messages), exc)
+                                len(messages), error)
                     return False
                 return True
         except TimeoutError:
@@ -124,10 +127,14 @@ class EngineFeed:
             return False
 
 
-def acked(fut: asyncio.Future[bool | None] | asyncio.Future[bool]) -> bool:
-    """Whether a future of :meth:`EngineFeed.publish_soon` means "every message acknowledged": True from
-    :meth:`EngineFeed.publish`, None from the publisher's :meth:`~smartpark.mqtt.Publisher.submit`."""
-    return not fut.cancelled() and fut.exception() is None and fut.result() is not False
+def acked(fut: asyncio.Future[Any]) -> bool:
+    """Whether a future of :meth:`EngineFeed.publish_soon` (or a batch's) means "every message acknowledged"
+    (durable): True from :meth:`EngineFeed.publish` and the collector, None from the publisher's
+    :meth:`~smartpark.mqtt.Publisher.submit` (whose failures are an exception as the result)."""
+    if fut.cancelled() or fut.exception() is not None:
+        return False
+    result = fut.result()
+    return result is True or result is None
 
 
 async def _first(*aws: object) -> None:

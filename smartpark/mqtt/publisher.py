@@ -41,6 +41,7 @@ from .codec import (
     protocol_name,
     publish_packet,
     string,
+    varint,
 )
 from .connection import Connection, retrieve
 from .errors import MqttError, MqttRefused, reason
@@ -136,21 +137,23 @@ class Publisher:
         return False
 
     def acked(self, acks: list[tuple[int, int]]) -> None:
-        groups = self._groups
+        groups, unacked = self._groups, self._unacked
         for pid, code in acks:
-            item = self._unacked.pop(pid, None)
+            item = unacked.pop(pid, None)
             if item is None:
                 continue
             self.acknowledged += 1
             if groups:
                 group = groups.pop(pid, None)
                 if group is not None:
-                    if code >= 0x80:
+                    if code < 0x80:
+                        group.left -= 1  # _Group.acked, inline: a burst's PUBACKs come thousands a read
+                        if not group.left:
+                            group.acked()
+                    else:
                         self.refused += 1
                         group.fail(MqttError(f"broker refused the publish to {item[0]!r}: reason code "
                                              f"0x{code:02x}", reason_code=code))
-                    else:
-                        group.acked()
                     continue
             fut = self._waiting.pop(pid, None)
             if code >= 0x80:
@@ -268,31 +271,48 @@ class Publisher:
         """Wait until :meth:`room` (raises :class:`ConnectionError` when the connection is lost meanwhile)."""
         await self._room(n)
 
-    def submit(self, messages: Sequence[tuple[str, bytes]], deadline: float | None = None) -> asyncio.Future[None]:
+    def submit(self, messages: Sequence[tuple[str, bytes]],
+               deadline: float | None = None) -> asyncio.Future[Exception | None]:
         """Publish a group at QoS 1 without awaiting anything. The future's result is None once the broker
-        acknowledged every message; its exception is :class:`ConnectionError` (the connection was lost first),
-        :class:`TimeoutError` (not all acknowledged by ``deadline``, loop time; their packet ids are then given
-        up and a late PUBACK is ignored) or :class:`~.errors.MqttError` (a PUBACK with a failure reason code).
-        Raises :class:`ConnectionError` at once when the connection is already closed. The caller keeps to the
-        window (:meth:`room`); the PUBLISHes of every :meth:`submit` of one loop iteration go out in one
-        write."""
-        conn = self._open()
+        acknowledged every message, else the error that ended it, returned rather than raised (so that no
+        callback is needed to retrieve it, thousands of groups at once): :class:`ConnectionError` (the
+        connection was lost first), :class:`TimeoutError` (not all acknowledged by ``deadline``, loop time;
+        their packet ids are then given up and a late PUBACK is ignored) or :class:`~.errors.MqttError` (a
+        PUBACK with a failure reason code). Raises :class:`ConnectionError` at once when the connection is
+        already closed. The caller keeps to the window (:meth:`room`); the PUBLISHes of every :meth:`submit`
+        of one loop iteration go out in one write."""
+        conn = self._conn
+        if conn is None or conn.closed.done():
+            self._open()  # raises
+        assert conn is not None
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        fut.add_done_callback(retrieve)
+        fut: asyncio.Future[Exception | None] = loop.create_future()
         if not messages:
             fut.set_result(None)
             return fut
         group = _Group(self, fut, len(messages))
         if deadline is not None:
             group.timer = loop.call_at(deadline, group.expire)
-        out, groups = self._out, self._groups
+        out, groups, unacked, topics, pids = self._out, self._groups, self._unacked, self._topics, group.pids
         if not out:
             loop.call_soon(self._write_out, conn)
-        for m in messages:
-            out.append(self._packet(m, 1))
-            groups[self._pid] = group
-            group.pids.append(self._pid)
+        props = b"\x00" if self.version == MQTT5 else b""
+        pid = self._pid
+        for m in messages:  # what _packet and publish_packet do for QoS 1, inline
+            topic, payload = m
+            t = topics.get(topic)
+            if t is None:
+                t = topics[topic] = string(topic)
+            pid = pid % 65535 + 1
+            while pid in unacked:  # never reuse an id still in flight
+                pid = pid % 65535 + 1
+            unacked[pid] = m
+            groups[pid] = group
+            pids.append(pid)
+            n = len(t) + 2 + len(props) + len(payload)
+            out.append(b"\x32" + (bytes((n,)) if n < 128 else varint(n)) + t + pid.to_bytes(2, "big") + props
+                       + payload)
+        self._pid = pid
         return fut
 
     def _write_out(self, conn: Connection) -> None:
@@ -318,7 +338,7 @@ class _Group:
 
     __slots__ = ("fut", "left", "pids", "pub", "timer")
 
-    def __init__(self, pub: Publisher, fut: asyncio.Future[None], n: int) -> None:
+    def __init__(self, pub: Publisher, fut: asyncio.Future[Exception | None], n: int) -> None:
         self.pub = pub
         self.fut = fut
         self.left = n
@@ -326,18 +346,18 @@ class _Group:
         self.timer: asyncio.TimerHandle | None = None
 
     def acked(self) -> None:
-        self.left -= 1
-        if self.left == 0 and not self.fut.done():
+        """Every message acknowledged (:meth:`Publisher.acked` counts ``left`` down)."""
+        if not self.fut.done():
             if self.timer is not None:
                 self.timer.cancel()
             self.fut.set_result(None)
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: Exception) -> None:
         if not self.fut.done():
             if self.timer is not None:
                 self.timer.cancel()
             self.pub.groups_failed += 1
-            self.fut.set_exception(exc)
+            self.fut.set_result(exc)
 
     def expire(self) -> None:
         self.pub._give_up(self)
