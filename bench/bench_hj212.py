@@ -21,6 +21,7 @@ import asyncio
 import os
 import random
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -133,11 +134,19 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
+def py_spy_exe() -> str:
+    """py-spy beside this Python (``pip install py-spy`` in the venv), else on PATH; exits when neither."""
+    exe = Path(sys.executable).with_name("py-spy")
+    found = str(exe) if exe.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
+    return found
+
+
 def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     """Sample the server's Python stacks for ``seconds`` (py-spy, collapsed-stack text with native frames
     of extensions left out): where the burst's time goes, without cProfile's per-call overhead."""
-    exe = Path(sys.executable).with_name("py-spy")  # installed beside this Python, else on PATH
-    return subprocess.Popen([str(exe) if exe.exists() else "py-spy", "record", "-p", str(pid),
+    return subprocess.Popen([py_spy_exe(), "record", "-p", str(pid),
                              "-d", str(max(1, round(seconds))), "-r", "250", "--format", "raw", "-o", str(out),
                              "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -286,6 +295,8 @@ def main() -> None:
     ap.add_argument("--py-spy", type=Path, metavar="FILE",
                     help="sample the server during the burst with py-spy (collapsed stacks; FILE.N per tree)")
     args = ap.parse_args()
+    if args.py_spy is not None:
+        py_spy_exe()  # before any service starts
     if not args.skip_cpu:
         os.sched_setaffinity(0, {1})
         cpu(args.packets)
