@@ -108,12 +108,13 @@ class EngineFeed:
                     try:
                         await pub.wait_room(len(messages))
                     except (ConnectionError, RuntimeError):
-                        await asyncio.sleep(0)  # the run loop notices the loss and reconnects
+                        await asyncio.sleep(0.05)  # the run loop notices the loss and reconnects
                         continue
                     break
                 try:
                     error = await pub.submit(messages, deadline)
-                except ConnectionError as exc:
+                except ConnectionError as exc:  # lost since wait_room
+                    self._failed_waiting += 1
                     error = exc
                 if error is not None:
                     log.warning("hj212: %d snapshots not accepted by the broker (%s); no 9014 for their packet",
