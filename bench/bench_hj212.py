@@ -1,7 +1,7 @@
 """Benchmarks of the HJ 212 input (docs/benchmarks/hj212.md).
 
     .venv/bin/python bench/bench_hj212.py [--loggers 5000] [--cycles 2] [--period 30] [--skip-load] [--skip-cpu]
-                                          [--server-tree DIR ...]
+                                          [--server-tree DIR ...] [--py-spy FILE]
 
 (1) CPU, one core: real-time packets (2011, the bundled CEMS logger's nine codes) through frame -> parse ->
 validate -> points, per packet and per reading, against the MQTT path for the same readings in the same run
@@ -21,6 +21,7 @@ import asyncio
 import os
 import random
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -134,7 +135,26 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str) -> dict[str, list[float]]:
+def py_spy_exe() -> str:
+    """py-spy beside this Python (``pip install py-spy`` in the venv), else on PATH; exits when neither."""
+    exe = Path(sys.executable).with_name("py-spy")
+    found = str(exe) if exe.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
+    return found
+
+
+def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """Sample the server's Python stacks for ``seconds`` (py-spy, collapsed-stack text with native frames
+    of extensions left out): where the burst's time goes, without cProfile's per-call overhead."""
+    return subprocess.Popen([py_spy_exe(), "record", "-p", str(pid),
+                             "-d", str(max(1, round(seconds))), "-r", "250", "--format", "raw", "-o", str(out),
+                             "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str,
+                on_burst: Callable[[], object] | None = None) -> dict[str, list[float]]:
     park = parse_park(park_yaml)
     loggers = list(LoggerMap(park).by_mn.values())
     lat: dict[str, list[float]] = {"steady": [], "burst": []}
@@ -174,7 +194,12 @@ async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str) -
             lat[kind].append(time.monotonic() - sent)
         writer.close()
 
-    await asyncio.gather(*(logger(i) for i in range(len(conns))))
+    async def burst_starts() -> None:
+        await asyncio.sleep(max(0.0, cycles * period + 2.0 - 0.2))
+        if on_burst is not None:
+            on_burst()
+
+    await asyncio.gather(burst_starts(), *(logger(i) for i in range(len(conns))))
     print(f"  packets without a 9014 within 60 s: {len(missing)}")
     return lat
 
@@ -186,7 +211,7 @@ SERVE = ("import sys, smartpark.park as p; p.MAX_NODES = 10**7; sys.argv[0] = 's
          "try:\n    from cli import run\nexcept ImportError:\n    from smartpark.cli import run\nrun()")
 
 
-def load(n: int, cycles: int, period: float, tree: Path = ROOT) -> None:
+def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | None = None) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < n + 200:
@@ -207,7 +232,7 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT) -> None:
                                      env=env, cwd=tree, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
                                                                                    (hard, hard)))
             try:
-                run_load(serve, stack, port, n, cycles, period)
+                run_load(serve, stack, port, n, cycles, period, profile)
             finally:
                 if serve.poll() is None:
                     serve.kill()
@@ -216,7 +241,8 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT) -> None:
             stack.down()
 
 
-def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cycles: int, period: float) -> None:
+def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cycles: int, period: float,
+             profile: Path | None = None) -> None:
     """Wait for the server, drive the loggers, then report latencies, CPU and what was stored."""
     os.sched_setaffinity(0, {1})
     deadline = time.monotonic() + 300  # loading a park of 5,000 assets is slow on a busy machine
@@ -232,7 +258,12 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
           "server on core 0, loggers on core 1")
     started = time.monotonic()
     cpu0 = cpu_seconds(serve.pid)
-    lat = asyncio.run(drive(port, n, cycles, period, load_park_yaml(n)))
+    spy: list[subprocess.Popen[bytes]] = []
+    burst = (lambda: spy.append(py_spy(serve.pid, profile, 4))) if profile is not None else None
+    lat = asyncio.run(drive(port, n, cycles, period, load_park_yaml(n), burst))
+    for p in spy:
+        p.wait(60)
+        print(f"  py-spy of the burst: {profile}")
     took = time.monotonic() - started
     cpu1 = cpu_seconds(serve.pid)
     serve.terminate()
@@ -262,13 +293,18 @@ def main() -> None:
     ap.add_argument("--server-tree", type=Path, action="append", default=[], metavar="DIR",
                     help="run the load part's server from this checkout (repeatable: one load run each, in order, "
                     "to compare commits in one run) [default: this one]")
+    ap.add_argument("--py-spy", type=Path, metavar="FILE",
+                    help="sample the server during the burst with py-spy (collapsed stacks; FILE.N per tree)")
     args = ap.parse_args()
+    if args.py_spy is not None:
+        py_spy_exe()  # before any service starts
     if not args.skip_cpu:
         os.sched_setaffinity(0, {1})
         cpu(args.packets)
     if not args.skip_load:
-        for tree in args.server_tree or [ROOT]:
-            load(args.loggers, args.cycles, args.period, tree.resolve())
+        for i, tree in enumerate(args.server_tree or [ROOT]):
+            profile = args.py_spy.with_name(f"{args.py_spy.name}.{i}") if args.py_spy else None
+            load(args.loggers, args.cycles, args.period, tree.resolve(), profile)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from smartpark.park import Hj212Code, Hj212Logger, Park, SensorRef
 from smartpark.wire import (
     BAD_TS,
     BAD_VALUE,
+    OUT_OF_RANGE,
     TS_MAX_MS,
     TS_MIN_MS,
     Decoder,
@@ -142,11 +143,21 @@ class PacketDecoder:
             if flags:
                 doc["flags"] = flags
             payload = orjson.dumps(doc)
-            decoded = self.decoder.decode(asset_topic, payload, received_ms)
-            for r in decoded.readings:
-                out.lines.append(with_flag(reading_line(self._prefix[r.ref.index], r), flags.get(r.ref.sensor.id)))
-            out.rejected += [Rejected(rej.reason, rej.detail, topic, raw) for rej in decoded.rejected]
-            if decoded.readings:
+            if flags:
+                decoded = self.decoder.decode(asset_topic, payload, received_ms)
+                lines = [with_flag(reading_line(self._prefix[r.ref.index], r), flags.get(r.ref.sensor.id))
+                         for r in decoded.readings]
+                rejected = decoded.rejected
+            else:  # no flag field to add: the collector's own path from message to lines (its fast path)
+                lines, rejected = self.decoder.lines(asset_topic, payload, received_ms)
+            out.lines += lines
+            out.rejected += [Rejected(rej.reason, rej.detail, topic, raw) for rej in rejected]
+            if lines:
+                if any(rej.reason == OUT_OF_RANGE for rej in rejected):
+                    # dead-lettered here, once (topic hj212/<MN>, the packet): the collector, which stores
+                    # the fed snapshot too, keeps the reading as bad without a second dead letter
+                    doc["origin"] = topic
+                    payload = orjson.dumps(doc)
                 out.feed.append((asset_topic, payload))
         return out
 

@@ -45,7 +45,7 @@ from smartpark.wire import DEAD_LETTER_PAYLOAD_BYTES, Rejected
 
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import Logger, LoggerMap, PacketDecoder, Points
-from .feed import EngineFeed
+from .feed import EngineFeed, acked
 from .frame import Frame, FrameError, FrameReader, frame
 from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, encode, encode_cp, parse, parse_cp
 
@@ -121,8 +121,8 @@ class _Connection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport (uvloop's is not a subclass of asyncio.Transport, it has the same methods)
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.listener.opened(self)
@@ -395,19 +395,20 @@ class Listener:
         """The 9014 once the points are durable and the alarm engine's readings are with the broker: done by
         callbacks on the two futures, not a task per packet (a burst of 5,000 loggers is 5,000 packets)."""
         feed = self.service.feed
-        waits = [f for f in (item.done, feed.publish_soon(points.feed) if feed is not None and points.feed
-                             else None) if f is not None]
+        waits: list[asyncio.Future[Any]] = [
+            f for f in (item.done, feed.publish_soon(points.feed) if feed is not None and points.feed else None)
+            if f is not None]
         if not waits:
             self._answer_now(conn, acks)
             return
         left = len(waits)
 
-        def settled(_: asyncio.Future[bool]) -> None:
+        def settled(_: asyncio.Future[Any]) -> None:
             nonlocal left
             left -= 1
             if left:
                 return
-            if all(not f.cancelled() and f.exception() is None and f.result() for f in waits):
+            if all(acked(f) for f in waits):  # the batch's bool, the feed's None or bool
                 self._answer_now(conn, acks)
             elif acks:
                 log.warning("hj212: a packet of %s was not made durable; no 9014 (the logger resends)", item.mn)

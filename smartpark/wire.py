@@ -451,6 +451,10 @@ class Decoder:
             flags = {}
         elif type(flags) is not dict:
             raise DecodeError(BAD_VALUE, f"flags is {shown(flags)}, not {{sensor: HJ 212 flag}}")
+        # "origin": the snapshot's readings were validated, stored and dead-lettered at their source
+        # (hj212 serve's engine feed, "hj212/<MN>"): an entry out of range is a bad reading here, not a
+        # second dead letter
+        origin = doc.get("origin")
         append = out.readings.append
         for name, raw in doc["values"].items():
             known = sensors.get(name)
@@ -483,6 +487,8 @@ class Decoder:
                 continue
             if known.lo <= value <= known.hi:
                 append(Reading(known.ref, value, ets, equality, eflag))
+            elif origin is not None:
+                append(Reading(known.ref, value, ets, "bad", eflag))
             else:
                 # the entry's dead-letter payload is built only when needed: it was a third of the decode time
                 self._out_of_range(known, value, ets, eflag, out, topic, _entry_payload(name, raw))

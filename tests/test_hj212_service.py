@@ -17,9 +17,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiomqtt
+import pytest
 from services import Broker, InfluxDB
 
 from alerts.service import AlertService
+from collector.service import Collector
 from devstack import SMARTPARK, Stack, free_port
 from hj212.crypto import encrypt_cp
 from hj212.frame import FrameReader, frame
@@ -397,6 +399,39 @@ class TestPackets:
         asyncio.run(main())
 
 
+class TestDeadLetterOnce:
+    """A reading out of its instrument range is stored as bad and dead-lettered once, by ``hj212 serve``
+    (topic ``hj212/<MN>``, the packet), although the collector stores the engine feed's snapshot as well."""
+
+    def test_out_of_range_is_one_dead_letter_with_the_collector_running(self, broker: Broker, influx_db: InfluxDB,
+                                                                        tmp_path: Path) -> None:
+        s = settings_for(broker.url, influx_db.url, influx_db.db, tmp_path)
+        ts = now_s() - 600
+
+        async def main() -> None:
+            collector = Collector(s, PARK, flush_interval=0.1)
+            cstop = asyncio.Event()
+            ctask = asyncio.create_task(collector.run(cstop))
+            await until(lambda: collector.source is not None and collector.source.connected.is_set(),
+                        what="the collector's subscription")
+            async with serving(s) as svc:
+                c = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]
+                await c.send(realtime(CEMS, ts, {"a21026": (900.0, "N"), "a19001": (10.0, "N")}))
+                assert (await c.answer()).cn == "9014"
+                # the collector took the fed snapshot (its two readings, SO2 as bad) and stored it too
+                await until(lambda: collector.counters.written >= 2, what="the collector's copy of the readings")
+                c.close()
+            cstop.set()
+            await asyncio.wait_for(ctask, 60)  # its last batch (and any dead letter in it) is written
+
+        asyncio.run(main())
+        letters = influx_db.query("SELECT * FROM dead_letter")
+        assert [(r["reason"], r["topic"]) for r in letters] == [("out_of_range", f"hj212/{CEMS}")]
+        assert "a21026-ZsRtd=900" in letters[0]["payload"]
+        so2 = [r for r in influx_db.query("SELECT * FROM reading") if r["sensor"] == "so2"]
+        assert [(r["value"], r["quality"], r["time"]) for r in so2] == [(900.0, "bad", ts * 1000)]
+
+
 class TestBackpressure:
     """When the collector is behind, the listener stops reading (TCP backpressure) and loses nothing."""
 
@@ -476,14 +511,15 @@ class TestCommandLine:
         sensors = {r["sensor"] for r in influx_db.query("SELECT count(value) FROM reading GROUP BY sensor")}
         assert {"so2", "nox", "pm", "cod", "ph"} <= sensors
 
-    def test_address_in_use_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
-        """A taken --hj212-listen address: exit 1 with one line naming it, no traceback."""
+    @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+    def test_address_in_use_is_one_line_and_exit_1(self, tmp_path: Path, loop: str) -> None:
+        """A taken --hj212-listen address: exit 1 with one line naming it, no traceback (either event loop)."""
         import socket
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            r = subprocess.run([*SMARTPARK, "hj212", "serve", "--no-engine-feed",
+            r = subprocess.run([*SMARTPARK, "hj212", "serve", "--no-engine-feed", "--loop", loop,
                                 "--hj212-listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path)],
                                capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and "Traceback" not in r.stderr

@@ -4,6 +4,9 @@ real Mosquitto, with MQTT 5 and 3.1.1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -82,4 +85,56 @@ class TestPublish:
                 assert len(pub.unacked()) <= 20 and {t for t, _ in pub.unacked()} <= failed_topics
                 with pytest.raises(ConnectionError):
                     await pub.publish("park/pubtest/after", b"x")
+        asyncio.run(go())
+
+
+class TestSubmit:
+    """``submit`` from a callback: one future per group of QoS 1 messages, settled by the last PUBACK (None), a
+    lost connection or the deadline (the error as its result) (3.1.1, as ``hj212 serve``'s engine feed uses it)."""
+
+    def test_each_group_resolves_once_all_its_messages_are_acknowledged(self, broker: Any) -> None:
+        """500 groups of three submitted in one loop iteration: every future resolves, the subscriber gets
+        all 1,500 messages once, and nothing is left in flight."""
+        async def go() -> None:
+            target = parse_mqtt_url(broker.url)
+            async with MqttSource(target, "sub-groups", "park/grptest/#", clean_start=True, session_expiry=0,
+                                  protocol=MQTT311) as src:
+                stop = asyncio.Event()
+                run = asyncio.create_task(src.run(stop))
+                await asyncio.wait_for(src.connected.wait(), 10)
+                async with Publisher(target, "pub-groups", protocol=MQTT311, window=60_000) as pub:
+                    deadline = asyncio.get_running_loop().time() + 30
+                    futs = [pub.submit([(f"park/grptest/{g}/{k}", b"%d" % k) for k in range(3)], deadline)
+                            for g in range(500)]
+                    assert not any(f.done() for f in futs) and len(pub.unacked()) == 1500
+                    assert await asyncio.wait_for(asyncio.gather(*futs), 30) == [None] * 500
+                    assert pub.unacked() == [] and pub.acknowledged == 1500 and pub.groups_failed == 0
+                got = await _received(src, 1500)
+                assert len({m.topic for m in got}) == 1500
+                stop.set()
+                await run
+        asyncio.run(go())
+
+    def test_deadline_and_lost_connection_fail_the_group(self, broker: Any) -> None:
+        """A broker that stops answering: the group ends with TimeoutError at its deadline and leaves the
+        window; the broker killed: the groups in flight end with ConnectionError, and submit raises."""
+        async def go() -> None:
+            async with Publisher(parse_mqtt_url(broker.url), "pub-dl", protocol=MQTT311) as pub:
+                pid = broker.pid
+                assert pid is not None
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    loop = asyncio.get_running_loop()
+                    late = pub.submit([("park/grptest/a", b"1"), ("park/grptest/b", b"2")], loop.time() + 0.3)
+                    assert isinstance(await asyncio.wait_for(late, 10), TimeoutError)
+                    assert pub.unacked() == [] and pub.groups_failed == 1
+                    lost = pub.submit([("park/grptest/c", b"3")])
+                    await asyncio.sleep(0.05)
+                    broker.stop(kill=True)  # still stopped: it never acknowledges "c"
+                finally:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+                assert isinstance(await asyncio.wait_for(lost, 20), ConnectionError)
+                with pytest.raises(ConnectionError):
+                    pub.submit([("park/grptest/d", b"4")])
         asyncio.run(go())

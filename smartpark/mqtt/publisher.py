@@ -8,7 +8,10 @@ bounded window of unacknowledged QoS 1 messages; the PUBACKs of a read are taken
 ``async with Publisher(target, client_id) as pub``, then either
 ``await pub.publish(topic, payload, qos=1, retain=True)``, which returns once the broker has PUBACKed it (many
 may be awaited at once, up to ``window``), or ``await pub.send(messages, qos)`` for a batch and
-``await pub.flush()`` to wait for every PUBACK. A lost connection raises :class:`ConnectionError`;
+``await pub.flush()`` to wait for every PUBACK, or ``pub.submit(messages, deadline)`` from a callback (no
+await, no task): a group of QoS 1 messages with one future for all their PUBACKs, the writes of one loop
+iteration leaving in one system call (``hj212 serve`` feeds the alarm engine this way, one group per
+logger packet, 5,000 at once in a burst). A lost connection raises :class:`ConnectionError`;
 :meth:`Publisher.unacked` then lists the QoS 1 messages the broker has not acknowledged, for the caller to send
 again after reconnecting. A refused CONNECT raises :class:`~.errors.MqttRefused`.
 
@@ -38,6 +41,7 @@ from .codec import (
     protocol_name,
     publish_packet,
     string,
+    varint,
 )
 from .connection import Connection, retrieve
 from .errors import MqttError, MqttRefused, reason
@@ -63,12 +67,15 @@ class Publisher:
         self._unacked: dict[int, tuple[str, bytes]] = {}
         self._waiting: dict[int, asyncio.Future[None]] = {}  # packet id -> the publish() awaiting its PUBACK
         self._pid = 0
+        self._groups: dict[int, _Group] = {}  # packet id -> the submitted group it belongs to
+        self._out: list[bytes] = []  # submitted PUBLISHes of this loop iteration, written together
         self._acked = asyncio.Event()
         self._conn: Connection | None = None
         self._ping: asyncio.Task[None] | None = None
         self._entered = False
         self.acknowledged = 0  # QoS 1 messages the broker acknowledged
         self.refused = 0  # of them, with a failure reason code (MQTT 5)
+        self.groups_failed = 0  # submitted groups not acknowledged in full (lost connection, deadline, refused)
 
     async def __aenter__(self) -> Publisher:
         if self._entered:
@@ -130,11 +137,24 @@ class Publisher:
         return False
 
     def acked(self, acks: list[tuple[int, int]]) -> None:
+        groups, unacked = self._groups, self._unacked
         for pid, code in acks:
-            item = self._unacked.pop(pid, None)
+            item = unacked.pop(pid, None)
             if item is None:
                 continue
             self.acknowledged += 1
+            if groups:
+                group = groups.pop(pid, None)
+                if group is not None:
+                    if code < 0x80:
+                        group.left -= 1  # _Group.acked, inline: a burst's PUBACKs come thousands a read
+                        if not group.left:
+                            group.acked()
+                    else:
+                        self.refused += 1
+                        group.fail(MqttError(f"broker refused the publish to {item[0]!r}: reason code "
+                                             f"0x{code:02x}", reason_code=code))
+                    continue
             fut = self._waiting.pop(pid, None)
             if code >= 0x80:
                 self.refused += 1
@@ -156,6 +176,9 @@ class Publisher:
             if not fut.done():
                 fut.set_exception(err)
         self._waiting.clear()
+        groups, self._groups = self._groups, {}
+        for group in set(groups.values()):
+            group.fail(err)
         self._acked.set()
 
     # ------------------------------------------------------------------ sending
@@ -229,6 +252,113 @@ class Publisher:
             await self._acked.wait()
         self._open()
 
+    # ------------------------------------------------------------------ groups, from callbacks
+    @property
+    def connected(self) -> bool:
+        """Entered and the connection not closed: :meth:`submit` may be called."""
+        conn = self._conn
+        return conn is not None and not conn.closed.done()
+
+    async def wait_closed(self) -> None:
+        """Return when the connection has closed (lost, or closed by us)."""
+        await asyncio.shield(self._open().closed)
+
+    def room(self, n: int) -> bool:
+        """Whether ``n`` more QoS 1 messages fit in the window now (a larger group fits an empty window)."""
+        return not self._unacked or len(self._unacked) + n <= self.window
+
+    async def wait_room(self, n: int) -> None:
+        """Wait until :meth:`room` (raises :class:`ConnectionError` when the connection is lost meanwhile)."""
+        await self._room(n)
+
+    def submit(self, messages: Sequence[tuple[str, bytes]],
+               deadline: float | None = None) -> asyncio.Future[Exception | None]:
+        """Publish a group at QoS 1 without awaiting anything. The future's result is None once the broker
+        acknowledged every message, else the error that ended it, returned rather than raised (so that no
+        callback is needed to retrieve it, thousands of groups at once): :class:`ConnectionError` (the
+        connection was lost first), :class:`TimeoutError` (not all acknowledged by ``deadline``, loop time;
+        their packet ids are then given up and a late PUBACK is ignored) or :class:`~.errors.MqttError` (a
+        PUBACK with a failure reason code). Raises :class:`ConnectionError` at once when the connection is
+        already closed. The caller keeps to the window (:meth:`room`); the PUBLISHes of every :meth:`submit`
+        of one loop iteration go out in one write."""
+        conn = self._conn
+        if conn is None or conn.closed.done():
+            self._open()  # raises
+        assert conn is not None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Exception | None] = loop.create_future()
+        if not messages:
+            fut.set_result(None)
+            return fut
+        group = _Group(self, fut, len(messages))
+        if deadline is not None:
+            group.timer = loop.call_at(deadline, group.expire)
+        out, groups, unacked, topics, pids = self._out, self._groups, self._unacked, self._topics, group.pids
+        if not out:
+            loop.call_soon(self._write_out, conn)
+        props = b"\x00" if self.version == MQTT5 else b""
+        pid = self._pid
+        for m in messages:  # what _packet and publish_packet do for QoS 1, inline
+            topic, payload = m
+            t = topics.get(topic)
+            if t is None:
+                t = topics[topic] = string(topic)
+            pid = pid % 65535 + 1
+            while pid in unacked:  # never reuse an id still in flight
+                pid = pid % 65535 + 1
+            unacked[pid] = m
+            groups[pid] = group
+            pids.append(pid)
+            n = len(t) + 2 + len(props) + len(payload)
+            out.append(b"\x32" + (bytes((n,)) if n < 128 else varint(n)) + t + pid.to_bytes(2, "big") + props
+                       + payload)
+        self._pid = pid
+        return fut
+
+    def _write_out(self, conn: Connection) -> None:
+        out, self._out = self._out, []
+        conn.send(b"".join(out))  # nothing when the connection closed meanwhile: lost() failed the groups
+
+    def _give_up(self, group: _Group) -> None:
+        """A group's deadline passed: its packet ids leave the window."""
+        for pid in group.pids:
+            if self._groups.get(pid) is group:
+                del self._groups[pid]
+                self._unacked.pop(pid, None)
+        self._acked.set()
+
     def unacked(self) -> list[tuple[str, bytes]]:
         """QoS 1 messages not acknowledged yet, oldest first (to resend after a reconnect)."""
         return list(self._unacked.values())
+
+
+class _Group:
+    """The messages of one :meth:`Publisher.submit`: one future, settled by the last PUBACK, the first
+    failure, or the deadline."""
+
+    __slots__ = ("fut", "left", "pids", "pub", "timer")
+
+    def __init__(self, pub: Publisher, fut: asyncio.Future[Exception | None], n: int) -> None:
+        self.pub = pub
+        self.fut = fut
+        self.left = n
+        self.pids: list[int] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def acked(self) -> None:
+        """Every message acknowledged (:meth:`Publisher.acked` counts ``left`` down)."""
+        if not self.fut.done():
+            if self.timer is not None:
+                self.timer.cancel()
+            self.fut.set_result(None)
+
+    def fail(self, exc: Exception) -> None:
+        if not self.fut.done():
+            if self.timer is not None:
+                self.timer.cancel()
+            self.pub.groups_failed += 1
+            self.fut.set_result(exc)
+
+    def expire(self) -> None:
+        self.pub._give_up(self)
+        self.fail(TimeoutError(f"{self.left} of {len(self.pids)} messages not acknowledged in time"))
