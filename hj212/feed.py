@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from typing import Any
 
 from smartpark.config import MqttTarget
 from smartpark.mqtt import MQTT311, MqttRefused, Publisher
+from smartpark.timing import Backoff
 
 log = logging.getLogger(__name__)
+_RECONNECT = Backoff(0.2, 15.0)  # the wait before reconnecting, by the attempts since the last connection
 
 
 class EngineFeed:
@@ -66,7 +67,7 @@ class EngineFeed:
                     log.warning("hj212: lost the MQTT broker connection of the engine feed; reconnecting")
             except (OSError, ConnectionError, TimeoutError, MqttRefused) as exc:
                 attempt += 1
-                delay = random.uniform(0, min(15.0, 0.2 * 2 ** min(attempt, 8)))
+                delay = _RECONNECT.delay(attempt)
                 log.warning("hj212: MQTT broker for the alarm engine unavailable (%s); retry in %.1f s", exc, delay)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):

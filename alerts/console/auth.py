@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from smartpark.timing import Backoff
+
 from ..users import ROLES, SERVICE_USER, rank
 
 COOKIE = "smartpark_session"
@@ -100,7 +102,7 @@ class LoginThrottle:
         if n and self.clock() - last > self.forget_s:
             self._fails.pop(user, None)
             return 0.0
-        return 0.0 if n < self.free else min(self.cap_s, 2.0 ** (n - self.free))
+        return 0.0 if n < self.free else Backoff(1.0, self.cap_s).bound(n - self.free)  # no jitter: a fixed delay
 
     def failed(self, user: str) -> None:
         if len(self._fails) > 10_000:  # names tried by a scanner: keep the table bounded
