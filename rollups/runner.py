@@ -122,25 +122,59 @@ class RollupRunner:
                     pass
 
     async def start(self, db: InfluxClient, retention: Retention, now_ms: int | None = None) -> bool:
-        """Set the horizon since which the journal is complete, before the first take; persist it in
-        ``horizon``. Returns True when raw holds no reading (the horizon is then the beginning of time)."""
-        rows = await db.rows(f"SELECT last(value) FROM {retention.measurement(RAW_MEASUREMENT)}")
+        """Set the horizon since which the journal is complete, before the first take, and persist it in
+        ``horizon``; note for the raw recompute what a previous runner may have left open. Returns True when
+        raw holds no reading (the horizon is then the beginning of time)."""
+        previous = self._read_horizon()
+        measurement = retention.measurement(RAW_MEASUREMENT)
+        rows = await db.rows(f"SELECT last(value) FROM {measurement}")
         newest = int(rows[0]["time"]) if rows else None
         t0 = NEG_INF if newest is None else (newest // PERIOD_MS + 1) * PERIOD_MS
         now = int(time.time() * 1000) if now_ms is None else now_ms
         self.windows = Windows(t0, lateness_ms=self.lateness_ms, max_held=self.max_held)
-        text = json.dumps({"t0_ms": None if newest is None else t0, "set_at_ms": now,
-                           "newest_raw_ms": newest}) + "\n"
-        tmp = self.horizon_path.with_suffix(".tmp")
-        self.journal.dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="ascii")
-        os.replace(tmp, self.horizon_path)
+        if newest is not None and previous is not None:
+            # windows the previous runner had open (or not yet written) when it stopped: from raw
+            since = previous.get("finished_ms")
+            if since is not None:
+                since -= int(previous.get("lateness_ms") or self.lateness_ms) + PERIOD_MS
+            else:
+                since = previous.get("t0_ms")
+            if since is None:
+                first = await db.rows(f"SELECT first(value) FROM {measurement}")
+                since = int(first[0]["time"]) if first else newest
+            self.journal.note(range(since // PERIOD_MS, newest // PERIOD_MS + 1))
+        self._save_horizon(now)
         if newest is not None and newest > now + 3_600_000:
             log.warning("rollups: raw holds a reading at %d ms, more than an hour ahead of the clock: windows "
                         "before it are recomputed from raw", newest)
         log.info("rollups: the journal's readings are aggregated for windows from %s on",
                  "the beginning" if newest is None else f"{t0} ms")
         return newest is None
+
+    def _read_horizon(self) -> dict[str, int | None] | None:
+        try:
+            data = json.loads(self.horizon_path.read_text(encoding="ascii"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("rollups: %s unreadable (%s): the last %.0f h are recomputed from raw", self.horizon_path,
+                        exc, self.warm_h)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _save_horizon(self, now_ms: int) -> None:
+        """``t0_ms`` (null: the beginning of time) and ``finished_ms``: windows ending ``lateness`` before it
+        are written; a runner that starts after this one notes the rest for the raw recompute."""
+        w = self.windows
+        if w is None:
+            return
+        text = json.dumps({"t0_ms": None if w.t0 == NEG_INF else w.t0,
+                           "finished_ms": None if w.horizon == NEG_INF else w.horizon,
+                           "lateness_ms": w.lateness, "saved_at_ms": now_ms}) + "\n"
+        self.journal.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.horizon_path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="ascii")
+        os.replace(tmp, self.horizon_path)
 
     async def turn(self, rollups: Rollups, now_ms: int | None = None) -> int:
         """One pass over the journal; returns the rollup points written.
@@ -187,6 +221,7 @@ class RollupRunner:
             points += await self._write(rollups, ready, fives, computed)
         self.journal.note(waiting)  # before done(): a crash in between leaves them noted twice, not lost
         self.journal.done()
+        self._save_horizon(now)
         self.stats.periods += len(ready)
         self.stats.points += points
         if ready or computed:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rollup_support import DAY0, HOUR, a_day, run, settings, write_park, write_points
+from rollup_support import DAY0, HOUR, Point, RunnerRig, a_day, run, settings, write_park, write_points
 from test_collector_support import CollectorThread, Publisher, wait_connected, wait_for
 
 from devstack import SMARTPARK
@@ -327,3 +327,104 @@ class TestJournalFailure:
         with caplog.at_level("ERROR", logger="rollups.journal"):
             Journal(tmp_path / "rollups").note({5983763})
         assert "rollup rebuild --since 2026-11-19T22:55:00+00:00 --until 2026-11-19T23:00:00+00:00" in caplog.text
+
+
+class TestFromTheJournal:
+    """The runner aggregates the windows it has seen from their first reading on from the collector's journal
+    of values, equal to InfluxQL over raw; every other window is recomputed from raw."""
+
+    START = DAY0 + 8 * HOUR  # 16:00 .. 19:00 in Beijing: nh3_n bad in half of 17:00, uncertain in 18:00
+
+    @staticmethod
+    def _rig(broker: Any, influx_db: Any, tmp_path: Path, **runner_kw: float) -> tuple[RunnerRig, Any]:
+        from services import InfluxDB
+
+        name = influx_db.db + "_j"
+        return RunnerRig(broker.url, broker.port, influx_db.url, name, tmp_path, **runner_kw), InfluxDB(
+            influx_db.url, name)
+
+    def _finish(self, rig: RunnerRig) -> None:
+        """A reading two days on moves the journal's data time past every window before it."""
+        rig.publish([Point("wwtp", "effluent", "flow", self.START + 2 * 86_400_000, 500.0)])
+        rig.turn()
+
+    def test_live_ordered_readings(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """Three hours of five sensors, with bad and uncertain quality, published in order half an hour at a
+        time with a turn after each: every window from the journal, none read from raw, all equal to raw."""
+        rig, db = self._rig(broker, influx_db, tmp_path)
+        try:
+            points = a_day(start=self.START, end=self.START + 3 * HOUR)
+            for k in range(6):
+                rig.publish(p for p in points if self.START + k * HOUR // 2 <= p.ts < self.START + (k + 1) * HOUR // 2)
+                rig.turn()
+            self._finish(rig)
+            assert rig.raw_rows == 0 and rig.runner.stats.from_journal == 36
+            assert assert_rollups_equal_raw(db, self.START, self.START + 3 * HOUR) == 5 * (36 + 3 + 1)
+        finally:
+            rig.close()
+            db.drop()
+
+    def test_redelivered_duplicates_and_a_quality_merge(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """The last 20 minutes of the first hour arrive again in the next turn (a redelivery), and one
+        reading first sent as bad is resent good with another value (InfluxDB keeps the new value and the old
+        quality): counted once, merged as InfluxDB merges, still without reading raw."""
+        rig, db = self._rig(broker, influx_db, tmp_path, lateness=1800.0)
+        try:
+            points = a_day(start=self.START, end=self.START + 2 * HOUR)
+            first = [p for p in points if p.ts < self.START + HOUR]
+            fixed_ts = self.START + 50 * 60_000
+            first = [Point(p.site, p.asset, p.sensor, p.ts, 9.5, "bad")
+                     if (p.sensor, p.ts) == ("nh3_n", fixed_ts) else p for p in first]
+            rig.publish(first)
+            rig.turn()
+            again = [p for p in points if self.START + 40 * 60_000 <= p.ts < self.START + HOUR]
+            rig.publish([*again, *(p for p in points if p.ts >= self.START + HOUR)])
+            rig.turn()
+            self._finish(rig)
+            assert db.count("reading") == len(points) + 1 < rig.collector.counters.written  # the sentinel's 1
+            assert rig.raw_rows == 0 and rig.runner.stats.from_journal == 24
+            stored = db.query(f'SELECT value, quality FROM "raw"."reading" WHERE sensor = \'nh3_n\' '
+                              f"AND time = {fixed_ts}ms")
+            assert stored[0]["quality"] == "bad" and stored[0]["value"] != 9.5  # InfluxDB's field merge
+            assert assert_rollups_equal_raw(db, self.START, self.START + 2 * HOUR) == 5 * (24 + 2 + 1)
+        finally:
+            rig.close()
+            db.drop()
+
+    def test_a_late_reading_for_a_finished_window(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """An hour is finished from the journal; a reading for its second window arrives after: that window
+        is recomputed from raw, and every point still equals raw."""
+        rig, db = self._rig(broker, influx_db, tmp_path)
+        try:
+            rig.publish(a_day(start=self.START, end=self.START + HOUR))
+            self._finish(rig)
+            assert rig.raw_rows == 0 and rig.runner.stats.from_journal == 12
+            rig.publish([Point("wwtp", "effluent", "nh3_n", self.START + 7 * 60_000 + 30_000, 3.75, "bad")])
+            rig.turn()
+            assert rig.raw_rows > 0 and rig.runner.stats.periods == 1
+            assert assert_rollups_equal_raw(db, self.START, self.START + HOUR) == 5 * (12 + 1 + 1)
+        finally:
+            rig.close()
+            db.drop()
+
+    def test_a_runner_restart_mid_window(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """A runner stops with the windows of 16:25 and 16:30 open; the next one sets its horizon after the
+        newest reading in raw (16:35), recomputes those from raw and aggregates the later ones itself."""
+        rig, db = self._rig(broker, influx_db, tmp_path)
+        try:
+            horizon = Path(rig.settings.state_path / "rollups" / "horizon")
+            assert json.loads(horizon.read_text())["t0_ms"] is None  # an empty raw: every window
+            points = a_day(start=self.START, end=self.START + HOUR)
+            rig.publish(p for p in points if p.ts < self.START + 32 * 60_000)
+            rig.turn()
+            assert rig.runner.stats.from_journal == 5  # 16:00 .. 16:20 finished; 16:25 and 16:30 open
+            rig.start_runner()
+            assert json.loads(horizon.read_text())["t0_ms"] == self.START + 35 * 60_000
+            rig.publish(p for p in points if p.ts >= self.START + 32 * 60_000)
+            rig.turn()
+            self._finish(rig)
+            assert rig.runner.stats.from_journal == 5 and rig.raw_rows > 0  # 16:35 .. 16:55
+            assert assert_rollups_equal_raw(db, self.START, self.START + HOUR) == 5 * (12 + 1 + 1)
+        finally:
+            rig.close()
+            db.drop()
