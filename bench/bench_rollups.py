@@ -12,6 +12,16 @@
 
     .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3] [--rollup-only] [--step 60]
 
+``--journal`` runs only the journal comparison, in one run: the real collector (``smartpark collect``, snapshots
+as in the collector benchmark's (d), here of the ``--sensors`` sensors of one asset, one publisher so that every
+reading is published in time order) ingests ``--days`` days of 60 s readings into an empty database, journaling
+them; its readings/s is (d) on this data. Then the rollup runner's
+fast path takes that journal in one turn (journal parse + aggregation + rollup writes) and the raw recompute
+(``Rollups.rebuild`` of the same range, the old path) runs over the same data; both as readings/s and as a ratio
+to (d), with the CPU seconds of influxd and of this process. ``--repeat`` rounds, medians.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_rollups.py --journal [--days 30] [--sensors 24] [--repeat 2]
+
 ``--rollup-only`` stops after 1 (the cheapest run that gives the rollup path's ratio); it also prints the CPU
 seconds influxd and this process spent in the rebuild (``/proc``), which a loaded machine lengthens less than
 the wall clock. ``--step`` sets the seconds between the rollup path's readings (60: five per five-minute
@@ -25,20 +35,26 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from dashboards.build import reading_query, tiered_targets
-from dashboards.macros import TimeRange, expand
-from devstack import Stack, free_port
-from reports import daily
-from rollups import PERIOD_MS, Rollups
-from smartpark.config import Settings
-from smartpark.influx import InfluxClient
-from smartpark.park import load_park
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "tests")]
+
+from bench_collector import run_collector  # noqa: E402
+from test_collector_support import write_park  # noqa: E402
+
+from dashboards.build import reading_query, tiered_targets  # noqa: E402
+from dashboards.macros import TimeRange, expand  # noqa: E402
+from devstack import Stack, free_port  # noqa: E402
+from reports import daily  # noqa: E402
+from rollups import PERIOD_MS, RollupRunner, Rollups  # noqa: E402
+from smartpark.config import Settings  # noqa: E402
+from smartpark.influx import InfluxClient  # noqa: E402
+from smartpark.park import load_park  # noqa: E402
 
 MIN = 60_000
 
@@ -79,7 +95,91 @@ async def _median(f, repeat: int) -> tuple[float, object]:  # type: ignore[no-un
     return statistics.median(times), result
 
 
+def _snapshot_jobs(assets: int, per_asset: int, start: int, end: int, step: int) -> list[tuple[str, list[str]]]:
+    """One snapshot per asset and minute, in time order per topic (the collector benchmark's (d) shape)."""
+    jobs = []
+    for a in range(assets):
+        msgs = [json.dumps({"ts": ts, "values": {f"s{s:03d}": round(10 + ((k + 7 * s + a) * 37 % 1009) * 0.25, 2)
+                                                 for s in range(per_asset)}})
+                for k, ts in enumerate(range(start, end, step))]
+        jobs.append((f"park/plant/a{a:02d}", msgs))
+    return jobs
+
+
+async def journal_round(stack: Stack, tmp: Path, r: int, args: argparse.Namespace) -> dict[str, float]:
+    """One round of ``--journal``: (d) on this data, the journal's fast path, the raw recompute."""
+    per_asset, assets = args.sensors, 1  # one topic: one publisher, every reading in time order
+    park_path = write_park(tmp / f"park{r}.yaml", assets=assets, per_asset=per_asset)
+    park = load_park(park_path)
+    state = tmp / f"state{r}"
+    state.mkdir()
+    name = f"journal{r}"
+    s = Settings(influx_url=stack.influx_url, influx_db=name, park=str(park_path), state_dir=str(state))
+    end = int(time.time() * 1000) // 3_600_000 * 3_600_000
+    start = end - args.days * 86_400_000
+    step = args.step * 1000
+    jobs = _snapshot_jobs(assets, per_asset, start, end, step)
+    readings = sum(len(lines) for _, lines in jobs) * per_asset
+    out: dict[str, float] = {"readings": readings}
+    async with InfluxClient(s.influx(), timeout=600) as db:
+        await db.ensure_database()
+        retention = await db.ensure_retention()
+        runner = RollupRunner(s, park, warm_h=0)
+        await runner.start(db, retention)  # an empty raw: the journal is complete from the beginning
+        cpu0 = _influxd_cpu(stack)
+        got = run_collector(stack, park_path, state, name, readings // per_asset, jobs, readings, 5000)
+        out["d"] = got["rate"]
+        out["d_influxd_cpu"] = _influxd_cpu(stack) - cpu0
+        print(f"round {r}: (d) collector on this data: {readings:,} readings in {got['seconds']:.1f} s = "
+              f"{got['rate']:,.0f}/s, {got['lost']} lost; journal {(state / 'rollups' / 'journal').stat().st_size:,} "
+              f"bytes", flush=True)
+        rollups = Rollups(db, retention, park.park.timezone)
+        cpu0, own0, t = _influxd_cpu(stack), time.process_time(), time.perf_counter()
+        points = await runner.turn(rollups)
+        secs = time.perf_counter() - t
+        w = runner.windows
+        assert w is not None
+        out["fast"] = (readings - w.held) / secs  # the readings of windows still open are not counted
+        out["fast_influxd_cpu"], out["fast_own_cpu"] = _influxd_cpu(stack) - cpu0, time.process_time() - own0
+        print(f"round {r}: fast path (one turn over the journal): {points:,} rollup points, "
+              f"{runner.stats.from_journal:,} windows from the journal, {rollups.raw_rows} groups read from raw, "
+              f"{w.held} readings still held open, in {secs:.2f} s = {out['fast']:,.0f} readings/s = "
+              f"{out['fast'] / out['d']:.2f} x (d); CPU influxd {out['fast_influxd_cpu']:.2f} s, this process "
+              f"{out['fast_own_cpu']:.2f} s", flush=True)
+        cpu0, own0, t = _influxd_cpu(stack), time.process_time(), time.perf_counter()
+        old = Rollups(db, retention, park.park.timezone)
+        points = await old.rebuild(start, end)
+        secs = time.perf_counter() - t
+        out["raw"] = readings / secs
+        out["raw_influxd_cpu"], out["raw_own_cpu"] = _influxd_cpu(stack) - cpu0, time.process_time() - own0
+        print(f"round {r}: raw recompute (Rollups.rebuild): {points:,} points in {secs:.2f} s = "
+              f"{out['raw']:,.0f} readings/s = {out['raw'] / out['d']:.2f} x (d); CPU influxd "
+              f"{out['raw_influxd_cpu']:.2f} s, this process {out['raw_own_cpu']:.2f} s", flush=True)
+        await db.query(f'DROP DATABASE "{name}"', method="POST")
+    return out
+
+
+async def journal_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-rollups-") as tmp:
+        stack = Stack(Path(tmp) / "stack", mqtt_port=free_port(), influx_port=free_port())
+        stack.up()
+        try:
+            rounds = [await journal_round(stack, Path(tmp), r, args) for r in range(args.repeat)]
+        finally:
+            stack.down()
+    med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
+    fast_rounds = ", ".join(f"{x['fast'] / x['d']:.2f}" for x in rounds)
+    raw_rounds = ", ".join(f"{x['raw'] / x['d']:.2f}" for x in rounds)
+    print(f"median of {len(rounds)}: (d) {med['d']:,.0f} readings/s; fast path {med['fast']:,.0f}/s = "
+          f"{med['fast'] / med['d']:.2f} x (d) (rounds: {fast_rounds}); "
+          f"raw recompute {med['raw']:,.0f}/s = {med['raw'] / med['d']:.2f} x (d) (rounds: "
+          f"{raw_rounds}); os load {os.getloadavg()[0]:.1f}")
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.journal:
+        await journal_main(args)
+        return
     park = load_park()
     tz = ZoneInfo(park.park.timezone)
     with tempfile.TemporaryDirectory(prefix="bench-rollups-") as tmp:
@@ -175,4 +275,7 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--step", type=int, default=60, help="seconds between readings of the rollup path's data")
     ap.add_argument("--rollup-only", action="store_true", help="stop after the rollup path's figures")
+    ap.add_argument("--journal", action="store_true",
+                    help="only the collector's (d) on this data against the journal's fast path and the raw recompute")
+    ap.add_argument("--sensors", type=int, default=24, help="--journal: sensors, in one asset (a snapshot each)")
     asyncio.run(main(ap.parse_args()))

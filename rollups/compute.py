@@ -95,14 +95,17 @@ class Rollups:
         """Recompute the periods' five-minute points, their hours and their days; returns points written.
 
         ``computed`` periods are not read from raw: their five-minute points are those of ``fives`` (the
-        runner aggregated them from the journal); the hours and days are combined from them the same way."""
-        done = set(computed)
+        runner aggregated them from the journal); the hours and days are combined from them the same way. A
+        period in both is read from raw (a late reading came after it was computed)."""
+        periods = set(periods)
+        done = set(computed) - periods
         by_day: dict[int, set[int]] = {}
-        for p in set(periods) | done:
+        for p in periods | done:
             by_day.setdefault(day_start(p * PERIOD_MS, self.tz), set()).add(p)
         given: dict[int, dict[tuple[Key, int], Agg]] = {}
         for (key, ts), agg in (fives or {}).items():
-            given.setdefault(day_start(ts, self.tz), {})[key, ts] = agg
+            if ts // PERIOD_MS in done:
+                given.setdefault(day_start(ts, self.tz), {})[key, ts] = agg
         return await self._days(sorted(by_day.items()), given, done)
 
     async def rebuild(self, since_ms: int, until_ms: int) -> int:

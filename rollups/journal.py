@@ -47,40 +47,40 @@ def touched_periods(lines: Sequence[str]) -> set[int]:
 
 @dataclass(slots=True)
 class Block:
-    """One noted write: its periods, and its reading lines when the journal holds them whole (else None)."""
+    """One noted write: its periods, and when the journal holds them whole, its ``count`` reading lines
+    (``body``, joined by ``\\n``, as bytes); ``body`` is None for periods noted without values."""
 
     periods: set[int]
-    lines: list[str] | None = None
+    body: bytes | None = None
+    count: int = 0
 
 
-def parse_block(text: str) -> Block | None:
+def parse_block(data: bytes) -> Block | None:
     """A block of the journal (without the empty lines around it); None when nothing in it can be read."""
-    rows = text.split("\n")
-    head = rows[0]
-    if head.startswith("@"):
+    head, _, body = data.partition(b"\n")
+    if head.startswith(b"@"):
         try:
-            count_text, _, period_text = head[1:].partition(" ")
+            count_text, _, period_text = head[1:].partition(b" ")
             count = int(count_text)
-            periods = {int(p) for p in period_text.split(",") if p}
+            periods = {int(p) for p in period_text.split(b",") if p}
         except ValueError:
             log.warning("rollup journal: unreadable batch header %r skipped", head[:80])
             return None
-        lines = rows[1:]
-        if len(lines) == count and count:
+        lines = body.count(b"\n") + 1 if body else 0
+        if lines == count and count:
             try:
-                last = lines[-1]
-                whole = int(last[last.rindex(" ") + 1:]) // PERIOD_MS in periods
+                whole = int(body[body.rindex(b" ") + 1:]) // PERIOD_MS in periods
             except ValueError:
                 whole = False
             if whole:
-                return Block(periods, lines)
+                return Block(periods, body, count)
         log.warning("rollup journal: a torn batch (%d of %d lines); its %d periods go to the raw recompute",
-                    len(lines), count, len(periods))
+                    lines, count, len(periods))
         return Block(periods)
     periods = set()
-    for row in rows:
+    for row in data.split(b"\n"):
         try:
-            periods.update(int(p) for p in row.split(",") if p)
+            periods.update(int(p) for p in row.split(b",") if p)
         except ValueError:  # a torn line after a crash of a writer: what it held was noted again
             log.warning("rollup journal: unreadable line skipped: %r", row[:80])
     return Block(periods)
@@ -165,23 +165,23 @@ class Journal:
         megabytes at a time."""
         if not self._take_file():
             return
-        with open(self.taking, encoding="utf-8", errors="replace") as f:
-            rest = ""
+        with open(self.taking, "rb") as f:
+            rest = b""
             while True:
                 chunk = f.read(READ_CHUNK)
                 if not chunk:
                     break
-                text = rest + chunk
-                cut = text.rfind("\n\n")
+                data = rest + chunk
+                cut = data.rfind(b"\n\n")
                 if cut < 0:
-                    rest = text
+                    rest = data
                     continue
-                rest = text[cut + 2:]
-                for part in text[:cut].split("\n\n"):
-                    part = part.strip("\n")
+                rest = data[cut + 2:]
+                for part in data[:cut].split(b"\n\n"):
+                    part = part.strip(b"\n")
                     if part and (block := parse_block(part)) is not None:
                         yield block
-            rest = rest.strip("\n")
+            rest = rest.strip(b"\n")
             if rest and (block := parse_block(rest)) is not None:
                 yield block
 

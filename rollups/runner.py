@@ -195,11 +195,11 @@ class RollupRunner:
                 if windows is None:
                     raw |= block.periods
                     continue
-                if block.lines is None:
+                if block.body is None:
                     windows.poison(block.periods, raw)
                     continue
                 try:
-                    windows.fold(block.lines, raw)
+                    windows.fold(block.body, block.count, raw)
                 except ValueError as exc:
                     log.warning("rollups: a journaled batch is unreadable (%s); its periods go to the raw recompute",
                                 exc)
@@ -211,7 +211,7 @@ class RollupRunner:
                         points += await self._write(rollups, set(), fives, computed)
                         fives, computed = {}, set()
             if windows is not None:
-                self._finished(windows.finish(now), fives, computed)
+                self._finished(windows.finish(now, turn_end=True), fives, computed)
         except BaseException:  # the windows finished and not yet written go to the raw recompute
             self.journal.note(computed)
             raise
