@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .compute import Key
 
@@ -52,8 +53,17 @@ def parse(body: bytes, count: int, series: Series) -> tuple[I64, I64, F64, B]:
     return got if got is not None else _slow(body, count, series)
 
 
+PAD = 128  # zero bytes after a batch, so that a row of up to PAD bytes can start at any of its bytes
+
+
+def _rows(pad: npt.NDArray[np.uint8], starts: I64, width: int) -> npt.NDArray[np.uint8]:
+    """The ``width`` bytes from each start, one row each (a copy through a strided view: no index matrix)."""
+    return sliding_window_view(pad, width)[starts]
+
+
 def _fast(body: bytes, count: int, series: Series) -> tuple[I64, I64, F64, B] | None:
-    buf = np.frombuffer(body + b"\n", np.uint8)
+    pad = np.frombuffer(body + b"\n" + bytes(PAD), np.uint8)
+    buf = pad[:len(body) + 1]
     nl = np.flatnonzero(buf == 10)
     if len(nl) != count:
         return None
@@ -63,13 +73,13 @@ def _fast(body: bytes, count: int, series: Series) -> tuple[I64, I64, F64, B] | 
     tsp = nl - 13  # first digit of the timestamp
     if (tsp - 1 <= starts).any() or (buf[tsp - 1] != 32).any():
         return None
-    digits = buf[tsp[:, None] + np.arange(13)] - np.uint8(48)
+    digits = _rows(pad, tsp, 13) - np.uint8(48)
     if (digits > 9).any():
         return None
     ts = digits.astype(np.int64) @ _POW10
     spaces = np.flatnonzero(buf == 32)
     first = spaces[np.searchsorted(spaces, starts)]  # the space after the tags
-    if (first >= tsp - 1).any() or (buf[first[:, None] + np.arange(7)] != _VALUE).any():
+    if (first >= tsp - 1).any() or (_rows(pad, first, 7) != _VALUE).any():
         return None
     vstart = first + 7
     vend = tsp - 1
@@ -84,33 +94,35 @@ def _fast(body: bytes, count: int, series: Series) -> tuple[I64, I64, F64, B] | 
             for i in np.unique(line).tolist():
                 quality[i] = b",quality=" in body[int(first[i]):int(tsp[i])]
     size = vend - vstart
-    if (size <= 0).any():
+    if (size <= 0).any() or int(size.max()) > PAD:
         return None
-    cols = np.arange(int(size.max()))
-    text = np.where(cols < size[:, None], buf[np.minimum(vstart[:, None] + cols, len(buf) - 1)], np.uint8(0))
-    values = np.ascontiguousarray(text).view(f"S{len(cols)}").reshape(-1).astype(np.float64)  # as float() reads
+    width = int(size.max())
+    text = _rows(pad, vstart, width)
+    text[np.arange(width) >= size[:, None]] = 0
+    values = text.view(f"S{width}").reshape(-1).astype(np.float64)  # as float() reads
     if len(values) != count or not np.isfinite(values).all():
         return None
-    ids = _series_ids(buf, starts, first, series)
+    ids = _series_ids(pad, starts, first, series)
     return ids, ts, values, quality
 
 
-def _series_ids(buf: npt.NDArray[np.uint8], starts: I64, first: I64, series: Series) -> I64:
+def _series_ids(pad: npt.NDArray[np.uint8], starts: I64, first: I64, series: Series) -> I64:
     """Each line's series index: a hash of its tag bytes, every line then compared with its series' first."""
     length = first - starts
     width = -(-int(length.max()) // 8) * 8
-    cols = np.arange(width)
-    inside = cols < length[:, None]
-    mat = np.ascontiguousarray(np.where(inside, buf[np.minimum(starts[:, None] + cols, len(buf) - 1)], np.uint8(0)))
+    if width > PAD:
+        raise ValueError("tags longer than the fast path reads")
+    mat = _rows(pad, starts, width)
+    mat[np.arange(width) >= length[:, None]] = 0
     words = mat.view(np.uint64)
     h = length.astype(np.uint64)
     with np.errstate(over="ignore"):
         for j in range(words.shape[1]):
             h = h * _PRIME + words[:, j]
     _, rep, inverse = np.unique(h, return_index=True, return_inverse=True)
-    if not (mat == mat[rep[inverse]]).all():
+    if not (words == words[rep[inverse]]).all():
         raise ValueError("two series with one hash")
-    ids = np.array([series.id(bytes(buf[int(starts[r]):int(first[r])])) for r in rep.tolist()], np.int64)
+    ids = np.array([series.id(bytes(pad[int(starts[r]):int(first[r])])) for r in rep.tolist()], np.int64)
     return ids[inverse.reshape(-1)]
 
 

@@ -190,6 +190,7 @@ class RollupRunner:
         fives: dict[tuple[Key, int], Agg] = {}
         computed: set[int] = set()
         points = 0
+        writing: asyncio.Future[int] | None = None
         try:
             for block in self.journal.take_blocks():
                 if windows is None:
@@ -207,13 +208,21 @@ class RollupRunner:
                     continue
                 if windows.data_time - windows.horizon > PERIOD_MS:  # a catch-up: finish as it goes
                     self._finished(windows.finish(now), fives, computed)
-                    if len(fives) >= FLUSH_FIVES:
-                        points += await self._write(rollups, set(), fives, computed)
+                    if len(fives) >= FLUSH_FIVES:  # written while the next batches are read
+                        if writing is not None:
+                            points += await writing
+                        writing = asyncio.ensure_future(self._write(rollups, set(), fives, computed))
                         fives, computed = {}, set()
+                await asyncio.sleep(0)  # let a write in progress send and receive
+            if writing is not None:
+                points += await writing
+                writing = None
             if windows is not None:
                 self._finished(windows.finish(now, turn_end=True), fives, computed)
         except BaseException:  # the windows finished and not yet written go to the raw recompute
             self.journal.note(computed)
+            if writing is not None:
+                writing.cancel()  # its windows are noted by _write itself
             raise
         ready = {p for p in raw if (p + 1) * PERIOD_MS <= now}
         waiting = raw - ready

@@ -188,8 +188,9 @@ class Windows:
         maxs = np.maximum.reduceat(last, gstarts)
         bads = np.add.reduceat(bad.astype(np.int64), gstarts)
         keys = self.series.keys
-        out: dict[tuple[Key, int], Agg] = {}
-        for g, total, lo, hi, n, nbad in zip(grp[gstarts].tolist(), sums.tolist(), mins.tolist(), maxs.tolist(),
-                                             counts.tolist(), bads.tolist(), strict=True):
-            out[keys[g % n_series], (w0 + g // n_series) * PERIOD_MS] = Agg(total / n, lo, hi, n, n - nbad)
-        return out
+        groups = grp[gstarts]
+        names = [keys[g] for g in (groups % n_series).tolist()]
+        starts_ms = ((groups // n_series + w0) * PERIOD_MS).tolist()
+        return dict(zip(zip(names, starts_ms, strict=True),
+                        map(Agg, (sums / counts).tolist(), mins.tolist(), maxs.tolist(), counts.tolist(),
+                            (counts - bads).tolist()), strict=True))
