@@ -100,12 +100,15 @@ class Rollups:
         periods = set(periods)
         done = set(computed) - periods
         by_day: dict[int, set[int]] = {}
+        day_of: dict[int, int] = {}  # period -> its day's start: one zone lookup per period, not per point
         for p in periods | done:
-            by_day.setdefault(day_start(p * PERIOD_MS, self.tz), set()).add(p)
+            day = day_of[p] = day_start(p * PERIOD_MS, self.tz)
+            by_day.setdefault(day, set()).add(p)
         given: dict[int, dict[tuple[Key, int], Agg]] = {}
         for (key, ts), agg in (fives or {}).items():
-            if ts // PERIOD_MS in done:
-                given.setdefault(day_start(ts, self.tz), {})[key, ts] = agg
+            p = ts // PERIOD_MS
+            if p in done:
+                given.setdefault(day_of[p], {})[key, ts] = agg
         return await self._days(sorted(by_day.items()), given, done)
 
     async def rebuild(self, since_ms: int, until_ms: int) -> int:
