@@ -53,7 +53,7 @@ from devstack import Stack, free_port  # noqa: E402
 from reports import daily  # noqa: E402
 from rollups import PERIOD_MS, RollupRunner, Rollups  # noqa: E402
 from smartpark.config import Settings  # noqa: E402
-from smartpark.influx import InfluxClient  # noqa: E402
+from smartpark.influx import InfluxClient, Retention  # noqa: E402
 from smartpark.park import load_park  # noqa: E402
 
 MIN = 60_000
@@ -146,6 +146,8 @@ async def journal_round(stack: Stack, tmp: Path, r: int, args: argparse.Namespac
               f"{w.held} readings still held open, in {secs:.2f} s = {out['fast']:,.0f} readings/s = "
               f"{out['fast'] / out['d']:.2f} x (d); CPU influxd {out['fast_influxd_cpu']:.2f} s, this process "
               f"{out['fast_own_cpu']:.2f} s", flush=True)
+        cutoff = (w.horizon - w.lateness) // PERIOD_MS * PERIOD_MS - PERIOD_MS  # windows the fast path finished
+        fast_sums = await _rollup_sums(db, retention, cutoff)
         cpu0, own0, t = _influxd_cpu(stack), time.process_time(), time.perf_counter()
         old = Rollups(db, retention, park.park.timezone)
         points = await old.rebuild(start, end)
@@ -155,7 +157,24 @@ async def journal_round(stack: Stack, tmp: Path, r: int, args: argparse.Namespac
         print(f"round {r}: raw recompute (Rollups.rebuild): {points:,} points in {secs:.2f} s = "
               f"{out['raw']:,.0f} readings/s = {out['raw'] / out['d']:.2f} x (d); CPU influxd "
               f"{out['raw_influxd_cpu']:.2f} s, this process {out['raw_own_cpu']:.2f} s", flush=True)
+        raw_sums = await _rollup_sums(db, retention, cutoff)
+        same = all(f[:-1] == r[:-1] and abs(f[-1] - r[-1]) <= 1e-9 * abs(r[-1]) for f, r in zip(fast_sums, raw_sums,
+                                                                                                strict=True))
+        print(f"round {r}: the fast path's 5m and 1h points before {cutoff} ms equal the raw recompute's "
+              f"(count, sum of count and good, min, max, sum of means): {same} {fast_sums} {raw_sums}", flush=True)
+        out["same"] = float(same)
         await db.query(f'DROP DATABASE "{name}"', method="POST")
+    return out
+
+
+async def _rollup_sums(db: InfluxClient, retention: Retention, before: int) -> list[tuple[float, ...]]:
+    """Totals of reading_5m and reading_1h before ``before``: equal for two ways of computing the same points."""
+    out = []
+    for m, end in (("reading_5m", before), ("reading_1h", before // 3_600_000 * 3_600_000 - 3_600_000)):
+        rows = await db.rows(f'SELECT count("mean"), sum("count"), sum("good"), min("min"), max("max"), sum("mean") '
+                             f"FROM {retention.measurement(m, rollup=True)} WHERE time < {end}ms")
+        row = rows[0]
+        out.append(tuple(float(row[k]) for k in ("count", "sum", "sum_1", "min", "max", "sum_2")))
     return out
 
 
@@ -168,12 +187,13 @@ async def journal_main(args: argparse.Namespace) -> None:
         finally:
             stack.down()
     med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
-    fast_rounds = ", ".join(f"{x['fast'] / x['d']:.2f}" for x in rounds)
-    raw_rounds = ", ".join(f"{x['raw'] / x['d']:.2f}" for x in rounds)
-    print(f"median of {len(rounds)}: (d) {med['d']:,.0f} readings/s; fast path {med['fast']:,.0f}/s = "
-          f"{med['fast'] / med['d']:.2f} x (d) (rounds: {fast_rounds}); "
-          f"raw recompute {med['raw']:,.0f}/s = {med['raw'] / med['d']:.2f} x (d) (rounds: "
-          f"{raw_rounds}); os load {os.getloadavg()[0]:.1f}")
+    fast = [x["fast"] / x["d"] for x in rounds]  # each round's own ratio: (d) and the paths measured together
+    raw = [x["raw"] / x["d"] for x in rounds]
+    print(f"median of {len(rounds)} rounds' ratios: fast path {statistics.median(fast):.2f} x (d) (rounds: "
+          f"{', '.join(f'{x:.2f}' for x in fast)}); raw recompute {statistics.median(raw):.2f} x (d) (rounds: "
+          f"{', '.join(f'{x:.2f}' for x in raw)}); medians of the rates: (d) {med['d']:,.0f}, fast path "
+          f"{med['fast']:,.0f}, raw {med['raw']:,.0f} readings/s; equal points in every round: "
+          f"{all(x['same'] for x in rounds)}; os load {os.getloadavg()[0]:.1f}")
 
 
 async def main(args: argparse.Namespace) -> None:
