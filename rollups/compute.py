@@ -1,6 +1,7 @@
 """The rollups of CONTRACT §10: ``reading_5m``, ``reading_1h``, ``reading_1d`` recomputed for touched periods.
 
-Five-minute points come from ``raw`` by InfluxQL (``sum`` / ``count``, ``min``, ``max`` of ``value``;
+Five-minute points come either from the runner, which aggregated them from the journal's readings
+(rollups/windows.py), or from ``raw`` by InfluxQL (``sum`` / ``count``, ``min``, ``max`` of ``value``;
 ``good`` is ``count(value) - count(quality)``, since ``quality`` is written only when it is not good). Hours
 and days are combined from the five-minute points of the same recompute or already stored: ``min``,
 ``max``, ``count`` and ``good`` combine exactly, and ``mean`` as the count-weighted mean, which equals the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -129,7 +129,7 @@ def a_day(seed: int = 7, start: int = DAY0 - 2 * HOUR, end: int = DAY0 + 26 * HO
     return out
 
 
-def settings(url: str, db: str, state: Path, park: Path | None = None, **kw: str) -> Settings:
+def settings(url: str, db: str, state: Path, park: Path | None = None, **kw: Any) -> Settings:
     return Settings(influx_url=url, influx_db=db, state_dir=str(state), park=str(park) if park else None, **kw)
 
 
@@ -140,7 +140,7 @@ async def write_points(s: Settings, points: Iterable[Point], rp: str | None = No
             await db.write(lines[i:i + 5000], rp=rp)
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
 
 
