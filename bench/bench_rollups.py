@@ -55,6 +55,7 @@ from rollups import PERIOD_MS, RollupRunner, Rollups  # noqa: E402
 from smartpark.config import Settings  # noqa: E402
 from smartpark.influx import InfluxClient, Retention  # noqa: E402
 from smartpark.park import load_park  # noqa: E402
+from smartpark.wire import snapshot_topic  # noqa: E402
 
 MIN = 60_000
 
@@ -102,7 +103,7 @@ def _snapshot_jobs(assets: int, per_asset: int, start: int, end: int, step: int)
         msgs = [json.dumps({"ts": ts, "values": {f"s{s:03d}": round(10 + ((k + 7 * s + a) * 37 % 1009) * 0.25, 2)
                                                  for s in range(per_asset)}})
                 for k, ts in enumerate(range(start, end, step))]
-        jobs.append((f"park/plant/a{a:02d}", msgs))
+        jobs.append((snapshot_topic("plant", f"a{a:02d}"), msgs))
     return jobs
 
 

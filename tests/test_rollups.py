@@ -253,6 +253,23 @@ class TestJournal:
         assert touched_periods(["m value=1 299999", "m value=1 300000"]) == {0, 1}
 
 
+    def test_a_torn_batch_goes_to_the_raw_recompute(self, tmp_path: Path) -> None:
+        """A batch whose write was cut off (full disk, a kill) in the middle of a line reads as its periods
+        only; the batches around it, and a journal of the periods-only format, read whole."""
+        j = Journal(tmp_path)
+        a = ["reading,asset=a,sensor=s,site=x value=1.5 600000", "reading,asset=a,sensor=s,site=x value=2.5 660000"]
+        j.note_lines(a)
+        with open(j.path, "a", encoding="ascii") as f:  # what a writer killed mid-write leaves
+            f.write("\n\n@3 5,6\nreading,asset=a,sensor=s,site=x value=3.5 1500000\nreading,asset=a,sen")
+        b = ["reading,asset=a,sensor=s,site=x value=4.5 2100000"]
+        j.note_lines(b)
+        with open(j.path, "a", encoding="ascii") as f:
+            f.write("\n\n9,10\n11\n")
+        blocks = list(j.take_blocks())
+        assert [(sorted(x.periods), x.body) for x in blocks] == [
+            ([2], "\n".join(a).encode()), ([5, 6], None), ([7], b[0].encode()), ([9, 10, 11], None)]
+
+
 class TestDashboards:
     """Sensor panels read raw up to two days, the hourly rollups from three, and split the range in between."""
 
