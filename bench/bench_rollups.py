@@ -12,6 +12,16 @@
 
     .venv/bin/python bench/bench_rollups.py [--days 30] [--year-days 365] [--repeat 3] [--rollup-only] [--step 60]
 
+``--journal`` runs only the journal comparison, in one run: the real collector (``smartpark collect``, snapshots
+as in the collector benchmark's (d), here of the ``--sensors`` sensors of one asset, one publisher so that every
+reading is published in time order) ingests ``--days`` days of 60 s readings into an empty database, journaling
+them; its readings/s is (d) on this data. Then the rollup runner's
+fast path takes that journal in one turn (journal parse + aggregation + rollup writes) and the raw recompute
+(``Rollups.rebuild`` of the same range, the old path) runs over the same data; both as readings/s and as a ratio
+to (d), with the CPU seconds of influxd and of this process. ``--repeat`` rounds, medians.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_rollups.py --journal [--days 30] [--sensors 24] [--repeat 2]
+
 ``--rollup-only`` stops after 1 (the cheapest run that gives the rollup path's ratio); it also prints the CPU
 seconds influxd and this process spent in the rebuild (``/proc``), which a loaded machine lengthens less than
 the wall clock. ``--step`` sets the seconds between the rollup path's readings (60: five per five-minute
@@ -25,6 +35,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -33,14 +44,20 @@ from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_collector, beside this file
+
+from bench_collector import run_collector
+
 from dashboards.build import reading_query, tiered_targets
 from dashboards.macros import TimeRange, expand
 from devstack import Stack, free_port
+from devstack.load import write_park
 from reports import daily
-from rollups import PERIOD_MS, Rollups
+from rollups import PERIOD_MS, RollupRunner, Rollups
 from smartpark.config import Settings
-from smartpark.influx import InfluxClient
+from smartpark.influx import InfluxClient, Retention
 from smartpark.park import SensorRef, load_park
+from smartpark.topics import snapshot_topic
 
 MIN = 60_000
 T = TypeVar("T")
@@ -82,7 +99,111 @@ async def _median(f: Callable[..., Awaitable[T]], repeat: int) -> tuple[float, T
     return statistics.median(times), result
 
 
+def _snapshot_jobs(assets: int, per_asset: int, start: int, end: int, step: int) -> list[tuple[str, list[str]]]:
+    """One snapshot per asset and minute, in time order per topic (the collector benchmark's (d) shape)."""
+    jobs = []
+    for a in range(assets):
+        msgs = [json.dumps({"ts": ts, "values": {f"s{s:03d}": round(10 + ((k + 7 * s + a) * 37 % 1009) * 0.25, 2)
+                                                 for s in range(per_asset)}})
+                for k, ts in enumerate(range(start, end, step))]
+        jobs.append((snapshot_topic("plant", f"a{a:02d}"), msgs))
+    return jobs
+
+
+async def journal_round(stack: Stack, tmp: Path, r: int, args: argparse.Namespace) -> dict[str, float]:
+    """One round of ``--journal``: (d) on this data, the journal's fast path, the raw recompute."""
+    per_asset, assets = args.sensors, 1  # one topic: one publisher, every reading in time order
+    park_path = write_park(tmp / f"park{r}.yaml", assets=assets, per_asset=per_asset)
+    park = load_park(park_path)
+    state = tmp / f"state{r}"
+    state.mkdir()
+    name = f"journal{r}"
+    s = Settings(influx_url=stack.influx_url, influx_db=name, park=str(park_path), state_dir=str(state))
+    end = int(time.time() * 1000) // 3_600_000 * 3_600_000
+    start = end - args.days * 86_400_000
+    step = args.step * 1000
+    jobs = _snapshot_jobs(assets, per_asset, start, end, step)
+    readings = sum(len(lines) for _, lines in jobs) * per_asset
+    out: dict[str, float] = {"readings": readings}
+    async with InfluxClient(s.influx(), timeout=600) as db:
+        await db.ensure_database()
+        retention = await db.ensure_retention()
+        runner = RollupRunner(s, park, warm_h=0)
+        await runner.start(db, retention)  # an empty raw: the journal is complete from the beginning
+        cpu0 = _influxd_cpu(stack)
+        got = run_collector(stack, park_path, state, name, readings // per_asset, jobs, readings, 5000)
+        out["d"] = got["rate"]
+        out["d_influxd_cpu"] = _influxd_cpu(stack) - cpu0
+        print(f"round {r}: (d) collector on this data: {readings:,} readings in {got['seconds']:.1f} s = "
+              f"{got['rate']:,.0f}/s, {got['lost']} lost; journal {(state / 'rollups' / 'journal').stat().st_size:,} "
+              f"bytes", flush=True)
+        rollups = Rollups(db, retention, park.park.timezone)
+        cpu0, own0, t = _influxd_cpu(stack), time.process_time(), time.perf_counter()
+        points = await runner.turn(rollups)
+        secs = time.perf_counter() - t
+        w = runner.windows
+        assert w is not None
+        out["fast"] = (readings - w.held) / secs  # the readings of windows still open are not counted
+        out["fast_influxd_cpu"], out["fast_own_cpu"] = _influxd_cpu(stack) - cpu0, time.process_time() - own0
+        print(f"round {r}: fast path (one turn over the journal): {points:,} rollup points, "
+              f"{runner.stats.from_journal:,} windows from the journal, {rollups.raw_rows} groups read from raw, "
+              f"{w.held} readings still held open, in {secs:.2f} s = {out['fast']:,.0f} readings/s = "
+              f"{out['fast'] / out['d']:.2f} x (d); CPU influxd {out['fast_influxd_cpu']:.2f} s, this process "
+              f"{out['fast_own_cpu']:.2f} s", flush=True)
+        cutoff = (w.horizon - w.lateness) // PERIOD_MS * PERIOD_MS - PERIOD_MS  # windows the fast path finished
+        fast_sums = await _rollup_sums(db, retention, cutoff)
+        cpu0, own0, t = _influxd_cpu(stack), time.process_time(), time.perf_counter()
+        old = Rollups(db, retention, park.park.timezone)
+        points = await old.rebuild(start, end)
+        secs = time.perf_counter() - t
+        out["raw"] = readings / secs
+        out["raw_influxd_cpu"], out["raw_own_cpu"] = _influxd_cpu(stack) - cpu0, time.process_time() - own0
+        print(f"round {r}: raw recompute (Rollups.rebuild): {points:,} points in {secs:.2f} s = "
+              f"{out['raw']:,.0f} readings/s = {out['raw'] / out['d']:.2f} x (d); CPU influxd "
+              f"{out['raw_influxd_cpu']:.2f} s, this process {out['raw_own_cpu']:.2f} s", flush=True)
+        raw_sums = await _rollup_sums(db, retention, cutoff)
+        same = all(f[:-1] == r[:-1] and abs(f[-1] - r[-1]) <= 1e-9 * abs(r[-1]) for f, r in zip(fast_sums, raw_sums,
+                                                                                                strict=True))
+        print(f"round {r}: the fast path's 5m and 1h points before {cutoff} ms equal the raw recompute's "
+              f"(count, sum of count and good, min, max, sum of means): {same} {fast_sums} {raw_sums}", flush=True)
+        out["same"] = float(same)
+        await db.query(f'DROP DATABASE "{name}"', method="POST")
+    return out
+
+
+async def _rollup_sums(db: InfluxClient, retention: Retention, before: int) -> list[tuple[float, ...]]:
+    """Totals of reading_5m and reading_1h before ``before``: equal for two ways of computing the same points."""
+    out = []
+    for m, end in (("reading_5m", before), ("reading_1h", before // 3_600_000 * 3_600_000 - 3_600_000)):
+        rows = await db.rows(f'SELECT count("mean"), sum("count"), sum("good"), min("min"), max("max"), sum("mean") '
+                             f"FROM {retention.measurement(m, rollup=True)} WHERE time < {end}ms")
+        row = rows[0]
+        out.append(tuple(float(row[k]) for k in ("count", "sum", "sum_1", "min", "max", "sum_2")))
+    return out
+
+
+async def journal_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-rollups-") as tmp:
+        stack = Stack(Path(tmp) / "stack", mqtt_port=free_port(), influx_port=free_port())
+        stack.up()
+        try:
+            rounds = [await journal_round(stack, Path(tmp), r, args) for r in range(args.repeat)]
+        finally:
+            stack.down()
+    med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
+    fast = [x["fast"] / x["d"] for x in rounds]  # each round's own ratio: (d) and the paths measured together
+    raw = [x["raw"] / x["d"] for x in rounds]
+    print(f"median of {len(rounds)} rounds' ratios: fast path {statistics.median(fast):.2f} x (d) (rounds: "
+          f"{', '.join(f'{x:.2f}' for x in fast)}); raw recompute {statistics.median(raw):.2f} x (d) (rounds: "
+          f"{', '.join(f'{x:.2f}' for x in raw)}); medians of the rates: (d) {med['d']:,.0f}, fast path "
+          f"{med['fast']:,.0f}, raw {med['raw']:,.0f} readings/s; equal points in every round: "
+          f"{all(x['same'] for x in rounds)}; os load {os.getloadavg()[0]:.1f}")
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.journal:
+        await journal_main(args)
+        return
     park = load_park()
     tz = ZoneInfo(park.park.timezone)
     with tempfile.TemporaryDirectory(prefix="bench-rollups-") as tmp:
@@ -178,4 +299,7 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--step", type=int, default=60, help="seconds between readings of the rollup path's data")
     ap.add_argument("--rollup-only", action="store_true", help="stop after the rollup path's figures")
+    ap.add_argument("--journal", action="store_true",
+                    help="only the collector's (d) on this data against the journal's fast path and the raw recompute")
+    ap.add_argument("--sensors", type=int, default=24, help="--journal: sensors, in one asset (a snapshot each)")
     asyncio.run(main(ap.parse_args()))

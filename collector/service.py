@@ -104,7 +104,7 @@ class Collector:
         self.write_concurrency = max(1, write_concurrency)
         self.metrics = Metrics(instance)
         self.decoder = Decoder(park, max_age_ms=settings.raw_retention_ms)
-        self.rollup_journal = journal_for(settings)  # the periods each written batch touched (rollups/)
+        self.rollup_journal = journal_for(settings)  # each written batch, its periods and readings (rollups/)
         self._unique = UniqueNs()
         self._influx_ok = True
         self._retry_at = 0.0  # loop time of the next write attempt after a failure (backoff, Retry-After)
@@ -495,7 +495,8 @@ class Collector:
 
     def _written(self, rec: Record, n: int) -> None:
         if rec.precision == "ms":
-            self.rollup_journal.note_lines(rec.lines)  # durable in InfluxDB, not yet acked or committed
+            # durable in InfluxDB, not yet acked or committed; the values only when InfluxDB took every line
+            self.rollup_journal.note_lines(rec.lines, values=n == len(rec.lines))
             self.metrics.written.inc(n)
 
     def _rejected(self, rec: Record, rejected: dict[int, str]) -> list[str]:

@@ -1,6 +1,7 @@
 """The rollups of CONTRACT §10: ``reading_5m``, ``reading_1h``, ``reading_1d`` recomputed for touched periods.
 
-Five-minute points come from ``raw`` by InfluxQL (``sum`` / ``count``, ``min``, ``max`` of ``value``;
+Five-minute points come either from the runner, which aggregated them from the journal's readings
+(rollups/windows.py), or from ``raw`` by InfluxQL (``sum`` / ``count``, ``min``, ``max`` of ``value``;
 ``good`` is ``count(value) - count(quality)``, since ``quality`` is written only when it is not good). Hours
 and days are combined from the five-minute points of the same recompute or already stored: ``min``,
 ``max``, ``count`` and ``good`` combine exactly, and ``mean`` as the count-weighted mean, which equals the
@@ -91,12 +92,26 @@ class Rollups:
         self.points_written = 0
         self.raw_rows = 0  # five-minute groups read from raw (each holds many readings)
 
-    async def recompute(self, periods: Iterable[int]) -> int:
-        """Recompute the periods' five-minute points, their hours and their days; returns points written."""
+    async def recompute(self, periods: Iterable[int], fives: dict[tuple[Key, int], Agg] | None = None,
+                        computed: Iterable[int] = ()) -> int:
+        """Recompute the periods' five-minute points, their hours and their days; returns points written.
+
+        ``computed`` periods are not read from raw: their five-minute points are those of ``fives`` (the
+        runner aggregated them from the journal); the hours and days are combined from them the same way. A
+        period in both is read from raw (a late reading came after it was computed)."""
+        periods = set(periods)
+        done = set(computed) - periods
         by_day: dict[int, set[int]] = {}
-        for p in set(periods):
-            by_day.setdefault(day_start(p * PERIOD_MS, self.tz), set()).add(p)
-        return await self._days(sorted(by_day.items()))
+        day_of: dict[int, int] = {}  # period -> its day's start: one zone lookup per period, not per point
+        for p in periods | done:
+            day = day_of[p] = day_start(p * PERIOD_MS, self.tz)
+            by_day.setdefault(day, set()).add(p)
+        given: dict[int, dict[tuple[Key, int], Agg]] = {}
+        for (key, ts), agg in (fives or {}).items():
+            p = ts // PERIOD_MS
+            if p in done:
+                given.setdefault(day_of[p], {})[key, ts] = agg
+        return await self._days(sorted(by_day.items()), given, done)
 
     async def rebuild(self, since_ms: int, until_ms: int) -> int:
         """Every rollup point of ``[since, until)`` (widened to whole five-minute periods) from ``raw``."""
@@ -107,27 +122,31 @@ class Rollups:
             end = next_day(day, self.tz)
             days.append((day, set(range(max(first, day // PERIOD_MS), min(last, end // PERIOD_MS)))))
             day = end
-        return await self._days(days)
+        return await self._days(days, {}, set())
 
-    async def _days(self, days: list[tuple[int, set[int]]]) -> int:
+    async def _days(self, days: list[tuple[int, set[int]]], given: dict[int, dict[tuple[Key, int], Agg]],
+                    computed: set[int]) -> int:
         """Days are independent: ``concurrency`` of them at a time, so that InfluxDB aggregates on as many
         cores (one query runs on one)."""
         slots = asyncio.Semaphore(self.concurrency)
 
         async def one(start: int, periods: set[int]) -> int:
             async with slots:
-                return await self._day(start, periods)
+                return await self._day(start, periods, given.get(start, {}), periods - computed)
 
         return sum(await asyncio.gather(*(one(d, p) for d, p in days)))
 
-    async def _day(self, start: int, periods: set[int]) -> int:
+    async def _day(self, start: int, periods: set[int], given: dict[tuple[Key, int], Agg], raw: set[int]) -> int:
         end = next_day(start, self.tz)
-        fives: dict[tuple[Key, int], Agg] = {}
-        statements = [self._raw_statement(a, b) for a, b in ranges(periods)]
-        for result in await self.db.query(";".join(statements)):
-            for key, ts, agg in _series_rows(result, raw=True):
-                fives[key, ts] = agg
-        self.raw_rows += len(fives)
+        fives: dict[tuple[Key, int], Agg] = dict(given)
+        if raw:
+            statements = [self._raw_statement(a, b) for a, b in ranges(raw)]
+            rows = 0
+            for result in await self.db.query(";".join(statements)):
+                for key, ts, agg in _series_rows(result, raw=True):
+                    fives[key, ts] = agg
+                    rows += 1
+            self.raw_rows += rows
         fresh_fives = dict(fives)
         hours = {p * PERIOD_MS // HOUR_MS * HOUR_MS for p in periods}
         partial = [h for h in sorted(hours) if any(q not in periods for q in range(h // PERIOD_MS,

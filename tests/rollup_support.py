@@ -129,7 +129,7 @@ def a_day(seed: int = 7, start: int = DAY0 - 2 * HOUR, end: int = DAY0 + 26 * HO
     return out
 
 
-def settings(url: str, db: str, state: Path, park: Path | None = None, **kw: str) -> Settings:
+def settings(url: str, db: str, state: Path, park: Path | None = None, **kw: Any) -> Settings:
     return Settings(influx_url=url, influx_db=db, state_dir=str(state), park=str(park) if park else None, **kw)
 
 
@@ -145,3 +145,73 @@ T = TypeVar("T")
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+class RunnerRig:
+    """The real collector (in a thread: real mosquitto, real influxd) writing and journaling readings, and a
+    rollup runner in this process turning over the same state directory, its clock passed in."""
+
+    def __init__(self, broker_url: str, broker_port: int, influx_url: str, db: str, tmp_path: Path,
+                 **runner_kw: Any) -> None:
+        from test_collector_support import CollectorThread, Publisher, wait_connected
+
+        from rollups import RollupRunner
+        from smartpark.park import load_park
+
+        self.park_path = write_park(tmp_path)
+        self.park = load_park(self.park_path)
+        self.settings = Settings(mqtt_url=broker_url, influx_url=influx_url, influx_db=db,
+                                 park=str(self.park_path), state_dir=str(tmp_path / "state"))
+        self.runner_kw = runner_kw
+        self._new_runner = lambda: RollupRunner(self.settings, self.park, warm_h=0, **runner_kw)
+        self.runner = self.start_runner()
+        self.thread = CollectorThread(self.settings, self.park, flush_interval=0.2)
+        collector = self.thread.__enter__()
+        self.collector = collector
+        wait_connected(collector)
+        self.pub = Publisher(broker_port)
+        self.sent = 0
+        self.raw_rows = 0  # five-minute groups the runner read from raw over every turn
+
+    def start_runner(self) -> Any:
+        """A runner as after a (re)start: its horizon set from what raw holds now."""
+        runner = self._new_runner()
+
+        async def go() -> None:
+            async with InfluxClient(self.settings.influx()) as db:
+                await db.ensure_database()
+                await runner.start(db, await db.ensure_retention())
+
+        run(go())
+        self.runner = runner
+        return runner
+
+    def publish(self, points: Iterable[Point]) -> None:
+        """Publish readings (QoS 1) and wait until the collector has written them all."""
+        import json
+
+        from test_collector_support import wait_for
+
+        batch = list(points)
+        self.pub.publish((f"park/{p.site}/{p.asset}/{p.sensor}",
+                          json.dumps({"value": p.value, "ts": p.ts, "quality": p.quality}).encode()) for p in batch)
+        self.pub.wait_acked()
+        self.sent += len(batch)
+        wait_for(lambda: self.collector.counters.written >= self.sent, 60, "the readings written")
+
+    def turn(self, now_ms: int | None = None) -> int:
+        """One runner turn; returns the points it wrote."""
+        from rollups import Rollups
+
+        async def go() -> int:
+            async with InfluxClient(self.settings.influx()) as db:
+                rollups = Rollups(db, await db.ensure_retention(), "Asia/Shanghai")
+                points = await self.runner.turn(rollups, now_ms)
+                self.raw_rows += rollups.raw_rows
+                return points
+
+        return run(go())
+
+    def close(self) -> None:
+        self.pub.close()
+        self.thread.__exit__(None, None, None)

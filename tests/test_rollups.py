@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rollup_support import DAY0, HOUR, a_day, run, settings, write_park, write_points
+from rollup_support import DAY0, HOUR, Point, RunnerRig, a_day, run, settings, write_park, write_points
 from test_collector_support import CollectorThread, Publisher, wait_connected, wait_for
 
 from devstack import SMARTPARK
@@ -253,6 +253,23 @@ class TestJournal:
         assert touched_periods(["m value=1 299999", "m value=1 300000"]) == {0, 1}
 
 
+    def test_a_torn_batch_goes_to_the_raw_recompute(self, tmp_path: Path) -> None:
+        """A batch whose write was cut off (full disk, a kill) in the middle of a line reads as its periods
+        only; the batches around it, and a journal of the periods-only format, read whole."""
+        j = Journal(tmp_path)
+        a = ["reading,asset=a,sensor=s,site=x value=1.5 600000", "reading,asset=a,sensor=s,site=x value=2.5 660000"]
+        j.note_lines(a)
+        with open(j.path, "a", encoding="ascii") as f:  # what a writer killed mid-write leaves
+            f.write("\n\n@3 5,6\nreading,asset=a,sensor=s,site=x value=3.5 1500000\nreading,asset=a,sen")
+        b = ["reading,asset=a,sensor=s,site=x value=4.5 2100000"]
+        j.note_lines(b)
+        with open(j.path, "a", encoding="ascii") as f:
+            f.write("\n\n9,10\n11\n")
+        blocks = list(j.take_blocks())
+        assert [(sorted(x.periods), x.body) for x in blocks] == [
+            ([2], "\n".join(a).encode()), ([5, 6], None), ([7], b[0].encode()), ([9, 10, 11], None)]
+
+
 class TestDashboards:
     """Sensor panels read raw up to two days, the hourly rollups from three, and split the range in between."""
 
@@ -327,3 +344,133 @@ class TestJournalFailure:
         with caplog.at_level("ERROR", logger="rollups.journal"):
             Journal(tmp_path / "rollups").note({5983763})
         assert "rollup rebuild --since 2026-11-19T22:55:00+00:00 --until 2026-11-19T23:00:00+00:00" in caplog.text
+
+
+class TestFromTheJournal:
+    """The runner aggregates the windows it has seen from their first reading on from the collector's journal
+    of values, equal to InfluxQL over raw; every other window is recomputed from raw."""
+
+    START = DAY0 + 8 * HOUR  # 16:00 .. 19:00 in Beijing: nh3_n bad in half of 17:00, uncertain in 18:00
+
+    @staticmethod
+    def _rig(broker: Any, influx_db: Any, tmp_path: Path, **runner_kw: float) -> tuple[RunnerRig, Any]:
+        from services import InfluxDB
+
+        name = influx_db.db + "_j"
+        return RunnerRig(broker.url, broker.port, influx_db.url, name, tmp_path, **runner_kw), InfluxDB(
+            influx_db.url, name)
+
+    def _finish(self, rig: RunnerRig) -> None:
+        """A reading two days on moves the journal's data time past every window before it; the last
+        windows of the sensors that stopped are held back by one turn."""
+        rig.publish([Point("wwtp", "effluent", "flow", self.START + 2 * 86_400_000, 500.0)])
+        rig.turn()
+        rig.turn()
+
+    def test_live_ordered_readings(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """Three hours of five sensors, with bad and uncertain quality, published in order half an hour at a
+        time with a turn after each: every window from the journal, none read from raw, all equal to raw."""
+        rig, db = self._rig(broker, influx_db, tmp_path)
+        try:
+            points = a_day(start=self.START, end=self.START + 3 * HOUR)
+            for k in range(6):
+                rig.publish(p for p in points if self.START + k * HOUR // 2 <= p.ts < self.START + (k + 1) * HOUR // 2)
+                rig.turn()
+            self._finish(rig)
+            assert rig.raw_rows == 0 and rig.runner.stats.from_journal == 36
+            assert assert_rollups_equal_raw(db, self.START, self.START + 3 * HOUR) == 5 * (36 + 3 + 1)
+        finally:
+            rig.close()
+            db.drop()
+
+    def test_redelivered_duplicates_and_a_quality_merge(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """The last 20 minutes of the first hour arrive again in the next turn (a redelivery), and one
+        reading first sent as bad is resent good with another value (InfluxDB keeps the new value and the old
+        quality): counted once, merged as InfluxDB merges, still without reading raw."""
+        rig, db = self._rig(broker, influx_db, tmp_path, lateness=1800.0)
+        try:
+            points = a_day(start=self.START, end=self.START + 2 * HOUR)
+            first = [p for p in points if p.ts < self.START + HOUR]
+            fixed_ts = self.START + 50 * 60_000
+            first = [Point(p.site, p.asset, p.sensor, p.ts, 9.5, "bad")
+                     if (p.sensor, p.ts) == ("nh3_n", fixed_ts) else p for p in first]
+            rig.publish(first)
+            rig.turn()
+            again = [p for p in points if self.START + 40 * 60_000 <= p.ts < self.START + HOUR]
+            rig.publish([*again, *(p for p in points if p.ts >= self.START + HOUR)])
+            rig.turn()
+            self._finish(rig)
+            assert db.count("reading") == len(points) + 1 < rig.collector.counters.written  # the sentinel's 1
+            assert rig.raw_rows == 0 and rig.runner.stats.from_journal == 24
+            stored = db.query(f'SELECT value, quality FROM "raw"."reading" WHERE sensor = \'nh3_n\' '
+                              f"AND time = {fixed_ts}ms")
+            assert stored[0]["quality"] == "bad" and stored[0]["value"] != 9.5  # InfluxDB's field merge
+            assert assert_rollups_equal_raw(db, self.START, self.START + 2 * HOUR) == 5 * (24 + 2 + 1)
+        finally:
+            rig.close()
+            db.drop()
+
+    def test_a_late_reading_for_a_finished_window(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """An hour is finished from the journal; a reading for its second window arrives after: that window
+        is recomputed from raw, and every point still equals raw."""
+        rig, db = self._rig(broker, influx_db, tmp_path)
+        try:
+            rig.publish(a_day(start=self.START, end=self.START + HOUR))
+            self._finish(rig)
+            assert rig.raw_rows == 0 and rig.runner.stats.from_journal == 12
+            rig.publish([Point("wwtp", "effluent", "nh3_n", self.START + 7 * 60_000 + 30_000, 3.75, "bad")])
+            rig.turn()
+            assert rig.raw_rows > 0 and rig.runner.stats.periods == 1
+            assert assert_rollups_equal_raw(db, self.START, self.START + HOUR) == 5 * (12 + 1 + 1)
+        finally:
+            rig.close()
+            db.drop()
+
+    def test_a_runner_restart_mid_window(self, broker: Any, influx_db: Any, tmp_path: Path) -> None:
+        """A runner stops with the windows of 16:25 and 16:30 open; the next one sets its horizon after the
+        newest reading in raw (16:35), recomputes those from raw and aggregates the later ones itself."""
+        rig, db = self._rig(broker, influx_db, tmp_path)
+        try:
+            horizon = Path(rig.settings.state_path / "rollups" / "horizon")
+            assert json.loads(horizon.read_text())["t0_ms"] is None  # an empty raw: every window
+            points = a_day(start=self.START, end=self.START + HOUR)
+            rig.publish(p for p in points if p.ts < self.START + 32 * 60_000)
+            rig.turn()
+            assert rig.runner.stats.from_journal == 5  # 16:00 .. 16:20 finished; 16:25 and 16:30 open
+            rig.start_runner()
+            assert json.loads(horizon.read_text())["t0_ms"] == self.START + 35 * 60_000
+            rig.publish(p for p in points if p.ts >= self.START + 32 * 60_000)
+            rig.turn()
+            self._finish(rig)
+            assert rig.runner.stats.from_journal == 5 and rig.raw_rows > 0  # 16:35 .. 16:55
+            assert assert_rollups_equal_raw(db, self.START, self.START + HOUR) == 5 * (12 + 1 + 1)
+        finally:
+            rig.close()
+            db.drop()
+
+    def test_refused_lines_are_not_journaled_as_values(self, influx_db: Any, tmp_path: Path) -> None:
+        """A batch InfluxDB took only in part (field type conflict): the lines it stored are journaled with
+        their values, the refused ones only by their periods (raw recompute), so none is counted that raw
+        does not hold."""
+        from test_collector_support import TS0, big_park, settings_for
+
+        from collector import Collector
+        from collector.spool import Record
+
+        park_path, park = big_park(tmp_path)
+        week = 7 * 86_400_000
+        influx_db.write(f'reading,site=plant,asset=a00,sensor=s999 value="text" {TS0}')  # floats there conflict
+        lines = [f"reading,asset=a00,sensor=s000,site=plant value={i}.5 {TS0 + (i % 2) * 2 * week + i}"
+                 for i in range(8)]
+        s = settings_for("mqtt://127.0.0.1:1", influx_db.url, influx_db.db, park_path, tmp_path)
+        collector = Collector(s, park)
+
+        async def go() -> None:
+            async with InfluxClient(s.influx()) as db:
+                await collector._write(db, Record("ms", lines))
+        run(go())
+        blocks = list(Journal(tmp_path / "rollups").take_blocks())
+        journaled = [line for b in blocks if b.body is not None for line in b.body.decode().split("\n")]
+        assert sorted(journaled) == sorted(lines[1::2])  # the four InfluxDB stored
+        refused = set().union(*(b.periods for b in blocks if b.body is None))
+        assert refused == {(TS0 + i) // 300_000 for i in range(0, 8, 2)}
