@@ -76,16 +76,23 @@ def frame(segment: bytes) -> bytes:
     return b"##%04d%s%04X\r\n" % (len(segment), segment, crc16(segment))
 
 
-class FrameError(Exception):
+class Refused(Exception):
+    """What HJ 212 input refuses: ``reason`` is its dead-letter reason (CONTRACT §3), ``detail`` says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class FrameError(Refused):
     """A frame refused before its fields are read. ``reason``: ``hj212_frame`` or ``hj212_crc``;
     ``raw``: the bytes concerned (for the dead letter); ``fatal``: the stream cannot be resynchronised."""
 
     def __init__(self, reason: str, detail: str, raw: bytes = b"", *, fatal: bool = False) -> None:
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.raw = raw
         self.fatal = fatal
-        super().__init__(f"{reason}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)

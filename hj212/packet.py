@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 
 from smartpark.hj212wire import HJ212_FRAME
 
+from .frame import Refused
+
 Items = tuple[tuple[str, str], ...]
 
 VERSIONS = {0: "2005", 1: "2017", 2: "2025"}
@@ -42,14 +44,12 @@ _DATATIME = re.compile(r"(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d{3})?")
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-class PacketError(Exception):
+class PacketError(Refused):
     """A packet that cannot be used; ``reason`` is its dead-letter reason, ``mn`` its MN when it was read."""
 
     def __init__(self, reason: str, detail: str, mn: str | None = None) -> None:
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.mn = mn
-        super().__init__(f"{reason}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)
