@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_collector_support import TS0, big_park, settings_for
+from test_collector_support import TS0, big_park, settings_for, write_across_a_type_conflict
 
 from collector import Collector, MqttSource, Record, Spool
 from smartpark.config import parse_mqtt_url
@@ -179,19 +179,8 @@ class TestInfluxAnswers:
             self, influx_db: Any, tmp_path: Path) -> None:
         """A 400 partial write that names no line (field type conflict) is bisected: good points are kept,
         the refused ones become ``bad_value`` dead letters."""
-        park_path, park = big_park(tmp_path)
-        week = 7 * 86_400_000
         # a string 'value' in the shard of week 0 makes every float 'value' there a type conflict
-        influx_db.write(f'reading,site=plant,asset=a00,sensor=s999 value="text" {TS0}')
-        lines = [f"reading,asset=a00,sensor=s000,site=plant value={i}.5 {TS0 + (i % 2) * 2 * week + i}"
-                 for i in range(8)]
-        settings = settings_for("mqtt://127.0.0.1:1", influx_db.url, influx_db.db, park_path, tmp_path)
-        collector = Collector(settings, park)
-
-        async def go() -> None:
-            async with InfluxClient(settings.influx()) as db:
-                await collector._write(db, Record("ms", lines))
-        run(go())
+        collector, _ = write_across_a_type_conflict(influx_db, tmp_path)
         rows = influx_db.query('SELECT "value" FROM "reading" WHERE "sensor" = \'s000\'')
         assert sorted(r["value"] for r in rows) == [1.5, 3.5, 5.5, 7.5]
         dead = influx_db.query('SELECT * FROM "dead_letter"')

@@ -452,23 +452,9 @@ class TestFromTheJournal:
         """A batch InfluxDB took only in part (field type conflict): the lines it stored are journaled with
         their values, the refused ones only by their periods (raw recompute), so none is counted that raw
         does not hold."""
-        from test_collector_support import TS0, big_park, settings_for
+        from test_collector_support import TS0, write_across_a_type_conflict
 
-        from collector import Collector
-        from collector.spool import Record
-
-        park_path, park = big_park(tmp_path)
-        week = 7 * 86_400_000
-        influx_db.write(f'reading,site=plant,asset=a00,sensor=s999 value="text" {TS0}')  # floats there conflict
-        lines = [f"reading,asset=a00,sensor=s000,site=plant value={i}.5 {TS0 + (i % 2) * 2 * week + i}"
-                 for i in range(8)]
-        s = settings_for("mqtt://127.0.0.1:1", influx_db.url, influx_db.db, park_path, tmp_path)
-        collector = Collector(s, park)
-
-        async def go() -> None:
-            async with InfluxClient(s.influx()) as db:
-                await collector._write(db, Record("ms", lines))
-        run(go())
+        _, lines = write_across_a_type_conflict(influx_db, tmp_path)  # floats in one shard conflict
         blocks = list(Journal(tmp_path / "rollups").take_blocks())
         journaled = [line for b in blocks if b.body is not None for line in b.body.decode().split("\n")]
         assert sorted(journaled) == sorted(lines[1::2])  # the four InfluxDB stored
