@@ -1,6 +1,6 @@
 """The alarm engine: ISA-18.2 alarms on the live MQTT stream, notifications, operator API.
 
-A reading's path: MQTT ``park/#`` -> :class:`smartpark.wire.Decoder` -> :class:`Engine` (pure, time
+A reading's path: MQTT ``park/#`` -> :class:`smartpark.decode.Decoder` -> :class:`Engine` (pure, time
 injected) -> events -> journal (durable) -> retained MQTT alarm topics, the ``alarm`` measurement and the
 notification pipeline (:mod:`alerts.notify`). :class:`AlertService` wires them; ``smartpark alerts`` is
 its command line.

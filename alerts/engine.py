@@ -41,9 +41,9 @@ from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 from smartpark.averages import five_min_need, is_valid
+from smartpark.decode import Reading
 from smartpark.park import LIMIT_KEYS, Park, SensorRef
 from smartpark.schema import BAD, BAD_QUALITY, HH, LL, NO_DATA, OUT_OF_RANGE, REG_5MIN_EXCURSIONS, ROC, STUCK, H, L
-from smartpark.wire import Reading
 
 from . import texts
 from .alarm import Alarm, PlantStateRt

@@ -1,7 +1,7 @@
 """The alarm service: the engine on its own MQTT subscription, with its outputs.
 
 One screen of wiring (:meth:`AlertService.run`): MQTT ``park/#`` (QoS 1, persistent session) -> decode
-(:class:`smartpark.wire.Decoder`, the collector's own) -> :class:`Engine` -> journal (fsync) -> retained
+(:class:`smartpark.decode.Decoder`, the collector's own) -> :class:`Engine` -> journal (fsync) -> retained
 ``park/alarms/...`` topics, the ``alarm`` measurement, the notification :class:`Dispatcher`. Every output
 has its own bounded queue and task, so a slow broker, InfluxDB or notifier never delays evaluation.
 """
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from smartpark.config import Settings
+from smartpark.decode import Decoder, Reading
 from smartpark.errors import ConfigError, UsageError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_literal
@@ -32,7 +33,6 @@ from smartpark.park import Park, SensorRef
 from smartpark.schema import GOOD, OUT_OF_RANGE, READING
 from smartpark.timing import Backoff
 from smartpark.topics import SUBSCRIPTION, alarm_topic, status_topic
-from smartpark.wire import Decoder, Reading
 
 from .api import GuardedSite, make_app, runner_args
 from .clock import EventClock, WallClock

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from smartpark.decode import Reading
 from smartpark.park import Park
-from smartpark.wire import Reading
 
 from .engine import Engine
 from .events import AlarmEvent

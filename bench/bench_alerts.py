@@ -34,9 +34,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alerts import Engine, EventClock
 from devstack import SMARTPARK, Stack, free_port
 from simulators import Simulator
+from smartpark.decode import Decoder, Reading
 from smartpark.park import Park, load_park
 from smartpark.topics import sensor_topic
-from smartpark.wire import Decoder, Reading
 
 PROBE = "hw_center/quench_tower/outlet_temp"  # h 200, hh 230
 LOADGEN = r"""

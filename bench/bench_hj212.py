@@ -5,7 +5,7 @@
 
 (1) CPU, one core: real-time packets (2011, the bundled CEMS logger's nine codes) through frame -> parse ->
 validate -> points, per packet and per reading, against the MQTT path for the same readings in the same run
-(``smartpark.wire.Decoder.lines`` of one snapshot message per packet, and of nine single-reading messages).
+(``smartpark.decode.Decoder.lines`` of one snapshot message per packet, and of nine single-reading messages).
 
 (2) Load: ``smartpark hj212 serve`` as a process pinned to one core (``taskset -c 0``, RLIMIT_NOFILE raised)
 with a real Mosquitto and InfluxDB; ``--loggers`` connections from this process (the other core), each
@@ -42,9 +42,9 @@ from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
 from hj212.frame import FrameReader  # noqa: E402
 from hj212.packet import parse  # noqa: E402
 from hj212.simulate import realtime_packet  # noqa: E402
+from smartpark.decode import Decoder  # noqa: E402
 from smartpark.park import load_park, parse_park  # noqa: E402
 from smartpark.topics import reading_topic, snapshot_topic  # noqa: E402
-from smartpark.wire import Decoder  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")
 CODES = {"a21026": "so2", "a21002": "nox", "a19001": "o2"}

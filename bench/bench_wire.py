@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import orjson
 
+from smartpark.decode import Decoder
 from smartpark.park import load_park
+from smartpark.points import PointEncoder
 from smartpark.topics import snapshot_topic
-from smartpark.wire import Decoder, PointEncoder
 
 
 def main() -> None:

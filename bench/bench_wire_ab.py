@@ -36,7 +36,8 @@ def load(root: Path, name: str) -> tuple[ModuleType, ModuleType]:
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    return importlib.import_module(f"{name}.park"), importlib.import_module(f"{name}.wire")
+    decoder = "decode" if (root / "smartpark" / "decode.py").exists() else "wire"  # a tree before the rename
+    return importlib.import_module(f"{name}.park"), importlib.import_module(f"{name}.{decoder}")
 
 
 def messages(park_mod: ModuleType, root: Path) -> tuple[Any, list[tuple[str, bytes]]]:

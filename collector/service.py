@@ -19,22 +19,16 @@ from typing import Any, Protocol
 
 from rollups.runner import journal_for
 from smartpark.config import Settings
+from smartpark.decode import Decoder, Rejected, unexpected
 from smartpark.errors import PartialWriteError, WriteError
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import encode_line
 from smartpark.mqtt import Message, MqttSource
 from smartpark.park import Park
-from smartpark.schema import COLLECTOR
+from smartpark.points import UniqueNs, dead_letter_line
+from smartpark.schema import BAD_VALUE, COLLECTOR
 from smartpark.timing import Backoff
 from smartpark.topics import SUBSCRIPTION, share_subscription, status_topic
-from smartpark.wire import (
-    BAD_VALUE,
-    Decoder,
-    Rejected,
-    UniqueNs,
-    dead_letter_line,
-    unexpected,
-)
 
 from .metrics import Counters, Metrics
 from .spool import Record, Spool, SpoolError

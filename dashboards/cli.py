@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from smartpark.config import Settings
+from smartpark.decode import parse_ts
 from smartpark.errors import ConfigError, DecodeError
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
-from smartpark.wire import parse_ts
 
 from .build import GENERATED_DIR, build_all, stale_files, write_generated
 from .macros import TimeRange, interval_to_ms

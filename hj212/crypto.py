@@ -12,7 +12,7 @@ import re
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from smartpark.hj212wire import HJ212_DECRYPT
+from smartpark.schema import HJ212_DECRYPT
 
 from .packet import PacketError
 

@@ -2,7 +2,7 @@
 
 :class:`LoggerMap` finds a logger by MN (CONTRACT §4). :class:`PacketDecoder` turns real-time data (2011)
 into ``reading`` points: the mapped codes' values become the MQTT snapshot ``{"ts", "values", "quality",
-"flags"}`` of their asset (one per quality), which :class:`smartpark.wire.Decoder` validates as it would any
+"flags"}`` of their asset (one per quality), which :class:`smartpark.decode.Decoder` validates as it would any
 snapshot, so range checks, ``out_of_range`` (stored with quality bad and dead-lettered), ``bad_ts`` and
 quality have one definition for both inputs; each code's ``-Flag`` is then added as the ``flag`` field, and
 the same snapshot is what the alarm engine receives. Minute, hour and day data (2051, 2061, 2031) become
@@ -17,27 +17,12 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from smartpark.hj212wire import (
-    HJ212_FRAME,
-    PERIOD_CNS,
-    dead_letter_topic,
-    flag_quality,
-    period_line,
-    with_flag,
-)
+from smartpark.decode import TS_MAX_MS, TS_MIN_MS, Decoder, Rejected
 from smartpark.park import Hj212Code, Hj212Logger, Park, SensorRef
-from smartpark.wire import (
-    BAD_TS,
-    BAD_VALUE,
-    OUT_OF_RANGE,
-    TS_MAX_MS,
-    TS_MIN_MS,
-    Decoder,
-    Rejected,
-    reading_line,
-    reading_prefix,
-    snapshot_topic,
-)
+from smartpark.points import PERIOD_CNS, flag_quality, period_line, reading_line, reading_prefix, with_flag
+from smartpark.schema import BAD_TS, BAD_VALUE, HJ212_FRAME, OUT_OF_RANGE
+from smartpark.topics import hj212_topic as dead_letter_topic
+from smartpark.topics import snapshot_topic
 
 from .packet import NUMBER, Packet, PacketError, datatime_ms
 

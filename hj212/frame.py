@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from smartpark.hj212wire import HJ212_CRC, HJ212_FRAME
+from smartpark.schema import HJ212_CRC, HJ212_FRAME
 
 MAX_PACKET = 10_000  # bytes, the whole packet (CONTRACT §7)
 _OVERHEAD = 2 + 4 + 4 + 2  # '##', length, CRC, CRLF

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from smartpark.hj212wire import HJ212_FRAME
+from smartpark.schema import HJ212_FRAME
 
 from .frame import Refused
 

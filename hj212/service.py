@@ -8,7 +8,7 @@ The path of a packet, stage by stage:
    decrypts an SM4 CP (:mod:`hj212.crypto`) and reassembles split packets; the first failure refuses the
    packet as a dead letter (CONTRACT §7, in that order).
 2. :class:`hj212.decode.PacketDecoder` turns it into points, validating each reading with the MQTT path's
-   :class:`~smartpark.wire.Decoder`.
+   :class:`~smartpark.decode.Decoder`.
 3. The points go to :class:`Hj212Collector`, which *is* the collector (:class:`collector.Collector`): its
    batcher, InfluxDB writer, fsync'd spool and replay, with the listener as its input instead of MQTT.
 4. When the batch is durable (InfluxDB or spool) the collector acks it, which resolves the packet's future;
@@ -38,10 +38,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from collector.service import Batch, Collector
 from collector.spool import SpoolError
 from smartpark.config import Settings
-from smartpark.hj212wire import HJ212_AUTH, UNKNOWN_MN, dead_letter_topic
+from smartpark.decode import Rejected
 from smartpark.park import Park
+from smartpark.schema import DEAD_LETTER_PAYLOAD_BYTES, HJ212_AUTH, UNKNOWN_MN
 from smartpark.timing import Wakeup
-from smartpark.wire import DEAD_LETTER_PAYLOAD_BYTES, Rejected
+from smartpark.topics import hj212_topic as dead_letter_topic
 
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import Logger, LoggerMap, PacketDecoder, Points

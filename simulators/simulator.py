@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 
 from smartpark.park import Park, SensorRef
+from smartpark.points import reading_prefix
 from smartpark.topics import snapshot_topic
-from smartpark.wire import reading_prefix
 
 from .model import SensorTable, ar1, squeeze
 from .scenario import Compiled, Scenario

@@ -2,6 +2,7 @@
 configuration), used by ``collector``, ``alerts``, ``dashboards`` and ``simulators``."""
 
 from .config import Settings
+from .decode import Decoded, Decoder, Reading, Rejected
 from .errors import (
     ConfigError,
     DecodeError,
@@ -12,7 +13,7 @@ from .errors import (
     WriteError,
 )
 from .park import Park, Sensor, SensorRef, load_park, parse_park
-from .wire import Decoded, Decoder, PointEncoder, Reading, Rejected
+from .points import PointEncoder
 
 __all__ = [
     "ConfigError",

@@ -12,9 +12,9 @@ from alerts_helpers import LEVEL
 from alerts import Engine, ManualClock, parse_rules
 from alerts.events import AlarmEvent
 from devstack.parks import asset, park_yaml, site
+from smartpark.decode import Reading
 from smartpark.errors import ConfigError, UsageError
 from smartpark.park import parse_park
-from smartpark.wire import Reading
 
 PARK = park_yaml(site(
     "plant", "Plant",

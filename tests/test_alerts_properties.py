@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from alerts import Engine, ManualClock
 from alerts.events import AlarmEvent
-from smartpark.wire import Reading
+from smartpark.decode import Reading
 
 T0 = 1_772_416_800_000
 KEYS = ["plant/tank/level", "plant/tank/temp", "other/pump/flow"]

@@ -17,7 +17,7 @@ from test_alerts_service import T0, publish, settings
 
 from alerts.service import AlertService
 from devstack import free_port
-from smartpark.wire import Reading
+from smartpark.decode import Reading
 
 TOPIC = "park/plant/tank/level"
 

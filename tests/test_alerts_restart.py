@@ -17,8 +17,8 @@ from services import Broker, InfluxDB
 from alerts import Engine, EventClock
 from devstack import SMARTPARK, free_port
 from simulators import Simulator, load_scenario, publish
+from smartpark.decode import Decoder
 from smartpark.park import load_park
-from smartpark.wire import Decoder
 
 PARK = load_park()
 

@@ -21,8 +21,8 @@ from alerts.service import AlertService
 from devstack import free_port
 from simulators import Scenario, Simulator, list_scenarios, publish
 from smartpark.config import Settings
+from smartpark.decode import Decoder
 from smartpark.park import load_park
-from smartpark.wire import Decoder
 
 PARK = load_park()
 SCENARIOS = {sc.id: sc for sc in list_scenarios()}

@@ -15,9 +15,9 @@ from dashboards import build_all, iter_panels, run_panel
 from dashboards.macros import TimeRange
 from dashboards.query import PanelResult
 from devstack.parks import asset, park_yaml, site
+from smartpark.decode import Decoder, Reading
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park, parse_park
-from smartpark.wire import Decoder, Reading
 
 PARK = load_park()
 START = RECENT_MIDNIGHT_MS  # a multiple of every interval: readings fall at the start of their bucket

@@ -6,7 +6,7 @@ The data, made once for the module:
 - ``reading``: ``simulators.backfill`` of the whole park for the last 24 h (about 3 million points); two hours
   in, scenario sc03 (steam header collapse after a gas-turbine trip: an alarm flood), and the last 17 h are
   scenario sc02 (COD shock at the wastewater plant: alarms still active at the end);
-- ``alarm``: ``alerts.Engine`` run over both scenarios' readings (decoded by ``smartpark.wire.Decoder``), its
+- ``alarm``: ``alerts.Engine`` run over both scenarios' readings (decoded by ``smartpark.decode.Decoder``), its
   events written with ``AlarmEvent.to_line`` (what ``AlertService`` writes); in sc02 an operator
   acknowledges the first alarm and shelves one still active at the end;
 - ``dead_letter``, ``collector`` and live ``reading`` points: the real ``collector.Collector`` fed for about
@@ -41,9 +41,9 @@ from dashboards.preview import render_previews
 from dashboards.query import PanelResult, annotation_queries
 from devstack import Stack, free_port
 from smartpark.config import Settings
+from smartpark.decode import Decoder
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
-from smartpark.wire import Decoder
 
 SCENARIO = "sc02_wwtp_cod_shock"  # the last 17 h: alarms that stay active, acknowledged, shelved
 FLOOD = "sc03_steam_header_collapse_gt_trip"  # early in the day: 11 alarms within 250 s, an alarm flood

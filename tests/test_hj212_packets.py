@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hj212.crypto import decrypt_cp, encrypt_cp
 from hj212.frame import MAX_PACKET, Frame, FrameError, FrameReader, check, crc16, crc16_bytewise, frame
 from hj212.packet import Packet, PacketError, datatime_ms, encode, parse
-from smartpark.hj212wire import HJ212_CRC, HJ212_DECRYPT, HJ212_FRAME
+from smartpark.schema import HJ212_CRC, HJ212_DECRYPT, HJ212_FRAME
 
 DATA = Path(__file__).parent / "data" / "hj212_packets.txt"
 EXAMPLE = (b"##0101QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;"

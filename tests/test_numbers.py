@@ -49,8 +49,8 @@ PARK = park_yaml(site("hw", "Incinerator", asset(
 def test_the_engine_message_shows_the_side_of_the_limit() -> None:
     """An alarm raised at 1099.97 degC against a minimum of 1100 says 1099.97, not 1100 (limit 1100)."""
     from alerts import Engine, ManualClock
+    from smartpark.decode import Reading
     from smartpark.park import parse_park
-    from smartpark.wire import Reading
 
     park = parse_park(PARK, "park.yaml")
     t0 = 1_764_201_600_000

@@ -25,8 +25,8 @@ from test_wire_poison import POISON, nested
 
 from collector import Collector
 from devstack import SMARTPARK, free_port
+from smartpark.decode import Decoder, now_ms
 from smartpark.park import load_park
-from smartpark.wire import Decoder, now_ms
 
 PARK = load_park()
 DEC = Decoder(PARK)

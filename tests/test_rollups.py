@@ -18,10 +18,11 @@ from devstack import SMARTPARK
 from rollups import Journal, RollupRunner, Rollups, touched_periods
 from rollups.runner import journal_for
 from smartpark.config import Settings
+from smartpark.decode import Decoder
 from smartpark.errors import ConfigError
 from smartpark.influx import InfluxClient
 from smartpark.park import load_park
-from smartpark.wire import BAD_TS, Decoder
+from smartpark.schema import BAD_TS
 
 PERIOD_SQL = {"5m": "time(5m)", "1h": "time(1h)", "1d": "time(1d) tz('Asia/Shanghai')"}
 

@@ -27,9 +27,9 @@ from simulators import Message, Scenario, Simulator, list_scenarios, load_scenar
 from simulators.cli import parse_duration
 from simulators.io import Paced, replay
 from simulators.scenario import resolve_sensors
+from smartpark.decode import Decoder
 from smartpark.errors import ConfigError
 from smartpark.park import load_park
-from smartpark.wire import Decoder
 
 PARK = load_park()
 START = RECENT_MIDNIGHT_MS  # UTC midnight, inside the raw retention (tests/epochs.py)

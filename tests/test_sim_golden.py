@@ -16,8 +16,8 @@ import pytest
 
 from simulators import Scenario, Simulator, list_scenarios
 from simulators.scenario import resolve_sensors
+from smartpark.decode import Decoder
 from smartpark.park import Park, load_park
-from smartpark.wire import Decoder
 
 EVALUATED = {"ll", "l", "h", "hh", "out_of_range", "stuck", "no_data"}
 

@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from smartpark.config import Settings, parse_influx_url, parse_mqtt_url
+from smartpark.decode import Decoder
 from smartpark.errors import ConfigError
 from smartpark.park import load_park
+from smartpark.points import PointEncoder
 from smartpark.topics import alarm_topic, is_service_topic, share_subscription, status_topic
-from smartpark.wire import Decoder, PointEncoder
 
 PARK = load_park()
 DEC = Decoder(PARK)

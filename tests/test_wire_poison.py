@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smartpark.decode import Decoder
 from smartpark.park import load_park
+from smartpark.points import PointEncoder, dead_letter_line
 from smartpark.schema import REASONS
-from smartpark.wire import Decoder, PointEncoder, dead_letter_line
 
 PARK = load_park()
 DEC = Decoder(PARK)

@@ -1,7 +1,8 @@
-"""Topics and payloads on the wire (CONTRACT §2) and the points they become (CONTRACT §3).
+"""Decode and validate: an MQTT message of CONTRACT §2 -> accepted readings and dead letters.
 
-This is the first half of the one pipeline: MQTT message -> decode -> validate against the park model ->
-points. The collector and the alarm engine both call :class:`Decoder`, so a reading means the same to both.
+This is the first stage of the one pipeline: MQTT message -> decode -> validate against the park model ->
+points (:mod:`smartpark.points`). The collector and the alarm engine both call :class:`Decoder`, so a reading
+means the same to both; the HJ 212 input hands its readings to the same decoder.
 """
 
 from __future__ import annotations
@@ -17,19 +18,17 @@ from typing import Any, NamedTuple
 import orjson
 
 from .errors import DecodeError
-from .lineproto import escape_string_field, format_float, tag_prefix
 from .park import Park, SensorRef
+from .points import reading_line, reading_prefix
 from .schema import (
     BAD_JSON,
     BAD_TS,
     BAD_VALUE,
-    DEAD_LETTER,
     DEAD_LETTER_PAYLOAD_BYTES,
     FLAG_QUALITY,
     MAX_PAYLOAD,
     OUT_OF_RANGE,
     QUALITIES,
-    READING,
     TOO_LARGE,
     UNKNOWN_SENSOR,
 )
@@ -528,62 +527,3 @@ def _entry_payload(name: str, raw: Any) -> bytes:
         return json.dumps({name: raw}).encode()[:DEAD_LETTER_PAYLOAD_BYTES]
     except (RecursionError, ValueError, TypeError):
         return json.dumps({name: shown(raw)}).encode()[:DEAD_LETTER_PAYLOAD_BYTES]
-
-
-# --------------------------------------------------------------------------- points (CONTRACT §3)
-
-def reading_prefix(ref: SensorRef) -> str:
-    """A sensor's ``reading`` point up to its value (tags sorted, as InfluxDB prefers)."""
-    return tag_prefix(READING, {"site": ref.site, "asset": ref.asset, "sensor": ref.sensor.id}) + " value="
-
-
-def reading_line(prefix: str, r: Reading) -> str:
-    """One reading at millisecond precision; ``quality`` is written only when it is not ``good``, ``flag``
-    only when there is one other than ``N`` (CONTRACT §3)."""
-    _, v, ts, quality, flag = r
-    text = format_float(v)
-    fields = "" if quality == "good" else f',quality="{quality}"'
-    if flag is not None and flag != "N":
-        fields += f',flag="{flag}"'
-    return f"{prefix}{text}{fields} {ts}"
-
-
-class PointEncoder:
-    """Readings -> line protocol at millisecond precision, with the tag prefix of each sensor built once."""
-
-    def __init__(self, park: Park) -> None:
-        self._prefix = [reading_prefix(r) for r in park.sensors()]
-
-    def reading(self, r: Reading) -> str:
-        return reading_line(self._prefix[r.ref.index], r)
-
-
-def dead_letter_fields(rej: Rejected) -> dict[str, str]:
-    return {
-        "topic": rej.topic,
-        "payload": rej.payload[:DEAD_LETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
-        "detail": rej.detail,
-    }
-
-
-class UniqueNs:
-    """Nanosecond timestamps kept unique per series, so that event points never overwrite each other."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, int] = {}
-
-    def next(self, series: str, ns: int) -> int:
-        last = self._last.get(series)
-        if last is not None and ns <= last:
-            ns = last + 1
-        self._last[series] = ns
-        if len(self._last) > 100_000:  # bounded: old series only need uniqueness against recent events
-            self._last.clear()
-            self._last[series] = ns
-        return ns
-
-
-def dead_letter_line(rej: Rejected, ts_ns: int) -> str:
-    f = dead_letter_fields(rej)
-    return (f"{tag_prefix(DEAD_LETTER, {'reason': rej.reason})} topic={escape_string_field(f['topic'])},"
-            f"payload={escape_string_field(f['payload'])},detail={escape_string_field(f['detail'])} {ts_ns}")
