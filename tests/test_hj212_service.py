@@ -182,7 +182,7 @@ class TestEndToEnd:
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="hj212-alarm-watch") as watch:
                 await watch.subscribe("park/alarms/#", qos=1)
                 async with serving(s) as svc:
-                    logger = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]
+                    logger = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]  # running: its listener is up
                     written_at_ack: list[int] = []
                     await logger.send(realtime(CEMS, ts, {"a21026": (95.0, "N"), "a19001": (9.5, "M")}))
                     ack = await logger.answer(on_bytes=lambda: written_at_ack.append(svc.counters.written))
@@ -218,7 +218,7 @@ class TestDurability:
 
         async def main() -> None:
             async with serving(s, engine_feed=False) as svc:
-                logger = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]
+                logger = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]  # running: its listener is up
                 await logger.send(realtime(CEMS, ts, {"a21026": (30.0, "N")}))
                 assert (await logger.answer()).cn == "9014"
                 assert svc.counters.written == 1
@@ -257,7 +257,7 @@ class TestDurability:
         async def main() -> None:
             async with serving(s, feed_timeout=1.0) as svc:
                 assert svc.feed is not None
-                logger = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]
+                logger = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]  # running: its listener is up
                 broker.stop()
                 packet_ = realtime(CEMS, ts, {"a21026": (40.0, "N")})
                 await logger.send(packet_)
@@ -285,7 +285,7 @@ class TestPackets:
 
         async def main() -> None:
             async with serving(s) as svc:
-                port = svc.listener.port  # type: ignore[union-attr]
+                port = svc.listener.port  # type: ignore[union-attr]  # running: its listener is up
                 c = await LoggerConn.open(port)
                 # split packet: two parts, one QN, reassembled; both parts acknowledged once durable
                 qn = datetime.now(TZ).strftime("%Y%m%d%H%M%S%f")[:17]
@@ -358,7 +358,7 @@ class TestPackets:
 
         async def main() -> None:
             async with serving(s, engine_feed=False) as svc:
-                port = svc.listener.port  # type: ignore[union-attr]
+                port = svc.listener.port  # type: ignore[union-attr]  # running: its listener is up
                 half = realtime(CEMS, now_s(), {"a21026": (5.0, "N")})[:40]
                 for start in range(0, 1000, 200):
                     conns = await asyncio.gather(*(LoggerConn.open(port) for _ in range(200)))
@@ -385,7 +385,7 @@ class TestPackets:
 
         async def main() -> None:
             async with serving(s, engine_feed=False, idle_timeout=1.0) as svc:
-                port = svc.listener.port  # type: ignore[union-attr]
+                port = svc.listener.port  # type: ignore[union-attr]  # running: its listener is up
                 stuck, noisy, good = [await LoggerConn.open(port) for _ in range(3)]
                 await stuck.send(realtime(CEMS, now_s(), {"a21026": (5.0, "N")})[:50])
                 await noisy.send(b"x" * 12_000)
@@ -415,7 +415,7 @@ class TestDeadLetterOnce:
             await until(lambda: collector.source is not None and collector.source.connected.is_set(),
                         what="the collector's subscription")
             async with serving(s) as svc:
-                c = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]
+                c = await LoggerConn.open(svc.listener.port)  # type: ignore[union-attr]  # running: its listener is up
                 await c.send(realtime(CEMS, ts, {"a21026": (900.0, "N"), "a19001": (10.0, "N")}))
                 assert (await c.answer()).cn == "9014"
                 # the collector took the fed snapshot (its two readings, SO2 as bad) and stored it too
