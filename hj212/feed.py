@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 from smartpark.config import MqttTarget
 from smartpark.mqtt import MQTT311, MqttRefused, Publisher
-from smartpark.timing import Backoff
+from smartpark.timing import Backoff, first_of
 
 log = logging.getLogger(__name__)
 _RECONNECT = Backoff(0.2, 15.0)  # the wait before reconnecting, by the attempts since the last connection
@@ -61,7 +60,7 @@ class EngineFeed:
                     self._pub = pub
                     self._up.set()
                     try:
-                        await _first(stop.wait(), pub.wait_closed())
+                        await first_of(stop.wait(), pub.wait_closed())
                     finally:
                         self._up.clear()
                 if not stop.is_set():
@@ -140,10 +139,3 @@ def acked(fut: asyncio.Future[Any]) -> bool:
     return result is True or result is None
 
 
-async def _first(*aws: Awaitable[object]) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

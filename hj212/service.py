@@ -41,7 +41,7 @@ from smartpark.config import Settings
 from smartpark.decode import Rejected
 from smartpark.park import Park
 from smartpark.schema import DEAD_LETTER_PAYLOAD_BYTES, HJ212_AUTH, UNKNOWN_MN
-from smartpark.timing import Wakeup
+from smartpark.timing import Wakeup, first_of
 from smartpark.topics import hj212_topic as dead_letter_topic
 
 from .crypto import decrypt_cp, encrypt_cp
@@ -95,15 +95,6 @@ class Hj212Metrics:
         if children is None:
             children = self._of[mn] = (self.packets.labels(mn), self.last_packet.labels(mn), self.acks.labels(mn))
         return children
-
-
-async def _first(*aws: Any) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 class _Connection(asyncio.Protocol):
@@ -274,7 +265,7 @@ class Listener:
                  self.port, len(self.service.loggers))
         self.ready.set()
         try:
-            await _first(stop.wait(), self.service.stopping.wait())
+            await first_of(stop.wait(), self.service.stopping.wait())
         finally:
             server.close()
             for conn in list(self._conns):

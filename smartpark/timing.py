@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Awaitable
 
 from .errors import UsageError
 
@@ -87,3 +88,13 @@ class Backoff:
 
     def reset(self) -> None:
         self.n = 0
+
+
+async def first_of(*aws: Awaitable[object]) -> None:
+    """Wait until the first of ``aws`` is done (a stop event, a closed connection …); cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -12,7 +12,7 @@ from alerts.events import AlarmEvent
 from alerts.notify import Outbox, Sender, WebhookNotifier
 from alerts.notify.notifiers import Notification
 from devstack import free_port
-from smartpark.timing import Backoff
+from smartpark.timing import Backoff, first_of
 
 T0 = 1_764_201_600_000
 
@@ -111,3 +111,17 @@ class TestOutboxSchedule:
                 return head.next_at - now[0]
 
         assert 0 <= asyncio.run(main()) <= 30_000
+
+
+class TestFirstOf:
+    """``first_of`` returns once the first awaitable is done and cancels the others, so no waiter is left."""
+
+    def test_the_first_done_ends_the_wait_and_the_rest_are_cancelled(self) -> None:
+        async def go() -> tuple[bool, bool]:
+            stop, closed = asyncio.Event(), asyncio.Event()
+            slow = asyncio.ensure_future(closed.wait())
+            asyncio.get_running_loop().call_later(0.01, stop.set)
+            await first_of(stop.wait(), slow)
+            await asyncio.sleep(0)
+            return stop.is_set(), slow.cancelled()
+        assert asyncio.run(go()) == (True, True)
