@@ -37,6 +37,7 @@ from smartpark.topics import SUBSCRIPTION, alarm_topic, status_topic
 from .api import GuardedSite, make_app, runner_args
 from .clock import EventClock, WallClock
 from .console import EventHub, ServiceBackend
+from .console.auth import Sessions
 from .engine import Engine
 from .events import NORM, AlarmEvent
 from .metrics import Metrics
@@ -324,7 +325,8 @@ class AlertService:
         assert self.token is not None
         # Secure cookies behind TLS: served over https, or reached through an https public URL (a TLS proxy)
         public = str(getattr(self.settings, "public_url", None) or "")
-        app = make_app(ServiceBackend(self, db), secure_cookies=parts.scheme == "https" or public.startswith("https:"))
+        app = make_app(ServiceBackend(self, db), secure_cookies=parts.scheme == "https" or public.startswith("https:"),
+                       sessions=Sessions(path=self.settings.state_path / "alerts" / "sessions.sqlite"))
         runner = web.AppRunner(app, **runner_args())
         await runner.setup()
         try:

@@ -676,3 +676,48 @@ class TestStatusByType:
 
         assert asyncio.run(main()) == [(404, "unknown alarm id 'plant/tank/level/hh'"),
                                        (400, "unknown alarm: this text decides nothing")]
+
+
+class TestSessionsOutliveARestart:
+    """A console session survives an engine restart (the file keeps it, its id only as a hash); a logout, a
+    removed user or an expired session does not come back."""
+
+    def test_a_restarted_engine_knows_the_session(self, shared_broker: Broker, influx_server: InfluxServer,
+                                                  tmp_path: Path) -> None:
+        db = influx_server.new_db("restart")
+        try:
+            with RunningEngine(shared_broker.url, db, tmp_path, PARK) as eng:
+                kept, ended = eng.login("otto"), eng.login("sue")
+                assert kept.call("GET", "/api/session")[0] == 200
+                assert ended.call("POST", "/api/logout")[0] == 200
+            with RunningEngine(shared_broker.url, db, tmp_path, PARK, users={}) as again:
+                status, who = Session(again, kept.cookie, kept.csrf, kept.set_cookie).call("GET", "/api/session")
+                assert status == 200 and who == {"user": "otto", "role": "operator", "csrf": kept.csrf}
+                assert Session(again, ended.cookie, ended.csrf, ended.set_cookie).call("GET", "/api/session")[0] == 401
+        finally:
+            db.drop()
+        stored = (tmp_path / "alerts" / "sessions.sqlite").read_bytes()
+        assert kept.cookie.split("=", 1)[1].encode() not in stored  # only the id's hash is kept
+        assert stat.S_IMODE(os.stat(tmp_path / "alerts" / "sessions.sqlite").st_mode) == 0o600
+
+    def test_the_store_follows_expiry_and_removal(self, tmp_path: Path) -> None:
+        now = [1_000_000.0]
+        path = tmp_path / "sessions.sqlite"
+        first = Sessions(idle_s=100, max_s=300, clock=lambda: now[0], path=path)
+        sid, _ = first.open("otto")
+        gone, _ = first.open("rita")
+        first.drop_user("rita")
+        now[0] += 99
+        second = Sessions(idle_s=100, max_s=300, clock=lambda: now[0], path=path)  # the engine after a restart
+        assert second.get(sid) is not None and second.get(gone) is None
+        now[0] += 150  # idle for longer than idle_s since the last use the store knows of
+        third = Sessions(idle_s=100, max_s=300, clock=lambda: now[0], path=path)
+        assert third.get(sid) is None
+
+    def test_an_unusable_file_keeps_sessions_in_memory(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        (tmp_path / "sessions.sqlite").mkdir()  # a directory where the file should be
+        ss = Sessions(path=tmp_path / "sessions.sqlite")
+        with caplog.at_level(logging.ERROR):
+            sid, _ = ss.open("otto")
+            assert ss.get(sid) is not None
+        assert "in memory only" in caplog.text
