@@ -19,8 +19,13 @@ so that a write torn by a full disk or a kill, even in the middle of a line, sta
 Writers append under an exclusive ``flock``, one write per batch, so several collector processes sharing a
 state directory can note at once; :meth:`Journal.take` renames the file to ``taking`` under the same lock,
 so that nothing is noted into a file being read, and removes it only once the periods are recomputed
-(:meth:`Journal.done`): a runner that crashes mid-way takes them again. A journal above ``max_bytes`` (no
-runner has taken it for long) gets periods only, so that it cannot fill the disk with values.
+(:meth:`Journal.done`): a runner that crashes mid-way takes them again.
+
+Values are noted only where they will be used and never at the spool's expense; otherwise a batch is noted
+by its periods alone (the raw recompute, always right): before any runner has started on the state
+directory (no ``horizon`` file), when the journal holds more than ``max_bytes`` (no runner has taken it for
+long), and when the file system would be left with less than ``RESERVE_SHARE`` of its size or
+``RESERVE_BYTES`` free — the spool, which keeps readings while InfluxDB is down, shares that disk.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 
 PERIOD_MS = 300_000  # the finest rollup, reading_5m
 MAX_JOURNAL_BYTES = 2 * 1024 ** 3  # beyond it, batches are noted without their values
+RESERVE_BYTES = 1024 ** 3  # values are noted only while the disk keeps this much free ...
+RESERVE_SHARE = 0.10  # ... and this share of its size
 READ_CHUNK = 8 * 1024 * 1024
 
 
@@ -101,11 +108,34 @@ class Journal:
         self._lock_path = self.dir / "lock"
         self._made = False
         self._full_said = False
+        self._low_said = False
 
     def _dirs(self) -> None:
         if not self._made:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._made = True
+
+    def _values_wanted(self, size: int) -> bool:
+        """Whether a batch's values go into the journal (see the module's docstring); said once each way."""
+        if not (self.dir / "horizon").exists():
+            return False  # no runner has started here: nobody would read them
+        if size > self.max_bytes:
+            if not self._full_said:
+                self._full_said = True
+                log.warning("rollup journal %s holds more than %d bytes (is 'smartpark rollup run' running?): "
+                            "batches are noted without their values, and the rollups recompute them from raw",
+                            self.path, self.max_bytes)
+            return False
+        fs = os.statvfs(self.dir)
+        free, total = fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+        if free < max(RESERVE_BYTES, RESERVE_SHARE * total):
+            if not self._low_said:
+                self._low_said = True
+                log.warning("rollup journal %s: %d MB free on its disk, which the spool needs: batches are "
+                            "noted without their values, and the rollups recompute them from raw", self.path,
+                            free // 2**20)
+            return False
+        return True
 
     def note_lines(self, lines: Sequence[str], *, values: bool = True) -> None:
         """Note a batch of ``reading`` lines just written (millisecond timestamps): their periods, and with
@@ -126,12 +156,7 @@ class Journal:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 with open(self.path, "a", encoding="utf-8") as f:
-                    if lines and os.fstat(f.fileno()).st_size > self.max_bytes:
-                        if not self._full_said:
-                            self._full_said = True
-                            log.warning("rollup journal %s holds more than %d bytes (is 'smartpark rollup run' "
-                                        "running?): batches are noted without their values, and the rollups "
-                                        "recompute them from raw", self.path, self.max_bytes)
+                    if lines and not self._values_wanted(os.fstat(f.fileno()).st_size):
                         lines = None
                     if lines:
                         f.write(f"\n\n@{len(lines)} {head}\n" + "\n".join(lines) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import time
 import uuid
@@ -258,6 +259,7 @@ class TestJournal:
         """A batch whose write was cut off (full disk, a kill) in the middle of a line reads as its periods
         only; the batches around it, and a journal of the periods-only format, read whole."""
         j = Journal(tmp_path)
+        (tmp_path / "horizon").write_text("{}")  # a runner has started here: values are noted
         a = ["reading,asset=a,sensor=s,site=x value=1.5 600000", "reading,asset=a,sensor=s,site=x value=2.5 660000"]
         j.note_lines(a)
         with open(j.path, "a", encoding="ascii") as f:  # what a writer killed mid-write leaves
@@ -269,6 +271,30 @@ class TestJournal:
         blocks = list(j.take_blocks())
         assert [(sorted(x.periods), x.body) for x in blocks] == [
             ([2], "\n".join(a).encode()), ([5, 6], None), ([7], b[0].encode()), ([9, 10, 11], None)]
+
+
+class TestJournalValuesOnlyWhereUsed:
+    """A batch's values are journaled only once a runner has started on the state directory and only while the
+    disk keeps its reserve for the spool; otherwise its periods alone (the raw recompute)."""
+
+    LINES = ("reading,asset=a,sensor=s,site=x value=1.5 600000",)
+
+    def test_no_runner_yet_periods_only(self, tmp_path: Path) -> None:
+        j = Journal(tmp_path)
+        j.note_lines(self.LINES)
+        assert [(sorted(b.periods), b.body) for b in j.take_blocks()] == [([2], None)]
+
+    def test_a_disk_below_its_reserve_periods_only(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+        import rollups.journal as journal
+        (tmp_path / "horizon").write_text("{}")
+        j = Journal(tmp_path)
+        j.note_lines(self.LINES)
+        fs = os.statvfs(tmp_path)
+        monkeypatch.setattr(journal, "RESERVE_BYTES", fs.f_bavail * fs.f_frsize + 2**30)  # more than is free
+        j.note_lines(self.LINES)
+        assert [b.body for b in j.take_blocks()] == [self.LINES[0].encode(), None]
+        assert "which the spool needs" in caplog.text
 
 
 class TestDashboards:
@@ -455,6 +481,8 @@ class TestFromTheJournal:
         does not hold."""
         from test_collector_support import TS0, write_across_a_type_conflict
 
+        (tmp_path / "rollups").mkdir()
+        (tmp_path / "rollups" / "horizon").write_text("{}")  # a runner has started here: values are noted
         _, lines = write_across_a_type_conflict(influx_db, tmp_path)  # floats in one shard conflict
         blocks = list(Journal(tmp_path / "rollups").take_blocks())
         journaled = [line for b in blocks if b.body is not None for line in b.body.decode().split("\n")]
