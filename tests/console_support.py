@@ -18,6 +18,7 @@ from services import InfluxDB
 from alerts.service import AlertService
 from alerts.users import UserStore
 from devstack import free_port
+from devstack.load import wait_for
 from smartpark.config import Settings
 from smartpark.park import Park
 
@@ -118,11 +119,7 @@ class RunningEngine:
         return Session(self, cookie, body["csrf"], headers["Set-Cookie"])
 
     def wait_for(self, pred: Any, limit_s: float = 20.0) -> None:
-        deadline = time.monotonic() + limit_s
-        while not pred():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not met")
-            time.sleep(0.05)
+        wait_for(pred, limit_s)
 
 
 class Session:

@@ -112,7 +112,7 @@ class TestBasicAuth:
         admin = secured_influx.replace("http://", "http://admin:s3cr3t@")
         user = secured_influx.replace("http://", "http://writer:w@")
 
-        async def go() -> tuple[object, list[dict[str, object]]]:
+        async def go() -> tuple[Retention, list[dict[str, object]]]:
             async with _client(admin, "rpdb") as db:
                 await db.query("CREATE DATABASE rpdb", db=False, method="POST")
                 await db.query("CREATE USER writer WITH PASSWORD 'w'", db=False, method="POST")
@@ -124,7 +124,7 @@ class TestBasicAuth:
                 return retention, await db.rows("SELECT value FROM reading")
 
         retention, rows = asyncio.run(go())
-        assert retention.raw is None and rows == [{"time": T, "value": 2.5}]  # type: ignore[attr-defined]  # go() returns a Retention
+        assert retention.raw is None and rows == [{"time": T, "value": 2.5}]
 
 
 class TestAnswers:
