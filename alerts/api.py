@@ -51,7 +51,6 @@ from .console.auth import (
 from .console.hub import EventHub
 from .events import AlarmEvent
 from .report import alarm_query
-from .report import kpis as kpis_of
 from .routes import (
     MAX_ID,
     MAX_TEXT,
@@ -567,7 +566,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             "shelved": [a for a in active if a["state"] == SHLVD],
             "out_of_service": [a for a in active if a["state"] == OOSRV],
             "events": events, "actions": [e for e in events if e.get("operator")],
-            "kpis": kpis_of(rows, start, end)})
+            "kpis": kpis.summary(rows, start, end)})
 
     kpi_hours = Number("hours", "hours back from until", 0.1, 24 * 31, 24.0)
 
@@ -578,7 +577,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         end = int(UNTIL.read(request, time.time() * 1000))
         start = end - int(kpi_hours.read(request) * 3_600_000)
         rows = await backend.rows(alarm_query(start, end))
-        return web.json_response({**kpis_of(rows, start, end), "thresholds": thresholds()})
+        return web.json_response({**kpis.summary(rows, start, end), "thresholds": thresholds()})
 
     @route("GET", "/api/overview", "viewer", "Each sensor's latest value against its limits, stale sensors marked",
            errors=(WriteError,))
