@@ -212,8 +212,8 @@ PASSWORD = Field("password", {"type": "string", "maxLength": MAX_PASSWORD})
 HISTORY_FILTERS = tuple(Text(t, f"only events with this {t}", 64)
                         for t in ("site", "asset", "sensor", "rule", "event", "operator", "priority"))
 HISTORY_LIMIT = Number("limit", "at most this many events, newest first", 1, 50_000, 5000)
-HISTORY_PARAMS: tuple[Param, ...] = (SINCE, UNTIL, *HISTORY_FILTERS, HISTORY_LIMIT,
-                                    Text("format", "csv for a CSV file", 8))
+HISTORY_FORMAT = Text("format", "csv for a CSV file", 8)
+HISTORY_PARAMS: tuple[Param, ...] = (SINCE, UNTIL, *HISTORY_FILTERS, HISTORY_LIMIT, HISTORY_FORMAT)
 
 #: each operator action: its least role (CONTRACT §8), summary and body
 ACTION_ROLE = {"ack": "operator", "shelve": "operator", "unshelve": "supervisor",
@@ -536,7 +536,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
     async def history(request: web.Request) -> web.StreamResponse:
         rows = await backend.rows(_history_query(request))
         events = [_event_row(r) for r in rows]
-        if request.query.get("format") == "csv":
+        if HISTORY_FORMAT.read(request) == "csv":
             out = io.StringIO()
             cols = ["time", "id", "site", "asset", "sensor", "rule", "priority", "event", "state", "value", "limit",
                     "operator", "message"]
