@@ -255,8 +255,10 @@ _ACTIVE = {
 }
 _KPIS = {
     "type": "object",
-    "description": "smartpark.kpis: flood (more than 10 alarms at one site in a 10-minute period), chattering "
-                   "(3 raises of one alarm within 60 s), stale (standing for more than 24 h)",
+    "description": f"smartpark.kpis: flood (more than {kpis.FLOOD_MORE_THAN} alarms at one site in a "
+                   f"{kpis.FLOOD_WINDOW_MS // 60_000}-minute period), chattering ({kpis.CHATTER_RAISES} raises of "
+                   f"one alarm within {kpis.CHATTER_WINDOW_MS // 1000} s), stale (standing for more than "
+                   f"{kpis.STALE_AFTER_MS // 3_600_000} h)",
     "properties": {
         "since_ms": {"type": "integer"}, "until_ms": {"type": "integer"}, "alarms": {"type": "integer"},
         "per_10min_avg": {"type": "number"}, "per_10min_peak": {"type": "integer"},
