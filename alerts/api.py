@@ -460,16 +460,18 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
     async def get_park(request: web.Request) -> web.Response:
         return web.json_response({**park_model(park), "vocabulary": vocabulary()})
 
+    last_header = Text("Last-Event-ID", "the last event seen", 18, where="header")
+    last_query = Text("last", "the last event seen (for a new EventSource)", 18)
+
     @route("GET", "/api/events", "viewer", "Server-Sent Events: every alarm event as it happens; Last-Event-ID "
                                            "catches up",
-           params=(Text("Last-Event-ID", "the last event seen", 18, where="header"),
-                   Text("last", "the last event seen (for a new EventSource)", 18)),
+           params=(last_header, last_query),
            answer=Answer("the event stream", media=("text/event-stream",)), errors=(ClientError,))
     async def events(request: web.Request) -> web.StreamResponse:
-        raw = _header(request, "Last-Event-ID") or request.query.get("last", "")
+        raw = _header(request, last_header.name) or last_query.read(request)
         last: int | None = None
         if raw:
-            if not raw.isdigit() or len(raw) > 18:
+            if not raw.isdigit() or len(raw) > last_header.max_length:
                 raise ClientError("Last-Event-ID is the number of an event")
             last = int(raw)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
