@@ -51,7 +51,6 @@ from .console.auth import (
 from .console.hub import EventHub
 from .events import AlarmEvent
 from .report import alarm_query
-from .report import kpis as kpis_of
 from .routes import (
     MAX_ID,
     MAX_TEXT,
@@ -213,8 +212,8 @@ PASSWORD = Field("password", {"type": "string", "maxLength": MAX_PASSWORD})
 HISTORY_FILTERS = tuple(Text(t, f"only events with this {t}", 64)
                         for t in ("site", "asset", "sensor", "rule", "event", "operator", "priority"))
 HISTORY_LIMIT = Number("limit", "at most this many events, newest first", 1, 50_000, 5000)
-HISTORY_PARAMS: tuple[Param, ...] = (SINCE, UNTIL, *HISTORY_FILTERS, HISTORY_LIMIT,
-                                    Text("format", "csv for a CSV file", 8))
+HISTORY_FORMAT = Text("format", "csv for a CSV file", 8)
+HISTORY_PARAMS: tuple[Param, ...] = (SINCE, UNTIL, *HISTORY_FILTERS, HISTORY_LIMIT, HISTORY_FORMAT)
 
 #: each operator action: its least role (CONTRACT §8), summary and body
 ACTION_ROLE = {"ack": "operator", "shelve": "operator", "unshelve": "supervisor",
@@ -256,8 +255,10 @@ _ACTIVE = {
 }
 _KPIS = {
     "type": "object",
-    "description": "smartpark.kpis: flood (more than 10 alarms at one site in a 10-minute period), chattering "
-                   "(3 raises of one alarm within 60 s), stale (standing for more than 24 h)",
+    "description": f"smartpark.kpis: flood (more than {kpis.FLOOD_MORE_THAN} alarms at one site in a "
+                   f"{kpis.FLOOD_WINDOW_MS // 60_000}-minute period), chattering ({kpis.CHATTER_RAISES} raises of "
+                   f"one alarm within {kpis.CHATTER_WINDOW_MS // 1000} s), stale (standing for more than "
+                   f"{kpis.STALE_AFTER_MS // 3_600_000} h)",
     "properties": {
         "since_ms": {"type": "integer"}, "until_ms": {"type": "integer"}, "alarms": {"type": "integer"},
         "per_10min_avg": {"type": "number"}, "per_10min_peak": {"type": "integer"},
@@ -459,16 +460,18 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
     async def get_park(request: web.Request) -> web.Response:
         return web.json_response({**park_model(park), "vocabulary": vocabulary()})
 
+    last_header = Text("Last-Event-ID", "the last event seen", 18, where="header")
+    last_query = Text("last", "the last event seen (for a new EventSource)", 18)
+
     @route("GET", "/api/events", "viewer", "Server-Sent Events: every alarm event as it happens; Last-Event-ID "
                                            "catches up",
-           params=(Text("Last-Event-ID", "the last event seen", 18, where="header"),
-                   Text("last", "the last event seen (for a new EventSource)", 18)),
+           params=(last_header, last_query),
            answer=Answer("the event stream", media=("text/event-stream",)), errors=(ClientError,))
     async def events(request: web.Request) -> web.StreamResponse:
-        raw = _header(request, "Last-Event-ID") or request.query.get("last", "")
+        raw = _header(request, last_header.name) or last_query.read(request)
         last: int | None = None
         if raw:
-            if not raw.isdigit() or len(raw) > 18:
+            if not raw.isdigit() or len(raw) > last_header.max_length:
                 raise ClientError("Last-Event-ID is the number of an event")
             last = int(raw)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
@@ -537,7 +540,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
     async def history(request: web.Request) -> web.StreamResponse:
         rows = await backend.rows(_history_query(request))
         events = [_event_row(r) for r in rows]
-        if request.query.get("format") == "csv":
+        if HISTORY_FORMAT.read(request) == "csv":
             out = io.StringIO()
             cols = ["time", "id", "site", "asset", "sensor", "rule", "priority", "event", "state", "value", "limit",
                     "operator", "message"]
@@ -567,7 +570,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             "shelved": [a for a in active if a["state"] == SHLVD],
             "out_of_service": [a for a in active if a["state"] == OOSRV],
             "events": events, "actions": [e for e in events if e.get("operator")],
-            "kpis": kpis_of(rows, start, end)})
+            "kpis": kpis.summary(rows, start, end)})
 
     kpi_hours = Number("hours", "hours back from until", 0.1, 24 * 31, 24.0)
 
@@ -578,7 +581,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
         end = int(UNTIL.read(request, time.time() * 1000))
         start = end - int(kpi_hours.read(request) * 3_600_000)
         rows = await backend.rows(alarm_query(start, end))
-        return web.json_response({**kpis_of(rows, start, end), "thresholds": thresholds()})
+        return web.json_response({**kpis.summary(rows, start, end), "thresholds": thresholds()})
 
     @route("GET", "/api/overview", "viewer", "Each sensor's latest value against its limits, stale sensors marked",
            errors=(WriteError,))
@@ -619,7 +622,7 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
             who: Principal = request[PRINCIPAL]
             aid = alarm_id(request.match_info["id"])
             body = await read_body(request)
-            if action == "shelve" and who.allows("operator"):
+            if action == "shelve":
                 duration = body.get(DURATION.name)
                 if isinstance(duration, bool) or not isinstance(duration, int | float):
                     raise ClientError("duration_s is a number of seconds")

@@ -22,10 +22,8 @@ from smartpark.schema import ALARM, PRIORITIES
 WINDOW_MIN = FLOOD_WINDOW_MS // 60_000
 
 
-def kpis(rows: list[dict[str, Any]], start_ms: int, end_ms: int) -> dict[str, Any]:
-    """``rows``: points of the ``alarm`` measurement (``time`` in ms, tags and fields), from
-    :func:`alarm_query`; see :func:`smartpark.kpis.summary`."""
-    return summary(rows, start_ms, end_ms)
+#: every KPI of a period over the rows of :func:`alarm_query` (the name ``alerts report`` has always used)
+kpis = summary
 
 
 def alarm_query(start_ms: int, end_ms: int) -> str:

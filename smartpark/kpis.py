@@ -63,17 +63,23 @@ def window_counts(rows: Iterable[Row], start_ms: int, end_ms: int) -> Counter[tu
                    for r in _raised(rows, start_ms, end_ms))
 
 
+def _in_flood(counts: Counter[tuple[str, int]]) -> list[tuple[str, int]]:
+    return sorted((k for k, n in counts.items() if n > FLOOD_MORE_THAN), key=lambda k: (k[1], k[0]))
+
+
+def _flood_pct(flooded: Iterable[tuple[str, int]], start_ms: int, end_ms: int) -> float:
+    periods = max(1, (max(end_ms, start_ms + 1) - 1) // FLOOD_WINDOW_MS - start_ms // FLOOD_WINDOW_MS + 1)
+    return round(100.0 * len({t for _, t in flooded}) / periods, 2)
+
+
 def flood_windows(rows: Iterable[Row], start_ms: int, end_ms: int) -> list[tuple[str, int]]:
     """The (site, period start) of every 10-minute period in flood, in time order."""
-    counts = window_counts(rows, start_ms, end_ms)
-    return sorted((k for k, n in counts.items() if n > FLOOD_MORE_THAN), key=lambda k: (k[1], k[0]))
+    return _in_flood(window_counts(rows, start_ms, end_ms))
 
 
 def flood_time_pct(rows: Iterable[Row], start_ms: int, end_ms: int) -> float:
     """Share of the period's 10-minute periods in which at least one site was in flood, in percent."""
-    flooded = {t for _, t in flood_windows(rows, start_ms, end_ms)}
-    periods = max(1, (max(end_ms, start_ms + 1) - 1) // FLOOD_WINDOW_MS - start_ms // FLOOD_WINDOW_MS + 1)
-    return round(100.0 * len(flooded) / periods, 2)
+    return _flood_pct(flood_windows(rows, start_ms, end_ms), start_ms, end_ms)
 
 
 def chattering(rows: Iterable[Row], start_ms: int, end_ms: int) -> list[str]:
@@ -114,12 +120,13 @@ def summary(rows: Sequence[Row], start_ms: int, end_ms: int) -> dict[str, Any]:
     span = max(end_ms - start_ms, FLOOD_WINDOW_MS)
     in_period = [r for r in rows if start_ms <= r["time"] <= end_ms]
     counts = window_counts(raised, start_ms, end_ms)
+    flooded = _in_flood(counts)
     return {
         "since_ms": start_ms, "until_ms": end_ms, "alarms": len(raised),
         "per_10min_avg": round(len(raised) * FLOOD_WINDOW_MS / span, 3),
         "per_10min_peak": max(counts.values(), default=0),
-        "flood_windows": len(flood_windows(raised, start_ms, end_ms)),
-        "flood_time_pct": flood_time_pct(raised, start_ms, end_ms),
+        "flood_windows": len(flooded),
+        "flood_time_pct": _flood_pct(flooded, start_ms, end_ms),
         "top10": Counter(alarm_key(r) for r in raised).most_common(10),
         "chattering": chattering(raised, start_ms, end_ms),
         "stale": stale(rows, end_ms),

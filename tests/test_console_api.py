@@ -301,6 +301,19 @@ class TestLogin:
         now[0] = 600
         assert ss.get(sid) is None
 
+    def test_pruning_renews_no_one(self) -> None:
+        """The sweep of a full table on login drops the expired sessions and leaves the others' idle time."""
+        now = [0.0]
+        ss = Sessions(idle_s=100, max_s=300, clock=lambda: now[0])
+        old = [ss.open("otto")[0] for _ in range(999)]
+        now[0] = 60
+        kept, _ = ss.open("otto")
+        now[0] = 150
+        ss.open("otto")  # 1000 sessions: the sweep runs, the 999 of t=0 are expired
+        assert all(ss.get(sid) is None for sid in old)
+        now[0] = 161
+        assert ss.get(kept) is None  # idle since t=60, not renewed by the sweep at t=150
+
     def test_throttle_forgets(self) -> None:
         now = [0.0]
         th = LoginThrottle(clock=lambda: now[0])

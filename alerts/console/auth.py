@@ -154,10 +154,10 @@ class Sessions:
         self._run("DELETE FROM session WHERE user = ?", (user,))
 
     def _expire(self) -> None:
-        if len(self._by_id) >= 1000:
-            for sid in list(self._by_id):
-                self.get(sid)
         now = self.clock()
+        if len(self._by_id) >= 1000:
+            for sid in [k for k, s in self._by_id.items() if self._expired(s, now)]:
+                del self._by_id[sid]
         self._run("DELETE FROM session WHERE seen < ? OR created < ?", (now - self.idle_s, now - self.max_s))
 
 
