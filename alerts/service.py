@@ -117,6 +117,7 @@ class AlertService:
         self.metrics = Metrics(self)
         self.metrics_port = metrics_port
         self.ready = asyncio.Event()
+        self.subscribed = asyncio.Event()  # set once the readings' MQTT subscription is acknowledged
 
     # ------------------------------------------------------------------ one place for every event
     def emit(self, events: list[AlarmEvent]) -> None:
@@ -366,6 +367,8 @@ class AlertService:
             try:
                 while not run.done():
                     batch = await src.take(2000, 0.2)
+                    if src.connected.is_set() and not self.subscribed.is_set():  # connected: SUBACK received
+                        self.subscribed.set()
                     if not batch:
                         continue
                     for m in batch:

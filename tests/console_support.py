@@ -56,7 +56,7 @@ class RunningEngine:
             self._stop = asyncio.Event()
             self.svc = AlertService(self.settings, self.park, instance=f"console{self.port}")
             task = asyncio.create_task(self.svc.run(self._stop))
-            ready = asyncio.create_task(self.svc.ready.wait())
+            ready = asyncio.create_task(self.svc.subscribed.wait())  # the API is up before, the subscription last
             await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
             started.set()
             await task
@@ -73,7 +73,6 @@ class RunningEngine:
         started.wait(60)
         if self.error:
             raise self.error
-        time.sleep(0.3)  # the MQTT subscription is made right after ready
         return self
 
     def __exit__(self, *exc: object) -> None:

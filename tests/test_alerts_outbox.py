@@ -317,7 +317,7 @@ class TestServiceExpiry:
             stop = asyncio.Event()
             task = asyncio.create_task(svc.run(stop))
             await asyncio.wait_for(svc.ready.wait(), 30)
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(svc.subscribed.wait(), 30)  # QoS 1 keeps what comes before
             await publish(broker, [(TOPIC, reading(95, T0))])
             await wait_for(lambda: len(influx_db.query("SELECT * FROM notification")) >= 2, 30, 0.2)
             stop.set()
@@ -397,7 +397,7 @@ class TestEscalationAcrossRestart:
             stop = asyncio.Event()
             task = asyncio.create_task(svc.run(stop))
             await asyncio.wait_for(svc.ready.wait(), 30)
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(svc.subscribed.wait(), 30)  # QoS 1 keeps what comes before
             await publish(broker, msgs)
             await wait_for(lambda: svc.counts["readings"] >= len(msgs) and until(), 30, 0.05)
             await wait_for(lambda: svc.outbox.depth() == 0, 30, 0.05)

@@ -28,7 +28,7 @@ async def running(svc: AlertService, body: Callable[[], Awaitable[Any]]) -> Any:
     task = asyncio.create_task(svc.run(stop))
     try:
         await asyncio.wait_for(svc.ready.wait(), 30)
-        await asyncio.sleep(0.3)  # the subscription is made right after ready; QoS 1 keeps the rest
+        await asyncio.wait_for(svc.subscribed.wait(), 30)  # QoS 1 keeps what comes before
         result = await body()
         assert not task.done(), task.exception() if task.done() else None
         return result

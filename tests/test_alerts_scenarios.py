@@ -115,7 +115,7 @@ class TestGolden:
             stop = asyncio.Event()
             task = asyncio.create_task(svc.run(stop))
             await asyncio.wait_for(svc.ready.wait(), 30)
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(svc.subscribed.wait(), 30)  # QoS 1 keeps what comes before
             assert await publish(msgs, broker.url, speed=0) == len(msgs)
             await wait_for(lambda: svc.counts["received"] >= len(msgs), 120)
             stop.set()

@@ -48,7 +48,7 @@ class TestService:
                 stop = asyncio.Event()
                 task = asyncio.create_task(svc.run(stop))
                 await asyncio.wait_for(svc.ready.wait(), 30)
-                await asyncio.sleep(0.3)  # the subscription is made right after ready; QoS 1 keeps the rest
+                await asyncio.wait_for(svc.subscribed.wait(), 30)  # QoS 1 keeps what comes before
                 topic = "park/plant/tank/level"
                 msgs = [(topic, reading(50, T0)), (topic, reading(95, T0 + 10_000)),
                         (topic, reading(50, T0 + 20_000)), (topic, reading(85, T0 + 30_000)),
@@ -155,7 +155,7 @@ class TestService:
             stop = asyncio.Event()
             task = asyncio.create_task(svc.run(stop))
             await asyncio.wait_for(svc.ready.wait(), 30)
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(svc.subscribed.wait(), 30)  # QoS 1 keeps what comes before
             if extra:
                 await publish(broker, extra)
                 await wait_for(lambda: svc.counts["readings"] >= len(extra))
@@ -219,7 +219,7 @@ def _join_late_and_close_the_hour(s: Settings, broker: Broker, influx_db: Influx
         stop = asyncio.Event()
         task = asyncio.create_task(svc.run(stop))
         await asyncio.wait_for(svc.ready.wait(), 30)
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(svc.subscribed.wait(), 30)  # QoS 1 keeps what comes before
         topic = "park/other/stack/nox"
         await publish(broker, [(topic, reading(400, T0 + 58 * 60_000)), (topic, reading(100, T0 + 3_600_000))])
         await wait_for(lambda: svc.counts["readings"] >= 2)
