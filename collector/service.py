@@ -27,7 +27,7 @@ from smartpark.mqtt import Message, MqttSource
 from smartpark.park import Park
 from smartpark.points import UniqueNs, dead_letter_line
 from smartpark.schema import BAD_VALUE, COLLECTOR
-from smartpark.timing import Backoff
+from smartpark.timing import Backoff, first_of
 from smartpark.topics import SUBSCRIPTION, share_subscription, status_topic
 
 from .metrics import Counters, Metrics
@@ -321,14 +321,12 @@ class Collector:
     async def _until(src: MqttSource, stop: asyncio.Event, done: asyncio.Event) -> None:
         """Run ``src`` until the collector stops or the takeover is done."""
         either = asyncio.Event()
-        waits = [asyncio.ensure_future(ev.wait()) for ev in (stop, done)]
-        relay = asyncio.ensure_future(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
+        relay = asyncio.ensure_future(first_of(stop.wait(), done.wait()))
         relay.add_done_callback(lambda _: either.set())
         try:
             await src.run(either)
         finally:
-            for fut in (*waits, relay):
-                fut.cancel()
+            relay.cancel()  # first_of cancels its waits in turn
 
     def _status_line(self) -> str:
         return encode_line(COLLECTOR, {"instance": self.instance}, asdict(self.counters),
