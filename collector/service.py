@@ -221,19 +221,23 @@ class Collector:
         batch.messages.append(m)
         try:
             lines, rejected = self.decoder.lines(m.topic, m.payload, m.received_ms)
-            events = [dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())) for rej in rejected]
+            events = [self._dead_letter_line(rej) for rej in rejected]
         except Exception as exc:
             log.exception("collector: unexpected error handling a message on %r; dead-lettered", m.topic[:200])
             lines, rejected = [], [Rejected(BAD_VALUE, unexpected(exc), m.topic, m.payload)]
-            events = [dead_letter_line(rejected[0], self._unique.next(BAD_VALUE, time.time_ns()))]
+            events = [self._dead_letter_line(rejected[0])]
         batch.readings += lines
         batch.events += events
         self._count_dead_letters(rejected)
 
     def _dead_letters(self, batch: Batch, rejected: list[Rejected]) -> None:
         """Dead letters that an input found before the decoder (HJ 212 frames): into the batch, counted."""
-        batch.events += [dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())) for rej in rejected]
+        batch.events += [self._dead_letter_line(rej) for rej in rejected]
         self._count_dead_letters(rejected)
+
+    def _dead_letter_line(self, rej: Rejected) -> str:
+        """A dead letter's point, at a nanosecond time no other dead letter of its reason has."""
+        return dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns()))
 
     def _count_dead_letters(self, rejected: list[Rejected]) -> None:
         for rej in rejected:
@@ -500,8 +504,8 @@ class Collector:
             if rec.precision != "ms":
                 continue  # a refused dead letter or status point cannot be dead-lettered in turn
             rej = Rejected(BAD_VALUE, f"InfluxDB refused the point: {why}", "", line.encode())
-            out.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
-            self.metrics.dead_letters.labels(rej.reason).inc()
+            out.append(self._dead_letter_line(rej))
+            self._count_dead_letters([rej])
         return out
 
     def stats(self) -> dict[str, Any]:
