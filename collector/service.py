@@ -27,7 +27,7 @@ from smartpark.mqtt import Message, MqttSource
 from smartpark.park import Park
 from smartpark.points import UniqueNs, dead_letter_line
 from smartpark.schema import BAD_VALUE, COLLECTOR
-from smartpark.timing import Backoff
+from smartpark.timing import Backoff, first_of
 from smartpark.topics import SUBSCRIPTION, share_subscription, status_topic
 
 from .metrics import Counters, Metrics
@@ -221,19 +221,23 @@ class Collector:
         batch.messages.append(m)
         try:
             lines, rejected = self.decoder.lines(m.topic, m.payload, m.received_ms)
-            events = [dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())) for rej in rejected]
+            events = [self._dead_letter_line(rej) for rej in rejected]
         except Exception as exc:
             log.exception("collector: unexpected error handling a message on %r; dead-lettered", m.topic[:200])
             lines, rejected = [], [Rejected(BAD_VALUE, unexpected(exc), m.topic, m.payload)]
-            events = [dead_letter_line(rejected[0], self._unique.next(BAD_VALUE, time.time_ns()))]
+            events = [self._dead_letter_line(rejected[0])]
         batch.readings += lines
         batch.events += events
         self._count_dead_letters(rejected)
 
     def _dead_letters(self, batch: Batch, rejected: list[Rejected]) -> None:
         """Dead letters that an input found before the decoder (HJ 212 frames): into the batch, counted."""
-        batch.events += [dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())) for rej in rejected]
+        batch.events += [self._dead_letter_line(rej) for rej in rejected]
         self._count_dead_letters(rejected)
+
+    def _dead_letter_line(self, rej: Rejected) -> str:
+        """A dead letter's point, at a nanosecond time no other dead letter of its reason has."""
+        return dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns()))
 
     def _count_dead_letters(self, rejected: list[Rejected]) -> None:
         for rej in rejected:
@@ -321,14 +325,12 @@ class Collector:
     async def _until(src: MqttSource, stop: asyncio.Event, done: asyncio.Event) -> None:
         """Run ``src`` until the collector stops or the takeover is done."""
         either = asyncio.Event()
-        waits = [asyncio.ensure_future(ev.wait()) for ev in (stop, done)]
-        relay = asyncio.ensure_future(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
+        relay = asyncio.ensure_future(first_of(stop.wait(), done.wait()))
         relay.add_done_callback(lambda _: either.set())
         try:
             await src.run(either)
         finally:
-            for fut in (*waits, relay):
-                fut.cancel()
+            relay.cancel()  # first_of cancels its waits in turn
 
     def _status_line(self) -> str:
         return encode_line(COLLECTOR, {"instance": self.instance}, asdict(self.counters),
@@ -502,8 +504,8 @@ class Collector:
             if rec.precision != "ms":
                 continue  # a refused dead letter or status point cannot be dead-lettered in turn
             rej = Rejected(BAD_VALUE, f"InfluxDB refused the point: {why}", "", line.encode())
-            out.append(dead_letter_line(rej, self._unique.next(rej.reason, time.time_ns())))
-            self.metrics.dead_letters.labels(rej.reason).inc()
+            out.append(self._dead_letter_line(rej))
+            self._count_dead_letters([rej])
         return out
 
     def stats(self) -> dict[str, Any]:

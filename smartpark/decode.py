@@ -19,7 +19,7 @@ import orjson
 
 from .errors import DecodeError
 from .park import Park, SensorRef
-from .points import reading_line, reading_prefix
+from .points import PointEncoder, reading_prefix
 from .schema import (
     BAD_JSON,
     BAD_TS,
@@ -282,10 +282,9 @@ class Decoder:
         self._max_age_ms = max_age_ms  # readings older than the raw retention (CONTRACT §10): bad_ts
         self._sensors: dict[str, _Known] = {}
         self._assets: dict[str, dict[str, _Known]] = {}
-        self._prefix: list[str] = [""] * len(park)
+        self._encoder = PointEncoder(park)  # the slow path's lines: exactly what the points stage makes
         for ref in park:
             known = _Known(ref, *ref.sensor.range, reading_prefix(ref))
-            self._prefix[ref.index] = known.line
             self._sensors[ref.topic] = known
             self._assets.setdefault(snapshot_topic(ref.site, ref.asset), {})[ref.sensor.id] = known
 
@@ -351,9 +350,8 @@ class Decoder:
                                             f"({days:g} days): InfluxDB would not keep it", topic, payload)
                                    for r in readings if r.ts_ms < ts_min]
             readings = [r for r in readings if r.ts_ms >= ts_min]
-        prefix = self._prefix
         try:
-            return [reading_line(prefix[r.ref.index], r) for r in readings], rejected
+            return [self._encoder.reading(r) for r in readings], rejected
         except Exception as exc:
             return [], [Rejected(BAD_VALUE, unexpected(exc), topic, payload)]
 

@@ -45,14 +45,6 @@ class PointEncoder:
         return reading_line(self._prefix[r.ref.index], r)
 
 
-def dead_letter_fields(rej: Rejected) -> dict[str, str]:
-    return {
-        "topic": rej.topic,
-        "payload": rej.payload[:DEAD_LETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace"),
-        "detail": rej.detail,
-    }
-
-
 class UniqueNs:
     """Nanosecond timestamps kept unique per series, so that event points never overwrite each other."""
 
@@ -71,9 +63,10 @@ class UniqueNs:
 
 
 def dead_letter_line(rej: Rejected, ts_ns: int) -> str:
-    f = dead_letter_fields(rej)
-    return (f"{tag_prefix(DEAD_LETTER, {'reason': rej.reason})} topic={escape_string_field(f['topic'])},"
-            f"payload={escape_string_field(f['payload'])},detail={escape_string_field(f['detail'])} {ts_ns}")
+    """One ``dead_letter`` point at nanosecond precision; the payload cut to its first bytes (CONTRACT §3)."""
+    payload = rej.payload[:DEAD_LETTER_PAYLOAD_BYTES].decode("utf-8", errors="replace")
+    return (f"{tag_prefix(DEAD_LETTER, {'reason': rej.reason})} topic={escape_string_field(rej.topic)},"
+            f"payload={escape_string_field(payload)},detail={escape_string_field(rej.detail)} {ts_ns}")
 
 
 # period records (CONTRACT §3: the ``cn`` tag)
