@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from smartpark.averages import FIVE_MIN_MS
+
 log = logging.getLogger(__name__)
 
-PERIOD_MS = 300_000  # the finest rollup, reading_5m
+PERIOD_MS = FIVE_MIN_MS  # the finest rollup, reading_5m
 MAX_JOURNAL_BYTES = 2 * 1024 ** 3  # beyond it, batches are noted without their values
 RESERVE_BYTES = 1024 ** 3  # values are noted only while the disk keeps this much free ...
 RESERVE_SHARE = 0.10  # ... and this share of its size
