@@ -106,6 +106,7 @@ class Journal:
         self.dir = Path(directory)
         self.path = self.dir / "journal"
         self.taking = self.dir / "taking"
+        self.horizon_path = self.dir / "horizon"  # written by the runner (rollups/runner.py) when it starts
         self.max_bytes = max_bytes
         self._lock_path = self.dir / "lock"
         self._made = False
@@ -119,7 +120,7 @@ class Journal:
 
     def _values_wanted(self, size: int) -> bool:
         """Whether a batch's values go into the journal (see the module's docstring); said once each way."""
-        if not (self.dir / "horizon").exists():
+        if not self.horizon_path.exists():
             return False  # no runner has started here: nobody would read them
         if size > self.max_bytes:
             if not self._full_said:
