@@ -156,10 +156,8 @@ class PacketDecoder:
             out.rejected.append(Rejected(BAD_VALUE, f"{code} has no -{name} ({ref.key} takes its {how.value} "
                                          "value)", topic, raw))
             return
-        value = _number(text)
+        value = _number(out, code, name, text, topic, raw)
         if value is None:
-            out.rejected.append(Rejected(BAD_VALUE, f"{code}-{name}={text[:32]!r} is not a finite number",
-                                         topic, raw))
             return
         flag = fields.get("Flag") or None
         values, flags = snapshots.setdefault((self._asset_topic[ref.index], flag_quality(flag)), ({}, {}))
@@ -176,18 +174,19 @@ class PacketDecoder:
             text = fields.get(name)
             if text is None:
                 continue
-            value = _number(text)
+            value = _number(out, code, name, text, topic, raw)
             if value is None:
-                out.rejected.append(Rejected(BAD_VALUE, f"{code}-{name}={text[:32]!r} is not a finite number",
-                                             topic, raw))
                 return
             values[key.lower()] = value
         if values:
             out.lines.append(period_line(ref, cn, values, fields.get("Flag") or None, ts))
 
 
-def _number(text: str) -> float | None:
-    if not NUMBER.fullmatch(text):
-        return None
-    value = float(text)
-    return value if math.isfinite(value) else None
+def _number(out: Points, code: str, name: str, text: str, topic: str, raw: bytes) -> float | None:
+    """The field's value as a finite number; None, with its dead letter added to ``out``, when it is not one."""
+    if NUMBER.fullmatch(text):
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    out.rejected.append(Rejected(BAD_VALUE, f"{code}-{name}={text[:32]!r} is not a finite number", topic, raw))
+    return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from smartpark.errors import DecodeError
 from smartpark.schema import HJ212_CRC, HJ212_FRAME
 
 MAX_PACKET = 10_000  # bytes, the whole packet (CONTRACT §7)
@@ -76,16 +77,7 @@ def frame(segment: bytes) -> bytes:
     return b"##%04d%s%04X\r\n" % (len(segment), segment, crc16(segment))
 
 
-class Refused(Exception):
-    """What HJ 212 input refuses: ``reason`` is its dead-letter reason (CONTRACT §3), ``detail`` says why."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
-
-
-class FrameError(Refused):
+class FrameError(DecodeError):
     """A frame refused before its fields are read. ``reason``: ``hj212_frame`` or ``hj212_crc``;
     ``raw``: the bytes concerned (for the dead letter); ``fatal``: the stream cannot be resynchronised."""
 

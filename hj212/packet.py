@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from smartpark.errors import DecodeError
 from smartpark.schema import HJ212_FRAME
-
-from .frame import Refused
 
 Items = tuple[tuple[str, str], ...]
 
@@ -44,7 +43,7 @@ _DATATIME = re.compile(r"(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d{3})?")
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-class PacketError(Refused):
+class PacketError(DecodeError):
     """A packet that cannot be used; ``reason`` is its dead-letter reason, ``mn`` its MN when it was read."""
 
     def __init__(self, reason: str, detail: str, mn: str | None = None) -> None:

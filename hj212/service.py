@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -430,7 +429,6 @@ class Hj212Collector(Collector):
         self.max_pending = max_pending
         self.loggers = LoggerMap(park)
         self.packets = PacketDecoder(park)
-        self.tz = ZoneInfo(park.park.timezone)
         self.hj212_metrics = Hj212Metrics(self.metrics.registry)
         self.feed = (EngineFeed(settings.mqtt(), f"smartpark-hj212-{instance}", timeout=feed_timeout)
                      if engine_feed else None)
@@ -471,7 +469,7 @@ class Hj212Collector(Collector):
 
     def set_time(self, p: Packet, logger: Logger) -> bytes:
         """The answer to a time calibration request (1013): set the logger's clock (1012) to ours."""
-        now = datetime.now(self.tz)
+        now = datetime.now(self.packets.tz)  # the park's zone, as DataTime is read
         cp: tuple[tuple[tuple[str, str], ...], ...] = ((("SystemTime", now.strftime("%Y%m%d%H%M%S")),),)
         key = logger.config.sm4_key if p.version_bits >= 8 else None
         reply = Packet(st=p.st, cn=SET_TIME, pw=p.pw, mn=p.mn, qn=now.strftime("%Y%m%d%H%M%S%f")[:17],

@@ -32,6 +32,7 @@ from smartpark.averages import (
     month_need,
 )
 from smartpark.influx import InfluxClient
+from smartpark.lineproto import quote_ident, quote_literal
 from smartpark.park import Park, Regulatory, SensorRef
 from smartpark.schema import ALARM, READING
 
@@ -123,9 +124,9 @@ async def _raw(db: InfluxClient, site: str, refs: list[SensorRef], start: int, e
     out: dict[tuple[str, str], list[tuple[int, float, bool]]] = {(r.asset, r.sensor.id): [] for r in refs}
     if not refs:
         return out
-    sensors = " OR ".join(f"\"sensor\" = '{s}'" for s in sorted({r.sensor.id for r in refs}))
-    q = (f"SELECT * FROM \"{READING}\" WHERE \"site\" = '{site}' AND ({sensors}) AND time >= {start}ms "
-         f'AND time < {end}ms GROUP BY "asset", "sensor"')
+    sensors = " OR ".join(f'"sensor" = {quote_literal(s)}' for s in sorted({r.sensor.id for r in refs}))
+    q = (f'SELECT * FROM {quote_ident(READING)} WHERE "site" = {quote_literal(site)} AND ({sensors}) '
+         f'AND time >= {start}ms AND time < {end}ms GROUP BY "asset", "sensor"')
     for result in await db.query(q):
         for series in result.get("series", []):
             tags = series.get("tags", {})
@@ -146,7 +147,8 @@ async def _raw(db: InfluxClient, site: str, refs: list[SensorRef], start: int, e
 
 
 async def _alarms(db: InfluxClient, site: str, start: int, end: int) -> list[dict[str, Any]]:
-    q = (f"SELECT * FROM \"{ALARM}\" WHERE \"site\" = '{site}' AND time >= {start}ms AND time < {end}ms")
+    q = (f'SELECT * FROM {quote_ident(ALARM)} WHERE "site" = {quote_literal(site)} AND time >= {start}ms '
+         f"AND time < {end}ms")
     try:
         return await db.rows(q)
     except ValueError:

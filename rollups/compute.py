@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from smartpark.averages import HOUR_MS
 from smartpark.influx import InfluxClient, Retention
 from smartpark.lineproto import encode_line
 from smartpark.schema import READING, ROLLUPS
 
 from .journal import PERIOD_MS
 
-HOUR_MS = 3_600_000
 PERIODS = ROLLUPS  # period -> its measurement
 RAW_MEASUREMENT = READING
 WRITE_BATCH = 5000

@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from smartpark.averages import FIVE_MIN_MS
+
 log = logging.getLogger(__name__)
 
-PERIOD_MS = 300_000  # the finest rollup, reading_5m
+PERIOD_MS = FIVE_MIN_MS  # the finest rollup, reading_5m
 MAX_JOURNAL_BYTES = 2 * 1024 ** 3  # beyond it, batches are noted without their values
 RESERVE_BYTES = 1024 ** 3  # values are noted only while the disk keeps this much free ...
 RESERVE_SHARE = 0.10  # ... and this share of its size
@@ -104,6 +106,7 @@ class Journal:
         self.dir = Path(directory)
         self.path = self.dir / "journal"
         self.taking = self.dir / "taking"
+        self.horizon_path = self.dir / "horizon"  # written by the runner (rollups/runner.py) when it starts
         self.max_bytes = max_bytes
         self._lock_path = self.dir / "lock"
         self._made = False
@@ -117,7 +120,7 @@ class Journal:
 
     def _values_wanted(self, size: int) -> bool:
         """Whether a batch's values go into the journal (see the module's docstring); said once each way."""
-        if not (self.dir / "horizon").exists():
+        if not self.horizon_path.exists():
             return False  # no runner has started here: nobody would read them
         if size > self.max_bytes:
             if not self._full_said:

@@ -66,7 +66,7 @@ class RollupRunner:
         self.lateness_ms = int(lateness * 1000)
         self.max_held = max_held
         self.journal = journal_for(settings)
-        self.horizon_path = self.journal.dir / "horizon"
+        self.horizon_path = self.journal.horizon_path
         self.windows: Windows | None = None  # set by start(); without it every period is read from raw
         self.stats = RunnerStats()
 

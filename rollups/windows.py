@@ -30,7 +30,6 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,12 +41,6 @@ log = logging.getLogger(__name__)
 
 NEG_INF = -(1 << 62)
 Chunk = tuple[I64, I64, F64, B]  # series index, ts, value, has quality
-
-
-@dataclass(slots=True)
-class WindowStats:
-    readings: int = 0  # journaled readings folded into open windows
-    finished: int = 0  # windows computed from the journal
 
 
 class Windows:
@@ -67,7 +60,6 @@ class Windows:
         self.series = Series()
         self.latest = np.full(0, NEG_INF, np.int64)  # per series, the latest window it has readings in
         self.deferred: set[int] = set()  # due at the end of a turn, held back by a series that stopped
-        self.stats = WindowStats()
         self._times: deque[int] = deque(maxlen=max(1, reorder))  # data time after each of the last batches
 
     def fold(self, body: bytes, count: int, raw: set[int]) -> None:
@@ -97,7 +89,6 @@ class Windows:
             self.latest[part] = np.maximum(self.latest[part], win)
             self.held += b - a
         self.data_time = max(self.data_time, int(ts.max()))
-        self.stats.readings += count
         self._times.append(self.data_time)
         if self.held > self.max_held:
             self._shed(raw)
@@ -149,7 +140,6 @@ class Windows:
         self.deferred.difference_update(due)
         if not due:
             return {}
-        self.stats.finished += len(due)
         chunks = [(w, c) for w in due for c in self.open.pop(w)]
         self.held -= sum(len(c[0]) for _, c in chunks)
         return self._aggregate(chunks)
