@@ -29,8 +29,8 @@ from smartpark.averages import (
     day_need,
     hour_need,
     month_need,
+    violates,
 )
-from smartpark.park import Regulatory
 
 from . import texts
 from .alarm import Alarm, Lifecycle
@@ -70,17 +70,6 @@ class Buckets:
         if b.month_days > 31:  # earlier versions summed the month's valid hours: the month starts afresh
             b.month_sum, b.month_n, b.month_days = 0.0, 0, round(b.month_days / 24)
         return b
-
-
-def violates(reg: Regulatory, v: float, margin: float = 0.0) -> tuple[bool, float]:
-    """Whether ``v`` breaks the regulatory limit (by ``margin`` inside it), and the limit it is judged by."""
-    lim = reg.limit
-    if reg.comparator == "max":
-        return v > lim - margin, float(lim)  # type: ignore[operator, arg-type]  # a number for max and min
-    if reg.comparator == "min":
-        return v < lim + margin, float(lim)  # type: ignore[operator, arg-type]  # a number for max and min
-    lo, hi = lim  # type: ignore[misc]  # a [lo, hi] pair for a range
-    return (v < lo + margin or v > hi - margin), float(lo if v < (lo + hi) / 2 else hi)
 
 
 class Averaging(Lifecycle):

@@ -30,6 +30,7 @@ from smartpark.averages import (
     hour_need,
     is_valid,
     month_need,
+    violates,
 )
 from smartpark.influx import InfluxClient
 from smartpark.lineproto import quote_ident, quote_literal
@@ -38,13 +39,8 @@ from smartpark.schema import ALARM, READING
 
 
 def exceeds(reg: Regulatory | None, mean: float | None) -> bool:
-    if reg is None or mean is None:
-        return False
-    if reg.comparator == "range":
-        lo, hi = reg.limit  # type: ignore[misc]  # a range limit is [low, high] (park model checks it)
-        return not lo <= mean <= hi
-    limit = float(reg.limit)  # type: ignore[arg-type]  # not a range: one number
-    return mean < limit if reg.comparator == "min" else mean > limit
+    """Whether a period's mean breaks its limit: the engine's own comparison (``smartpark.averages.violates``)."""
+    return reg is not None and mean is not None and violates(reg, mean)[0]
 
 
 def limit_text(reg: Regulatory | None) -> str:

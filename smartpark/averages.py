@@ -40,6 +40,17 @@ def entry(sensor: Sensor, averaging: str) -> Regulatory | None:
     return next((r for r in sensor.regulatory if r.averaging == averaging), None)
 
 
+def violates(reg: Regulatory, v: float, margin: float = 0.0) -> tuple[bool, float]:
+    """Whether ``v`` breaks the regulatory limit (by ``margin`` inside it), and the limit it is judged by."""
+    lim = reg.limit
+    if reg.comparator == "max":
+        return v > lim - margin, float(lim)  # type: ignore[operator, arg-type]  # a number for max and min
+    if reg.comparator == "min":
+        return v < lim + margin, float(lim)  # type: ignore[operator, arg-type]  # a number for max and min
+    lo, hi = lim  # type: ignore[misc]  # a [lo, hi] pair for a range
+    return (v < lo + margin or v > hi - margin), float(lo if v < (lo + hi) / 2 else hi)
+
+
 def readings_needed(sensor: Sensor, window_ms: int, min_valid: float | None) -> int:
     """Valid readings that make a valid average over ``window_ms``: ``min_valid`` (75 %) of those expected."""
     share = min_valid or DEFAULT_MIN_VALID
