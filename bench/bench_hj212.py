@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import resource
@@ -124,6 +125,15 @@ def load_park_yaml(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the client when it is installed (the server's default too), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -148,13 +158,109 @@ def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     """Sample the server's Python stacks for ``seconds`` (py-spy, collapsed-stack text with native frames
     of extensions left out): where the burst's time goes, without cProfile's per-call overhead."""
     return subprocess.Popen([py_spy_exe(), "record", "-p", str(pid),
-                             "-d", str(max(1, round(seconds))), "-r", "250", "--format", "raw", "-o", str(out),
+                             "-d", str(max(1, round(seconds))), "-r", os.environ.get("SPY_RATE", "250"), "--format", "raw", "-o", str(out),
                              "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+class _Logger(asyncio.Protocol):
+    """One logger of the protocol client: its send time, and the moment its 9014 is read, taken first thing in
+    ``data_received`` (before any parsing: the client's own work is not the server's latency)."""
+
+    def __init__(self, lat: dict[str, list[float]], done: Callable[[], None]) -> None:
+        self.lat, self.done = lat, done
+        self.transport: asyncio.Transport | None = None
+        self.kind: str | None = None  # the phase of the packet waiting for its 9014
+        self.sent = 0.0
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+
+    def send(self, kind: str, data: bytes) -> None:
+        assert self.transport is not None
+        if self.kind is not None:  # the previous packet got no 9014 yet: counted missing at the end
+            return
+        self.kind, self.sent = kind, time.monotonic()
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.buf = (self.buf + data)[-4096:]
+        if self.kind is not None and b"CN=9014" in self.buf:  # a whole 9014 ends with CRLF; its CN is enough
+            self.lat[self.kind].append(now - self.sent)
+            self.kind, self.buf = None, b""
+            self.done()
+
+
 async def drive(port: int, n: int, cycles: int, period: float, park_yaml: str,
-                on_burst: Callable[[], object] | None = None) -> dict[str, list[float]]:
+                on_burst: Callable[[], object] | None = None,
+                mark: Callable[[str], object] | None = None) -> dict[str, list[float]]:
+    """The protocol client: packets built before they are due, a protocol per logger, each packet timed from
+    its write to the read that holds its 9014. The burst is one callback writing all loggers' packets in a
+    loop (about 5 us each), which is as close to "all at once" as one process gets."""
+    park = parse_park(park_yaml)
+    loggers = list(LoggerMap(park).by_mn.values())
+    lat: dict[str, list[float]] = {"steady": [], "burst": []}
+    loop = asyncio.get_running_loop()
+    t0_ms = (int(time.time()) - 3600) * 1000
+    packets = [[realtime_packet(lg, t0_ms + k * 30_000, {c: 10.0 + k for c in CODES}, TZ)
+                for k in range(cycles + 1)] for lg in loggers[:n]]
+    expected = n * (cycles + 1)
+    got = 0
+    finished = loop.create_future()
+
+    def done() -> None:
+        nonlocal got
+        got += 1
+        if got == expected and not finished.done():
+            if mark is not None:
+                mark("burst acked")
+            finished.set_result(None)
+
+    conns: list[_Logger] = []
+    for i in range(0, n, 500):  # open in waves (the listen backlog)
+        made = await asyncio.gather(*(loop.create_connection(lambda: _Logger(lat, done), "127.0.0.1", port)
+                                      for _ in range(min(500, n - i))))
+        conns += [proto for _t, proto in made]
+    print(f"  {len(conns):,} connections open (protocol client, {type(loop).__module__} loop)")
+    start = loop.time()
+    for i, conn in enumerate(conns):
+        phase = random.Random(i).uniform(0, period)
+        for k in range(cycles):
+            loop.call_at(start + phase + k * period, conn.send, "steady", packets[i][k])
+    burst_at = start + cycles * period + 2.0
+    cpu: list[float] = []
+
+    def burst() -> None:
+        if mark is not None:
+            mark("burst")
+        cpu.append(time.process_time())
+        for conn, pk in zip(conns, packets, strict=True):
+            conn.send("burst", pk[cycles])
+        cpu.append(time.process_time())
+
+    if on_burst is not None:
+        loop.call_at(burst_at - 0.2, on_burst)
+    loop.call_at(burst_at, burst)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(finished, burst_at + 60 - loop.time())
+    missing = expected - got
+    if cpu:
+        print(f"  burst written in {(cpu[1] - cpu[0]) * 1000:.0f} ms of client CPU")
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    print(f"  packets without a 9014 within 60 s: {missing}")
+    return lat
+
+
+async def drive_streams(port: int, n: int, cycles: int, period: float, park_yaml: str,
+                        on_burst: Callable[[], object] | None = None) -> dict[str, list[float]]:
+    """The first client (``--client streams``), kept to compare with: a coroutine per logger on asyncio
+    streams, each building its packet when due and parsing what it reads. In the burst all 5,000 build and
+    write before any reads an answer, so its latencies include the client's own queue (docs/benchmarks/hj212.md
+    §5)."""
     park = parse_park(park_yaml)
     loggers = list(LoggerMap(park).by_mn.values())
     lat: dict[str, list[float]] = {"steady": [], "burst": []}
@@ -211,7 +317,8 @@ SERVE = ("import sys, smartpark.park as p; p.MAX_NODES = 10**7; sys.argv[0] = 's
          "try:\n    from cli import run\nexcept ImportError:\n    from smartpark.cli import run\nrun()")
 
 
-def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | None = None) -> None:
+def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | None = None,
+         client: str = "protocol") -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < n + 200:
@@ -227,12 +334,12 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
                    "SMARTPARK_INFLUX_DB": "bench_hj212", "SMARTPARK_STATE_DIR": str(Path(tmp) / "state"),
                    "SMARTPARK_PARK": str(park_file), "SMARTPARK_HJ212_LISTEN": f"127.0.0.1:{port}",
                    "PYTHONPATH": str(tree)}
-            print(f"server: {tree}")
+            print(f"server: {tree}; client: {client}")
             serve = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", SERVE, "hj212", "serve"],
                                      env=env, cwd=tree, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
                                                                                    (hard, hard)))
             try:
-                run_load(serve, stack, port, n, cycles, period, profile)
+                run_load(serve, stack, port, n, cycles, period, profile, client)
             finally:
                 if serve.poll() is None:
                     serve.kill()
@@ -242,7 +349,7 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
 
 
 def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cycles: int, period: float,
-             profile: Path | None = None) -> None:
+             profile: Path | None = None, client: str = "protocol") -> None:
     """Wait for the server, drive the loggers, then report latencies, CPU and what was stored."""
     os.sched_setaffinity(0, {1})
     deadline = time.monotonic() + 300  # loading a park of 5,000 assets is slow on a busy machine
@@ -260,7 +367,16 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     cpu0 = cpu_seconds(serve.pid)
     spy: list[subprocess.Popen[bytes]] = []
     burst = (lambda: spy.append(py_spy(serve.pid, profile, 4))) if profile is not None else None
-    lat = asyncio.run(drive(port, n, cycles, period, load_park_yaml(n), burst))
+    marks: dict[str, float] = {}
+
+    def mark(what: str) -> None:  # the server's CPU at the burst's first write and at its last 9014
+        marks[what] = cpu_seconds(serve.pid)
+
+    if client == "streams":
+        lat = asyncio.run(drive_streams(port, n, cycles, period, load_park_yaml(n), burst))
+    else:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            lat = runner.run(drive(port, n, cycles, period, load_park_yaml(n), burst, mark))
     for p in spy:
         p.wait(60)
         print(f"  py-spy of the burst: {profile}")
@@ -277,6 +393,10 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     print(f"  server CPU: {cpu1 - cpu0:.1f} s for {packets:,} packets = {(cpu1 - cpu0) / packets * 1e6:.0f} us "
           f"per packet (connections, parse, validate, write, feed, 9014); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if len(marks) == 2:
+        burst_cpu = marks["burst acked"] - marks["burst"]
+        print(f"  server CPU in the burst (first write to last 9014): {burst_cpu:.2f} s = "
+              f"{burst_cpu / max(1, len(lat['burst'])) * 1e6:.0f} us per packet")
     print(f"  stored : {stored:,} reading points for {packets:,} packets x {len(CODES)} codes = "
           f"{packets * len(CODES):,}  -> "
           f"{'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
@@ -293,6 +413,9 @@ def main() -> None:
     ap.add_argument("--server-tree", type=Path, action="append", default=[], metavar="DIR",
                     help="run the load part's server from this checkout (repeatable: one load run each, in order, "
                     "to compare commits in one run) [default: this one]")
+    ap.add_argument("--client", choices=("protocol", "streams"), action="append", default=[],
+                    help="the load client: protocol (default) or streams (the first one, whose own queue in the burst "
+                    "is part of what it measures); repeatable: one load run per client and tree")
     ap.add_argument("--py-spy", type=Path, metavar="FILE",
                     help="sample the server during the burst with py-spy (collapsed stacks; FILE.N per tree)")
     args = ap.parse_args()
@@ -302,9 +425,10 @@ def main() -> None:
         os.sched_setaffinity(0, {1})
         cpu(args.packets)
     if not args.skip_load:
-        for i, tree in enumerate(args.server_tree or [ROOT]):
+        runs = [(tree, client) for tree in args.server_tree or [ROOT] for client in args.client or ["protocol"]]
+        for i, (tree, client) in enumerate(runs):
             profile = args.py_spy.with_name(f"{args.py_spy.name}.{i}") if args.py_spy else None
-            load(args.loggers, args.cycles, args.period, tree.resolve(), profile)
+            load(args.loggers, args.cycles, args.period, tree.resolve(), profile, client)
 
 
 if __name__ == "__main__":

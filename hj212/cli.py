@@ -79,6 +79,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # collector's full passes, which otherwise stall every connection for as long as the model is large
     gc.collect()
     gc.freeze()
+    # a burst of 5,000 packets allocates some million short-lived containers: at the default threshold (700)
+    # the young generation is collected thousands of times, promoting the packets in flight each time, and
+    # that was a tenth of the burst's CPU (bench/bench_hj212.py; docs/benchmarks/hj212.md §5)
+    gc.set_threshold(100_000, 20, 10)
 
     async def main() -> None:
         stop = asyncio.Event()

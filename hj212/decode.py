@@ -27,6 +27,7 @@ from smartpark.topics import snapshot_topic
 from .packet import NUMBER, Packet, PacketError, datatime_ms
 
 REALTIME = "2011"
+_REALTIME_FIELDS = ("Rtd", "ZsRtd", "Flag", "SampleTime", "EFlag")  # of a mapped code, in 2011 data
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,11 @@ class Logger:
     asset: str
     config: Hj212Logger
     codes: dict[str, tuple[SensorRef, Hj212Code]]
+    # the fast path of real-time data (PacketDecoder.realtime_fast): per mapped code of this asset, the key of
+    # the value it takes, the key of its flag and its sensor; and every key such a packet may hold
+    realtime: tuple[tuple[str, str, str], ...] = ()
+    realtime_keys: frozenset[str] = frozenset()
+    topic: str = ""  # the asset's snapshot topic
 
     @property
     def mn(self) -> str:
@@ -53,7 +59,11 @@ class LoggerMap:
                 for cfg in asset.hj212:
                     codes = {code: (park.get(f"{site.id}/{asset.id}/{t.sensor}"), t)
                              for code, t in cfg.code_map().items()}
-                    self.by_mn[cfg.mn] = Logger(site.id, asset.id, cfg, codes)
+                    realtime = tuple((f"{code}-{'ZsRtd' if t.value == 'converted' else 'Rtd'}", f"{code}-Flag",
+                                      ref.sensor.id) for code, (ref, t) in codes.items())
+                    keys = frozenset({"DataTime"} | {f"{code}-{name}" for code in codes for name in _REALTIME_FIELDS})
+                    self.by_mn[cfg.mn] = Logger(site.id, asset.id, cfg, codes, realtime, keys,
+                                                 snapshot_topic(site.id, asset.id))
 
     def get(self, mn: str) -> Logger | None:
         return self.by_mn.get(mn)
@@ -145,6 +155,36 @@ class PacketDecoder:
                     payload = orjson.dumps(doc)
                 out.feed.append((asset_topic, payload))
         return out
+
+    def realtime_fast(self, logger: Logger, items: dict[str, str],
+                      received_ms: int | None = None) -> tuple[list[str], tuple[str, bytes]] | None:
+        """Real-time data (2011) as :meth:`decode` makes them, for the packet nearly every logger sends: every
+        code mapped and every value a finite number in range with flag ``N``. ``(lines, (topic, snapshot))``
+        for the engine feed, or None for any other packet, which :meth:`decode` then takes whole (so dead
+        letters, flags, qualities and unmapped codes keep one definition). ``items``: :func:`cp_items` of the
+        CP. tests/test_hj212_packets.py checks that both give the same points."""
+        if not logger.realtime or not items.keys() <= logger.realtime_keys:
+            return None
+        text = items.get("DataTime")
+        if text is None:
+            return None
+        try:
+            ts = datatime_ms(text, self.tz)
+        except PacketError:
+            return None
+        values: dict[str, float] = {}
+        number = NUMBER.fullmatch
+        for value_key, flag_key, sensor in logger.realtime:
+            value = items.get(value_key)
+            flag = items.get(flag_key)
+            if value is None or (flag and flag != "N") or not number(value):
+                return None
+            values[sensor] = float(value)
+        topic = logger.topic
+        lines = self.decoder.snapshot_lines(topic, ts, values, received_ms)
+        if lines is None:
+            return None
+        return lines, (topic, orjson.dumps({"ts": ts, "values": values}))
 
     def _realtime(self, out: Points, snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]],
                   code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, topic: str,

@@ -77,6 +77,17 @@ def frame(segment: bytes) -> bytes:
     return b"##%04d%s%04X\r\n" % (len(segment), segment, crc16(segment))
 
 
+def single(data: bytes) -> bytes | None:
+    """The data segment when ``data`` is exactly one packet whose length, CRC and CRLF are right (what a
+    logger's read nearly always is), else None: then :class:`FrameReader` decides, and reports what is wrong."""
+    if (data[:2] == b"##" and data[-2:] == b"\r\n" and data[2:6].isdigit()
+            and int(data[2:6]) + _OVERHEAD == len(data) and _HEX.issuperset(data[-6:-2])):
+        segment = data[6:-6]
+        if int(data[-6:-2], 16) == crc16(segment):
+            return segment
+    return None
+
+
 class FrameError(DecodeError):
     """A frame refused before its fields are read. ``reason``: ``hj212_frame`` or ``hj212_crc``;
     ``raw``: the bytes concerned (for the dead letter); ``fatal``: the stream cannot be resynchronised."""

@@ -143,15 +143,40 @@ def parse(segment: bytes, *, cp_plain: bool = True) -> Packet:
     if not text.endswith("&&") or len(text) < cp_at + 7:
         raise PacketError(HJ212_FRAME, "CP does not end with '&&'", _peek_mn(text))
     head_text, body = text[:cp_at], text[cp_at + 5:-2]
-    common = _COMMON_HEAD.fullmatch(head_text)
+    common = common_head(text)
     if common is not None:
-        qn, st, cn, pw, mn, flag_text = common.groups()
-        flag = int(flag_text)
-        if flag <= 255 and not flag & FLAG_SPLIT:
-            if not cp_plain and body and "=" not in body:
-                return Packet(st=st, cn=cn, pw=pw, mn=mn, qn=qn, flag=flag, cp_text=body)
-            return Packet(st=st, cn=cn, pw=pw, mn=mn, cp=parse_cp(body, mn), qn=qn, flag=flag)
+        qn, st, cn, pw, mn, flag, body = common
+        if not cp_plain and body and "=" not in body:
+            return Packet(st=st, cn=cn, pw=pw, mn=mn, qn=qn, flag=flag, cp_text=body)
+        return Packet(st=st, cn=cn, pw=pw, mn=mn, cp=parse_cp(body, mn), qn=qn, flag=flag)
     return _parse_general(text, head_text, body, cp_plain)
+
+
+def common_head(text: str) -> tuple[str, str, str, str, str, int, str] | None:
+    """``(QN, ST, CN, PW, MN, Flag, CP content)`` of a data segment whose header is the common one (the
+    standard's fields in its order, nothing else, one byte of Flag, not split), else None: then :func:`parse`'s
+    general path decides. What :func:`parse` itself takes first, and the listener's fast path."""
+    m = _COMMON_HEAD.match(text)
+    if m is None:
+        return None
+    at = m.end()
+    if not text.startswith("CP=&&", at) or not text.endswith("&&") or len(text) < at + 7:
+        return None
+    qn, st, cn, pw, mn, flag_text = m.groups()
+    flag = int(flag_text)
+    if flag > 255 or flag & FLAG_SPLIT:
+        return None
+    return qn, st, cn, pw, mn, flag, text[at + 5:-2]
+
+
+def cp_items(body: str) -> dict[str, str] | None:
+    """Every item of a CP content by key (a later item wins, as :meth:`Packet.items`) when its syntax is
+    right and it holds no empty group; else None (:func:`parse_cp` decides). One split of the whole content,
+    no tuple per group: the listener's fast path for real-time data."""
+    if not body or ";;" in body or body[0] == ";" or body[-1] == ";" or not _CP.fullmatch(body):
+        return None
+    parts = body.replace(";", ",").replace("=", ",").split(",")
+    return dict(zip(parts[::2], parts[1::2], strict=True))
 
 
 def _parse_general(text: str, head_text: str, body: str, cp_plain: bool) -> Packet:

@@ -27,12 +27,14 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from collector.service import Batch, Collector
 from collector.spool import SpoolError
@@ -44,10 +46,10 @@ from smartpark.timing import Wakeup, first_of
 from smartpark.topics import hj212_topic as dead_letter_topic
 
 from .crypto import decrypt_cp, encrypt_cp
-from .decode import Logger, LoggerMap, PacketDecoder, Points
+from .decode import REALTIME, Logger, LoggerMap, PacketDecoder
 from .feed import EngineFeed, acked
-from .frame import Frame, FrameError, FrameReader, frame
-from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, encode, encode_cp, parse, parse_cp
+from .frame import Frame, FrameError, FrameReader, frame, single
+from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, common_head, cp_items, encode, encode_cp, parse, parse_cp
 
 log = logging.getLogger(__name__)
 
@@ -60,40 +62,92 @@ DATA_ACK = "9014"
 
 @dataclass(slots=True, eq=False)
 class Item:
-    """One packet on its way to durability: its lines, its dead letters, and the future the collector
-    resolves (True: durable, False: could not be made durable)."""
+    """One packet on its way to durability: its lines, its dead letters, the readings for the alarm engine,
+    and the 9014 to write to its connection once both are safe (None: the packet asked for none)."""
 
     mn: str
     lines: list[str]
     rejected: list[Rejected]
-    done: asyncio.Future[bool] | None = None
+    conn: _Connection | None = None
+    answer: bytes | None = None  # the 9014 (several, for the parts of a split packet)
+    answers: int = 0
+    feed: list[tuple[str, bytes]] | None = None
+    group: _FeedGroup | None = None  # the engine publish its feed went out in
     qos: int = 0  # a packet holds no place in a broker's in-flight window (collector.service.Source)
     gen: int = 0
 
 
+class _FeedGroup:
+    """The engine feed's publish of the packets of one take: one future for all their PUBACKs. A packet whose
+    batch is durable before the PUBACKs are in waits here for its 9014 (no future or callback per packet)."""
+
+    __slots__ = ("durable", "fut", "listener")
+
+    def __init__(self, listener: Listener, fut: asyncio.Future[Any]) -> None:
+        self.listener = listener
+        self.fut = fut
+        self.durable: list[Item] = []
+        fut.add_done_callback(self._settled)
+
+    def _settled(self, fut: asyncio.Future[Any]) -> None:
+        items, self.durable = self.durable, []
+        if acked(fut):
+            for item in items:
+                self.listener.answer(item)
+        elif items:
+            log.warning("hj212: the alarm engine's readings of %d packets were not accepted by the broker; "
+                        "no 9014 for them (their loggers resend)", len(items))
+
+
 class Hj212Metrics:
-    """Per logger (label ``mn``; ``-`` for packets of no known logger), in the collector's registry."""
+    """Per logger (label ``mn``; ``-`` for packets of no known logger), in the collector's registry.
+
+    The three a packet touches (packets, last packet, acks) are plain dictionaries that the registry reads
+    when scraped (:class:`_PerLogger`): a labelled prometheus child takes a lock per update, three per
+    packet, which was a twentieth of a burst's CPU. Refusals and unmapped codes are rare: ordinary counters."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.packets = Counter("smartpark_hj212_packets", "packets accepted", ("mn",), registry=r)
+        self.packets: dict[str, int] = {}
+        self.acks: dict[str, int] = {}
+        self.last_packet: dict[str, float] = {}
         self.refused = Counter("smartpark_hj212_refused", "packets refused (dead-lettered)", ("mn", "reason"),
                                registry=r)
-        self.acks = Counter("smartpark_hj212_acks", "9014 acknowledgements sent", ("mn",), registry=r)
-        self.last_packet = Gauge("smartpark_hj212_last_packet_timestamp_seconds", "time of the last packet",
-                                 ("mn",), registry=r)
         self.unmapped = Counter("smartpark_hj212_unmapped_codes", "values of pollutant codes no sensor maps",
                                 ("mn", "code"), registry=r)
         self.connections = Gauge("smartpark_hj212_connections", "open logger connections", registry=r)
-        self._of: dict[str, tuple[Any, Any, Any]] = {}
+        r.register(_PerLogger(self))
 
-    def of(self, mn: str) -> tuple[Any, Any, Any]:
-        """(packets, last packet, acks) of one logger: labelled once, not per packet (labels() takes a lock
-        and builds a key every call)."""
-        children = self._of.get(mn)
-        if children is None:
-            children = self._of[mn] = (self.packets.labels(mn), self.last_packet.labels(mn), self.acks.labels(mn))
-        return children
+    def packet(self, mn: str, now: float) -> None:
+        packets = self.packets
+        packets[mn] = packets.get(mn, 0) + 1
+        self.last_packet[mn] = now
+
+    def acked(self, mn: str, n: int = 1) -> None:
+        acks = self.acks
+        acks[mn] = acks.get(mn, 0) + n
+
+
+class _PerLogger:
+    """The registry's view of :class:`Hj212Metrics`' dictionaries (a prometheus "custom collector")."""
+
+    def __init__(self, m: Hj212Metrics) -> None:
+        self.m = m
+
+    def describe(self) -> list[Any]:
+        return []  # not known before the first packets: collected at every scrape
+
+    def collect(self) -> Iterator[Any]:
+        m = self.m
+        for name, doc, kind, values in (
+                ("smartpark_hj212_packets", "packets accepted", CounterMetricFamily, m.packets),
+                ("smartpark_hj212_acks", "9014 acknowledgements sent", CounterMetricFamily, m.acks),
+                ("smartpark_hj212_last_packet_timestamp_seconds", "time of the last packet", GaugeMetricFamily,
+                 m.last_packet)):
+            family = kind(name, doc, labels=("mn",))
+            for mn, v in list(values.items()):
+                family.add_metric((mn,), v)
+            yield family
 
 
 class _Connection(asyncio.Protocol):
@@ -135,6 +189,10 @@ class _Connection(asyncio.Protocol):
         self.last = asyncio.get_running_loop().time()
         listener = self.listener
         try:
+            # one whole packet in one read, nothing held: what a logger's read nearly always is
+            if not self.frames.pending and (segment := single(data)) is not None:
+                listener._fast(self, segment, data)
+                return
             for event in self.frames.feed(data):
                 if isinstance(event, FrameError):
                     listener._refuse(self, event.reason, event.detail, None, event.raw)
@@ -216,11 +274,19 @@ class Listener:
 
     # ------------------------------------------------------------------ the collector's side
     async def take(self, max_n: int, wait: float) -> list[Item]:
-        """Up to ``max_n`` packets, waiting at most ``wait`` seconds for the first one."""
+        """Up to ``max_n`` packets, waiting at most ``wait`` seconds for the first one. Their readings for the
+        alarm engine go to the broker now, as one group (:class:`_FeedGroup`)."""
         if not self._inbox and wait > 0:
             await self._wakeup.wait(wait)
         inbox = self._inbox
         out = [inbox.popleft() for _ in range(min(max_n, len(inbox)))]
+        feed = self.service.feed
+        if feed is not None:
+            fed = [item for item in out if item.feed]
+            if fed:
+                group = _FeedGroup(self, feed.publish_soon([m for item in fed for m in item.feed or ()]))
+                for item in fed:
+                    item.group = group
         if self._paused and len(inbox) < self.max_pending:
             paused, self._paused = self._paused, set()
             for conn in paused:
@@ -229,20 +295,31 @@ class Listener:
         return out
 
     def ack(self, messages: list[Any]) -> int:
-        """The packets' points are durable: their 9014 may go out."""
-        return self._settle(messages, True)
+        """The packets' points are durable: their 9014 may go out (once the engine's readings are PUBACKed)."""
+        n = 0
+        for item in messages:
+            if item.answer is None:
+                continue
+            n += 1
+            group = item.group
+            if group is None:
+                self.answer(item)
+            elif not group.fut.done():
+                group.durable.append(item)
+            elif acked(group.fut):
+                self.answer(item)
+            else:
+                log.warning("hj212: a packet of %s was not made durable; no 9014 (the logger resends)", item.mn)
+        return n
 
     def refuse(self, messages: list[Any]) -> int:
-        return self._settle(messages, False)
+        """Not durable: no 9014, the loggers resend."""
+        return sum(1 for item in messages if item.answer is not None)
 
-    @staticmethod
-    def _settle(items: list[Item], ok: bool) -> int:
-        n = 0
-        for item in items:
-            if item.done is not None and not item.done.done():
-                item.done.set_result(ok)
-                n += 1
-        return n
+    def answer(self, item: Item) -> None:
+        if item.conn is not None and item.answer is not None:
+            item.conn.send(item.answer)
+            self.service.hj212_metrics.acked(item.mn, item.answers)
 
     def _put(self, conn: _Connection, item: Item) -> None:
         """Into the inbox; when it is full (InfluxDB down, spool full: the collector is behind) the
@@ -310,9 +387,7 @@ class Listener:
             self._refuse(conn, exc.reason, exc.detail, p.mn, fr.raw)
             return
         metrics = self.service.hj212_metrics
-        packets, last_packet, _acks = metrics.of(p.mn)
-        packets.inc()
-        last_packet.set(time.time())
+        metrics.packet(p.mn, time.time())
         parts = [p]
         if p.split:
             whole = self._reassemble(conn, p)
@@ -330,13 +405,37 @@ class Listener:
         for code in points.unmapped:
             metrics.unmapped.labels(p.mn, code).inc()
         acks = [a for a in parts if a.wants_ack]
+        item = Item(p.mn, points.lines, points.rejected, conn, b"".join(data_ack(a) for a in acks) if acks else None,
+                    len(acks), points.feed or None)
         if not points.lines and not points.rejected:  # heartbeats, status, commands: nothing to store
-            self._answer_now(conn, acks)
+            self.answer(item)
             return
-        item = Item(p.mn, points.lines, points.rejected,
-                    asyncio.get_running_loop().create_future() if acks or points.feed else None)
         self._put(conn, item)
-        self._answer(conn, item, points, acks)
+
+    def _fast(self, conn: _Connection, segment: bytes, raw: bytes) -> None:
+        """A framed packet, on the path nearly every one takes: the common header, real-time data of a known
+        logger with its PW, a plain CP whose every code is mapped and every value a finite number in range
+        with flag N. Whatever else it is, :meth:`_packet` takes it whole (same checks, same order, same
+        outcome: tests/test_hj212_packets.py compares the two)."""
+        try:
+            head = common_head(segment.decode())
+        except UnicodeDecodeError:
+            head = None
+        if head is not None:
+            qn, _st, cn, pw, mn, flag, body = head
+            logger = self.service.loggers.get(mn)
+            if (cn == REALTIME and logger is not None and (logger.config.pw is None or pw == logger.config.pw)
+                    and (items := cp_items(body)) is not None):
+                now_ns = time.time_ns()
+                fast = self.service.packets.realtime_fast(logger, items, now_ns // 1_000_000)
+                if fast is not None:
+                    lines, snapshot = fast
+                    self.service.hj212_metrics.packet(mn, now_ns / 1e9)
+                    wants = flag & FLAG_ACK
+                    self._put(conn, Item(mn, lines, [], conn, data_ack_of(qn, pw, mn, flag) if wants else None,
+                                         1 if wants else 0, [snapshot]))
+                    return
+        self._packet(conn, Frame(segment, raw))
 
     def _plain(self, p: Packet, logger: Logger) -> Packet:
         """The packet with a readable CP: decrypted with the logger's SM4 key, or refused."""
@@ -376,40 +475,14 @@ class Listener:
         whole = dataclasses.replace(first, cp=cp, flag=(first.flag or 0) & ~FLAG_SPLIT, pnum=None, pno=None)
         return whole, parts
 
-    def _answer_now(self, conn: _Connection, acks: list[Packet]) -> None:
-        if acks:
-            conn.send(b"".join(data_ack(a) for a in acks))
-            self.service.hj212_metrics.of(acks[0].mn)[2].inc(len(acks))
-
-    def _answer(self, conn: _Connection, item: Item, points: Points, acks: list[Packet]) -> None:
-        """The 9014 once the points are durable and the alarm engine's readings are with the broker: done by
-        callbacks on the two futures, not a task per packet (a burst of 5,000 loggers is 5,000 packets)."""
-        feed = self.service.feed
-        waits: list[asyncio.Future[Any]] = [
-            f for f in (item.done, feed.publish_soon(points.feed) if feed is not None and points.feed else None)
-            if f is not None]
-        if not waits:
-            self._answer_now(conn, acks)
-            return
-        left = len(waits)
-
-        def settled(_: asyncio.Future[Any]) -> None:
-            nonlocal left
-            left -= 1
-            if left:
-                return
-            if all(acked(f) for f in waits):  # the batch's bool, the feed's None or bool
-                self._answer_now(conn, acks)
-            elif acks:
-                log.warning("hj212: a packet of %s was not made durable; no 9014 (the logger resends)", item.mn)
-
-        for f in waits:
-            f.add_done_callback(settled)
-
-
 def data_ack(p: Packet) -> bytes:
     """``QN=<its QN>;ST=91;CN=9014;PW=<its PW>;MN=<its MN>;Flag=<its version bits>;CP=&&&&`` (CONTRACT §7)."""
     return frame(encode(Packet(st="91", cn=DATA_ACK, pw=p.pw, mn=p.mn, qn=p.qn, flag=p.version_bits)))
+
+
+def data_ack_of(qn: str, pw: str, mn: str, flag: int) -> bytes:
+    """:func:`data_ack` of a packet with a QN, from its fields (no :class:`Packet` built: the fast path)."""
+    return frame(f"QN={qn};ST=91;CN={DATA_ACK};PW={pw};MN={mn};Flag={flag & ~0x03};CP=&&&&".encode())
 
 
 class Hj212Collector(Collector):

@@ -263,6 +263,23 @@ class _Known(NamedTuple):
     line: str  # its point's line protocol up to the value: ``reading,asset=..,sensor=..,site=.. value=``
 
 
+def _simple_snapshot(sensors: dict[str, _Known], values: dict[str, Any], ts: int,
+                     quality: str | None) -> list[str] | None:
+    """Lines of a snapshot's values when every one is a known sensor's finite float in range, else None."""
+    prefixes: list[str] = []
+    floats: list[float] = []
+    for name, raw in values.items():
+        known = sensors.get(name)
+        if known is None or type(raw) is not float or raw - raw != 0.0 or not known.lo <= raw <= known.hi:
+            return None
+        prefixes.append(known.line)
+        floats.append(raw)
+    # one orjson call formats them all (format_float's text: JSON floats hold no comma)
+    texts = orjson.dumps(floats).decode()[1:-1].split(",") if floats else []
+    tail = f" {ts}" if quality is None or quality == "good" else f',quality="{quality}" {ts}'
+    return [f"{p}{t}{tail}" for p, t in zip(prefixes, texts, strict=True)]
+
+
 class Decoder:
     """Turns one MQTT message into accepted readings and dead letters, validated against the park.
 
@@ -355,6 +372,21 @@ class Decoder:
         except Exception as exc:
             return [], [Rejected(BAD_VALUE, unexpected(exc), topic, payload)]
 
+    def snapshot_lines(self, topic: str, ts: int, values: dict[str, Any],
+                       received_ms: int | None = None) -> list[str] | None:
+        """The lines of the good-quality snapshot ``{"ts": ts, "values": values}`` on ``topic`` when it needs
+        no more than :meth:`lines`' fast path checks (the same checks, by the same function), else None: then
+        :meth:`lines` of its JSON decides. For an input that holds the numbers already (HJ 212's real-time
+        data) and would otherwise format and parse a JSON document per packet."""
+        sensors = self._assets.get(topic)
+        if sensors is None or type(ts) is not int:
+            return None
+        max_age = self._max_age_ms
+        ts_min = TS_MIN_MS if max_age is None else max(TS_MIN_MS, (received_ms or now_ms()) - max_age)
+        if not ts_min <= ts < TS_MAX_MS:
+            return None
+        return _simple_snapshot(sensors, values, ts, None)
+
     def _fast_lines(self, topic: str, payload: bytes, ts_min: int) -> list[str] | None:
         """Lines of a message that needs no more than the checks below, or None: :meth:`decode` decides."""
         if len(payload) > MAX_PAYLOAD:
@@ -371,19 +403,7 @@ class Decoder:
             if (type(values) is dict and type(ts) is int and ts_min <= ts < TS_MAX_MS
                     and (quality is None or quality in QUALITIES) and doc.get("flags") is None
                     and payload.count(b":") == len(doc) + len(values)):  # no nested keys, none twice
-                prefixes: list[str] = []
-                floats: list[float] = []
-                for name, raw in values.items():
-                    known = sensors.get(name)
-                    if (known is None or type(raw) is not float or raw - raw != 0.0
-                            or not known.lo <= raw <= known.hi):
-                        return None
-                    prefixes.append(known.line)
-                    floats.append(raw)
-                # one orjson call formats them all (format_float's text: JSON floats hold no comma)
-                texts = orjson.dumps(floats).decode()[1:-1].split(",") if floats else []
-                tail = f" {ts}" if quality is None or quality == "good" else f',quality="{quality}" {ts}'
-                return [f"{p}{t}{tail}" for p, t in zip(prefixes, texts, strict=True)]
+                return _simple_snapshot(sensors, values, ts, quality)
             return None
         known = self._sensors.get(topic)
         if known is not None:

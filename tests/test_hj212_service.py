@@ -333,7 +333,11 @@ class TestPackets:
                 m = svc.hj212_metrics
                 assert m.unmapped.labels(OUTFALL, "w99999")._value.get() == 1
                 assert m.refused.labels("-", "unknown_mn")._value.get() == 1
-                assert m.acks.labels(CEMS)._value.get() == 4  # heartbeat, two split parts, out of range
+                # as a scrape reads them: the per-logger families are the registry's view of plain counts
+                sample = svc.metrics.registry.get_sample_value
+                assert sample("smartpark_hj212_acks_total", {"mn": CEMS}) == 4  # heartbeat, two parts, out of range
+                assert sample("smartpark_hj212_packets_total", {"mn": CEMS}) == m.packets[CEMS] >= 5
+                assert abs(sample("smartpark_hj212_last_packet_timestamp_seconds", {"mn": CEMS}) - time.time()) < 60
                 c.close()
 
         asyncio.run(main())
