@@ -158,7 +158,8 @@ def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     """Sample the server's Python stacks for ``seconds`` (py-spy, collapsed-stack text with native frames
     of extensions left out): where the burst's time goes, without cProfile's per-call overhead."""
     return subprocess.Popen([py_spy_exe(), "record", "-p", str(pid),
-                             "-d", str(max(1, round(seconds))), "-r", os.environ.get("SPY_RATE", "250"), "--format", "raw", "-o", str(out),
+                             "-d", str(max(1, round(seconds))),
+                             "-r", os.environ.get("SPY_RATE", "250"), "--format", "raw", "-o", str(out),
                              "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
