@@ -40,8 +40,8 @@ from collector_ceilings import count_points  # noqa: E402
 
 from devstack import Stack, free_port  # noqa: E402
 from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
-from hj212.frame import FrameReader  # noqa: E402
-from hj212.packet import parse  # noqa: E402
+from hj212.frame import FrameReader, single  # noqa: E402
+from hj212.packet import common_head, cp_items, parse  # noqa: E402
 from hj212.simulate import realtime_packet  # noqa: E402
 from smartpark.decode import Decoder  # noqa: E402
 from smartpark.park import load_park, parse_park  # noqa: E402
@@ -93,6 +93,24 @@ def cpu(n: int) -> None:
             lines += len(dec.decode(p, lg, f.raw).lines)
         assert lines == n * per_packet, lines
 
+    def hj212_fast() -> None:
+        """What the listener does with a read holding one packet: frame.single, then the fast path of real-time
+        data (hj212.service.Listener._fast), which every packet of this stream takes."""
+        lines = 0
+        for data in packets:
+            segment = single(data)
+            assert segment is not None
+            head = common_head(segment.decode())
+            assert head is not None
+            items = cp_items(head[6])
+            assert items is not None
+            lg = loggers.get(head[4])
+            assert lg is not None
+            fast = dec.realtime_fast(lg, items, t0)
+            assert fast is not None
+            lines += len(fast[0])
+        assert lines == n * per_packet, lines
+
     def mqtt_snapshot() -> None:
         assert sum(len(mqtt.lines(t, p, 0)[0]) for t, p in snaps) == n * per_packet
 
@@ -100,11 +118,14 @@ def cpu(n: int) -> None:
         assert sum(len(mqtt.lines(t, p, 0)[0]) for t, p in singles) == n * per_packet
 
     a = best(hj212_path, n)
+    f = best(hj212_fast, n)
     b = best(mqtt_snapshot, n)
     c = best(mqtt_singles, n)
     print(f"CPU, one core, {n:,} packets of {per_packet} readings (best of 5, process time):")
     print(f"  hj212 frame->parse->validate->points: {1 / a:10,.0f} packets/s  {per_packet / a:10,.0f} readings/s"
-          f"  ({a * 1e6:.1f} us/packet)")
+          f"  ({a * 1e6:.1f} us/packet; the general path)")
+    print(f"  hj212 the listener's fast path      : {1 / f:10,.0f} packets/s  {per_packet / f:10,.0f} readings/s"
+          f"  ({f * 1e6:.1f} us/packet) -> {a / f:.2f} x the general path, {b / f:.2f} x an MQTT snapshot")
     print(f"  MQTT snapshot (Decoder.lines)       : {1 / b:10,.0f} messages/s {per_packet / b:10,.0f} readings/s"
           f"  -> hj212 = {b / a:.2f} x")
     print(f"  MQTT single readings (Decoder.lines): {per_packet / c:10,.0f} readings/s"

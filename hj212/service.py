@@ -529,7 +529,8 @@ class Hj212Collector(Collector):
     def _add(self, batch: Batch, m: Any) -> None:  # an Item of the listener, not an MQTT message
         batch.messages.append(m)
         batch.readings += m.lines
-        self._dead_letters(batch, m.rejected)
+        if m.rejected:
+            self._dead_letters(batch, m.rejected)
 
     def _refuse(self, batch: Batch, exc: SpoolError) -> bool:
         if batch.messages:
