@@ -48,7 +48,7 @@ from smartpark.topics import hj212_topic as dead_letter_topic
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import REALTIME, Logger, LoggerMap, PacketDecoder
 from .feed import EngineFeed, acked
-from .frame import Frame, FrameError, FrameReader, frame, single
+from .frame import Frame, FrameError, FrameReader, Tail, frame, single
 from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, common_head, cp_items, encode, encode_cp, parse, parse_cp
 
 log = logging.getLogger(__name__)
@@ -423,14 +423,15 @@ class Listener:
             head = None
         if head is not None:
             qn, _st, cn, pw, mn, flag, body = head
-            logger = self.service.loggers.get(mn)
+            service = self.service
+            logger = service.loggers.by_mn.get(mn)
             if (cn == REALTIME and logger is not None and (logger.config.pw is None or pw == logger.config.pw)
                     and (items := cp_items(body)) is not None):
                 now_ns = time.time_ns()
-                fast = self.service.packets.realtime_fast(logger, items, now_ns // 1_000_000)
+                fast = service.packets.realtime_fast(logger, items, now_ns // 1_000_000)
                 if fast is not None:
                     lines, snapshot = fast
-                    self.service.hj212_metrics.packet(mn, now_ns / 1e9)
+                    service.hj212_metrics.packet(mn, now_ns / 1e9)
                     wants = flag & FLAG_ACK
                     self._put(conn, Item(mn, lines, [], conn, data_ack_of(qn, pw, mn, flag) if wants else None,
                                          1 if wants else 0, [snapshot]))
@@ -480,9 +481,20 @@ def data_ack(p: Packet) -> bytes:
     return frame(encode(Packet(st="91", cn=DATA_ACK, pw=p.pw, mn=p.mn, qn=p.qn, flag=p.version_bits)))
 
 
+_ACK_TAILS: dict[tuple[str, str, int], Tail] = {}  # by (PW, MN, version bits): what follows a 9014's QN
+
+
 def data_ack_of(qn: str, pw: str, mn: str, flag: int) -> bytes:
-    """:func:`data_ack` of a packet with a QN, from its fields (no :class:`Packet` built: the fast path)."""
-    return frame(f"QN={qn};ST=91;CN={DATA_ACK};PW={pw};MN={mn};Flag={flag & ~0x03};CP=&&&&".encode())
+    """:func:`data_ack` of a packet with a QN, from its fields (no :class:`Packet` built: the fast path). The
+    part after the QN is the same for every packet of a logger: its CRC is taken once (:class:`Tail`)."""
+    key = (pw, mn, flag & ~0x03)
+    tail = _ACK_TAILS.get(key)
+    if tail is None:
+        if len(_ACK_TAILS) >= 100_000:
+            _ACK_TAILS.clear()
+        tail = _ACK_TAILS[key] = Tail(f";ST=91;CN={DATA_ACK};PW={pw};MN={mn};Flag={key[2]};CP=&&&&".encode())
+    head = b"QN=" + qn.encode()
+    return b"##%04d%s%s%04X\r\n" % (len(head) + len(tail.tail), head, tail.tail, tail.crc16(head))
 
 
 class Hj212Collector(Collector):
