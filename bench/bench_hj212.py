@@ -1,7 +1,8 @@
 """Benchmarks of the HJ 212 input (docs/benchmarks/hj212.md).
 
     .venv/bin/python bench/bench_hj212.py [--loggers 5000] [--cycles 2] [--period 30] [--skip-load] [--skip-cpu]
-                                          [--server-tree DIR ...] [--py-spy FILE]
+                                          [--server-tree DIR ...] [--client protocol|streams ...]
+                                          [--py-spy FILE] [--py-spy-rate HZ]
 
 (1) CPU, one core: real-time packets (2011, the bundled CEMS logger's nine codes) through frame -> parse ->
 validate -> points, per packet and per reading, against the MQTT path for the same readings in the same run
@@ -175,12 +176,12 @@ def py_spy_exe() -> str:
     return found
 
 
-def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+def py_spy(pid: int, out: Path, seconds: float, rate: int = 250) -> subprocess.Popen[bytes]:
     """Sample the server's Python stacks for ``seconds`` (py-spy, collapsed-stack text with native frames
     of extensions left out): where the burst's time goes, without cProfile's per-call overhead."""
     return subprocess.Popen([py_spy_exe(), "record", "-p", str(pid),
                              "-d", str(max(1, round(seconds))),
-                             "-r", os.environ.get("SPY_RATE", "250"), "--format", "raw", "-o", str(out),
+                             "-r", str(rate), "--format", "raw", "-o", str(out),
                              "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -340,7 +341,7 @@ SERVE = ("import sys, smartpark.park as p; p.MAX_NODES = 10**7; sys.argv[0] = 's
 
 
 def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | None = None,
-         client: str = "protocol") -> None:
+         client: str = "protocol", spy_rate: int = 250) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < n + 200:
@@ -361,7 +362,7 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
                                      env=env, cwd=tree, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
                                                                                    (hard, hard)))
             try:
-                run_load(serve, stack, port, n, cycles, period, profile, client)
+                run_load(serve, stack, port, n, cycles, period, profile, client, spy_rate)
             finally:
                 if serve.poll() is None:
                     serve.kill()
@@ -371,7 +372,7 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
 
 
 def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cycles: int, period: float,
-             profile: Path | None = None, client: str = "protocol") -> None:
+             profile: Path | None = None, client: str = "protocol", spy_rate: int = 250) -> None:
     """Wait for the server, drive the loggers, then report latencies, CPU and what was stored."""
     os.sched_setaffinity(0, {1})
     deadline = time.monotonic() + 300  # loading a park of 5,000 assets is slow on a busy machine
@@ -388,7 +389,7 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     started = time.monotonic()
     cpu0 = cpu_seconds(serve.pid)
     spy: list[subprocess.Popen[bytes]] = []
-    burst = (lambda: spy.append(py_spy(serve.pid, profile, 4))) if profile is not None else None
+    burst = (lambda: spy.append(py_spy(serve.pid, profile, 4, spy_rate))) if profile is not None else None
     marks: dict[str, float] = {}
 
     def mark(what: str) -> None:  # the server's CPU at the burst's first write and at its last 9014
@@ -438,6 +439,7 @@ def main() -> None:
     ap.add_argument("--client", choices=("protocol", "streams"), action="append", default=[],
                     help="the load client: protocol (default) or streams (the first one, whose own queue in the burst "
                     "is part of what it measures); repeatable: one load run per client and tree")
+    ap.add_argument("--py-spy-rate", type=int, default=250, metavar="HZ", help="py-spy's samples per second")
     ap.add_argument("--py-spy", type=Path, metavar="FILE",
                     help="sample the server during the burst with py-spy (collapsed stacks; FILE.N per tree)")
     args = ap.parse_args()
@@ -450,7 +452,7 @@ def main() -> None:
         runs = [(tree, client) for tree in args.server_tree or [ROOT] for client in args.client or ["protocol"]]
         for i, (tree, client) in enumerate(runs):
             profile = args.py_spy.with_name(f"{args.py_spy.name}.{i}") if args.py_spy else None
-            load(args.loggers, args.cycles, args.period, tree.resolve(), profile, client)
+            load(args.loggers, args.cycles, args.period, tree.resolve(), profile, client, args.py_spy_rate)
 
 
 if __name__ == "__main__":

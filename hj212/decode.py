@@ -92,7 +92,6 @@ class PacketDecoder:
         self.decoder = Decoder(park)
         refs = park.sensors()
         self._prefix = [reading_prefix(ref) for ref in refs]  # by sensor index: built once, not per reading
-        self._asset_topic = [snapshot_topic(ref.site, ref.asset) for ref in refs]
 
     def decode(self, p: Packet, logger: Logger, raw: bytes, received_ms: int | None = None) -> Points:
         out = Points()
@@ -126,7 +125,7 @@ class PacketDecoder:
                 continue
             ref, how = target
             if p.cn == REALTIME:
-                self._realtime(out, snapshots, code, fields, ref, how, topic, raw)
+                self._realtime(out, snapshots, logger.topic, code, fields, ref, how, topic, raw)
             else:
                 self._period(out, p.cn, code, fields, ref, how, ts, topic, raw)
         # one snapshot per asset and quality (CONTRACT §2), usually one per packet: validated by the MQTT
@@ -162,7 +161,7 @@ class PacketDecoder:
         code mapped and every value a finite number in range with flag ``N``. ``(lines, (topic, snapshot))``
         for the engine feed, or None for any other packet, which :meth:`decode` then takes whole (so dead
         letters, flags, qualities and unmapped codes keep one definition). ``items``: :func:`cp_items` of the
-        CP. tests/test_hj212_packets.py checks that both give the same points."""
+        CP. tests/test_hj212_fastpath.py checks that both give the same points."""
         if not logger.realtime or not items.keys() <= logger.realtime_keys:
             return None
         text = items.get("DataTime")
@@ -187,7 +186,7 @@ class PacketDecoder:
         return lines, (topic, orjson.dumps({"ts": ts, "values": values}))
 
     def _realtime(self, out: Points, snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]],
-                  code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, topic: str,
+                  asset_topic: str, code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, topic: str,
                   raw: bytes) -> None:
         """A code's value into the snapshot of its asset and quality (validated there, by the decoder)."""
         name = "ZsRtd" if how.value == "converted" else "Rtd"
@@ -200,7 +199,7 @@ class PacketDecoder:
         if value is None:
             return
         flag = fields.get("Flag") or None
-        values, flags = snapshots.setdefault((self._asset_topic[ref.index], flag_quality(flag)), ({}, {}))
+        values, flags = snapshots.setdefault((asset_topic, flag_quality(flag)), ({}, {}))
         values[ref.sensor.id] = value
         if flag is not None and flag != "N":
             flags[ref.sensor.id] = flag

@@ -115,8 +115,8 @@ def frame(segment: bytes) -> bytes:
 
 
 def single(data: bytes) -> bytes | None:
-    """The data segment when ``data`` is exactly one packet whose length, CRC and CRLF are right (what a
-    logger's read nearly always is), else None: then :class:`FrameReader` decides, and reports what is wrong."""
+    """The data segment when ``data`` is exactly one packet whose length, CRC and CRLF are right, else None
+    (:meth:`FrameReader.feed` takes a read this way first, then cuts and reports whatever else it holds)."""
     if (data[:2] == b"##" and data[-2:] == b"\r\n" and data[2:6].isdigit()
             and int(data[2:6]) + _OVERHEAD == len(data) and _HEX.issuperset(data[-6:-2])):
         segment = data[6:-6]
@@ -180,6 +180,9 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
         buf = self._buf
+        if not buf and (segment := single(data)) is not None:  # what a logger's read nearly always is
+            self._hunted = 0
+            return [Frame(segment, data)]
         buf += data
         out: list[Frame | FrameError] = []
         while buf:

@@ -48,7 +48,7 @@ from smartpark.topics import hj212_topic as dead_letter_topic
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import REALTIME, Logger, LoggerMap, PacketDecoder
 from .feed import EngineFeed, acked
-from .frame import Frame, FrameError, FrameReader, Tail, frame, single
+from .frame import Frame, FrameError, FrameReader, Tail, frame
 from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, common_head, cp_items, encode, encode_cp, parse, parse_cp
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,10 @@ class Item:
     gen: int = 0
 
 
+_UNFED = ("hj212: the alarm engine's readings of %d packets were not accepted by the broker; no 9014 for them "
+          "(their loggers resend)")
+
+
 class _FeedGroup:
     """The engine feed's publish of the packets of one take: one future for all their PUBACKs. A packet whose
     batch is durable before the PUBACKs are in waits here for its 9014 (no future or callback per packet)."""
@@ -95,8 +99,7 @@ class _FeedGroup:
             for item in items:
                 self.listener.answer(item)
         elif items:
-            log.warning("hj212: the alarm engine's readings of %d packets were not accepted by the broker; "
-                        "no 9014 for them (their loggers resend)", len(items))
+            log.warning(_UNFED, len(items))
 
 
 class Hj212Metrics:
@@ -189,10 +192,6 @@ class _Connection(asyncio.Protocol):
         self.last = asyncio.get_running_loop().time()
         listener = self.listener
         try:
-            # one whole packet in one read, nothing held: what a logger's read nearly always is
-            if not self.frames.pending and (segment := single(data)) is not None:
-                listener._fast(self, segment, data)
-                return
             for event in self.frames.feed(data):
                 if isinstance(event, FrameError):
                     listener._refuse(self, event.reason, event.detail, None, event.raw)
@@ -201,7 +200,7 @@ class _Connection(asyncio.Protocol):
                         self.close()
                         return
                     continue
-                listener._packet(self, event)
+                listener._fast(self, event)
         except Exception:  # the last guard: one logger's packet cannot take the listener down
             log.exception("hj212: %s: unexpected error; closing the connection", self.peer)
             self.close()
@@ -296,7 +295,7 @@ class Listener:
 
     def ack(self, messages: list[Any]) -> int:
         """The packets' points are durable: their 9014 may go out (once the engine's readings are PUBACKed)."""
-        n = 0
+        n = unfed = 0
         for item in messages:
             if item.answer is None:
                 continue
@@ -309,7 +308,9 @@ class Listener:
             elif acked(group.fut):
                 self.answer(item)
             else:
-                log.warning("hj212: a packet of %s was not made durable; no 9014 (the logger resends)", item.mn)
+                unfed += 1
+        if unfed:
+            log.warning(_UNFED, unfed)
         return n
 
     def refuse(self, messages: list[Any]) -> int:
@@ -412,13 +413,13 @@ class Listener:
             return
         self._put(conn, item)
 
-    def _fast(self, conn: _Connection, segment: bytes, raw: bytes) -> None:
+    def _fast(self, conn: _Connection, fr: Frame) -> None:
         """A framed packet, on the path nearly every one takes: the common header, real-time data of a known
         logger with its PW, a plain CP whose every code is mapped and every value a finite number in range
         with flag N. Whatever else it is, :meth:`_packet` takes it whole (same checks, same order, same
-        outcome: tests/test_hj212_packets.py compares the two)."""
+        outcome: tests/test_hj212_fastpath.py compares the two)."""
         try:
-            head = common_head(segment.decode())
+            head = common_head(fr.segment.decode())
         except UnicodeDecodeError:
             head = None
         if head is not None:
@@ -436,7 +437,7 @@ class Listener:
                     self._put(conn, Item(mn, lines, [], conn, data_ack_of(qn, pw, mn, flag) if wants else None,
                                          1 if wants else 0, [snapshot]))
                     return
-        self._packet(conn, Frame(segment, raw))
+        self._packet(conn, fr)
 
     def _plain(self, p: Packet, logger: Logger) -> Packet:
         """The packet with a readable CP: decrypted with the logger's SM4 key, or refused."""

@@ -351,8 +351,7 @@ class Decoder:
         :meth:`decode` whole, so that validation and dead-letter reasons have one definition.
         tests/test_wire.py checks that both agree.
         """
-        max_age = self._max_age_ms
-        ts_min = TS_MIN_MS if max_age is None else max(TS_MIN_MS, (received_ms or now_ms()) - max_age)
+        ts_min = self._ts_min(received_ms)
         try:
             fast = self._fast_lines(topic, payload, ts_min)
         except Exception:  # whatever the fast path meets, decode() decides and never raises
@@ -361,6 +360,7 @@ class Decoder:
             return fast, []
         decoded = self.decode(topic, payload, received_ms)
         readings, rejected = decoded.readings, decoded.rejected
+        max_age = self._max_age_ms
         if max_age is not None and any(r.ts_ms < ts_min for r in readings):
             days = max_age / 86_400_000
             rejected = rejected + [Rejected(BAD_TS, f"reading at {r.ts_ms} ms is older than the raw retention "
@@ -379,13 +379,14 @@ class Decoder:
         :meth:`lines` of its JSON decides. For an input that holds the numbers already (HJ 212's real-time
         data) and would otherwise format and parse a JSON document per packet."""
         sensors = self._assets.get(topic)
-        if sensors is None or type(ts) is not int:
-            return None
-        max_age = self._max_age_ms
-        ts_min = TS_MIN_MS if max_age is None else max(TS_MIN_MS, (received_ms or now_ms()) - max_age)
-        if not ts_min <= ts < TS_MAX_MS:
+        if sensors is None or type(ts) is not int or not self._ts_min(received_ms) <= ts < TS_MAX_MS:
             return None
         return _simple_snapshot(sensors, values, ts, None)
+
+    def _ts_min(self, received_ms: int | None) -> int:
+        """The earliest ``ts`` the raw retention keeps (or 2000-01-01 when it keeps everything)."""
+        max_age = self._max_age_ms
+        return TS_MIN_MS if max_age is None else max(TS_MIN_MS, (received_ms or now_ms()) - max_age)
 
     def _fast_lines(self, topic: str, payload: bytes, ts_min: int) -> list[str] | None:
         """Lines of a message that needs no more than the checks below, or None: :meth:`decode` decides."""
