@@ -28,10 +28,11 @@ PYTEST_ARGS ?=
 # What the services and tests run, as "binary or file:Debian package", each installed only when missing:
 # the broker and database every test starts; a small font that draws Chinese (dashboard previews, reports);
 # Chromium for the console's browser tests (Playwright drives Debian's: its own download cannot work offline);
-# Node.js and npm for the aedes broker, RabbitMQ for the interoperability tests; pdftoppm for report pages.
+# Node.js and npm for the aedes broker, RabbitMQ for the interoperability tests; pdftoppm for report pages;
+# gcc (and the Python headers, python3-dev when $(PYTHON) has none) for hj212/_speedups.c.
 SYSTEM_NEEDS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients influxd:influxdb \
   /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei /usr/bin/chromium:chromium \
-  node:nodejs npm:npm /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server pdftoppm:poppler-utils
+  node:nodejs npm:npm /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server pdftoppm:poppler-utils gcc:gcc
 POLICY_RC_D ?= /usr/sbin/policy-rc.d
 LINT_DIRS := smartpark collector alerts dashboards simulators hj212 rollups reports devstack demo cli
 # mypy refuses a directory without Python files: lint the packages that have some
@@ -62,6 +63,9 @@ system-deps:
 	done; \
 	if ! command -v $(PYTHON) >/dev/null 2>&1; then pkgs="$$pkgs python3 python3-venv"; \
 	elif [ ! -x $(PY) ] && ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then pkgs="$$pkgs python3-venv"; fi; \
+	if command -v $(PYTHON) >/dev/null 2>&1 && ! $(PYTHON) -c 'import os, sysconfig, sys; \
+	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' >/dev/null 2>&1; \
+	  then pkgs="$$pkgs python3-dev"; fi; \
 	if [ -z "$$pkgs" ]; then echo "system packages: all present"; exit 0; fi; \
 	echo "system packages: installing$$pkgs (missing:$$missing)"; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
@@ -85,8 +89,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# re-installed only when pyproject.toml is newer than the stamp
-$(STAMP): pyproject.toml | $(PY)
+# re-installed (and the C extension rebuilt) only when pyproject.toml or the C source is newer than the stamp
+$(STAMP): pyproject.toml hj212/_speedups.c | $(PY)
 	$(PY) -m pip install -q -e '.[test,dev]'
 	touch $@
 
@@ -111,4 +115,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) hj212/_speedups*.so

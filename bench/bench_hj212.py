@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_hj212.py [--loggers 5000] [--cycles 2] [--period 30] [--skip-load] [--skip-cpu]
                                           [--server-tree DIR ...] [--client protocol|streams ...]
-                                          [--py-spy FILE] [--py-spy-rate HZ]
+                                          [--py-spy FILE] [--py-spy-rate HZ] [--perf FILE]
 
 (1) CPU, one core: real-time packets (2011, the bundled CEMS logger's nine codes) through frame -> parse ->
 validate -> points, per packet and per reading, against the MQTT path for the same readings in the same run
@@ -41,8 +41,9 @@ from collector_ceilings import count_points  # noqa: E402
 
 from devstack import Stack, free_port  # noqa: E402
 from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
-from hj212.frame import FrameReader, single  # noqa: E402
-from hj212.packet import common_head, cp_items, parse  # noqa: E402
+from hj212.fast import SPEEDUPS, CommonPacket, common_packet, common_packet_py  # noqa: E402
+from hj212.frame import FrameReader  # noqa: E402
+from hj212.packet import parse  # noqa: E402
 from hj212.simulate import realtime_packet  # noqa: E402
 from smartpark.decode import Decoder  # noqa: E402
 from smartpark.park import load_park, parse_park  # noqa: E402
@@ -94,23 +95,22 @@ def cpu(n: int) -> None:
             lines += len(dec.decode(p, lg, f.raw).lines)
         assert lines == n * per_packet, lines
 
-    def hj212_fast() -> None:
-        """What the listener does with a read holding one packet: frame.single, then the fast path of real-time
-        data (hj212.service.Listener._fast), which every packet of this stream takes."""
-        lines = 0
-        for data in packets:
-            segment = single(data)
-            assert segment is not None
-            head = common_head(segment.decode())
-            assert head is not None
-            items = cp_items(head[6])
-            assert items is not None
-            lg = loggers.get(head[4])
-            assert lg is not None
-            fast = dec.realtime_fast(lg, items, t0)
-            assert fast is not None
-            lines += len(fast[0])
-        assert lines == n * per_packet, lines
+    def hj212_fast(first: Callable[[bytes], CommonPacket | None]) -> Callable[[], None]:
+        """What the listener does with a read holding one packet (hj212.service._Connection.data_received):
+        ``first`` (hj212.fast.common_packet: the C extension, or its Python reference), then the fast path of
+        real-time data (Listener._realtime), which every packet of this stream takes."""
+        def run() -> None:
+            lines = 0
+            for data in packets:
+                head = first(data)
+                assert head is not None
+                lg = loggers.get(head[4])
+                assert lg is not None
+                fast = dec.realtime_fast(lg, head[6], t0)
+                assert fast is not None
+                lines += len(fast[0])
+            assert lines == n * per_packet, lines
+        return run
 
     def mqtt_snapshot() -> None:
         assert sum(len(mqtt.lines(t, p, 0)[0]) for t, p in snaps) == n * per_packet
@@ -119,14 +119,19 @@ def cpu(n: int) -> None:
         assert sum(len(mqtt.lines(t, p, 0)[0]) for t, p in singles) == n * per_packet
 
     a = best(hj212_path, n)
-    f = best(hj212_fast, n)
+    f = best(hj212_fast(common_packet), n) if SPEEDUPS else float("nan")
+    fp = best(hj212_fast(common_packet_py), n)
     b = best(mqtt_snapshot, n)
     c = best(mqtt_singles, n)
     print(f"CPU, one core, {n:,} packets of {per_packet} readings (best of 5, process time):")
     print(f"  hj212 frame->parse->validate->points: {1 / a:10,.0f} packets/s  {per_packet / a:10,.0f} readings/s"
           f"  ({a * 1e6:.1f} us/packet; the general path)")
-    print(f"  hj212 the listener's fast path      : {1 / f:10,.0f} packets/s  {per_packet / f:10,.0f} readings/s"
-          f"  ({f * 1e6:.1f} us/packet) -> {a / f:.2f} x the general path, {b / f:.2f} x an MQTT snapshot")
+    print(f"  hj212 the listener's fast path, C   : {1 / f:10,.0f} packets/s  {per_packet / f:10,.0f} readings/s"
+          f"  ({f * 1e6:.1f} us/packet) -> {a / f:.2f} x the general path, {b / f:.2f} x an MQTT snapshot, "
+          f"{fp / f:.2f} x the fast path in Python" if SPEEDUPS else
+          "  hj212 the listener's fast path, C   : hj212._speedups is not built")
+    print(f"  hj212 the fast path, Python first step: {1 / fp:8,.0f} packets/s  {per_packet / fp:10,.0f} readings/s"
+          f"  ({fp * 1e6:.1f} us/packet) -> {a / fp:.2f} x the general path, {b / fp:.2f} x an MQTT snapshot")
     print(f"  MQTT snapshot (Decoder.lines)       : {1 / b:10,.0f} messages/s {per_packet / b:10,.0f} readings/s"
           f"  -> hj212 = {b / a:.2f} x")
     print(f"  MQTT single readings (Decoder.lines): {per_packet / c:10,.0f} readings/s"
@@ -183,6 +188,18 @@ def py_spy(pid: int, out: Path, seconds: float, rate: int = 250) -> subprocess.P
                              "-d", str(max(1, round(seconds))),
                              "-r", str(rate), "--format", "raw", "-o", str(out),
                              "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def perf_record(pid: int, out: Path, seconds: float, rate: int = 250) -> subprocess.Popen[bytes]:
+    """Sample the server for ``seconds`` with Linux perf (``perf record -g``, cpu-clock): where the burst's time
+    goes by shared object (the interpreter, uvloop, libc, the kernel's TCP), which py-spy does not see.
+    ``perf report -i FILE --sort dso`` reads it."""
+    exe = shutil.which("perf")
+    if exe is None:
+        raise SystemExit("--perf: perf is not installed (Debian linux-perf)")
+    return subprocess.Popen([exe, "record", "-g", "-F", str(rate), "-p", str(pid), "-o", str(out), "--",
+                             "sleep", str(max(1, round(seconds)))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -341,7 +358,8 @@ SERVE = ("import sys, smartpark.park as p; p.MAX_NODES = 10**7; sys.argv[0] = 's
 
 
 def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | None = None,
-         client: str = "protocol", spy_rate: int = 250) -> None:
+         client: str = "protocol", spy_rate: int = 250, sampler: Callable[..., subprocess.Popen[bytes]] = py_spy,
+         ) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < n + 200:
@@ -362,7 +380,7 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
                                      env=env, cwd=tree, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
                                                                                    (hard, hard)))
             try:
-                run_load(serve, stack, port, n, cycles, period, profile, client, spy_rate)
+                run_load(serve, stack, port, n, cycles, period, profile, client, spy_rate, sampler)
             finally:
                 if serve.poll() is None:
                     serve.kill()
@@ -372,7 +390,8 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
 
 
 def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cycles: int, period: float,
-             profile: Path | None = None, client: str = "protocol", spy_rate: int = 250) -> None:
+             profile: Path | None = None, client: str = "protocol", spy_rate: int = 250,
+             sampler: Callable[..., subprocess.Popen[bytes]] = py_spy) -> None:
     """Wait for the server, drive the loggers, then report latencies, CPU and what was stored."""
     os.sched_setaffinity(0, {1})
     deadline = time.monotonic() + 300  # loading a park of 5,000 assets is slow on a busy machine
@@ -389,7 +408,7 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     started = time.monotonic()
     cpu0 = cpu_seconds(serve.pid)
     spy: list[subprocess.Popen[bytes]] = []
-    burst = (lambda: spy.append(py_spy(serve.pid, profile, 4, spy_rate))) if profile is not None else None
+    burst = (lambda: spy.append(sampler(serve.pid, profile, 4, spy_rate))) if profile is not None else None
     marks: dict[str, float] = {}
 
     def mark(what: str) -> None:  # the server's CPU at the burst's first write and at its last 9014
@@ -402,7 +421,7 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
             lat = runner.run(drive(port, n, cycles, period, load_park_yaml(n), burst, mark))
     for p in spy:
         p.wait(60)
-        print(f"  py-spy of the burst: {profile}")
+        print(f"  {'py-spy' if sampler is py_spy else 'perf'} of the burst: {profile}")
     took = time.monotonic() - started
     cpu1 = cpu_seconds(serve.pid)
     serve.terminate()
@@ -439,11 +458,17 @@ def main() -> None:
     ap.add_argument("--client", choices=("protocol", "streams"), action="append", default=[],
                     help="the load client: protocol (default) or streams (the first one, whose own queue in the burst "
                     "is part of what it measures); repeatable: one load run per client and tree")
-    ap.add_argument("--py-spy-rate", type=int, default=250, metavar="HZ", help="py-spy's samples per second")
+    ap.add_argument("--py-spy-rate", type=int, default=250, metavar="HZ",
+                    help="py-spy's (or perf's) samples per second")
     ap.add_argument("--py-spy", type=Path, metavar="FILE",
                     help="sample the server during the burst with py-spy (collapsed stacks; FILE.N per tree)")
+    ap.add_argument("--perf", type=Path, metavar="FILE",
+                    help="instead of py-spy, record the server during the burst with perf record -g (FILE.N per tree;"
+                    " perf report -i FILE.N --sort dso)")
     args = ap.parse_args()
-    if args.py_spy is not None:
+    if args.perf is not None:
+        args.py_spy = args.perf
+    elif args.py_spy is not None:
         py_spy_exe()  # before any service starts
     if not args.skip_cpu:
         os.sched_setaffinity(0, {1})
@@ -452,7 +477,8 @@ def main() -> None:
         runs = [(tree, client) for tree in args.server_tree or [ROOT] for client in args.client or ["protocol"]]
         for i, (tree, client) in enumerate(runs):
             profile = args.py_spy.with_name(f"{args.py_spy.name}.{i}") if args.py_spy else None
-            load(args.loggers, args.cycles, args.period, tree.resolve(), profile, client, args.py_spy_rate)
+            load(args.loggers, args.cycles, args.period, tree.resolve(), profile, client, args.py_spy_rate,
+                 perf_record if args.perf is not None else py_spy)
 
 
 if __name__ == "__main__":

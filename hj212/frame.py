@@ -46,8 +46,10 @@ for _b1 in range(256):
         _WORD[int.from_bytes(bytes((_b1, _b2)), sys.byteorder)] = _HIGH[_HIGH[_b1] ^ _b2]
 
 
-def _state(data: bytes | bytearray | memoryview, state: int = 0xFF) -> int:
-    """The register's high byte after every byte of ``data`` (Appendix A up to its last step), from ``state``."""
+def _py_state(data: bytes | bytearray | memoryview, state: int = 0xFF) -> int:
+    """The register's high byte after every byte of ``data`` (Appendix A up to its last step), from ``state``.
+    The reference of :func:`_state`, which is ``hj212._speedups.state`` (one lookup per byte in C) when the
+    extension is built."""
     n = len(data)
     first = n & 1  # the bytes go in pairs; an odd one out goes first
     if first:
@@ -56,6 +58,12 @@ def _state(data: bytes | bytearray | memoryview, state: int = 0xFF) -> int:
     for w in memoryview(data)[first:].cast("H"):
         state = step[state] ^ word[w]
     return state
+
+
+try:
+    from hj212._speedups import state as _state
+except ImportError:  # not built (no compiler where it was installed): the same function in Python
+    _state = _py_state
 
 
 def crc16(data: bytes | bytearray) -> int:
@@ -177,6 +185,11 @@ class FrameReader:
     @property
     def pending(self) -> int:
         return len(self._buf)
+
+    def took_whole(self) -> None:
+        """A read that was one whole packet went past the reader (:func:`hj212.fast.common_packet`, when
+        :attr:`pending` is 0): the garbage skipped before it no longer counts towards the fatal bound."""
+        self._hunted = 0
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
         buf = self._buf

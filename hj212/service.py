@@ -47,6 +47,7 @@ from smartpark.topics import hj212_topic as dead_letter_topic
 
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import REALTIME, Logger, LoggerMap, PacketDecoder
+from .fast import common_packet
 from .feed import EngineFeed, acked
 from .frame import Frame, FrameError, FrameReader, Tail, frame
 from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, common_head, cp_items, encode, encode_cp, parse, parse_cp
@@ -192,7 +193,13 @@ class _Connection(asyncio.Protocol):
         self.last = asyncio.get_running_loop().time()
         listener = self.listener
         try:
-            for event in self.frames.feed(data):
+            frames = self.frames
+            if not frames.pending and (head := common_packet(data)) is not None:  # what a read nearly always is
+                frames.took_whole()
+                if not listener._realtime(self, *head):
+                    listener._packet(self, Frame(data[6:-6], data))
+                return
+            for event in frames.feed(data):
                 if isinstance(event, FrameError):
                     listener._refuse(self, event.reason, event.detail, None, event.raw)
                     if event.fatal:
@@ -422,22 +429,27 @@ class Listener:
             head = common_head(fr.segment.decode())
         except UnicodeDecodeError:
             head = None
-        if head is not None:
-            qn, _st, cn, pw, mn, flag, body = head
-            service = self.service
-            logger = service.loggers.by_mn.get(mn)
-            if (cn == REALTIME and logger is not None and (logger.config.pw is None or pw == logger.config.pw)
-                    and (items := cp_items(body)) is not None):
-                now_ns = time.time_ns()
-                fast = service.packets.realtime_fast(logger, items, now_ns // 1_000_000)
-                if fast is not None:
-                    lines, snapshot = fast
-                    service.hj212_metrics.packet(mn, now_ns / 1e9)
-                    wants = flag & FLAG_ACK
-                    self._put(conn, Item(mn, lines, [], conn, data_ack_of(qn, pw, mn, flag) if wants else None,
-                                         1 if wants else 0, [snapshot]))
-                    return
-        self._packet(conn, fr)
+        if head is None or (items := cp_items(head[6])) is None or not self._realtime(conn, *head[:6], items):
+            self._packet(conn, fr)
+
+    def _realtime(self, conn: _Connection, qn: str, st: str, cn: str, pw: str, mn: str, flag: int,
+                  items: dict[str, str]) -> bool:
+        """The fast path from a packet's header fields and CP items (:func:`hj212.fast.common_packet`, or
+        :meth:`_fast`): True when it took the packet, False when :meth:`_packet` must."""
+        service = self.service
+        logger = service.loggers.by_mn.get(mn)
+        if cn != REALTIME or logger is None or (logger.config.pw is not None and pw != logger.config.pw):
+            return False
+        now_ns = time.time_ns()
+        fast = service.packets.realtime_fast(logger, items, now_ns // 1_000_000)
+        if fast is None:
+            return False
+        lines, snapshot = fast
+        service.hj212_metrics.packet(mn, now_ns / 1e9)
+        wants = flag & FLAG_ACK
+        self._put(conn, Item(mn, lines, [], conn, data_ack_of(qn, pw, mn, flag) if wants else None,
+                             1 if wants else 0, [snapshot]))
+        return True
 
     def _plain(self, p: Packet, logger: Logger) -> Packet:
         """The packet with a readable CP: decrypted with the logger's SM4 key, or refused."""

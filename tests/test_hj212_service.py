@@ -381,6 +381,26 @@ class TestPackets:
 
         asyncio.run(main())
 
+    def test_a_good_packet_ends_the_count_of_garbage(self, broker: Broker, influx_db: InfluxDB,
+                                                     tmp_path: Path) -> None:
+        """Garbage without a '##' counts towards the 10,000-byte bound only until a good packet comes: a read
+        that is one whole packet (taken by hj212._speedups.common_packet, past the frame reader) resets it, as
+        a packet cut by the reader does. 9,000 bytes, a packet, 2,000 bytes, a packet: both acked, still open."""
+        s = settings_for(broker.url, influx_db.url, influx_db.db, tmp_path)
+
+        async def main() -> None:
+            async with serving(s, engine_feed=False) as svc:
+                port = svc.listener.port  # type: ignore[union-attr]  # running: its listener is up
+                c = await LoggerConn.open(port)
+                for i, garbage in enumerate((9_000, 2_000)):
+                    await c.send(b"x" * garbage)
+                    await asyncio.sleep(0.2)  # read on its own, before the packet
+                    await c.send(realtime(CEMS, now_s() - 60 + i, {"a21026": (5.0 + i, "N")}))
+                    assert (await c.answer()).cn == "9014"
+                assert svc.counters.written >= 2
+                c.close()
+
+        asyncio.run(main())
 
     def test_slow_logger_delays_no_other_and_idle_is_closed(self, broker: Broker, influx_db: InfluxDB,
                                                             tmp_path: Path) -> None:
