@@ -41,8 +41,7 @@ from collector_ceilings import count_points  # noqa: E402
 
 from devstack import Stack, free_port  # noqa: E402
 from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
-from hj212.fast import SPEEDUPS, CommonPacket, common_packet, common_packet_py  # noqa: E402
-from hj212.frame import FrameReader  # noqa: E402
+from hj212.frame import SPEEDUPS, CommonPacket, FrameReader, common_packet, common_packet_py  # noqa: E402
 from hj212.packet import parse  # noqa: E402
 from hj212.simulate import realtime_packet  # noqa: E402
 from smartpark.decode import Decoder  # noqa: E402
@@ -97,7 +96,7 @@ def cpu(n: int) -> None:
 
     def hj212_fast(first: Callable[[bytes], CommonPacket | None]) -> Callable[[], None]:
         """What the listener does with a read holding one packet (hj212.service._Connection.data_received):
-        ``first`` (hj212.fast.common_packet: the C extension, or its Python reference), then the fast path of
+        ``first`` (hj212.frame.common_packet: the C extension, or its Python reference), then the fast path of
         real-time data (Listener._realtime), which every packet of this stream takes."""
         def run() -> None:
             lines = 0

@@ -1,17 +1,17 @@
 /* hj212._speedups: the HJ 212 fast path's first step in C.
  *
  * Two functions, each the exact equivalent of Python code that stays the reference (and the fallback when
- * this extension is not built: hj212/fast.py):
+ * this extension is not built: hj212/frame.py):
  *
  *   state(data, state=0xFF) -> int
  *       hj212.frame._py_state: the CRC register's high byte after every byte of data (Appendix A up to its
  *       last step), one table lookup per byte.
  *
  *   common_packet(data: bytes) -> (qn, st, cn, pw, mn, flag, items) | None
- *       hj212.fast.common_packet_py: frame.single (length, CRC, CRLF), then packet.common_head and
+ *       hj212.frame.common_packet_py: frame.single (length, CRC, CRLF), then packet.common_head and
  *       packet.cp_items of the data segment. None wherever the Python composition gives None, and also for
  *       anything outside printable ASCII (the Python path then decides): it never answers differently,
- *       only less often. tests/test_hj212_fastpath.py checks both on generated packets of every fault kind.
+ *       only less often. tests/test_hj212_speedups.py checks both on generated, mutated and arbitrary inputs.
  *
  * Why C: in a burst of 5,000 loggers on one core, the CRC loop, the header's regular expression and the CP
  * split were a fifth to a quarter of the server's CPU per packet (docs/benchmarks/hj212.md §6).
@@ -286,7 +286,7 @@ static PyMethodDef methods[] = {
     {"state", speedups_state, METH_VARARGS,
      "state(data, state=0xFF) -> the HJ 212 CRC register's high byte after data (hj212.frame._py_state)"},
     {"common_packet", speedups_common_packet, METH_O,
-     "common_packet(data) -> (qn, st, cn, pw, mn, flag, items) or None (hj212.fast.common_packet_py)"},
+     "common_packet(data) -> (qn, st, cn, pw, mn, flag, items) or None (hj212.frame.common_packet_py)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from smartpark.errors import DecodeError
 from smartpark.schema import HJ212_CRC, HJ212_FRAME
 
+from .packet import common_head, cp_items
+
 MAX_PACKET = 10_000  # bytes, the whole packet (CONTRACT §7)
 _OVERHEAD = 2 + 4 + 4 + 2  # '##', length, CRC, CRLF
 MAX_SEGMENT = MAX_PACKET - _OVERHEAD
@@ -186,10 +188,16 @@ class FrameReader:
     def pending(self) -> int:
         return len(self._buf)
 
-    def took_whole(self) -> None:
-        """A read that was one whole packet went past the reader (:func:`hj212.fast.common_packet`, when
-        :attr:`pending` is 0): the garbage skipped before it no longer counts towards the fatal bound."""
-        self._hunted = 0
+    def whole(self, data: bytes) -> CommonPacket | None:
+        """:func:`common_packet` of a read when nothing is held from earlier reads (what a logger's read nearly
+        always is); then the garbage skipped before it no longer counts towards the fatal bound. None: the
+        read goes to :meth:`feed`."""
+        if self._buf:
+            return None
+        head = common_packet(data)
+        if head is not None:
+            self._hunted = 0
+        return head
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
         buf = self._buf
@@ -272,3 +280,45 @@ class FrameReader:
             del buf[:len(buf) - keep]
         else:
             del buf[:nxt]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The first step of the listener's fast path: a read that is one whole packet of the common shape, framed and
+# split at once. :func:`common_packet` gives ``(QN, ST, CN, PW, MN, Flag, CP items)`` when the read is exactly
+# one packet whose length, CRC and CRLF are right (:func:`single`), whose header is the standard's own
+# (:func:`hj212.packet.common_head`) and whose CP is plain, without empty groups (:func:`hj212.packet.cp_items`);
+# else None, and :meth:`FrameReader.feed` and the general parser take the read as before.
+#
+# It is ``hj212._speedups.common_packet`` (C, hj212/_speedups.c) when the extension is built, else
+# :func:`common_packet_py`, the composition of the three Python functions, which stays the reference: the C
+# function answers only where the Python one gives the same answer (and returns None for anything outside
+# printable ASCII, which the Python path then decides). tests/test_hj212_speedups.py compares the two on
+# generated, mutated and arbitrary inputs; bench/bench_hj212.py measures both.
+
+CommonPacket = tuple[str, str, str, str, str, int, dict[str, str]]
+
+
+def common_packet_py(data: bytes) -> CommonPacket | None:
+    """:func:`common_packet` in Python: ``single``, ``common_head``, ``cp_items``."""
+    segment = single(data)
+    if segment is None:
+        return None
+    try:
+        head = common_head(segment.decode())
+    except UnicodeDecodeError:
+        return None
+    if head is None:
+        return None
+    items = cp_items(head[6])
+    if items is None:
+        return None
+    qn, st, cn, pw, mn, flag, _body = head
+    return qn, st, cn, pw, mn, flag, items
+
+
+try:
+    from hj212._speedups import common_packet
+    SPEEDUPS = True
+except ImportError:  # not built (no C compiler where smartpark was installed): the same in Python
+    common_packet = common_packet_py
+    SPEEDUPS = False

@@ -47,7 +47,6 @@ from smartpark.topics import hj212_topic as dead_letter_topic
 
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import REALTIME, Logger, LoggerMap, PacketDecoder
-from .fast import common_packet
 from .feed import EngineFeed, acked
 from .frame import Frame, FrameError, FrameReader, Tail, frame
 from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, common_head, cp_items, encode, encode_cp, parse, parse_cp
@@ -194,8 +193,7 @@ class _Connection(asyncio.Protocol):
         listener = self.listener
         try:
             frames = self.frames
-            if not frames.pending and (head := common_packet(data)) is not None:  # what a read nearly always is
-                frames.took_whole()
+            if (head := frames.whole(data)) is not None:  # what a logger's read nearly always is
                 if not listener._realtime(self, *head):
                     listener._packet(self, Frame(data[6:-6], data))
                 return
@@ -434,7 +432,7 @@ class Listener:
 
     def _realtime(self, conn: _Connection, qn: str, st: str, cn: str, pw: str, mn: str, flag: int,
                   items: dict[str, str]) -> bool:
-        """The fast path from a packet's header fields and CP items (:func:`hj212.fast.common_packet`, or
+        """The fast path from a packet's header fields and CP items (:func:`hj212.frame.common_packet`, or
         :meth:`_fast`): True when it took the packet, False when :meth:`_packet` must."""
         service = self.service
         logger = service.loggers.by_mn.get(mn)

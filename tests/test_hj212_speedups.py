@@ -1,7 +1,7 @@
 """hj212/_speedups.c gives what its Python reference gives, or steps aside.
 
 ``hj212._speedups.common_packet`` (the first step of the listener's fast path) must equal
-:func:`hj212.fast.common_packet_py` (``frame.single``, ``packet.common_head``, ``packet.cp_items``) on every
+:func:`hj212.frame.common_packet_py` (``frame.single``, ``packet.common_head``, ``packet.cp_items``) on every
 input, except that it may return None for a data segment outside printable ASCII, which the Python path then
 decides; ``hj212._speedups.state`` must equal :func:`hj212.frame._py_state`. The inputs: the generated packets
 of tests/test_hj212_fastpath.py with every kind of fault, each with one byte changed anywhere, headers built at
@@ -18,8 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_hj212_fastpath import FAULTS, segments
 
-from hj212.fast import SPEEDUPS, common_packet, common_packet_py
-from hj212.frame import _py_state, crc16_bytewise, frame
+from hj212.frame import SPEEDUPS, _py_state, common_packet, common_packet_py, crc16_bytewise, frame
 
 if not SPEEDUPS:  # make setup builds it (gcc and the Python headers are among its system packages)
     raise RuntimeError("hj212._speedups is not built: `pip install -e .` with a C compiler builds it")
