@@ -26,6 +26,15 @@ from smartpark.topics import snapshot_topic
 
 from .packet import NUMBER, Packet, PacketError, datatime_ms
 
+
+def kept_json(doc: object) -> bytes:
+    """``orjson.dumps(doc)`` in a buffer of its own size, for a payload that is held (the engine feed's, until
+    the broker's PUBACK). orjson 3.12 and later return their output in the buffer they wrote it in, at least
+    4 KiB, and do not shrink it (ijl/orjson; Home Assistant trims its cached outputs the same way): 5,000
+    snapshots of a burst of loggers held 20 MB, 4 KiB a packet, each a fresh page the kernel zeroes. The copy
+    costs less than that: 0.8 against 2.0 us a snapshot held (docs/benchmarks/hj212.md §6)."""
+    return bytes(memoryview(orjson.dumps(doc)))
+
 REALTIME = "2011"
 _REALTIME_FIELDS = ("Rtd", "ZsRtd", "Flag", "SampleTime", "EFlag")  # of a mapped code, in 2011 data
 
@@ -136,7 +145,7 @@ class PacketDecoder:
                 doc["quality"] = quality
             if flags:
                 doc["flags"] = flags
-            payload = orjson.dumps(doc)
+            payload = kept_json(doc)
             if flags:
                 decoded = self.decoder.decode(asset_topic, payload, received_ms)
                 lines = [with_flag(reading_line(self._prefix[r.ref.index], r), flags.get(r.ref.sensor.id))
@@ -151,7 +160,7 @@ class PacketDecoder:
                     # dead-lettered here, once (topic hj212/<MN>, the packet): the collector, which stores
                     # the fed snapshot too, keeps the reading as bad without a second dead letter
                     doc["origin"] = topic
-                    payload = orjson.dumps(doc)
+                    payload = kept_json(doc)
                 out.feed.append((asset_topic, payload))
         return out
 
@@ -183,7 +192,7 @@ class PacketDecoder:
         lines = self.decoder.snapshot_lines(topic, ts, values, received_ms)
         if lines is None:
             return None
-        return lines, (topic, orjson.dumps({"ts": ts, "values": values}))
+        return lines, (topic, kept_json({"ts": ts, "values": values}))
 
     def _realtime(self, out: Points, snapshots: dict[tuple[str, str], tuple[dict[str, float], dict[str, str]]],
                   asset_topic: str, code: str, fields: dict[str, str], ref: SensorRef, how: Hj212Code, topic: str,

@@ -191,3 +191,27 @@ def test_general_parse_of_what_the_fast_path_refuses_is_unchanged() -> None:
     with pytest.raises(PacketError):
         parse(b"QN=20261202140013000;ST=31;CN=2011;PW=123456;MN=X1;Flag=5;CP=&&a=b=c&&")
     assert cp_items("a=1;;b=2") is None and cp_items("a=1,b=2;c=3") == {"a": "1", "b": "2", "c": "3"}
+
+
+def test_held_feed_payloads_are_their_own_size() -> None:
+    """The engine feed's snapshots are held until the broker's PUBACK (a whole burst of loggers at once): each
+    must take about its own size. orjson 3.12 and later return a buffer of at least 4 KiB that they do not
+    shrink (hj212.decode.kept_json copies it); 2,000 fast-path outcomes held here stay under 2 KiB a packet,
+    lines and snapshot together, against 4 KiB and more for the snapshot alone from ``orjson.dumps``."""
+    import tracemalloc
+
+    logger = PLAIN[0]
+    values = {code: sum(ref.sensor.normal) / 2 for code, (ref, _how) in logger.codes.items()}
+    data = realtime_packet(logger, NOW_MS - 60_000, values, TZ)
+    items = cp_items(common_head(single(data).decode())[6])  # type: ignore[index, union-attr]  # a good packet
+    assert items is not None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = [DECODER.realtime_fast(logger, items, NOW_MS) for _ in range(2000)]
+        per_packet = (tracemalloc.get_traced_memory()[0] - before) / len(held)
+    finally:
+        tracemalloc.stop()
+    assert all(h is not None for h in held)
+    snapshot = held[0][1][1]  # type: ignore[index]  # not None: checked
+    assert orjson.loads(snapshot)["values"] and per_packet < 2048, per_packet
