@@ -13,6 +13,14 @@
  *       anything outside printable ASCII (the Python path then decides): it never answers differently,
  *       only less often. tests/test_hj212_speedups.py checks both on generated, mutated and arbitrary inputs.
  *
+ *   realtime_values(items, spec, keys) -> {sensor: float} | None
+ *       hj212.decode.realtime_values_py: the values of a real-time packet's CP items for the logger's
+ *       (value key, flag key, sensor) spec when every key is one of ``keys``, every value a number
+ *       (hj212.packet.NUMBER) and every flag N or absent; None otherwise and for non-ASCII values.
+ *
+ *   frame_ack(qn, tail) -> bytes
+ *       hj212.service.frame_ack_py: the framed 9014 ``QN=<qn>`` + its logger's tail.
+ *
  * Why C: in a burst of 5,000 loggers on one core, the CRC loop, the header's regular expression and the CP
  * split were a fifth to a quarter of the server's CPU per packet (docs/benchmarks/hj212.md §6).
  */
@@ -282,11 +290,162 @@ none:
     Py_RETURN_NONE;
 }
 
+/* hj212.packet.NUMBER's fullmatch, [+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?, on ASCII text */
+static int
+is_number(const char *t, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, digits = 0;
+    if (i < n && (t[i] == '+' || t[i] == '-'))
+        i++;
+    while (i < n && is_digit((unsigned char)t[i]))
+        i++, digits++;
+    if (i < n && t[i] == '.') {
+        i++;
+        while (i < n && is_digit((unsigned char)t[i]))
+            i++, digits++;
+    }
+    if (digits == 0)
+        return 0; /* neither "5", "5." nor ".5" */
+    if (i < n && (t[i] == 'e' || t[i] == 'E')) {
+        i++;
+        if (i < n && (t[i] == '+' || t[i] == '-'))
+            i++;
+        Py_ssize_t e0 = i;
+        while (i < n && is_digit((unsigned char)t[i]))
+            i++;
+        if (i == e0)
+            return 0;
+    }
+    return i == n;
+}
+
+static PyObject *
+speedups_realtime_values(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *items, *spec, *keys;
+    if (!PyArg_ParseTuple(args, "O!O!O!:realtime_values", &PyDict_Type, &items, &PyTuple_Type, &spec,
+                          &PyFrozenSet_Type, &keys))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(spec);
+    if (n == 0)
+        Py_RETURN_NONE;
+    /* items.keys() <= keys */
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(items, &pos, &k, &v)) {
+        int in = PySet_Contains(keys, k);
+        if (in < 0)
+            return NULL;
+        if (!in)
+            Py_RETURN_NONE;
+    }
+    PyObject *values = _PyDict_NewPresized(n);
+    if (values == NULL)
+        return NULL;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *entry = PyTuple_GET_ITEM(spec, j);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
+            Py_DECREF(values);
+            PyErr_SetString(PyExc_TypeError, "spec: (value key, flag key, sensor) tuples");
+            return NULL;
+        }
+        PyObject *value = PyDict_GetItemWithError(items, PyTuple_GET_ITEM(entry, 0));
+        PyObject *flag = value == NULL ? NULL : PyDict_GetItemWithError(items, PyTuple_GET_ITEM(entry, 1));
+        if (PyErr_Occurred()) {
+            Py_DECREF(values);
+            return NULL;
+        }
+        if (value == NULL || !PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value))
+            goto none; /* missing, or text that only the Python path reads (non-ASCII digits) */
+        if (flag != NULL) {
+            if (!PyUnicode_CheckExact(flag))
+                goto none;
+            Py_ssize_t fn = PyUnicode_GET_LENGTH(flag);
+            if (fn != 0 && (fn != 1 || PyUnicode_READ_CHAR(flag, 0) != 'N'))
+                goto none; /* `flag and flag != "N"` */
+        }
+        const char *t = (const char *)PyUnicode_1BYTE_DATA(value);
+        Py_ssize_t tn = PyUnicode_GET_LENGTH(value);
+        if (!is_number(t, tn))
+            goto none;
+        double x = PyOS_string_to_double(t, NULL, NULL); /* float(value): the whole text is the number */
+        if (x == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(values);
+            return NULL;
+        }
+        PyObject *f = PyFloat_FromDouble(x);
+        if (f == NULL || PyDict_SetItem(values, PyTuple_GET_ITEM(entry, 2), f) < 0) {
+            Py_XDECREF(f);
+            Py_DECREF(values);
+            return NULL;
+        }
+        Py_DECREF(f);
+    }
+    return values;
+
+none:
+    Py_DECREF(values);
+    Py_RETURN_NONE;
+}
+
+/* frame(b"QN=" + qn.encode() + tail) in one allocation: the 9014 of a packet, whose tail is its logger's */
+static PyObject *
+speedups_frame_ack(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *qn;
+    Py_buffer tail;
+    if (!PyArg_ParseTuple(args, "Uy*:frame_ack", &qn, &tail))
+        return NULL;
+    Py_ssize_t qn_len;
+    const char *q = PyUnicode_AsUTF8AndSize(qn, &qn_len);
+    if (q == NULL) {
+        PyBuffer_Release(&tail);
+        return NULL;
+    }
+    Py_ssize_t seg = 3 + qn_len + tail.len;
+    if (seg > 9988) {
+        PyBuffer_Release(&tail);
+        return PyErr_Format(PyExc_ValueError, "data segment of %zd bytes exceeds 9988", seg);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, seg + 12);
+    if (out == NULL) {
+        PyBuffer_Release(&tail);
+        return NULL;
+    }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    o[0] = o[1] = '#';
+    o[2] = (unsigned char)('0' + seg / 1000);
+    o[3] = (unsigned char)('0' + seg / 100 % 10);
+    o[4] = (unsigned char)('0' + seg / 10 % 10);
+    o[5] = (unsigned char)('0' + seg % 10);
+    unsigned char *sg = o + 6;
+    memcpy(sg, "QN=", 3);
+    memcpy(sg + 3, q, (size_t)qn_len);
+    memcpy(sg + 3 + qn_len, tail.buf, (size_t)tail.len);
+    PyBuffer_Release(&tail);
+    unsigned crc = TABLE[run_state(sg, seg - 1, 0xFF) ^ sg[seg - 1]];
+    static const char HEX[] = "0123456789ABCDEF";
+    unsigned char *c = sg + seg;
+    c[0] = (unsigned char)HEX[(crc >> 12) & 15];
+    c[1] = (unsigned char)HEX[(crc >> 8) & 15];
+    c[2] = (unsigned char)HEX[(crc >> 4) & 15];
+    c[3] = (unsigned char)HEX[crc & 15];
+    c[4] = '\r';
+    c[5] = '\n';
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"state", speedups_state, METH_VARARGS,
      "state(data, state=0xFF) -> the HJ 212 CRC register's high byte after data (hj212.frame._py_state)"},
     {"common_packet", speedups_common_packet, METH_O,
      "common_packet(data) -> (qn, st, cn, pw, mn, flag, items) or None (hj212.frame.common_packet_py)"},
+    {"realtime_values", speedups_realtime_values, METH_VARARGS,
+     "realtime_values(items, spec, keys) -> {sensor: float} or None (hj212.decode.realtime_values_py)"},
+    {"frame_ack", speedups_frame_ack, METH_VARARGS,
+     "frame_ack(qn, tail) -> frame(b'QN=' + qn.encode() + tail) (hj212.service.frame_ack_py)"},
     {NULL, NULL, 0, NULL},
 };
 

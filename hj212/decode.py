@@ -27,6 +27,32 @@ from smartpark.topics import snapshot_topic
 from .packet import NUMBER, Packet, PacketError, datatime_ms
 
 
+def realtime_values_py(items: dict[str, str], spec: tuple[tuple[str, str, str], ...],
+                       keys: frozenset[str]) -> dict[str, float] | None:
+    """The values of a real-time packet's CP ``items`` by sensor, for a logger's ``spec`` (:attr:`Logger.realtime`),
+    when every key is one of ``keys`` (:attr:`Logger.realtime_keys`), every value a number (``NUMBER``) and
+    every flag ``N`` or absent; else None. The reference of :func:`realtime_values`, which is
+    ``hj212._speedups.realtime_values`` when the extension is built (it also returns None for non-ASCII
+    values, which the general path then reads; tests/test_hj212_speedups.py compares the two)."""
+    if not spec or not items.keys() <= keys:
+        return None
+    values: dict[str, float] = {}
+    number = NUMBER.fullmatch
+    for value_key, flag_key, sensor in spec:
+        value = items.get(value_key)
+        flag = items.get(flag_key)
+        if value is None or (flag and flag != "N") or not number(value):
+            return None
+        values[sensor] = float(value)
+    return values
+
+
+try:
+    from hj212._speedups import realtime_values
+except ImportError:  # not built: the same in Python
+    realtime_values = realtime_values_py
+
+
 def kept_json(doc: object) -> bytes:
     """``orjson.dumps(doc)`` in a buffer of its own size, for a payload that is held (the engine feed's, until
     the broker's PUBACK). orjson 3.12 and later return their output in the buffer they wrote it in, at least
@@ -171,7 +197,8 @@ class PacketDecoder:
         for the engine feed, or None for any other packet, which :meth:`decode` then takes whole (so dead
         letters, flags, qualities and unmapped codes keep one definition). ``items``: :func:`cp_items` of the
         CP. tests/test_hj212_fastpath.py checks that both give the same points."""
-        if not logger.realtime or not items.keys() <= logger.realtime_keys:
+        values = realtime_values(items, logger.realtime, logger.realtime_keys)
+        if values is None:
             return None
         text = items.get("DataTime")
         if text is None:
@@ -180,14 +207,6 @@ class PacketDecoder:
             ts = datatime_ms(text, self.tz)
         except PacketError:
             return None
-        values: dict[str, float] = {}
-        number = NUMBER.fullmatch
-        for value_key, flag_key, sensor in logger.realtime:
-            value = items.get(value_key)
-            flag = items.get(flag_key)
-            if value is None or (flag and flag != "N") or not number(value):
-                return None
-            values[sensor] = float(value)
         topic = logger.topic
         lines = self.decoder.snapshot_lines(topic, ts, values, received_ms)
         if lines is None:

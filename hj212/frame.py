@@ -76,38 +76,6 @@ def crc16(data: bytes | bytearray) -> int:
     return _CRC_TABLE[_state(memoryview(data)[:n - 1]) ^ data[n - 1]]
 
 
-_TAIL_TABLES: dict[int, list[int]] = {}  # A_m of Tail, by the tail's length (a 9014's tail: a few lengths)
-
-
-class Tail:
-    """The CRC of ``head + tail`` for many heads and one ``tail``, with the loop over the head only.
-
-    The register is affine over GF(2) in its state: after the tail's bytes it is ``H^m(s) ^ K`` for the state
-    ``s`` the head leaves and a ``K`` of the tail alone. So ``crc16(head + tail) = A_m[s] ^ c``, where
-    ``A_m[s] = T[H^(m-1)(s)]`` depends only on the tail's length and ``c`` is the tail's CRC from state 0.
-    The 9014 of a logger is ``QN=<qn>`` and a tail that is the same for every packet of that logger."""
-
-    __slots__ = ("_a", "_c", "tail")
-
-    def __init__(self, tail: bytes) -> None:
-        if not tail:
-            raise ValueError("an empty tail")
-        self.tail = tail
-        m = len(tail)
-        a = _TAIL_TABLES.get(m)
-        if a is None:
-            states = list(range(256))
-            for _ in range(m - 1):
-                states = [_HIGH[s] for s in states]
-            a = _TAIL_TABLES[m] = [_CRC_TABLE[s] for s in states]
-        self._a = a
-        self._c = _CRC_TABLE[_state(tail[:-1], 0) ^ tail[-1]]
-
-    def crc16(self, head: bytes) -> int:
-        """``crc16(head + self.tail)``."""
-        return self._a[_state(head)] ^ self._c
-
-
 def crc16_bytewise(data: bytes) -> int:
     """The same CRC a byte at a time, as Appendix A writes it (the reference :func:`crc16` is tested against)."""
     crc = 0xFFFF

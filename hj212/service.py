@@ -48,7 +48,7 @@ from smartpark.topics import hj212_topic as dead_letter_topic
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import REALTIME, Logger, LoggerMap, PacketDecoder
 from .feed import EngineFeed, acked
-from .frame import Frame, FrameError, FrameReader, Tail, frame
+from .frame import Frame, FrameError, FrameReader, frame
 from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, common_head, cp_items, encode, encode_cp, parse, parse_cp
 
 log = logging.getLogger(__name__)
@@ -492,20 +492,30 @@ def data_ack(p: Packet) -> bytes:
     return frame(encode(Packet(st="91", cn=DATA_ACK, pw=p.pw, mn=p.mn, qn=p.qn, flag=p.version_bits)))
 
 
-_ACK_TAILS: dict[tuple[str, str, int], Tail] = {}  # by (PW, MN, version bits): what follows a 9014's QN
+def frame_ack_py(qn: str, tail: bytes) -> bytes:
+    """The framed data segment ``QN=<qn>`` + ``tail``: :func:`frame_ack`, which is
+    ``hj212._speedups.frame_ack`` (one allocation, the CRC in C) when the extension is built."""
+    return frame(b"QN=" + qn.encode() + tail)
+
+
+try:
+    from hj212._speedups import frame_ack
+except ImportError:  # not built: the same in Python
+    frame_ack = frame_ack_py
+
+_ACK_TAILS: dict[tuple[str, str, int], bytes] = {}  # by (PW, MN, version bits): what follows a 9014's QN
 
 
 def data_ack_of(qn: str, pw: str, mn: str, flag: int) -> bytes:
     """:func:`data_ack` of a packet with a QN, from its fields (no :class:`Packet` built: the fast path). The
-    part after the QN is the same for every packet of a logger: its CRC is taken once (:class:`Tail`)."""
+    part after the QN is the same for every packet of a logger: it is made once."""
     key = (pw, mn, flag & ~0x03)
     tail = _ACK_TAILS.get(key)
     if tail is None:
         if len(_ACK_TAILS) >= 100_000:
             _ACK_TAILS.clear()
-        tail = _ACK_TAILS[key] = Tail(f";ST=91;CN={DATA_ACK};PW={pw};MN={mn};Flag={key[2]};CP=&&&&".encode())
-    head = b"QN=" + qn.encode()
-    return b"##%04d%s%s%04X\r\n" % (len(head) + len(tail.tail), head, tail.tail, tail.crc16(head))
+        tail = _ACK_TAILS[key] = f";ST=91;CN={DATA_ACK};PW={pw};MN={mn};Flag={key[2]};CP=&&&&".encode()
+    return frame_ack(qn, tail)
 
 
 class Hj212Collector(Collector):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hj212.crypto import decrypt_cp, encrypt_cp
-from hj212.frame import MAX_PACKET, Frame, FrameError, FrameReader, Tail, check, crc16, crc16_bytewise, frame
+from hj212.frame import MAX_PACKET, Frame, FrameError, FrameReader, check, crc16, crc16_bytewise, frame
 from hj212.packet import Packet, PacketError, datatime_ms, encode, parse
 from smartpark.schema import HJ212_CRC, HJ212_DECRYPT, HJ212_FRAME
 
@@ -69,12 +69,6 @@ class TestCrc:
         """The table-driven CRC (two bytes a step, any length, odd or even) is Appendix A's byte loop."""
         assert crc16(data) == crc16_bytewise(data)
         assert crc16(bytearray(data)) == crc16_bytewise(data)
-
-    @settings(max_examples=300, deadline=None)
-    @given(st.binary(max_size=120), st.binary(min_size=1, max_size=120))
-    def test_a_tails_crc_is_the_whole_packets(self, head: bytes, tail: bytes) -> None:
-        """The 9014's CRC from its logger's tail table is Appendix A's CRC of the whole segment."""
-        assert Tail(tail).crc16(head) == crc16_bytewise(head + tail)
 
 
 class TestCapturedPackets:

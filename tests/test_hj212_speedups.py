@@ -18,7 +18,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_hj212_fastpath import FAULTS, segments
 
+from hj212.decode import realtime_values, realtime_values_py
 from hj212.frame import SPEEDUPS, _py_state, common_packet, common_packet_py, crc16_bytewise, frame
+from hj212.service import data_ack, data_ack_of, frame_ack, frame_ack_py
 
 if not SPEEDUPS:  # make setup builds it (gcc and the Python headers are among its system packages)
     raise RuntimeError("hj212._speedups is not built: `pip install -e .` with a C compiler builds it")
@@ -42,6 +44,7 @@ def check(data: bytes) -> object:
 
 def test_the_extension_is_what_runs() -> None:
     assert common_packet is _speedups.common_packet
+    assert realtime_values is _speedups.realtime_values and frame_ack is _speedups.frame_ack
     assert frame_module._state is _speedups.state
 
 
@@ -162,3 +165,72 @@ def test_not_bytes_is_none() -> None:
     assert _speedups.common_packet(bytearray(raw)) is None  # type: ignore[arg-type]  # what is checked
     assert _speedups.common_packet(memoryview(raw)) is None  # type: ignore[arg-type]  # what is checked
     assert _speedups.common_packet(None) is None  # type: ignore[arg-type]  # what is checked
+
+
+# ------------------------------------------------------------------ realtime_values
+SPEC = (("a21026-ZsRtd", "a21026-Flag", "so2"), ("a19001-Rtd", "a19001-Flag", "o2"))
+KEYS = frozenset({"DataTime", "a21026-Rtd", "a21026-ZsRtd", "a21026-Flag", "a19001-Rtd", "a19001-Flag",
+                  "a19001-SampleTime"})
+NUMBERS = ["12.5", "0", "-0.0", "+7", ".5", "5.", "1e3", "1E-3", "+.5e+2", "1e999", "-1e999", "007",
+           "", ".", "+", "-", "e5", "1e", "1e+", "1.2.3", "1_000", " 12", "12 ", "0x10", "nan", "inf", "-inf",
+           "Infinity", "1,5", "١٢", "１２", "12\n", "+-1", "1e5.5", "..5", "5..", "1" * 400]
+
+
+def check_values(items: dict[str, str], spec: tuple[tuple[str, str, str], ...] = SPEC,
+                 keys: frozenset[str] = KEYS) -> dict[str, float] | None:
+    got, want = _speedups.realtime_values(items, spec, keys), realtime_values_py(items, spec, keys)
+    if got != want:  # None is allowed for a value outside ASCII, which the general path then reads
+        assert got is None and any(not v.isascii() for v in items.values()), (items, got, want)
+    elif got is not None and want is not None:  # the same floats, bit for bit (-0.0, inf)
+        assert [repr(x) for x in got.values()] == [repr(x) for x in want.values()] and list(got) == list(want)
+    return got
+
+
+@pytest.mark.parametrize("text", NUMBERS)
+def test_each_number_text(text: str) -> None:
+    check_values({"a21026-ZsRtd": text, "a19001-Rtd": "10.5"})
+    check_values({"a21026-ZsRtd": "1", "a19001-Rtd": text, "a19001-Flag": "N"})
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.dictionaries(st.sampled_from([*sorted(KEYS), "a99999-Rtd", "DataTime2"]),
+                       st.one_of(st.sampled_from([*NUMBERS, "N", "T", "n", "NN"]),
+                                 st.text(st.sampled_from("0123456789+-.eE N"), max_size=8), st.text(max_size=4)),
+                       max_size=8),
+       st.sampled_from([SPEC, SPEC[:1], ()]))
+def test_realtime_values_equal_the_python_loop(items: dict[str, str], spec: tuple[tuple[str, str, str], ...]) -> None:
+    check_values(items, spec)
+
+
+@pytest.mark.parametrize("flag", ["N", "", "T", "D", "n", "NN", "N ", "Ｎ"])
+def test_each_flag(flag: str) -> None:
+    """Flag N or empty: taken; any other flag: the general path (its quality and flag field)."""
+    for items in ({"a21026-ZsRtd": "1.5", "a21026-Flag": flag, "a19001-Rtd": "10.5"},
+                  {"a21026-ZsRtd": "1.5", "a19001-Rtd": "10.5", "a19001-Flag": flag}):
+        got = check_values(items)
+        assert (got is not None) == (flag in ("N", ""))
+
+
+def test_a_good_packet_s_values() -> None:
+    assert check_values({"DataTime": "20261202140013", "a21026-ZsRtd": "20.5", "a21026-Flag": "N",
+                         "a19001-Rtd": "10.5", "a19001-Flag": ""}) == {"so2": 20.5, "o2": 10.5}
+
+
+# ------------------------------------------------------------------ frame_ack
+@settings(max_examples=400, deadline=None)
+@given(st.text(st.sampled_from("0123456789"), min_size=0, max_size=20) | st.text(max_size=20),
+       st.binary(max_size=200))
+def test_frame_ack_equals_frame(qn: str, tail: bytes) -> None:
+    assert _speedups.frame_ack(qn, tail) == frame_ack_py(qn, tail)
+
+
+def test_frame_ack_bound_and_the_9014() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        _speedups.frame_ack("1", b"x" * 9985)
+    with pytest.raises(ValueError, match="exceeds"):
+        frame_ack_py("1", b"x" * 9985)
+    assert _speedups.frame_ack("1", b"x" * 9984) == frame_ack_py("1", b"x" * 9984)
+    from hj212.packet import parse
+
+    p = parse(b"QN=20261202140013000;ST=31;CN=2011;PW=123456;MN=32058300HW01CEMS00000001;Flag=5;CP=&&a=1&&")
+    assert data_ack_of("20261202140013000", "123456", "32058300HW01CEMS00000001", 5) == data_ack(p)
