@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_hj212.py [--loggers 5000] [--cycles 2] [--period 30] [--skip-load] [--skip-cpu]
                                           [--server-tree DIR ...] [--client protocol|streams ...]
-                                          [--py-spy FILE] [--py-spy-rate HZ] [--perf FILE]
+                                          [--py-spy FILE] [--py-spy-rate HZ] [--perf FILE] [--stack-core 1]
 
 (1) CPU, one core: real-time packets (2011, the bundled CEMS logger's nine codes) through frame -> parse ->
 validate -> points, per packet and per reading, against the MQTT path for the same readings in the same run
@@ -358,7 +358,7 @@ SERVE = ("import sys, smartpark.park as p; p.MAX_NODES = 10**7; sys.argv[0] = 's
 
 def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | None = None,
          client: str = "protocol", spy_rate: int = 250, sampler: Callable[..., subprocess.Popen[bytes]] = py_spy,
-         ) -> None:
+         stack_core: int | None = None) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < n + 200:
@@ -366,6 +366,11 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
     with tempfile.TemporaryDirectory(prefix="bench-hj212-") as tmp:
         stack = Stack(Path(tmp) / "stack", mqtt_port=free_port(), influx_port=free_port())
         stack.up()
+        if stack_core is not None:  # every thread of Mosquitto and InfluxDB, off the server's core
+            for proc in stack._procs.values():
+                subprocess.run(["taskset", "-a", "-p", "-c", str(stack_core), str(proc.pid)], check=True,
+                               stdout=subprocess.DEVNULL)
+            print(f"stack (Mosquitto, InfluxDB) pinned to core {stack_core}")
         try:
             park_file = Path(tmp) / "park.yaml"
             park_file.write_text(load_park_yaml(n))
@@ -461,6 +466,9 @@ def main() -> None:
                     help="py-spy's (or perf's) samples per second")
     ap.add_argument("--py-spy", type=Path, metavar="FILE",
                     help="sample the server during the burst with py-spy (collapsed stacks; FILE.N per tree)")
+    ap.add_argument("--stack-core", type=int, metavar="CORE",
+                    help="pin Mosquitto and InfluxDB (all their threads) to this core [default: not pinned, the "
+                    "scheduler may put them on the server's]")
     ap.add_argument("--perf", type=Path, metavar="FILE",
                     help="instead of py-spy, record the server during the burst with perf record -g (FILE.N per tree;"
                     " perf report -i FILE.N --sort dso)")
@@ -477,7 +485,7 @@ def main() -> None:
         for i, (tree, client) in enumerate(runs):
             profile = args.py_spy.with_name(f"{args.py_spy.name}.{i}") if args.py_spy else None
             load(args.loggers, args.cycles, args.period, tree.resolve(), profile, client, args.py_spy_rate,
-                 perf_record if args.perf is not None else py_spy)
+                 perf_record if args.perf is not None else py_spy, args.stack_core)
 
 
 if __name__ == "__main__":
