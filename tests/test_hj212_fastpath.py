@@ -1,8 +1,8 @@
 """The listener's fast path for real-time data gives what the general path gives, or steps aside.
 
-``hj212 serve`` takes nearly every packet by a short path (:func:`hj212.frame.single`,
-:func:`hj212.packet.common_head`, :func:`hj212.packet.cp_items`, :meth:`PacketDecoder.realtime_fast`,
-:func:`hj212.service.data_ack_of`) and everything else by the general one (:class:`FrameReader`, :func:`parse`,
+``hj212 serve`` takes nearly every packet by a short path (:func:`hj212.frame.common_packet`, that is
+:func:`hj212.frame.single`, :func:`hj212.packet.common_head` and :func:`hj212.packet.cp_items` in C;
+:meth:`PacketDecoder.realtime_fast`, :func:`hj212.service.data_ack_of`) and everything else by the general one (:class:`FrameReader`, :func:`parse`,
 :meth:`PacketDecoder.decode`, :func:`data_ack`). These tests generate packets of the bundled park's loggers,
 good and bad in every way the fast path looks at, and check: wherever the fast path answers, its points, feed
 snapshot and 9014 equal the general path's; and that it does answer for the packets loggers really send.
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hj212.decode import LoggerMap, PacketDecoder
-from hj212.frame import Frame, FrameReader, frame, single
+from hj212.frame import Frame, FrameReader, common_packet, frame, single
 from hj212.packet import PacketError, common_head, cp_items, parse
 from hj212.service import data_ack, data_ack_of
 from hj212.simulate import realtime_packet
@@ -34,19 +34,14 @@ NOW_MS = int(time.time() * 1000)
 
 
 def fast_path(segment: bytes) -> tuple[list[str], tuple[str, bytes], bytes | None] | None:
-    """What the listener's fast path makes of a framed segment (lines, snapshot, 9014), or None."""
-    try:
-        head = common_head(segment.decode())
-    except UnicodeDecodeError:
-        return None
+    """What the listener's fast path makes of a segment read as one frame (lines, snapshot, 9014), or None:
+    :func:`hj212.frame.common_packet` (the C extension's, as the listener runs it), then ``Listener._realtime``."""
+    head = common_packet(frame(segment))
     if head is None:
         return None
-    qn, _st, cn, pw, mn, flag, body = head
+    qn, _st, cn, pw, mn, flag, items = head
     logger = LOGGERS.get(mn)
     if cn != "2011" or logger is None or (logger.config.pw is not None and pw != logger.config.pw):
-        return None
-    items = cp_items(body)
-    if items is None:
         return None
     fast = DECODER.realtime_fast(logger, items, NOW_MS)
     if fast is None:
