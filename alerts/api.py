@@ -701,6 +701,11 @@ def make_app(backend: Backend, *, secure_cookies: bool = False, sessions: Sessio
     app.router.add_static("/static", STATIC, name="static")
     app[ROUTES] = routes
     app[OPENAPI_DOC] = document
+
+    async def release_sessions(_app: web.Application) -> None:
+        sessions.release()
+
+    app.on_cleanup.append(release_sessions)
     return app
 
 

@@ -412,7 +412,7 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     started = time.monotonic()
     cpu0 = cpu_seconds(serve.pid)
     spy: list[subprocess.Popen[bytes]] = []
-    burst = (lambda: spy.append(sampler(serve.pid, profile, 4, spy_rate))) if profile is not None else None
+    burst = (lambda: spy.append(sampler(serve.pid, profile, 1 if sampler is perf_record else 4, spy_rate))) if profile is not None else None
     marks: dict[str, float] = {}
 
     def mark(what: str) -> None:  # the server's CPU at the burst's first write and at its last 9014

@@ -727,6 +727,32 @@ class TestSessionsOutliveARestart:
         third = Sessions(idle_s=100, max_s=300, clock=lambda: now[0], path=path)
         assert third.get(sid) is None
 
+    def test_the_file_is_closed_when_the_app_stops(self, tmp_path: Path) -> None:
+        """The app's cleanup closes the sessions file: SQLite folds its write-ahead log back into it (no
+        ``-wal`` left beside it), and the session is in the file for the next engine."""
+        import asyncio
+
+        from aiohttp.test_utils import TestClient, TestServer
+
+        from alerts.console.hub import EventHub
+
+        store = UserStore(tmp_path / "users.yaml")
+        store.add("sue", "supervisor", PASSWORD)
+        backend = SimpleNamespace(park=PARK, users=store, hub=EventHub(), token="t")
+        path = tmp_path / "alerts" / "sessions.sqlite"
+        sessions = Sessions(path=path)
+
+        async def main() -> str:
+            async with TestClient(TestServer(api.make_app(backend, sessions=sessions))) as client:
+                r = await client.post("/api/login", json={"user": "sue", "password": PASSWORD})
+                assert r.status == 200
+                assert path.with_name("sessions.sqlite-wal").exists()  # open while the app serves
+                return r.cookies[api.COOKIE].value
+
+        sid = asyncio.run(main())
+        assert not path.with_name("sessions.sqlite-wal").exists()
+        assert Sessions(path=path).get(sid) is not None
+
     def test_an_unusable_file_keeps_sessions_in_memory(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         (tmp_path / "sessions.sqlite").mkdir()  # a directory where the file should be
         ss = Sessions(path=tmp_path / "sessions.sqlite")

@@ -95,6 +95,16 @@ class Sessions:
                 self._fail(exc)
         return self._db
 
+    def release(self) -> None:
+        """Close the file (the app's cleanup: SQLite then folds its write-ahead log into it and removes the log);
+        a later use opens it again."""
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error as exc:
+                log.warning("console sessions file %s: closing it failed: %s", self.path, exc)
+
     def _fail(self, exc: BaseException) -> None:
         if not self._broken:
             log.error("console sessions file %s not usable (%s): sessions are kept in memory only, an engine "
