@@ -43,6 +43,18 @@ make_tables(void)
     }
 }
 
+/* a dict sized for n items where CPython offers it (a private function, kept through 3.12), else a plain one */
+static PyObject *
+new_dict(Py_ssize_t n)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    return _PyDict_NewPresized(n);
+#else
+    (void)n;
+    return PyDict_New();
+#endif
+}
+
 static inline unsigned
 run_state(const unsigned char *p, Py_ssize_t n, unsigned s)
 {
@@ -226,7 +238,7 @@ speedups_common_packet(PyObject *self, PyObject *arg)
     Py_ssize_t count = 1;
     for (Py_ssize_t j = b; j < e; j++)
         count += s[j] == ',' || s[j] == ';';
-    PyObject *items = _PyDict_NewPresized(count);
+    PyObject *items = new_dict(count);
     if (items == NULL)
         return NULL;
     Py_ssize_t i = b;
@@ -340,7 +352,7 @@ speedups_realtime_values(PyObject *self, PyObject *args)
         if (!in)
             Py_RETURN_NONE;
     }
-    PyObject *values = _PyDict_NewPresized(n);
+    PyObject *values = new_dict(n);
     if (values == NULL)
         return NULL;
     for (Py_ssize_t j = 0; j < n; j++) {
