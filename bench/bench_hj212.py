@@ -367,8 +367,8 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
         stack = Stack(Path(tmp) / "stack", mqtt_port=free_port(), influx_port=free_port())
         stack.up()
         if stack_core is not None:  # every thread of Mosquitto and InfluxDB, off the server's core
-            for proc in stack._procs.values():
-                subprocess.run(["taskset", "-a", "-p", "-c", str(stack_core), str(proc.pid)], check=True,
+            for pid in stack.pids():
+                subprocess.run(["taskset", "-a", "-p", "-c", str(stack_core), str(pid)], check=True,
                                stdout=subprocess.DEVNULL)
             print(f"stack (Mosquitto, InfluxDB) pinned to core {stack_core}")
         try:
@@ -412,7 +412,8 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     started = time.monotonic()
     cpu0 = cpu_seconds(serve.pid)
     spy: list[subprocess.Popen[bytes]] = []
-    burst = (lambda: spy.append(sampler(serve.pid, profile, 1 if sampler is perf_record else 4, spy_rate))) if profile is not None else None
+    window = 1 if sampler is perf_record else 4  # seconds recorded: perf's files grow fast
+    burst = (lambda: spy.append(sampler(serve.pid, profile, window, spy_rate))) if profile is not None else None
     marks: dict[str, float] = {}
 
     def mark(what: str) -> None:  # the server's CPU at the burst's first write and at its last 9014
@@ -473,9 +474,8 @@ def main() -> None:
                     help="instead of py-spy, record the server during the burst with perf record -g (FILE.N per tree;"
                     " perf report -i FILE.N --sort dso)")
     args = ap.parse_args()
-    if args.perf is not None:
-        args.py_spy = args.perf
-    elif args.py_spy is not None:
+    profile_file = args.perf or args.py_spy  # perf's record or py-spy's stacks, FILE.N per tree
+    if args.perf is None and args.py_spy is not None:
         py_spy_exe()  # before any service starts
     if not args.skip_cpu:
         os.sched_setaffinity(0, {1})
@@ -483,7 +483,7 @@ def main() -> None:
     if not args.skip_load:
         runs = [(tree, client) for tree in args.server_tree or [ROOT] for client in args.client or ["protocol"]]
         for i, (tree, client) in enumerate(runs):
-            profile = args.py_spy.with_name(f"{args.py_spy.name}.{i}") if args.py_spy else None
+            profile = profile_file.with_name(f"{profile_file.name}.{i}") if profile_file else None
             load(args.loggers, args.cycles, args.period, tree.resolve(), profile, client, args.py_spy_rate,
                  perf_record if args.perf is not None else py_spy, args.stack_core)
 

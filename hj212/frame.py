@@ -62,12 +62,6 @@ def _py_state(data: bytes | bytearray | memoryview, state: int = 0xFF) -> int:
     return state
 
 
-try:
-    from hj212._speedups import state as _state
-except ImportError:  # not built (no compiler where it was installed): the same function in Python
-    _state = _py_state
-
-
 def crc16(data: bytes | bytearray) -> int:
     """The HJ 212 CRC of a data segment (Appendix A)."""
     n = len(data)
@@ -94,7 +88,7 @@ def frame(segment: bytes) -> bytes:
 
 def single(data: bytes) -> bytes | None:
     """The data segment when ``data`` is exactly one packet whose length, CRC and CRLF are right, else None
-    (:meth:`FrameReader.feed` takes a read this way first, then cuts and reports whatever else it holds)."""
+    (:func:`common_packet_py` takes a read this way first; :meth:`FrameReader.feed` cuts any other)."""
     if (data[:2] == b"##" and data[-2:] == b"\r\n" and data[2:6].isdigit()
             and int(data[2:6]) + _OVERHEAD == len(data) and _HEX.issuperset(data[-6:-2])):
         segment = data[6:-6]
@@ -169,9 +163,6 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
         buf = self._buf
-        if not buf and (segment := single(data)) is not None:  # what a logger's read nearly always is
-            self._hunted = 0
-            return [Frame(segment, data)]
         buf += data
         out: list[Frame | FrameError] = []
         while buf:
@@ -266,11 +257,8 @@ class FrameReader:
 CommonPacket = tuple[str, str, str, str, str, int, dict[str, str]]
 
 
-def common_packet_py(data: bytes) -> CommonPacket | None:
-    """:func:`common_packet` in Python: ``single``, ``common_head``, ``cp_items``."""
-    segment = single(data)
-    if segment is None:
-        return None
+def common_segment(segment: bytes) -> CommonPacket | None:
+    """The common shape of a framed packet's data segment: ``common_head``, then ``cp_items``; else None."""
     try:
         head = common_head(segment.decode())
     except UnicodeDecodeError:
@@ -284,9 +272,16 @@ def common_packet_py(data: bytes) -> CommonPacket | None:
     return qn, st, cn, pw, mn, flag, items
 
 
+def common_packet_py(data: bytes) -> CommonPacket | None:
+    """:func:`common_packet` in Python: ``single``, then :func:`common_segment`."""
+    segment = single(data)
+    return None if segment is None else common_segment(segment)
+
+
 try:
     from hj212._speedups import common_packet
+    from hj212._speedups import state as _state
     SPEEDUPS = True
-except ImportError:  # not built (no C compiler where smartpark was installed): the same in Python
-    common_packet = common_packet_py
+except ImportError:  # not built (no C compiler where smartpark was installed): the same functions in Python
+    common_packet, _state = common_packet_py, _py_state
     SPEEDUPS = False

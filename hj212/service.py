@@ -48,8 +48,8 @@ from smartpark.topics import hj212_topic as dead_letter_topic
 from .crypto import decrypt_cp, encrypt_cp
 from .decode import REALTIME, Logger, LoggerMap, PacketDecoder
 from .feed import EngineFeed, acked
-from .frame import Frame, FrameError, FrameReader, frame
-from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, common_head, cp_items, encode, encode_cp, parse, parse_cp
+from .frame import Frame, FrameError, FrameReader, common_segment, frame
+from .packet import FLAG_ACK, FLAG_SPLIT, Packet, PacketError, encode, encode_cp, parse, parse_cp
 
 log = logging.getLogger(__name__)
 
@@ -423,11 +423,8 @@ class Listener:
         logger with its PW, a plain CP whose every code is mapped and every value a finite number in range
         with flag N. Whatever else it is, :meth:`_packet` takes it whole (same checks, same order, same
         outcome: tests/test_hj212_fastpath.py compares the two)."""
-        try:
-            head = common_head(fr.segment.decode())
-        except UnicodeDecodeError:
-            head = None
-        if head is None or (items := cp_items(head[6])) is None or not self._realtime(conn, *head[:6], items):
+        head = common_segment(fr.segment)
+        if head is None or not self._realtime(conn, *head):
             self._packet(conn, fr)
 
     def _realtime(self, conn: _Connection, qn: str, st: str, cn: str, pw: str, mn: str, flag: int,

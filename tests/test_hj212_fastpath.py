@@ -2,10 +2,11 @@
 
 ``hj212 serve`` takes nearly every packet by a short path (:func:`hj212.frame.common_packet`, that is
 :func:`hj212.frame.single`, :func:`hj212.packet.common_head` and :func:`hj212.packet.cp_items` in C;
-:meth:`PacketDecoder.realtime_fast`, :func:`hj212.service.data_ack_of`) and everything else by the general one (:class:`FrameReader`, :func:`parse`,
-:meth:`PacketDecoder.decode`, :func:`data_ack`). These tests generate packets of the bundled park's loggers,
-good and bad in every way the fast path looks at, and check: wherever the fast path answers, its points, feed
-snapshot and 9014 equal the general path's; and that it does answer for the packets loggers really send.
+:meth:`PacketDecoder.realtime_fast`, :func:`hj212.service.data_ack_of`) and everything else by the general one
+(:class:`FrameReader`, :func:`parse`, :meth:`PacketDecoder.decode`, :func:`data_ack`). These tests generate packets
+of the bundled park's loggers, good and bad in every way the fast path looks at, and check: wherever the fast path
+answers, its points, feed snapshot and 9014 equal the general path's; and that it does answer for the packets
+loggers really send.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ class TestFastPath:
                 data = realtime_packet(logger, NOW_MS, normal, TZ).replace(b"&&", b"&&a99999-Rtd=1.0;", 1)
                 segment = data[6:-6]
             else:
-                segment = single(realtime_packet(logger, NOW_MS, values, TZ, flags=flags))  # type: ignore[assignment]  # framed
+                framed = realtime_packet(logger, NOW_MS, values, TZ, flags=flags)
+                segment = single(framed)  # type: ignore[assignment]  # a good frame: not None
             assert segment is not None and fast_path(segment) is None
 
     @pytest.mark.parametrize("fault", FAULTS)
