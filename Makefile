@@ -29,7 +29,7 @@ PYTEST_ARGS ?=
 # the broker and database every test starts; a small font that draws Chinese (dashboard previews, reports);
 # Chromium for the console's browser tests (Playwright drives Debian's: its own download cannot work offline);
 # Node.js and npm for the aedes broker, RabbitMQ for the interoperability tests; pdftoppm for report pages;
-# gcc (and the Python headers, python3-dev when $(PYTHON) has none) for hj212/_speedups.c.
+# gcc (and the Python headers, python3-dev when $(PYTHON) has none) for hj212/_speedups.c and smartpark/_speedups.c.
 SYSTEM_NEEDS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients influxd:influxdb \
   /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei /usr/bin/chromium:chromium \
   node:nodejs npm:npm /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server pdftoppm:poppler-utils gcc:gcc
@@ -90,7 +90,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # re-installed (and the C extension rebuilt) only when pyproject.toml or the C source is newer than the stamp
-$(STAMP): pyproject.toml hj212/_speedups.c | $(PY)
+$(STAMP): pyproject.toml hj212/_speedups.c smartpark/_speedups.c | $(PY)
 	$(PY) -m pip install -q -e '.[test,dev]'
 	touch $@
 
@@ -115,4 +115,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) hj212/_speedups*.so
+	rm -rf $(VENV) hj212/_speedups*.so smartpark/_speedups*.so

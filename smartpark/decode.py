@@ -263,9 +263,12 @@ class _Known(NamedTuple):
     line: str  # its point's line protocol up to the value: ``reading,asset=..,sensor=..,site=.. value=``
 
 
-def _simple_snapshot(sensors: dict[str, _Known], values: dict[str, Any], ts: int,
-                     quality: str | None) -> list[str] | None:
-    """Lines of a snapshot's values when every one is a known sensor's finite float in range, else None."""
+def _simple_snapshot_py(sensors: dict[str, _Known], values: dict[str, Any], ts: int,
+                        quality: str | None) -> list[str] | None:
+    """Lines of a snapshot's values when every one is a known sensor's finite float in range, else None.
+
+    The reference of :func:`_simple_snapshot`, which is ``smartpark._speedups.simple_snapshot`` (C,
+    smartpark/_speedups.c) when the extension is built: tests/test_decode_speedups.py compares the two."""
     prefixes: list[str] = []
     floats: list[float] = []
     for name, raw in values.items():
@@ -278,6 +281,14 @@ def _simple_snapshot(sensors: dict[str, _Known], values: dict[str, Any], ts: int
     texts = orjson.dumps(floats).decode()[1:-1].split(",") if floats else []
     tail = f" {ts}" if quality is None or quality == "good" else f',quality="{quality}" {ts}'
     return [f"{p}{t}{tail}" for p, t in zip(prefixes, texts, strict=True)]
+
+
+try:
+    from smartpark._speedups import simple_snapshot as _simple_snapshot
+    SPEEDUPS = True
+except ImportError:  # not built (no C compiler where smartpark was installed): the same in Python
+    _simple_snapshot = _simple_snapshot_py
+    SPEEDUPS = False
 
 
 class Decoder:
