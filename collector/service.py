@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
+from rollups.journal import touched_periods
 from rollups.runner import journal_for
 from smartpark.config import Settings
 from smartpark.decode import Decoder, Rejected, unexpected
@@ -462,7 +463,7 @@ class Collector:
                 await db.write(rec.lines, precision=rec.precision)
         except PartialWriteError as exc:
             if exc.rejected or len(rec.lines) == 1:
-                self._written(rec, len(rec.lines) - max(1, len(exc.rejected)))
+                await self._written(rec, len(rec.lines) - max(1, len(exc.rejected)))
                 await self._write(db, Record("ns", self._rejected(rec, exc.rejected or {0: str(exc)})))
                 return
             # InfluxDB dropped points without naming them (field type conflict): rewriting the good
@@ -482,17 +483,21 @@ class Collector:
             await self._bisect(db, rec)
             return
         self.metrics.write_seconds.observe(time.perf_counter() - started)
-        self._written(rec, len(rec.lines))
+        await self._written(rec, len(rec.lines))
 
     async def _bisect(self, db: InfluxClient, rec: Record) -> None:
         half = len(rec.lines) // 2
         await self._write(db, Record(rec.precision, rec.lines[:half]))
         await self._write(db, Record(rec.precision, rec.lines[half:]))
 
-    def _written(self, rec: Record, n: int) -> None:
+    async def _written(self, rec: Record, n: int) -> None:
         if rec.precision == "ms":
-            # durable in InfluxDB, not yet acked or committed; the values only when InfluxDB took every line
-            self.rollup_journal.note_lines(rec.lines, values=n == len(rec.lines))
+            # durable in InfluxDB, not yet acked or committed; the values only when InfluxDB took every line.
+            # The file is written in a thread: a journal disk that stalls holds this batch's ack, not the
+            # event loop that every connection, keepalive and logger of this process waits on
+            # (tests/test_hj212_service.py::TestDurability::test_journal_stall_holds_the_batch_not_the_listener)
+            periods = touched_periods(rec.lines)
+            await asyncio.to_thread(self.rollup_journal.note, periods, rec.lines if n == len(rec.lines) else None)
             self.metrics.written.inc(n)
 
     def _rejected(self, rec: Record, rejected: dict[int, str]) -> list[str]:

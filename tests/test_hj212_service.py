@@ -27,6 +27,7 @@ from hj212.crypto import encrypt_cp
 from hj212.frame import FrameReader, frame
 from hj212.packet import Packet, encode, encode_cp, parse
 from hj212.service import Hj212Collector
+from rollups.journal import PERIOD_MS, parse_block
 from smartpark.config import Settings
 from smartpark.park import Park, parse_park
 
@@ -274,6 +275,50 @@ class TestDurability:
                 logger.close()
 
         asyncio.run(main())
+
+
+    def test_journal_stall_holds_the_batch_not_the_listener(self, broker: Broker, influx_db: InfluxDB,
+                                                            tmp_path: Path) -> None:
+        """The rollup journal's disk stops answering (here the journal is a FIFO that no one reads yet, so
+        opening it blocks, as a hung NFS mount or a saturated disk does): the batch written to InfluxDB
+        waits for its note, unacknowledged, while another logger is still answered; once the journal is
+        written the 9014 comes. A journal noted on the event loop froze every connection instead."""
+        s = settings_for(broker.url, influx_db.url, influx_db.db, tmp_path)
+        journal = tmp_path / "rollups" / "journal"
+        journal.parent.mkdir(parents=True)
+        os.mkfifo(journal)
+        released: list[float] = []
+        noted: list[bytes] = []
+        ts = now_s()
+
+        def reader(after: float) -> None:  # the disk answers again after ``after`` seconds, whatever happened
+            time.sleep(after)
+            released.append(time.monotonic())
+            with open(journal, "rb") as f:
+                journal.unlink()  # later notes go to a plain file
+                noted.append(f.read())
+
+        async def main() -> None:
+            async with serving(s, engine_feed=False) as svc:
+                port = svc.listener.port  # type: ignore[union-attr]  # running: its listener is up
+                a, b = await LoggerConn.open(port), await LoggerConn.open(port)
+                release = asyncio.create_task(asyncio.to_thread(reader, 6.0))
+                await a.send(realtime(CEMS, ts, {"a21026": (30.0, "N")}))
+                await until(lambda: influx_db.query("SELECT value FROM reading"), what="the point in InfluxDB")
+                heard: list[float] = []
+                await b.send(packet(CEMS, "9015", [], flag=5))  # a heartbeat that asks for its 9014
+                assert (await b.answer(on_bytes=lambda: heard.append(time.monotonic()))).cn == "9014"
+                acked: list[float] = []
+                assert (await a.answer(on_bytes=lambda: acked.append(time.monotonic()))).cn == "9014"
+                await release
+                assert heard[0] < released[0] < acked[0], "the heartbeat waited for the journal, or the 9014 did not"
+                assert svc.counters.written == 1
+                a.close()
+                b.close()
+
+        asyncio.run(main())
+        block = parse_block(noted[0].strip())  # the batch's period (no runner yet: without its values)
+        assert block is not None and block.periods == {ts * 1000 // PERIOD_MS}
 
 
 class TestPackets:
