@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_hj212.py [--loggers 5000] [--cycles 2] [--period 30] [--skip-load] [--skip-cpu]
                                           [--server-tree DIR ...] [--client protocol|streams ...]
                                           [--py-spy FILE] [--py-spy-rate HZ] [--perf FILE] [--stack-core 1]
-                                          [--bursts N] [--burst-gap SECONDS]
+                                          [--bursts N] [--burst-gap SECONDS] [--floor]
 
 (1) CPU, one core: real-time packets (2011, the bundled CEMS logger's nine codes) through frame -> parse ->
 validate -> points, per packet and per reading, against the MQTT path for the same readings in the same run
@@ -15,7 +15,8 @@ sending a 2011 packet every ``--period`` seconds at its own phase for ``--cycles
 where all send at once (``--bursts N``: N of them, each ``--burst-gap`` s after the one before was acked, so
 that one run shows how often a burst meets the target). Reported: the ack latency (send -> 9014 received)
 p50/p99/max per phase, the server's CPU per burst, and that every packet is stored (points in InfluxDB =
-packets x codes).
+packets x codes). ``--floor`` first measures the same load against a server that only answers (the sockets'
+cost on this machine, to compare machines and runs by).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from collector_ceilings import count_points  # noqa: E402
 
 from devstack import Stack, free_port  # noqa: E402
 from hj212.decode import LoggerMap, PacketDecoder  # noqa: E402
-from hj212.frame import SPEEDUPS, CommonPacket, FrameReader, common_packet, common_packet_py  # noqa: E402
+from hj212.frame import SPEEDUPS, CommonPacket, FrameReader, common_packet, common_packet_py, frame  # noqa: E402
 from hj212.packet import parse  # noqa: E402
 from hj212.simulate import realtime_packet  # noqa: E402
 from smartpark.decode import Decoder  # noqa: E402
@@ -201,7 +202,7 @@ def perf_record(pid: int, out: Path, seconds: float, rate: int = 250) -> subproc
     if exe is None:
         raise SystemExit("--perf: perf is not installed (Debian linux-perf)")
     return subprocess.Popen([exe, "record", "-g", "-F", str(rate), "-p", str(pid), "-o", str(out), "--",
-                             "sleep", str(max(1, round(seconds)))],
+                             "sleep", f"{seconds:g}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -367,7 +368,27 @@ SERVE = ("import sys, smartpark.park as p; p.MAX_NODES = 10**7; sys.argv[0] = 's
          "try:\n    from cli import run\nexcept ImportError:\n    from smartpark.cli import run\nrun()")
 
 
-def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | None = None,
+# The floor (--floor): the same client against a server that only reads each packet and writes a fixed 9014
+# (uvloop, one core, no parsing, storing or feed), measured in the same run: what the machine's sockets alone
+# cost, so that runs on machines of different speed can be compared as ratios to it.
+FLOOR = """
+import asyncio, sys, uvloop
+ACK = bytes.fromhex(sys.argv[2])
+class Answer(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(ACK)
+async def main():
+    server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    await server.serve_forever()
+with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    runner.run(main())
+"""
+FLOOR_ACK = frame(b"QN=20260101000000000;ST=91;CN=9014;PW=123456;MN=FLOOR;Flag=4;CP=&&&&")
+
+
+def load(n: int, cycles: int, period: float, tree: Path | None = ROOT, profile: Path | None = None,
          client: str = "protocol", spy_rate: int = 250, sampler: Callable[..., subprocess.Popen[bytes]] = py_spy,
          stack_core: int | None = None, bursts: int = 1, gap: float = 10.0) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -389,13 +410,15 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
             env = {**os.environ, "SMARTPARK_MQTT_URL": stack.mqtt_url, "SMARTPARK_INFLUX_URL": stack.influx_url,
                    "SMARTPARK_INFLUX_DB": "bench_hj212", "SMARTPARK_STATE_DIR": str(Path(tmp) / "state"),
                    "SMARTPARK_PARK": str(park_file), "SMARTPARK_HJ212_LISTEN": f"127.0.0.1:{port}",
-                   "PYTHONPATH": str(tree)}
-            print(f"server: {tree}; client: {client}")
-            serve = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", SERVE, "hj212", "serve"],
-                                     env=env, cwd=tree, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
-                                                                                   (hard, hard)))
+                   "PYTHONPATH": str(tree or ROOT)}
+            print(f"server: {tree or 'the floor (read, write a fixed 9014)'}; client: {client}")
+            command = ["hj212", "serve"] if tree is not None else [str(port), FLOOR_ACK.hex()]
+            serve = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", SERVE if tree is not None else FLOOR,
+                                      *command], env=env, cwd=tree or ROOT,
+                                     preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)))
             try:
-                run_load(serve, stack, port, n, cycles, period, profile, client, spy_rate, sampler, bursts, gap)
+                run_load(serve, stack, port, n, cycles, period, profile, client, spy_rate, sampler, bursts, gap,
+                         stores=tree is not None)
             finally:
                 if serve.poll() is None:
                     serve.kill()
@@ -407,7 +430,7 @@ def load(n: int, cycles: int, period: float, tree: Path = ROOT, profile: Path | 
 def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cycles: int, period: float,
              profile: Path | None = None, client: str = "protocol", spy_rate: int = 250,
              sampler: Callable[..., subprocess.Popen[bytes]] = py_spy, bursts: int = 1,
-             gap: float = 10.0) -> None:
+             gap: float = 10.0, stores: bool = True) -> None:
     """Wait for the server, drive the loggers, then report latencies, CPU and what was stored."""
     os.sched_setaffinity(0, {1})
     deadline = time.monotonic() + 300  # loading a park of 5,000 assets is slow on a busy machine
@@ -424,7 +447,9 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     started = time.monotonic()
     cpu0 = cpu_seconds(serve.pid)
     spy: list[subprocess.Popen[bytes]] = []
-    window = 1 if sampler is perf_record else 4  # seconds recorded: perf's files grow fast
+    # seconds recorded: perf's files grow fast, and a longer window takes in the connections' close after the
+    # burst (a fifth of the samples of a 1 s window)
+    window = 0.6 if sampler is perf_record else 4
     burst = (lambda: spy.append(sampler(serve.pid, profile, window, spy_rate))) if profile is not None else None
     marks: dict[str, float] = {}
 
@@ -443,7 +468,7 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
     cpu1 = cpu_seconds(serve.pid)
     serve.terminate()
     serve.wait(60)
-    stored = count_points(stack.influx_url, "bench_hj212")  # every reading point has a value
+    stored = count_points(stack.influx_url, "bench_hj212") if stores else 0  # every reading point has a value
     packets = sum(len(v) for v in lat.values())
     for kind, xs in lat.items():
         print(f"  {kind:6s}: {len(xs):6,} packets acked  p50 {statistics.median(xs) * 1000:7.1f} ms  "
@@ -463,9 +488,10 @@ def run_load(serve: subprocess.Popen[bytes], stack: Stack, port: int, n: int, cy
         print(f"  bursts : p99 of each {' '.join(f'{x * 1000:.0f}' for x in p99s)} ms; median "
               f"{statistics.median(p99s) * 1000:.1f}, worst {max(p99s) * 1000:.1f} ms; "
               f"{sum(x <= 0.2 for x in p99s)} of {len(p99s)} within 200 ms")
-    print(f"  stored : {stored:,} reading points for {packets:,} packets x {len(CODES)} codes = "
-          f"{packets * len(CODES):,}  -> "
-          f"{'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
+    if stores:
+        print(f"  stored : {stored:,} reading points for {packets:,} packets x {len(CODES)} codes = "
+              f"{packets * len(CODES):,}  -> "
+              f"{'every packet stored' if stored == packets * len(CODES) else 'MISSING'}")
 
 
 def main() -> None:
@@ -496,6 +522,9 @@ def main() -> None:
                     help="bursts after the steady periods, each --burst-gap seconds after the last 9014 of the one "
                     "before, each reported on its own (protocol client only)")
     ap.add_argument("--burst-gap", type=float, default=10.0, metavar="SECONDS")
+    ap.add_argument("--floor", action="store_true",
+                    help="one more load run first, against a server that only reads and writes a fixed 9014 "
+                    "(the machine's sockets alone: compare trees and machines as ratios to it)")
     args = ap.parse_args()
     if args.bursts < 1 or (args.bursts > 1 and "streams" in args.client):
         ap.error("--bursts: 1 or more, and more than 1 only with the protocol client")
@@ -506,11 +535,13 @@ def main() -> None:
         os.sched_setaffinity(0, {1})
         cpu(args.packets)
     if not args.skip_load:
-        runs = [(tree, client) for tree in args.server_tree or [ROOT] for client in args.client or ["protocol"]]
+        trees: list[Path | None] = [*([None] if args.floor else []), *(args.server_tree or [ROOT])]
+        runs = [(tree, client) for tree in trees for client in args.client or ["protocol"]]
         for i, (tree, client) in enumerate(runs):
             profile = profile_file.with_name(f"{profile_file.name}.{i}") if profile_file else None
-            load(args.loggers, args.cycles, args.period, tree.resolve(), profile, client, args.py_spy_rate,
-                 perf_record if args.perf is not None else py_spy, args.stack_core, args.bursts, args.burst_gap)
+            load(args.loggers, args.cycles, args.period, tree.resolve() if tree else None, profile, client,
+                 args.py_spy_rate, perf_record if args.perf is not None else py_spy, args.stack_core, args.bursts,
+                 args.burst_gap)
 
 
 if __name__ == "__main__":
