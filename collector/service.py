@@ -109,6 +109,9 @@ class Collector:
         self._next_status = 0.0
         self.source: Any = None  # while running, for observation (tests, status): the MqttSource, or a subclass's input
         self.spool: Spool | None = None
+        # a batch of this many reading lines or more is handed on as soon as a take finds the input drained,
+        # without the idle timer (0: never; the MQTT input, whose takes often drain, keeps its batches whole)
+        self.drained_flush = 0
 
     @property
     def counters(self) -> Counters:
@@ -172,7 +175,8 @@ class Collector:
             gap = self._gap(source, batch)
             wait = 0.0 if stopping else min(gap, opened + self.flush_interval - loop.time())
             # small takes: a snapshot message carries many readings, and a batch should not overshoot much
-            messages = await source.take(max(1, min(256, self.batch_size - len(batch.readings))), max(0.0, wait))
+            asked = max(1, min(256, self.batch_size - len(batch.readings)))
+            messages = await source.take(asked, max(0.0, wait))
             if messages:
                 self.metrics.received.inc(len(messages))
             gen = source.gen
@@ -185,8 +189,10 @@ class Collector:
             # the batch holds the broker's whole window: known (MQTT 5), or inferred from a pause
             window_full = self.window_flush and bool(batch.held) and (
                 (window is not None and batch.held >= window) or (not messages and gap == self.window_idle))
+            # a large batch and an input with nothing more to give at once (a burst's tail): written now
+            drained = bool(self.drained_flush) and len(messages) < asked and len(batch.readings) >= self.drained_flush
             if (stopping or len(batch.readings) >= self.batch_size or now >= opened + self.flush_interval
-                    or (not messages and batch.messages) or window_full):
+                    or (not messages and batch.messages) or window_full or drained):
                 if window_full and not stopping:
                     self.metrics.window_flushes.inc()
                 if batch.readings:  # idle flushes carry only the status line: not a batch size

@@ -321,6 +321,41 @@ class TestDurability:
         assert block is not None and block.periods == {ts * 1000 // PERIOD_MS}
 
 
+class TestBatching:
+    """A burst's tail is written as soon as the loggers have nothing more to send; a trickle still lingers."""
+
+    def test_a_drained_burst_is_written_at_once_a_trickle_lingers(self, broker: Broker, influx_db: InfluxDB,
+                                                                   tmp_path: Path) -> None:
+        """Batches of 40 lines, and neither the batch age nor the idle timer writes anything for two minutes:
+        one logger's two readings wait (a trickle: fewer lines than a quarter batch); then twelve more loggers
+        send at once, and the batch (26 lines, the input drained) is written and acked at once, the first
+        logger's packet with it. Before, the whole burst waited for the timers. The stop does not wait for
+        them either (the listener wakes the pipeline: ``serving`` allows 60 s)."""
+        s = settings_for(broker.url, influx_db.url, influx_db.db, tmp_path)
+        ts = now_s()
+        values = {"a21026": (30.0, "N"), "a19001": (10.0, "N")}  # two readings a packet
+
+        async def main() -> None:
+            async with serving(s, engine_feed=False, flush_interval=120.0, batch_size=40) as svc:
+                svc.idle_flush = 120.0  # the idle timer too: only a drained burst may be written before 120 s
+                port = svc.listener.port  # type: ignore[union-attr]  # running: its listener is up
+                first = await LoggerConn.open(port)
+                await first.send(realtime(CEMS, ts - 60, values))
+                await until(lambda: svc.counters.received == 1, what="the first packet taken")
+                await first.no_answer(1.0)
+                assert not influx_db.query("SELECT value FROM reading")
+                burst = [await LoggerConn.open(port) for _ in range(12)]
+                for i, conn in enumerate(burst):
+                    conn.writer.write(realtime(CEMS, ts - i, values))
+                for conn in [first, *burst]:
+                    assert (await conn.answer()).cn == "9014"  # within 30 s, not the timers' 120 s
+                    conn.close()
+                assert svc.counters.written == 26
+
+        asyncio.run(main())
+        assert len(influx_db.query("SELECT value FROM reading")) == 26
+
+
 class TestPackets:
     """Each kind of packet over real TCP: stored, refused with its reason, or answered as the standard says."""
 
