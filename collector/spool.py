@@ -273,6 +273,8 @@ class Spool:
         nxt = self._entries[0] if self._entries else None
         cursor = (nxt.segment, nxt.offset) if nxt else (e.segment, e.offset + e.size)
         done_upto = cursor[0] if nxt else (e.segment + 1 if e.segment != self._seg else e.segment)
+        if not self._entries and e.segment == self._seg:
+            await self._retire_segment()  # first, like the older segments below: on a full disk it makes room
         try:
             for seg in range(e.segment, done_upto):  # first: on a full disk this is what makes room
                 if seg != self._seg:
@@ -284,6 +286,21 @@ class Spool:
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
+
+    async def _retire_segment(self) -> None:
+        """Everything is replayed: delete the segment being appended to as well (the next append starts a new
+        one). On a full disk the drained spool then gives its room back, and a replay position that could not
+        be recorded leaves nothing to send twice after a restart."""
+        async with self._lock:  # not while an append writes into it
+            if self._entries or self._seg == 0:
+                return
+            self.close()
+            self._seg_size = 0
+            try:
+                self._path(self._seg).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("spool: cannot delete the replayed segment %s (%s)", self._path(self._seg),
+                            _describe(exc))
 
     async def wait_nonempty(self) -> None:
         assert self._changed is not None

@@ -103,7 +103,8 @@ class TestSpool:
         run(go())
 
     def test_segments_rotate_and_consumed_ones_are_deleted(self, tmp_path: Path) -> None:
-        """Segments roll over at their size and are deleted once every record in them is replayed."""
+        """Segments roll over at their size and are deleted once every record in them is replayed, the one
+        being appended to as well once the spool is drained; the next append starts a new one."""
         async def go() -> None:
             async with Spool(tmp_path, 10**7, segment_bytes=300) as spool:
                 for i in range(10):
@@ -111,7 +112,11 @@ class TestSpool:
                 assert segments(tmp_path) >= 3
                 while spool.peek() is not None:
                     await spool.commit()
-                assert segments(tmp_path) <= 1
+                assert segments(tmp_path) == 0
+                await spool.append([rec(10)])
+                assert segments(tmp_path) == 1 and spool.peek() == rec(10)
+            async with Spool(tmp_path, 10**7, segment_bytes=300) as spool:
+                assert spool.peek() == rec(10) and len(spool) == 1
         run(go())
 
 

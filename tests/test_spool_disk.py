@@ -5,6 +5,7 @@ once there is room again (InfluxDB back, the disk writable) every reading is sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -98,15 +99,57 @@ class TestFullDisk:
             spooled = collector.counters.spooled
             assert spooled < len(points)  # the disk could not hold them all: the broker has the rest
             stack.start_influxd()
-            wait_for(lambda: thread.error is None and len(stored(db)) >= len(points), 180,
+            # stored, and the spool drained (its last commit follows its last write by a moment)
+            wait_for(lambda: thread.error is None and len(stored(db)) >= len(points)
+                     and collector.spool is not None and collector.spool.empty, 180,
                      lambda: f"{len(stored(db))} of {len(points)} readings stored")
             pub.close()
         assert stored(db) == points
         assert db.count("dead_letter") == 0
         with CollectorThread(settings_, park, instance="disk", batch_size=1000) as again:
             wait_connected(again)
-            assert again.spool is not None and again.spool.error is None
+            assert again.spool is not None and again.spool.error is None and again.spool.empty
         assert stored(db) == points
+
+
+def fill(path: Path) -> None:
+    """Take every byte the file system has left."""
+    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"x" * 4096)
+
+
+def test_a_drained_spool_gives_a_full_disk_its_room_back(small_disk: Path) -> None:
+    """The spool fills the disk, something else takes the last free bytes, then every record is replayed:
+    the drained spool deletes its segment (the one it was appending to as well), so the disk has room again,
+    the replay position is recorded, and a restart finds nothing to send twice. Before, the last segment
+    stayed: the disk stayed full, and all its records came back after a restart."""
+    where = small_disk / "spool"
+
+    async def fill_then_drain() -> int:
+        async with Spool(where, 10**8) as spool:
+            n = 0
+            with pytest.raises(SpoolError):
+                while True:
+                    await spool.append([Record("ms", [f"reading,site=s v={n}.{j} {j}" for j in range(2000)])])
+                    n += 1
+            fill(small_disk / "filler")
+            assert len(spool) == n > 0
+            while spool.peek() is not None:
+                await spool.commit()
+            assert not list(where.glob("*.seg"))
+            assert (where / "cursor").read_text().split() != ["0", "0"]  # there was room to record it
+            await spool.append([Record("ms", ["reading,site=s v=1 1"])])  # and to write again
+            await spool.commit()
+        return n
+
+    assert asyncio.run(fill_then_drain()) > 1
+
+    async def reopen() -> int:
+        async with Spool(where, 10**8) as spool:
+            return len(spool)
+
+    assert asyncio.run(reopen()) == 0
 
 
 def test_read_only_spool_dir_is_not_a_crash(small_disk: Path, stack_factory: Callable[..., Stack],
