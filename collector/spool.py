@@ -143,7 +143,9 @@ class Spool:
                     log.error("spool: cannot cut the torn record of %s (%s)", path, _describe(exc))
         self._entries.extend(found)
         self._bytes += sum(e.size for e in found)
-        self._seg = (segments[-1] if segments else 0)
+        # new segments come after the replay position even when no segment is left (a drained spool deletes
+        # its last one): a segment numbered below the position would be taken for replayed at the next start
+        self._seg = max(segments[-1] if segments else 0, cur_seg)
         self._opened = True
         if self._entries:
             log.warning("spool: %d records (%d bytes) from a previous run to replay", len(self._entries),

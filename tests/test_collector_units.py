@@ -117,6 +117,15 @@ class TestSpool:
                 assert segments(tmp_path) == 1 and spool.peek() == rec(10)
             async with Spool(tmp_path, 10**7, segment_bytes=300) as spool:
                 assert spool.peek() == rec(10) and len(spool) == 1
+                await spool.commit()
+                assert segments(tmp_path) == 0
+            # a restart finds no segment at all, only the replay position: what it appends next must come after
+            # that position, or the restart after it would take the new records for replayed ones
+            async with Spool(tmp_path, 10**7, segment_bytes=300) as spool:
+                assert len(spool) == 0
+                await spool.append([rec(11)])
+            async with Spool(tmp_path, 10**7, segment_bytes=300) as spool:
+                assert spool.peek() == rec(11) and len(spool) == 1
         run(go())
 
 
