@@ -269,17 +269,20 @@ class Spool:
         return Record(_FROM_CODE[body[:1]], json.loads(body[1:]))
 
     async def commit(self) -> None:
-        """The oldest record is in InfluxDB: forget it, and delete segments nothing refers to any more."""
+        """The oldest record is in InfluxDB: forget it, and delete the segments nothing refers to any more, the
+        one being appended to as well once the spool is drained (the next append starts a new one): a disk the
+        spool had filled gets its room back, and a position it could not record leaves nothing to send twice."""
         e = self._entries.popleft()
         self._bytes -= e.size
         nxt = self._entries[0] if self._entries else None
         cursor = (nxt.segment, nxt.offset) if nxt else (e.segment, e.offset + e.size)
-        done_upto = cursor[0] if nxt else (e.segment + 1 if e.segment != self._seg else e.segment)
-        if not self._entries and e.segment == self._seg:
-            await self._retire_segment()  # first, like the older segments below: on a full disk it makes room
+        if nxt is None and e.segment == self._seg:
+            async with self._lock:  # not while an append writes into it
+                if not self._entries:
+                    self.close()
         try:
-            for seg in range(e.segment, done_upto):  # first: on a full disk this is what makes room
-                if seg != self._seg:
+            for seg in range(e.segment, cursor[0] if nxt else e.segment + 1):  # first: on a full disk this makes room
+                if seg != self._seg or self._fd is None:  # a closed segment is no longer appended to
                     self._path(seg).unlink(missing_ok=True)
             (self.dir / "cursor.tmp").write_text(f"{cursor[0]} {cursor[1]}\n")
             os.replace(self.dir / "cursor.tmp", self.dir / "cursor")
@@ -288,21 +291,6 @@ class Spool:
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
-
-    async def _retire_segment(self) -> None:
-        """Everything is replayed: delete the segment being appended to as well (the next append starts a new
-        one). On a full disk the drained spool then gives its room back, and a replay position that could not
-        be recorded leaves nothing to send twice after a restart."""
-        async with self._lock:  # not while an append writes into it
-            if self._entries or self._seg == 0:
-                return
-            self.close()
-            self._seg_size = 0
-            try:
-                self._path(self._seg).unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("spool: cannot delete the replayed segment %s (%s)", self._path(self._seg),
-                            _describe(exc))
 
     async def wait_nonempty(self) -> None:
         assert self._changed is not None
