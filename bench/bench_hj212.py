@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_hj212.py [--loggers 5000] [--cycles 2] [--period 30] [--skip-load] [--skip-cpu]
                                           [--server-tree DIR ...] [--client protocol|streams ...]
                                           [--py-spy FILE] [--py-spy-rate HZ] [--perf FILE] [--stack-core 1]
-                                          [--bursts N] [--burst-gap SECONDS] [--floor]
+                                          [--bursts N] [--burst-gap SECONDS] [--floor] [--callsums]
 
 (1) CPU, one core: real-time packets (2011, the bundled CEMS logger's nine codes) through frame -> parse ->
 validate -> points, per packet and per reading, against the MQTT path for the same readings in the same run
@@ -385,12 +385,13 @@ async def main():
 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
     runner.run(main())
 """
+CALLSUMS = Path(__file__).resolve().parent / "callsums"  # --callsums: its sitecustomize on the server's path
 FLOOR_ACK = frame(b"QN=20260101000000000;ST=91;CN=9014;PW=123456;MN=FLOOR;Flag=4;CP=&&&&")
 
 
 def load(n: int, cycles: int, period: float, tree: Path | None = ROOT, profile: Path | None = None,
          client: str = "protocol", spy_rate: int = 250, sampler: Callable[..., subprocess.Popen[bytes]] = py_spy,
-         stack_core: int | None = None, bursts: int = 1, gap: float = 10.0) -> None:
+         stack_core: int | None = None, bursts: int = 1, gap: float = 10.0, callsums: bool = False) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < n + 200:
@@ -410,7 +411,8 @@ def load(n: int, cycles: int, period: float, tree: Path | None = ROOT, profile: 
             env = {**os.environ, "SMARTPARK_MQTT_URL": stack.mqtt_url, "SMARTPARK_INFLUX_URL": stack.influx_url,
                    "SMARTPARK_INFLUX_DB": "bench_hj212", "SMARTPARK_STATE_DIR": str(Path(tmp) / "state"),
                    "SMARTPARK_PARK": str(park_file), "SMARTPARK_HJ212_LISTEN": f"127.0.0.1:{port}",
-                   "PYTHONPATH": str(tree or ROOT)}
+                   "PYTHONPATH": os.pathsep.join([*([str(CALLSUMS)] if callsums and tree else []),
+                                                  str(tree or ROOT)])}
             print(f"server: {tree or 'the floor (read, write a fixed 9014)'}; client: {client}")
             command = ["hj212", "serve"] if tree is not None else [str(port), FLOOR_ACK.hex()]
             serve = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", SERVE if tree is not None else FLOOR,
@@ -525,6 +527,9 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true",
                     help="one more load run first, against a server that only reads and writes a fixed 9014 "
                     "(the machine's sockets alone: compare trees and machines as ratios to it)")
+    ap.add_argument("--callsums", action="store_true",
+                    help="the server prints, every second, the CPU and calls of the functions a packet goes through "
+                    "(bench/callsums/sitecustomize.py; about 1 us a call more)")
     args = ap.parse_args()
     if args.bursts < 1 or (args.bursts > 1 and "streams" in args.client):
         ap.error("--bursts: 1 or more, and more than 1 only with the protocol client")
@@ -541,7 +546,7 @@ def main() -> None:
             profile = profile_file.with_name(f"{profile_file.name}.{i}") if profile_file else None
             load(args.loggers, args.cycles, args.period, tree.resolve() if tree else None, profile, client,
                  args.py_spy_rate, perf_record if args.perf is not None else py_spy, args.stack_core, args.bursts,
-                 args.burst_gap)
+                 args.burst_gap, args.callsums)
 
 
 if __name__ == "__main__":

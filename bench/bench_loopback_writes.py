@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 RPS = Path("/sys/class/net/lo/queues/rx-0/rps_cpus")
@@ -58,7 +58,7 @@ def rps_on_core_1(enabled: bool) -> Iterator[None]:
         RPS.write_text(before + "\n")
 
 
-def per_call_us(label: str, items: list[object], fn: Callable[[object], object]) -> None:
+def per_call_us(label: str, items: Sequence[socket.socket], fn: Callable[[socket.socket], object]) -> None:
     best = float("inf")
     for _ in range(3):
         t = time.thread_time_ns()
@@ -88,8 +88,9 @@ def main() -> None:
     srv.listen(8192)
     child = subprocess.Popen([sys.executable, __file__, "--connections", str(a.connections),
                               "--reader", str(srv.getsockname()[1])], stdout=subprocess.PIPE)
+    conns: list[socket.socket] = []
     try:
-        conns = [srv.accept()[0] for _ in range(a.connections)]
+        conns += [srv.accept()[0] for _ in range(a.connections)]
         assert child.stdout is not None
         child.stdout.readline()
         for s in conns:
@@ -98,14 +99,14 @@ def main() -> None:
             where = ("the loopback's receive processing on core 1 (RPS)" if a.rps_other_core
                      else "the loopback's receive processing in the sender's system call (default)")
             print(f"{a.connections:,} loopback connections, writer on core 0, reader on core 1; {where}:")
-            per_call_us(f"write {len(ANSWER)} B to each socket once", conns, lambda s: s.send(ANSWER))  # type: ignore[attr-defined]
+            per_call_us(f"write {len(ANSWER)} B to each socket once", conns, lambda s: s.send(ANSWER))
             per_call_us(f"write {len(ANSWER)} B to one socket, as often", [conns[0]] * len(conns),
-                        lambda s: s.send(ANSWER))  # type: ignore[attr-defined]
+                        lambda s: s.send(ANSWER))
             per_call_us("a null system call (getppid)", conns, lambda s: os.getppid())
     finally:
-        for s in srv, *locals().get("conns", []):
-            s.close()
-        child.wait(10)
+        for s in (srv, *conns):
+            s.close()  # the reader sees its connections close and exits
+        child.wait(30)
 
 
 if __name__ == "__main__":
