@@ -190,7 +190,7 @@ class Collector:
             window_full = self.window_flush and bool(batch.held) and (
                 (window is not None and batch.held >= window) or (not messages and gap == self.window_idle))
             # a large batch and an input with nothing more to give at once (a burst's tail): written now
-            drained = bool(self.drained_flush) and len(messages) < asked and len(batch.readings) >= self.drained_flush
+            drained = 0 < self.drained_flush <= len(batch.readings) and len(messages) < asked
             if (stopping or len(batch.readings) >= self.batch_size or now >= opened + self.flush_interval
                     or (not messages and batch.messages) or window_full or drained):
                 if window_full and not stopping:

@@ -274,12 +274,13 @@ class Spool:
         spool had filled gets its room back, and a position it could not record leaves nothing to send twice."""
         e = self._entries.popleft()
         self._bytes -= e.size
-        nxt = self._entries[0] if self._entries else None
-        cursor = (nxt.segment, nxt.offset) if nxt else (e.segment, e.offset + e.size)
-        if nxt is None and e.segment == self._seg:
-            async with self._lock:  # not while an append writes into it
+        if not self._entries and e.segment == self._seg:
+            async with self._lock:  # not while an append writes into it (an append also ends the drain)
                 if not self._entries:
                     self.close()
+        # after the lock: an append it waited for may have added the next record
+        nxt = self._entries[0] if self._entries else None
+        cursor = (nxt.segment, nxt.offset) if nxt else (e.segment, e.offset + e.size)
         try:
             for seg in range(e.segment, cursor[0] if nxt else e.segment + 1):  # first: on a full disk this makes room
                 if seg != self._seg or self._fd is None:  # a closed segment is no longer appended to

@@ -11,13 +11,16 @@ import time
 from typing import Any
 
 SUMS: dict[str, list[int]] = {}
-WRAPPED = (  # (module, class, method, label)
+WRAPPED = (  # (module, class, method, label): plain functions only (a coroutine function's call only makes
+    # the coroutine; its work runs later, outside the wrapper). Nested: "acks" includes their "9014 send"s.
     ("hj212.service", "_Connection", "data_received", "data_received"),
+    ("hj212.service", "Listener", "ack", "acks"),
     ("hj212.service", "_Connection", "send", "9014 send"),
-    ("hj212.service", "Listener", "take", "take"),
+    ("hj212.feed", "EngineFeed", "publish_soon", "feed submit"),
+    ("smartpark.mqtt.connection", "Connection", "data_received", "mqtt reads"),
+    ("smartpark.mqtt.connection", "Connection", "send", "mqtt send"),
     ("aiohttp.http_writer", "StreamWriter", "_write", "aiohttp write"),
     ("aiohttp.http_writer", "StreamWriter", "_writelines", "aiohttp writelines"),
-    ("smartpark.mqtt.connection", "Connection", "send", "mqtt send"),
 )
 
 
@@ -41,11 +44,8 @@ def _wrap(cls: type, name: str, label: str) -> None:
 
 def _install() -> None:
     """Once every module is imported (the server imports them at start, before any logger connects)."""
-    while True:
-        mods = [sys.modules.get(m) for m, *_ in WRAPPED]
-        if all(m is not None and hasattr(m, c) for m, (_, c, _n, _l) in zip(mods, WRAPPED, strict=True)) \
-                and hasattr(sys.modules["hj212.service"], "Hj212Collector"):
-            break
+    while not (all(hasattr(sys.modules.get(m), c) for m, c, _, _ in WRAPPED)
+               and hasattr(sys.modules.get("hj212.service"), "Hj212Collector")):  # its module's last class
         time.sleep(0.01)
     for m, c, n, label in WRAPPED:
         _wrap(getattr(sys.modules[m], c), n, label)
