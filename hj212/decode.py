@@ -12,7 +12,9 @@ the same snapshot is what the alarm engine receives. Minute, hour and day data (
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -78,10 +80,9 @@ class Logger:
     realtime: tuple[tuple[str, str, str], ...] = ()
     realtime_keys: frozenset[str] = frozenset()
     topic: str = ""  # the asset's snapshot topic
-
-    @property
-    def mn(self) -> str:
-        return self.config.mn
+    # the configuration's MN (the map's key, the very object) and PW, read per packet without the model
+    mn: str = ""
+    pw: str | None = None
 
 
 class LoggerMap:
@@ -89,16 +90,23 @@ class LoggerMap:
 
     def __init__(self, park: Park) -> None:
         self.by_mn: dict[str, Logger] = {}
+        # loggers with the same codes share one spec and one key set, their strings interned: a burst of
+        # thousands of loggers then reads the same few objects, not thousands of cold copies
+        # (docs/benchmarks/hj212.md §10)
+        specs: dict[Any, Any] = {}
         for site in park.sites:
             for asset in site.assets:
                 for cfg in asset.hj212:
                     codes = {code: (park.get(f"{site.id}/{asset.id}/{t.sensor}"), t)
                              for code, t in cfg.code_map().items()}
-                    realtime = tuple((f"{code}-{'ZsRtd' if t.value == 'converted' else 'Rtd'}", f"{code}-Flag",
-                                      ref.sensor.id) for code, (ref, t) in codes.items())
-                    keys = frozenset({"DataTime"} | {f"{code}-{name}" for code in codes for name in _REALTIME_FIELDS})
-                    self.by_mn[cfg.mn] = Logger(site.id, asset.id, cfg, codes, realtime, keys,
-                                                 snapshot_topic(site.id, asset.id))
+                    realtime = tuple(tuple(sys.intern(x) for x in (
+                        f"{code}-{'ZsRtd' if t.value == 'converted' else 'Rtd'}", f"{code}-Flag", ref.sensor.id))
+                        for code, (ref, t) in codes.items())
+                    keys = frozenset(sys.intern(k) for k in
+                                     {"DataTime"} | {f"{code}-{name}" for code in codes for name in _REALTIME_FIELDS})
+                    self.by_mn[cfg.mn] = Logger(site.id, asset.id, cfg, codes, specs.setdefault(realtime, realtime),
+                                                 specs.setdefault(keys, keys),
+                                                 sys.intern(snapshot_topic(site.id, asset.id)), cfg.mn, cfg.pw)
 
     def get(self, mn: str) -> Logger | None:
         return self.by_mn.get(mn)

@@ -142,6 +142,8 @@ class FrameReader:
     more than :data:`MAX_PACKET` bytes without any ``##`` cannot be resynchronised: ``fatal``.
     """
 
+    __slots__ = ("_buf", "_hunted")
+
     def __init__(self) -> None:
         self._buf = bytearray()
         self._hunted = 0  # garbage bytes skipped since the last '##'

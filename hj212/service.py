@@ -111,9 +111,8 @@ class Hj212Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.packets: dict[str, int] = {}
-        self.acks: dict[str, int] = {}
-        self.last_packet: dict[str, float] = {}
+        # per MN: [packets, acks, last packet's time], one record (one lookup, one cold line in a burst)
+        self.loggers: dict[str, list[Any]] = {}
         self.refused = Counter("smartpark_hj212_refused", "packets refused (dead-lettered)", ("mn", "reason"),
                                registry=r)
         self.unmapped = Counter("smartpark_hj212_unmapped_codes", "values of pollutant codes no sensor maps",
@@ -122,13 +121,23 @@ class Hj212Metrics:
         r.register(_PerLogger(self))
 
     def packet(self, mn: str, now: float) -> None:
-        packets = self.packets
-        packets[mn] = packets.get(mn, 0) + 1
-        self.last_packet[mn] = now
+        rec = self.loggers.get(mn)
+        if rec is None:
+            rec = self.loggers[mn] = [0, 0, 0.0]
+        rec[0] += 1
+        rec[2] = now
 
     def acked(self, mn: str, n: int = 1) -> None:
-        acks = self.acks
-        acks[mn] = acks.get(mn, 0) + n
+        rec = self.loggers.get(mn)
+        if rec is None:
+            rec = self.loggers[mn] = [0, 0, 0.0]
+        rec[1] += n
+
+    def values(self, which: int) -> list[tuple[str, Any]]:
+        """(MN, value) of one column of the records (0 packets, 1 acks, 2 last packet), of the loggers it
+        has happened to (an MN with acks but no packet has no last packet time)."""
+        col = 0 if which == 2 else which
+        return [(mn, rec[which]) for mn, rec in list(self.loggers.items()) if rec[col]]
 
 
 class _PerLogger:
@@ -142,13 +151,12 @@ class _PerLogger:
 
     def collect(self) -> Iterator[Any]:
         m = self.m
-        for name, doc, kind, values in (
-                ("smartpark_hj212_packets", "packets accepted", CounterMetricFamily, m.packets),
-                ("smartpark_hj212_acks", "9014 acknowledgements sent", CounterMetricFamily, m.acks),
-                ("smartpark_hj212_last_packet_timestamp_seconds", "time of the last packet", GaugeMetricFamily,
-                 m.last_packet)):
+        for name, doc, kind, which in (
+                ("smartpark_hj212_packets", "packets accepted", CounterMetricFamily, 0),
+                ("smartpark_hj212_acks", "9014 acknowledgements sent", CounterMetricFamily, 1),
+                ("smartpark_hj212_last_packet_timestamp_seconds", "time of the last packet", GaugeMetricFamily, 2)):
             family = kind(name, doc, labels=("mn",))
-            for mn, v in list(values.items()):
+            for mn, v in m.values(which):
                 family.add_metric((mn,), v)
             yield family
 
@@ -156,7 +164,11 @@ class _PerLogger:
 class _Connection(asyncio.Protocol):
     """One logger's connection, a protocol (no stream reader, coroutine or timeout context per read: at
     5,000 loggers that was most of the server's CPU). Its reads are cut into frames and handled at once;
-    when the collector is behind, reading pauses (backpressure) until the inbox has room again."""
+    when the collector is behind, reading pauses (backpressure) until the inbox has room again. Slots: what
+    a read touches of its connection is one object, not an object and its dictionary (a burst reads thousands
+    of connections, each cold; docs/benchmarks/hj212.md §10)."""
+
+    __slots__ = ("_idle", "frames", "last", "listener", "part_bytes", "parts", "peer", "transport")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -385,7 +397,7 @@ class Listener:
         if logger is None:
             self._refuse(conn, UNKNOWN_MN, f"MN {p.mn} is not a logger of the park model", p.mn, fr.raw)
             return
-        if logger.config.pw is not None and p.pw != logger.config.pw:
+        if logger.pw is not None and p.pw != logger.pw:
             self._refuse(conn, HJ212_AUTH, f"PW of {p.mn} differs from the park model's", p.mn, fr.raw)
             return
         try:
@@ -394,7 +406,7 @@ class Listener:
             self._refuse(conn, exc.reason, exc.detail, p.mn, fr.raw)
             return
         metrics = self.service.hj212_metrics
-        metrics.packet(p.mn, time.time())
+        metrics.packet(logger.mn, time.time())
         parts = [p]
         if p.split:
             whole = self._reassemble(conn, p)
@@ -412,8 +424,8 @@ class Listener:
         for code in points.unmapped:
             metrics.unmapped.labels(p.mn, code).inc()
         acks = [a for a in parts if a.wants_ack]
-        item = Item(p.mn, points.lines, points.rejected, conn, b"".join(data_ack(a) for a in acks) if acks else None,
-                    len(acks), points.feed or None)
+        answer = b"".join(data_ack(a) for a in acks) if acks else None
+        item = Item(logger.mn, points.lines, points.rejected, conn, answer, len(acks), points.feed or None)
         if not points.lines and not points.rejected:  # heartbeats, status, commands: nothing to store
             self.answer(item)
             return
@@ -434,13 +446,18 @@ class Listener:
         :meth:`_fast`): True when it took the packet, False when :meth:`_packet` must."""
         service = self.service
         logger = service.loggers.by_mn.get(mn)
-        if cn != REALTIME or logger is None or (logger.config.pw is not None and pw != logger.config.pw):
+        if cn != REALTIME or logger is None or (logger.pw is not None and pw != logger.pw):
             return False
         now_ns = time.time_ns()
         fast = service.packets.realtime_fast(logger, items, now_ns // 1_000_000)
         if fast is None:
             return False
         lines, snapshot = fast
+        # from here the logger's own MN and PW (equal to the packet's), the keys of the per-logger dictionaries
+        # below: a lookup then matches by identity and does not read a cold copy of the string
+        mn = logger.mn
+        if logger.pw is not None:
+            pw = logger.pw
         service.hj212_metrics.packet(mn, now_ns / 1e9)
         wants = flag & FLAG_ACK
         self._put(conn, Item(mn, lines, [], conn, data_ack_of(qn, pw, mn, flag) if wants else None,

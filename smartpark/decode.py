@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -311,10 +312,16 @@ class Decoder:
         self._sensors: dict[str, _Known] = {}
         self._assets: dict[str, dict[str, _Known]] = {}
         self._encoder = PointEncoder(park)  # the slow path's lines: exactly what the points stage makes
+        # the bounds as one float object per value, the topics and sensor ids interned: what a message's
+        # lookups touch is then shared by the sensors and assets that have it, and stays in the cache when
+        # thousands of them report at once (an HJ 212 burst: docs/benchmarks/hj212.md §10)
+        bounds: dict[float, float] = {}
         for ref in park:
-            known = _Known(ref, *ref.sensor.range, reading_prefix(ref))
+            lo, hi = (bounds.setdefault(float(b), float(b)) for b in ref.sensor.range)
+            known = _Known(ref, lo, hi, reading_prefix(ref))
             self._sensors[ref.topic] = known
-            self._assets.setdefault(snapshot_topic(ref.site, ref.asset), {})[ref.sensor.id] = known
+            self._assets.setdefault(sys.intern(snapshot_topic(ref.site, ref.asset)), {})[
+                sys.intern(ref.sensor.id)] = known
 
     def decode(self, topic: str, payload: bytes, received_ms: int | None = None) -> Decoded:
         try:

@@ -24,7 +24,7 @@ from hj212.frame import Frame, FrameReader, common_packet, frame, single
 from hj212.packet import PacketError, common_head, cp_items, parse
 from hj212.service import data_ack, data_ack_of
 from hj212.simulate import realtime_packet
-from smartpark.park import load_park
+from smartpark.park import load_park, parse_park
 
 PARK = load_park()
 LOGGERS = LoggerMap(PARK)
@@ -42,7 +42,7 @@ def fast_path(segment: bytes) -> tuple[list[str], tuple[str, bytes], bytes | Non
         return None
     qn, _st, cn, pw, mn, flag, items = head
     logger = LOGGERS.get(mn)
-    if cn != "2011" or logger is None or (logger.config.pw is not None and pw != logger.config.pw):
+    if cn != "2011" or logger is None or (logger.pw is not None and pw != logger.pw):
         return None
     fast = DECODER.realtime_fast(logger, items, NOW_MS)
     if fast is None:
@@ -212,3 +212,40 @@ def test_held_feed_payloads_are_their_own_size() -> None:
     assert all(h is not None for h in held)
     snapshot = held[0][1][1]  # type: ignore[index]  # not None: checked
     assert orjson.loads(snapshot)["values"] and per_packet < 2048, per_packet
+
+
+def _park_of_stacks(codes: list[str]) -> str:
+    """A park of one site whose stacks have loggers with the given code maps (YAML flow mappings)."""
+    lines = ["park: {id: p, name: P, timezone: Asia/Shanghai}", "sites:", "  - id: plant", "    name: Plant",
+             "    assets:"]
+    for i, code_map in enumerate(codes):
+        lines += [f"      - id: s{i}", f"        name: Stack {i}",
+                  f'        hj212: [{{mn: "SHARE{i:019d}", pw: "123456", codes: {code_map}}}]', "        sensors:"]
+        lines += [f"          - {{id: {sid}, name: {sid}, unit: mg/m3, range: [0, 1000], normal: [1, 100], "
+                  "interval_s: 30}" for sid in ("so2", "nox", "o2")]
+    return "\n".join(lines) + "\n"
+
+
+def test_loggers_of_one_shape_share_what_a_packet_reads() -> None:
+    """A burst of thousands of loggers reads each one's spec, key set, MN, topic and bounds: loggers with the
+    same codes share one object of each (docs/benchmarks/hj212.md §10), and their points stay their own."""
+    same = "{a21026: so2, a21002: nox, a19001: o2}"
+    park = parse_park(_park_of_stacks([same, same, same, "{a21026: so2, a21002: nox}"]))
+    loggers, decoder = LoggerMap(park), PacketDecoder(park)
+    a, b, c, d = loggers.by_mn.values()
+    assert a.realtime is b.realtime is c.realtime and a.realtime_keys is b.realtime_keys is c.realtime_keys
+    assert d.realtime is not a.realtime and d.realtime_keys != a.realtime_keys
+    for key, lg in loggers.by_mn.items():
+        assert key is lg.mn and lg.pw == "123456"  # the map's own key: a lookup by it matches by identity
+    assets = decoder.decoder._assets  # what snapshot_lines looks the topic up in
+    assert all(next(k for k in assets if k == lg.topic) is lg.topic for lg in (a, b, c, d))
+    assert assets[a.topic]["so2"].hi is assets[b.topic]["so2"].hi  # one float object per bound value
+    out = []
+    for lg in (a, b):
+        head = common_packet(realtime_packet(lg, NOW_MS - 60_000, {"a21026": 1.5, "a21002": 2.5, "a19001": 3.5}, TZ))
+        assert head is not None
+        fast = decoder.realtime_fast(lg, head[6], NOW_MS)
+        assert fast is not None
+        out.append(fast)
+    (la, (ta, _)), (lb, (tb, _)) = out
+    assert ta != tb and la != lb and all(",asset=s0," in x for x in la) and all(",asset=s1," in x for x in lb)

@@ -416,7 +416,7 @@ class TestPackets:
                 # as a scrape reads them: the per-logger families are the registry's view of plain counts
                 sample = svc.metrics.registry.get_sample_value
                 assert sample("smartpark_hj212_acks_total", {"mn": CEMS}) == 4  # heartbeat, two parts, out of range
-                assert sample("smartpark_hj212_packets_total", {"mn": CEMS}) == m.packets[CEMS] >= 5
+                assert sample("smartpark_hj212_packets_total", {"mn": CEMS}) == m.loggers[CEMS][0] >= 5
                 last = sample("smartpark_hj212_last_packet_timestamp_seconds", {"mn": CEMS})
                 assert last is not None and abs(last - time.time()) < 60
                 c.close()
