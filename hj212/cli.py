@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "for its 9014")
     s.add_argument("--spool-max-mb", type=float, default=256, metavar="M", help="disk spool bound [256]")
     s.add_argument("--loop", choices=LOOPS, default=default_loop(),
-                   help=f"event loop: uvloop (libuv: a fifth off the ack time of a burst of 5,000 loggers) or "
+                   help=f"event loop: uvloop (libuv; docs/benchmarks/hj212.md §2, §10) or "
                    f"asyncio's own [{default_loop()}: uvloop when it is installed]")
     s.set_defaults(func=_serve)
 
